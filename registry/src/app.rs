@@ -1,0 +1,119 @@
+//! Assembling a running registry from its configuration.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use berth_storage::{BlobStore, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, MetadataBackend, StorageBackend};
+use crate::service::{Registry, Settings};
+
+/// The registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("blob storage at {path}: {source}")]
+    Storage { path: String, source: berth_storage::Error },
+    #[error("metadata database at {path}: {source}")]
+    Metadata { path: String, source: berth_storage::Error },
+}
+
+/// A registry ready to serve: its stores opened, its schema migrated.
+#[derive(Debug, Clone)]
+pub struct App {
+    registry: Arc<Registry>,
+}
+
+impl App {
+    pub async fn open(config: &Config) -> Result<App, StartError> {
+        let blobs = match config.storage.backend {
+            StorageBackend::Filesystem => {
+                let dir = config.blob_dir();
+                BlobStore::local(&dir, config.storage.fsync)
+                    .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })?
+            }
+            StorageBackend::Memory => BlobStore::in_memory(),
+        };
+        let meta = match config.metadata.backend {
+            MetadataBackend::Sqlite => {
+                let path = config.metadata_path();
+                SqliteStore::open(&path)
+                    .await
+                    .map_err(|source| StartError::Metadata { path: path.display().to_string(), source })?
+            }
+        };
+        let settings = Settings {
+            delete_manifests: config.delete.manifests,
+            delete_blobs: config.delete.blobs,
+            upload_max_age: config.uploads.max_age,
+        };
+        Ok(App { registry: Arc::new(Registry { blobs, meta: Arc::new(meta), settings }) })
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn router(&self) -> Router {
+        crate::http::router(self.registry.clone())
+    }
+
+    /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
+    pub fn spawn_maintenance(&self, interval: std::time::Duration) -> JoinHandle<()> {
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = registry.purge_stale_uploads().await {
+                    tracing::warn!(error = %e, "purging stale uploads failed");
+                }
+            }
+        })
+    }
+}
+
+/// A registry serving in the background, for tests and embedding.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub app: App,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+    maintenance: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Opens the registry described by `config` and serves it on `listener`, already bound
+    /// by the caller (tests bind `127.0.0.1:0` and keep the listener).
+    pub async fn start(listener: TcpListener, config: &Config) -> Result<RunningServer, StartError> {
+        let app = App::open(config).await?;
+        let addr = listener.local_addr().map_err(|e| StartError::Storage {
+            path: "listener".into(),
+            source: berth_storage::Error::Corrupt(e.to_string()),
+        })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = app.router();
+        let task = tokio::spawn(crate::server::serve(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        let maintenance = app.spawn_maintenance(config.uploads.purge_interval);
+        Ok(RunningServer { addr, app, stop, task, maintenance })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, drains connections and waits for the server to end.
+    pub async fn stop(self) {
+        self.maintenance.abort();
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,70 @@
+//! [`ApiError`]: every way a registry request can fail, in protocol terms.
+//!
+//! The service layer returns these; `http::error` is the one table that turns each into an
+//! OCI error code, an HTTP status and the JSON body.
+
+use berth_oci::Digest;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("manifest is larger than the {limit} bytes allowed")]
+    ManifestTooLarge { limit: usize },
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("{0}")]
+    TagInvalid(String),
+    /// A blob `Range` that does not overlap the blob.
+    #[error("requested range is not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    /// A chunk that does not start where the upload stands (the client must resume).
+    #[error("chunk must start at byte {offset} of the upload")]
+    ChunkOutOfOrder { offset: u64, location: String, upload_id: String },
+    #[error("{0}")]
+    PaginationInvalid(String),
+    /// Switched off by configuration, or not a method of this endpoint.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("no such endpoint")]
+    RouteUnknown,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or a failure of something underneath; the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<berth_storage::Error> for ApiError {
+    fn from(e: berth_storage::Error) -> Self {
+        use berth_storage::Error as S;
+        match e {
+            S::MissingReference(d) => ApiError::ManifestBlobUnknown(d),
+            S::ReferenceSize { digest, declared, actual } => ApiError::ManifestInvalid(format!(
+                "descriptor of {digest} says {declared} bytes, but the blob has {actual}"
+            )),
+            S::Body(e) => ApiError::BlobUploadInvalid(format!("request body could not be read: {e}")),
+            S::NotFound | S::Conflict | S::Corrupt(_) | S::ObjectStore(_) | S::Database(_) | S::Task(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

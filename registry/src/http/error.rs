@@ -1,0 +1,74 @@
+//! The one table from [`ApiError`] to OCI error code and HTTP status, and the JSON body.
+
+use axum::response::{IntoResponse, Response};
+use berth_oci::ErrorCode;
+use hyper::StatusCode;
+use hyper::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderValue};
+
+use crate::error::ApiError;
+
+/// The code and status of each error. Exhaustive: a new variant must be placed here.
+pub fn code_and_status(e: &ApiError) -> (ErrorCode, StatusCode) {
+    match e {
+        ApiError::BlobUnknown => (ErrorCode::BlobUnknown, StatusCode::NOT_FOUND),
+        ApiError::BlobUploadUnknown => (ErrorCode::BlobUploadUnknown, StatusCode::NOT_FOUND),
+        ApiError::BlobUploadInvalid(_) => (ErrorCode::BlobUploadInvalid, StatusCode::BAD_REQUEST),
+        ApiError::DigestInvalid(_) => (ErrorCode::DigestInvalid, StatusCode::BAD_REQUEST),
+        ApiError::ManifestBlobUnknown(_) => (ErrorCode::ManifestBlobUnknown, StatusCode::BAD_REQUEST),
+        ApiError::ManifestInvalid(_) => (ErrorCode::ManifestInvalid, StatusCode::BAD_REQUEST),
+        ApiError::ManifestUnknown => (ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+        ApiError::ManifestTooLarge { .. } => (ErrorCode::SizeInvalid, StatusCode::PAYLOAD_TOO_LARGE),
+        ApiError::NameInvalid(_) => (ErrorCode::NameInvalid, StatusCode::BAD_REQUEST),
+        ApiError::NameUnknown => (ErrorCode::NameUnknown, StatusCode::NOT_FOUND),
+        ApiError::SizeInvalid(_) => (ErrorCode::SizeInvalid, StatusCode::BAD_REQUEST),
+        ApiError::TagInvalid(_) => (ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
+        ApiError::RangeNotSatisfiable { .. } => (ErrorCode::RangeInvalid, StatusCode::RANGE_NOT_SATISFIABLE),
+        ApiError::ChunkOutOfOrder { .. } => (ErrorCode::RangeInvalid, StatusCode::RANGE_NOT_SATISFIABLE),
+        ApiError::PaginationInvalid(_) => (ErrorCode::PaginationNumberInvalid, StatusCode::BAD_REQUEST),
+        ApiError::Unsupported(_) => (ErrorCode::Unsupported, StatusCode::METHOD_NOT_ALLOWED),
+        ApiError::RouteUnknown => (ErrorCode::Unsupported, StatusCode::NOT_FOUND),
+        ApiError::Unavailable(_) => (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+        ApiError::Internal(_) => (ErrorCode::Unknown, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// What the middleware logs about a failed request (set as a response extension, so each
+/// error is logged once, where the request is logged).
+#[derive(Debug, Clone)]
+pub struct LoggedError(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = code_and_status(&self);
+        // Internal details stay in the log; the client gets the code's generic message.
+        let message = match &self {
+            ApiError::Internal(_) => code.default_message().to_owned(),
+            other => other.to_string(),
+        };
+        let detail = match &self {
+            ApiError::ManifestBlobUnknown(d) => serde_json::json!({ "digest": d.to_string() }),
+            _ => serde_json::Value::Null,
+        };
+        let mut entry = serde_json::json!({ "code": code.as_str(), "message": message });
+        if !detail.is_null() {
+            entry["detail"] = detail;
+        }
+        let body = serde_json::json!({ "errors": [entry] }).to_string();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &self {
+            ApiError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(CONTENT_RANGE, v);
+                }
+            }
+            ApiError::ChunkOutOfOrder { offset, location, upload_id } => {
+                super::headers::upload_progress(headers, location, upload_id, *offset);
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(LoggedError(self.to_string()));
+        response
+    }
+}

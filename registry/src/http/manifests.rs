@@ -1,0 +1,74 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use berth_oci::manifest::MAX_MANIFEST_BYTES;
+use berth_oci::{Reference, RepoName, Tag};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
+use hyper::{Method, StatusCode};
+
+use super::Req;
+use super::blobs::accepted;
+use super::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, set};
+use crate::error::{ApiError, ApiResult};
+use crate::service::Registry;
+
+pub async fn get(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req) -> ApiResult<Response> {
+    let m = reg.get_manifest(name, reference).await?;
+    let len = m.content.len();
+    let body = if req.method == Method::HEAD { Body::empty() } else { Body::from(m.content) };
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    set(h, CONTENT_TYPE, &m.media_type);
+    set(h, CONTENT_LENGTH, &len.to_string());
+    set(h, DOCKER_CONTENT_DIGEST, &m.digest.to_string());
+    set(h, ETAG, &format!("\"{}\"", m.digest));
+    Ok(r)
+}
+
+/// Reads at most [`MAX_MANIFEST_BYTES`] of the body; more is 413.
+async fn read_capped(body: Body, declared: Option<u64>) -> ApiResult<Vec<u8>> {
+    let too_large = ApiError::ManifestTooLarge { limit: MAX_MANIFEST_BYTES };
+    if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
+        return Err(too_large);
+    }
+    match Limited::new(body, MAX_MANIFEST_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Err(e) => Err(ApiError::ManifestInvalid(format!("request body could not be read: {e}"))),
+    }
+}
+
+pub async fn put(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req, body: Body) -> ApiResult<Response> {
+    let extra_tags = req
+        .params("tag")
+        .map(|t| t.parse::<Tag>().map_err(|e| ApiError::TagInvalid(format!("tag {t:?}: {e}"))))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let announce_tags = !extra_tags.is_empty();
+    let content_type = req.header(CONTENT_TYPE).map(str::to_owned);
+    let declared = req.header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let body = read_capped(body, declared).await?;
+    let pushed = reg.put_manifest(name, reference, content_type.as_deref(), body, extra_tags).await?;
+    let mut r = StatusCode::CREATED.into_response();
+    let h = r.headers_mut();
+    set(h, LOCATION, &format!("/v2/{name}/manifests/{}", pushed.digest));
+    set(h, DOCKER_CONTENT_DIGEST, &pushed.digest.to_string());
+    set(h, CONTENT_LENGTH, "0");
+    if let Some(subject) = &pushed.subject {
+        set(h, OCI_SUBJECT, &subject.to_string());
+    }
+    if announce_tags {
+        for tag in &pushed.tags {
+            if let Ok(v) = tag.as_str().parse() {
+                h.append(OCI_TAG, v);
+            }
+        }
+    }
+    Ok(r)
+}
+
+pub async fn delete(reg: &Registry, name: &RepoName, reference: &Reference) -> ApiResult<Response> {
+    reg.delete_manifest(name, reference).await?;
+    Ok(accepted())
+}

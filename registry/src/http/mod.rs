@@ -1,0 +1,129 @@
+//! The HTTP edge: the router, middleware, request parsing and response rendering. The only
+//! module that knows axum and HTTP types.
+//!
+//! One catch-all handler serves `/v2/...`: [`route::Route::parse`] turns the path into a
+//! route (parsed once, in the middleware), and [`dispatch`] matches route and method.
+
+mod blobs;
+pub mod error;
+pub mod headers;
+mod health;
+mod listing;
+mod manifests;
+mod middleware;
+pub mod route;
+mod uploads;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use berth_storage::ByteStream;
+use futures::TryStreamExt;
+use hyper::{HeaderMap, Method, StatusCode, Uri};
+
+use crate::error::ApiError;
+use crate::service::Registry;
+use route::Route;
+
+/// The registry's HTTP application.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(dispatch)
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(middleware::panic_response))
+        .with_state(registry)
+}
+
+/// Everything a handler may need from the request, besides the route.
+pub(crate) struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+}
+
+impl Req {
+    /// The first value of query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of query parameter `key`, in order.
+    pub fn params<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: impl hyper::header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A request body as a stream of bytes for the storage layer.
+pub(crate) fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// The catch-all handler of `/v2/...`.
+async fn dispatch(
+    State(reg): State<Arc<Registry>>,
+    route: Option<Extension<ParsedRoute>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(Extension(ParsedRoute(route))) = route else {
+        return ApiError::RouteUnknown.into_response();
+    };
+    let route = match route {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let query = uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let req = Req { method, headers, query };
+    let result = match (&req.method, route) {
+        (&Method::GET | &Method::HEAD, Route::Base) => Ok(base()),
+        (&Method::GET, Route::Catalog) => listing::catalog(&reg, &req).await,
+        (&Method::GET, Route::Tags { name }) => listing::tags(&reg, &name, &req).await,
+        (&Method::GET, Route::Referrers { name, digest }) => listing::referrers(&reg, &name, &digest, &req).await,
+        (&Method::GET | &Method::HEAD, Route::Manifest { name, reference }) => {
+            manifests::get(&reg, &name, &reference, &req).await
+        }
+        (&Method::PUT, Route::Manifest { name, reference }) => {
+            manifests::put(&reg, &name, &reference, &req, body).await
+        }
+        (&Method::DELETE, Route::Manifest { name, reference }) => manifests::delete(&reg, &name, &reference).await,
+        (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => blobs::get(&reg, &name, &digest, &req).await,
+        (&Method::DELETE, Route::Blob { name, digest }) => blobs::delete(&reg, &name, &digest).await,
+        (&Method::POST, Route::StartUpload { name }) => uploads::start(&reg, &name, &req, body).await,
+        (&Method::GET, Route::Upload { name, id }) => uploads::status(&reg, &name, &id).await,
+        (&Method::PATCH, Route::Upload { name, id }) => uploads::patch(&reg, &name, &id, &req, body).await,
+        (&Method::PUT, Route::Upload { name, id }) => uploads::put(&reg, &name, &id, &req, body).await,
+        (&Method::DELETE, Route::Upload { name, id }) => uploads::cancel(&reg, &name, &id).await,
+        (method, route) => {
+            Err(ApiError::Unsupported(format!("{method} is not a method of the {} endpoint", route.label())))
+        }
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The connection's peer address as a request extension (set by the server).
+pub fn middleware_peer(addr: std::net::SocketAddr) -> middleware::PeerAddr {
+    middleware::PeerAddr(addr)
+}
+
+/// The route of a request, parsed once by the middleware.
+#[derive(Clone)]
+pub(crate) struct ParsedRoute(pub Result<Route, ApiError>);
+
+/// `GET /v2/`: the API version check.
+fn base() -> Response {
+    let mut r = (StatusCode::OK, [(hyper::header::CONTENT_TYPE, "application/json")], "{}").into_response();
+    r.headers_mut().insert(headers::DOCKER_API_VERSION, hyper::header::HeaderValue::from_static("registry/2.0"));
+    r
+}

@@ -1,0 +1,22 @@
+//! The Berth registry server.
+//!
+//! Layout:
+//! - [`config`]: configuration from defaults, a TOML file, `BERTH_*` variables and flags.
+//! - [`app`]: opens the stores and assembles a running registry ([`app::App`],
+//!   [`app::RunningServer`]).
+//! - [`server`]: the accept loop (HTTP/1.1, graceful shutdown, TLS probes answered fast).
+//! - [`http`]: the HTTP edge: routes, middleware, request parsing, the error table.
+//! - [`service`]: registry verbs over the stores (uploads, blobs, manifests, listings).
+//! - [`error`]: [`error::ApiError`], every failure in protocol terms.
+//!
+//! Invariants:
+//! - No HTTP or axum type appears outside `http` (and the accept loop in `server`).
+//! - Every request's route is parsed, and the access it needs derived, before its body is read.
+//! - One table (`http::error::code_and_status`) maps each error to its OCI code and status.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod service;

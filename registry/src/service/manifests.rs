@@ -1,0 +1,131 @@
+//! Pushing, reading and deleting manifests; tags, the catalog and referrers.
+
+use berth_oci::manifest::{self, MAX_MANIFEST_BYTES};
+use berth_oci::{Digest, Reference, RepoName, Tag};
+use berth_storage::metadata::{ManifestRecord, NewManifest, Page, Referrer, RequiredContent};
+
+use super::{MAX_PAGE, Registry};
+use crate::error::{ApiError, ApiResult};
+
+/// What a manifest push recorded.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+/// One page of a listing and whether more entries follow.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub entries: Vec<String>,
+    pub more: bool,
+}
+
+impl Registry {
+    /// Validates and stores a manifest pushed to `reference`, tagging it with the reference's
+    /// tag (if any) and `extra_tags` (end-7b `?tag=`).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        extra_tags: Vec<Tag>,
+    ) -> ApiResult<Pushed> {
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Err(ApiError::ManifestTooLarge { limit: MAX_MANIFEST_BYTES });
+        }
+        let parsed = manifest::parse(content_type, &body).map_err(|e| ApiError::ManifestInvalid(e.to_string()))?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if &actual != expected {
+                    return Err(ApiError::DigestInvalid(format!("the manifest has digest {actual}, not {expected}")));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&body),
+        };
+        let mut tags = extra_tags;
+        if let Reference::Tag(t) = reference {
+            tags.insert(0, t.clone());
+        }
+        tags.dedup();
+        let required = |ds: &[manifest::Descriptor]| -> Vec<RequiredContent> {
+            ds.iter().map(|d| RequiredContent { digest: d.digest.clone(), size: d.size }).collect()
+        };
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let record = NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type: parsed.media_type.clone(),
+            artifact_type: parsed.artifact_type.clone(),
+            content: body,
+            subject: subject.clone(),
+            annotations: parsed.annotations.clone(),
+            blobs: required(&parsed.blobs),
+            manifests: required(&parsed.manifests),
+            tags: tags.clone(),
+        };
+        self.meta.put_manifest(&record).await?;
+        tracing::info!(repo.name = %repo, manifest.digest = %digest, manifest.media_type = %parsed.media_type,
+            manifest.tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest pushed");
+        Ok(Pushed { digest, subject, tags })
+    }
+
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<ManifestRecord> {
+        self.meta.get_manifest(repo, reference).await?.ok_or(ApiError::ManifestUnknown)
+    }
+
+    /// Deletes a manifest (by digest, with its tags) or a tag (by tag, leaving the manifest).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<()> {
+        if !self.settings.delete_manifests {
+            return Err(ApiError::Unsupported("manifest deletion is disabled on this registry".into()));
+        }
+        let deleted = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        };
+        if deleted {
+            tracing::info!(repo.name = %repo, manifest.reference = %reference, "manifest deleted");
+            Ok(())
+        } else {
+            Err(ApiError::ManifestUnknown)
+        }
+    }
+
+    /// Tags of `repo`, sorted, one page.
+    pub async fn tags(&self, repo: &RepoName, last: Option<String>, n: Option<usize>) -> ApiResult<Listing> {
+        let (page, want) = page(last, n);
+        let entries = self.meta.list_tags(repo, &page).await?.ok_or(ApiError::NameUnknown)?;
+        Ok(listing(entries, want))
+    }
+
+    /// Repository names, sorted, one page.
+    pub async fn catalog(&self, last: Option<String>, n: Option<usize>) -> ApiResult<Listing> {
+        let (page, want) = page(last, n);
+        Ok(listing(self.meta.list_repositories(&page).await?, want))
+    }
+
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> ApiResult<Vec<Referrer>> {
+        Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+    }
+}
+
+/// Asks the store for one entry more than wanted, to learn whether another page follows.
+fn page(last: Option<String>, n: Option<usize>) -> (Page, usize) {
+    let want = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+    (Page { last, limit: want + 1 }, want)
+}
+
+fn listing(mut entries: Vec<String>, want: usize) -> Listing {
+    let more = entries.len() > want;
+    entries.truncate(want);
+    Listing { entries, more }
+}

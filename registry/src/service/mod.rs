@@ -1,0 +1,36 @@
+//! The service layer: registry verbs over the blob store and the metadata store. No HTTP
+//! types here; errors are [`ApiError`](crate::error::ApiError)s.
+
+pub mod blobs;
+pub mod manifests;
+pub mod uploads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_oci::{RepoName, UploadId};
+use berth_storage::{BlobStore, MetadataStore};
+
+/// Behaviour switches taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub delete_manifests: bool,
+    pub delete_blobs: bool,
+    pub upload_max_age: Duration,
+}
+
+/// Everything a request needs: the stores and the settings. Shared by all requests.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub blobs: BlobStore,
+    pub meta: Arc<dyn MetadataStore>,
+    pub settings: Settings,
+}
+
+/// The URL path of an upload session, as given in `Location`.
+pub fn upload_location(repo: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// A page limit for listings: what the client asked, capped.
+pub const MAX_PAGE: usize = 10_000;

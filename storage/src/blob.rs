@@ -1,0 +1,232 @@
+//! [`BlobStore`]: content-addressed blobs and staged upload parts over an object store.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use berth_oci::{Digest, DigestHasher, UploadId};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::memory::InMemory;
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
+
+use crate::error::{Error, Result};
+use crate::layout;
+
+/// A stream of body bytes coming in (a request body) or going out (a blob read).
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Size of the pieces written to the object store while a part streams in: the bound on
+/// memory held per upload (times [`WRITE_CONCURRENCY`]).
+const WRITE_CHUNK: usize = 8 * 1024 * 1024;
+/// Pieces of one part in flight to the object store at once.
+const WRITE_CONCURRENCY: usize = 2;
+
+/// Blobs and upload parts, over any [`ObjectStore`].
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// The root folder when the store is the local disk: object stores have no folders, but
+    /// a disk does, and an upload's emptied folder must not be left behind.
+    local_root: Option<std::path::PathBuf>,
+}
+
+/// A part written by [`BlobStore::stage_part`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedPart {
+    /// The part's name under the upload's folder; `None` when the body was empty.
+    pub name: Option<String>,
+    /// Bytes in the part.
+    pub len: u64,
+}
+
+impl BlobStore {
+    pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
+        BlobStore { store, local_root: None }
+    }
+
+    /// Blobs in a directory on the local disk, created if missing. `fsync` makes every write
+    /// durable before it is acknowledged.
+    pub fn local(dir: &std::path::Path, fsync: bool) -> Result<BlobStore> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+        let fs =
+            object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true).with_fsync(fsync);
+        Ok(BlobStore { store: Arc::new(fs), local_root: Some(dir.to_owned()) })
+    }
+
+    /// Blobs in memory, for tests.
+    pub fn in_memory() -> BlobStore {
+        BlobStore::new(Arc::new(InMemory::new()))
+    }
+
+    /// Checks that the object store answers (a missing probe object is an answer).
+    pub async fn check(&self) -> Result<()> {
+        match self.store.head(&layout::probe()).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The size of a committed blob, or `None` when its content is not stored.
+    pub async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.store.head(&layout::blob(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams a committed blob, or the non-empty `range` of it.
+    pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let result = match self.store.get_opts(&layout::blob(digest), options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// Writes `body` as the next part of upload `id`, feeding every byte to `hasher` on the
+    /// way. Nothing is created for an empty body. On error the partial part is removed.
+    pub async fn stage_part(
+        &self,
+        id: &UploadId,
+        index: usize,
+        mut body: ByteStream,
+        hasher: &mut DigestHasher,
+    ) -> Result<StagedPart> {
+        let mut writer: Option<(String, WriteMultipart)> = None;
+        let mut len = 0u64;
+        let outcome: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(Error::Body)?;
+                if chunk.is_empty() {
+                    continue;
+                }
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+                if writer.is_none() {
+                    let name = layout::part_name(index);
+                    let upload = self.store.put_multipart(&layout::upload_part(id, &name)).await?;
+                    writer = Some((name, WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK)));
+                }
+                if let Some((_, w)) = writer.as_mut() {
+                    w.wait_for_capacity(WRITE_CONCURRENCY).await?;
+                    w.put(chunk);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match (outcome, writer) {
+            (Ok(()), None) => Ok(StagedPart { name: None, len: 0 }),
+            (Ok(()), Some((name, w))) => {
+                w.finish().await?;
+                Ok(StagedPart { name: Some(name), len })
+            }
+            (Err(e), Some((_, w))) => {
+                if let Err(abort) = w.abort().await {
+                    tracing::warn!(upload.id = %id, error = %abort, "could not abort a failed part");
+                }
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Makes the upload's parts, in order, the content of blob `digest`. The caller must
+    /// have verified that `digest` is the digest of exactly these bytes. The blob appears
+    /// atomically (create-if-absent); when identical content is already stored, ours is
+    /// dropped. The upload's staged files are removed.
+    pub async fn commit_verified(&self, id: &UploadId, parts: &[String], digest: &Digest) -> Result<()> {
+        let target = layout::blob(digest);
+        let source = match parts {
+            [] => {
+                let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+                return match self.store.put_opts(&target, PutPayload::new(), create).await {
+                    Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => self.discard_upload(id).await,
+                    Err(e) => Err(e.into()),
+                };
+            }
+            [only] => layout::upload_part(id, only),
+            many => self.assemble(id, many).await?,
+        };
+        match self.store.rename_if_not_exists(&source, &target).await {
+            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.discard_upload(id).await
+    }
+
+    /// Concatenates several parts into one object, streaming.
+    async fn assemble(&self, id: &UploadId, parts: &[String]) -> Result<object_store::path::Path> {
+        let path = layout::upload_assembled(id);
+        let mut w = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&path).await?, WRITE_CHUNK);
+        let copied: Result<()> = async {
+            for part in parts {
+                let mut s = self.store.get(&layout::upload_part(id, part)).await?.into_stream();
+                while let Some(chunk) = s.next().await {
+                    w.wait_for_capacity(WRITE_CONCURRENCY).await?;
+                    w.put(chunk?);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match copied {
+            Ok(()) => {
+                w.finish().await?;
+                Ok(path)
+            }
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hashes an upload's staged parts afresh: used when the running state cannot serve
+    /// (the client asked for another algorithm at the end, or the saved state is unreadable).
+    pub async fn hash_parts(&self, id: &UploadId, parts: &[String], algorithm: berth_oci::Algorithm) -> Result<Digest> {
+        let mut hasher = DigestHasher::new(algorithm);
+        for part in parts {
+            let mut s = self.store.get(&layout::upload_part(id, part)).await?.into_stream();
+            while let Some(chunk) = s.next().await {
+                hasher.update(&chunk?);
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Removes everything upload `id` staged. Missing files are fine.
+    pub async fn discard_upload(&self, id: &UploadId) -> Result<()> {
+        let prefix = layout::upload_dir(id);
+        let paths = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
+        let mut deleted = self.store.delete_stream(paths);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            match tokio::fs::remove_dir(root.join(prefix.as_ref())).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(upload.id = %id, error = %e, "could not remove an upload folder"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a staged part that lost a race or belongs to a failed request.
+    pub async fn discard_part(&self, id: &UploadId, name: &str) -> Result<()> {
+        match self.store.delete(&layout::upload_part(id, name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

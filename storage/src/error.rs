@@ -1,0 +1,32 @@
+//! The storage crate's error type.
+
+/// What can go wrong at rest. The registry maps each variant to a protocol error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object or record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A manifest references content that is not in the repository.
+    #[error("manifest references {0}, which is not in the repository")]
+    MissingReference(berth_oci::Digest),
+    /// A referenced blob's size differs from what the manifest says.
+    #[error("manifest says {digest} has {declared} bytes, the repository has {actual}")]
+    ReferenceSize { digest: berth_oci::Digest, declared: u64, actual: u64 },
+    /// The request body failed while it was being read (client went away, timeout...).
+    #[error("request body: {0}")]
+    Body(#[source] std::io::Error),
+    /// A concurrent change won; the caller's view is stale.
+    #[error("conflicting concurrent change")]
+    Conflict,
+    /// Stored data is not what it should be.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("metadata database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("metadata store task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

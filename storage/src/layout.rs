@@ -1,0 +1,71 @@
+//! The only place object paths are formed. The tree, under the store's root:
+//!
+//! ```text
+//! <root>/
+//! ├── blobs/
+//! │   ├── sha256/<hex[0..2]>/<hex>      committed blob content, written once after its
+//! │   └── sha512/<hex[0..2]>/<hex>      digest was verified; shared by every repository
+//! └── uploads/
+//!     └── <upload-id>/
+//!         ├── <part>                    one staged chunk of an upload (a PATCH, or the
+//!         │                             body of the final PUT), named `<index>-<random>`
+//!         │                             so that racing writers never share a path
+//!         └── assembled                 parts concatenated at commit, before the rename
+//! ```
+//!
+//! Which repositories may read a blob, and which parts make up an upload, is recorded in
+//! the metadata store, not in this tree.
+
+use berth_oci::{Digest, UploadId};
+use object_store::path::Path;
+
+/// Where a committed blob lives.
+pub fn blob(digest: &Digest) -> Path {
+    let hex = digest.hex();
+    Path::from(format!("blobs/{}/{}/{}", digest.algorithm(), &hex[..2], hex))
+}
+
+/// The folder holding everything an upload staged.
+pub fn upload_dir(id: &UploadId) -> Path {
+    Path::from(format!("uploads/{id}"))
+}
+
+/// One staged part of an upload; `part` is a name made by [`part_name`].
+pub fn upload_part(id: &UploadId, part: &str) -> Path {
+    Path::from(format!("uploads/{id}/{part}"))
+}
+
+/// A fresh name for the part at `index`: ordered by index, unique across racing writers.
+pub fn part_name(index: usize) -> String {
+    format!("{index:06}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The concatenation of an upload's parts, made at commit when there is more than one.
+pub fn upload_assembled(id: &UploadId) -> Path {
+    Path::from(format!("uploads/{id}/assembled"))
+}
+
+/// A path that never exists, probed to check that the store answers.
+pub fn probe() -> Path {
+    Path::from("readiness-probe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let d = Digest::sha256_of(b"");
+        assert_eq!(
+            blob(&d).as_ref(),
+            "blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let id: UploadId = "abc-1".parse().unwrap();
+        let name = part_name(3);
+        assert!(name.starts_with("000003-") && name != part_name(3));
+        assert_eq!(upload_part(&id, "p").as_ref(), "uploads/abc-1/p");
+        assert_eq!(upload_assembled(&id).as_ref(), "uploads/abc-1/assembled");
+        assert!(upload_part(&id, &name).prefix_matches(&upload_dir(&id)));
+    }
+}
