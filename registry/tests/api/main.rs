@@ -1,0 +1,13 @@
+//! Registry tests over real sockets: what needs a running server (restarts, streaming,
+//! TLS probes, background maintenance). The protocol itself is covered by the conformance
+//! suite, run in-process from `conformance/tests`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod config_switches;
+mod restart;
+mod streaming;
+mod tls_probe;
+mod uploads_maintenance;

@@ -1,0 +1,57 @@
+//! A registry on an ephemeral port with its own data folder, and small request helpers.
+
+use berth_registry::app::RunningServer;
+use berth_registry::config::Config;
+use tokio::net::TcpListener;
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config_in(dir: &std::path::Path) -> Config {
+    Config { data_dir: dir.to_owned(), ..Config::default() }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        TestServer::start_with(dir, config).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = RunningServer::start(listener, &config).await.unwrap();
+        TestServer { server, client: reqwest::Client::new(), dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+
+    /// Starts an upload in `repo` and returns its absolute URL.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self.client.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        self.url(r.headers()["location"].to_str().unwrap())
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    berth_oci::Digest::sha256_of(bytes).to_string()
+}
+
+/// Deterministic, incompressible-looking bytes.
+pub fn data(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
