@@ -21,6 +21,8 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 /// Size of the pieces written to the object store while a part streams in: the bound on
 /// memory held per upload (times [`WRITE_CONCURRENCY`]).
 const WRITE_CHUNK: usize = 8 * 1024 * 1024;
+/// Size of the pieces a local blob is read in.
+const READ_CHUNK: usize = 256 * 1024;
 /// Pieces of one part in flight to the object store at once.
 const WRITE_CONCURRENCY: usize = 2;
 
@@ -86,7 +88,18 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound),
             Err(e) => return Err(e.into()),
         };
-        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+        match result.payload {
+            // object_store reads local files in 8 KiB pieces, one blocking-pool hop each;
+            // larger reads keep a pull near disk and loopback speed.
+            object_store::GetResultPayload::File(file, _) => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(std::io::SeekFrom::Start(result.range.start)).await.map_err(Error::Io)?;
+                let len = result.range.end - result.range.start;
+                Ok(tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed())
+            }
+            object_store::GetResultPayload::Stream(s) => Ok(s.map_err(std::io::Error::other).boxed()),
+        }
     }
 
     /// Writes `body` as the next part of upload `id`, feeding every byte to `hasher` on the

@@ -21,6 +21,8 @@ pub enum Error {
     /// Stored data is not what it should be.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    #[error("local file: {0}")]
+    Io(#[source] std::io::Error),
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("metadata database: {0}")]

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use berth_oci::manifest::MAX_MANIFEST_BYTES;
 use berth_oci::{Reference, RepoName, Tag};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use futures::StreamExt;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use hyper::{Method, StatusCode};
 
@@ -27,17 +27,31 @@ pub async fn get(reg: &Registry, name: &RepoName, reference: &Reference, req: &R
     Ok(r)
 }
 
+/// How much of an oversized manifest body is read and dropped before answering 413, so the
+/// client, still sending, reads the answer instead of a broken pipe.
+const OVERSIZE_DRAIN: u64 = 16 * 1024 * 1024;
+
 /// Reads at most [`MAX_MANIFEST_BYTES`] of the body; more is 413.
 async fn read_capped(body: Body, declared: Option<u64>) -> ApiResult<Vec<u8>> {
     let too_large = ApiError::ManifestTooLarge { limit: MAX_MANIFEST_BYTES };
-    if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
+    let cap = MAX_MANIFEST_BYTES as u64;
+    if declared.is_some_and(|n| n > cap + OVERSIZE_DRAIN) {
         return Err(too_large);
     }
-    match Limited::new(body, MAX_MANIFEST_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
-        Err(e) => Err(ApiError::ManifestInvalid(format!("request body could not be read: {e}"))),
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n.min(cap) as usize));
+    let mut seen = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::ManifestInvalid(format!("request body could not be read: {e}")))?;
+        seen += chunk.len() as u64;
+        if seen > cap + OVERSIZE_DRAIN {
+            break;
+        }
+        if seen <= cap {
+            buf.extend_from_slice(&chunk);
+        }
     }
+    if seen > cap { Err(too_large) } else { Ok(buf) }
 }
 
 pub async fn put(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req, body: Body) -> ApiResult<Response> {

@@ -11,20 +11,22 @@ use axum::body::Body;
 use super::headers::{DOCKER_CONTENT_DIGEST, set, upload_progress};
 use super::{Req, body_stream};
 use crate::error::{ApiError, ApiResult};
-use crate::service::uploads::ChunkRange;
+use crate::service::uploads::{ChunkRange, out_of_order};
 use crate::service::{Registry, upload_location};
 
 fn parse_digest(value: &str) -> ApiResult<Digest> {
     value.parse().map_err(|e: berth_oci::digest::DigestError| ApiError::DigestInvalid(e.to_string()))
 }
 
-/// `Content-Range` of a chunk, if the request has one.
-fn chunk_range(req: &Req) -> ApiResult<Option<ChunkRange>> {
+/// `Content-Range` of a chunk, if the request has one. One that cannot be read is a 416
+/// that tells the client where the upload stands, as for a chunk out of order.
+async fn chunk_range(reg: &Registry, name: &RepoName, id: &UploadId, req: &Req) -> ApiResult<Option<ChunkRange>> {
     match req.header(CONTENT_RANGE) {
         None => Ok(None),
-        Some(v) => ChunkRange::parse(v)
-            .map(Some)
-            .ok_or_else(|| ApiError::BlobUploadInvalid(format!("Content-Range {v:?} is not <start>-<end>"))),
+        Some(v) => match ChunkRange::parse(v) {
+            Some(r) => Ok(Some(r)),
+            None => Err(out_of_order(&reg.upload_status(name, id).await?)),
+        },
     }
 }
 
@@ -76,7 +78,7 @@ pub async fn status(reg: &Registry, name: &RepoName, id: &UploadId) -> ApiResult
 }
 
 pub async fn patch(reg: &Registry, name: &RepoName, id: &UploadId, req: &Req, body: Body) -> ApiResult<Response> {
-    let range = chunk_range(req)?;
+    let range = chunk_range(reg, name, id, req).await?;
     let up = reg.append_chunk(name, id, range, body_stream(body)).await?;
     Ok(in_progress(StatusCode::ACCEPTED, name, id, up.offset))
 }
@@ -85,7 +87,7 @@ pub async fn put(reg: &Registry, name: &RepoName, id: &UploadId, req: &Req, body
     let digest = parse_digest(
         req.param("digest").ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))?,
     )?;
-    let range = chunk_range(req)?;
+    let range = chunk_range(reg, name, id, req).await?;
     reg.finish_upload(name, id, range, body_stream(body), &digest).await?;
     Ok(created(name, &digest))
 }

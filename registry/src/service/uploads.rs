@@ -33,7 +33,8 @@ impl ChunkRange {
     }
 }
 
-fn out_of_order(up: &UploadRecord) -> ApiError {
+/// The 416 answer that tells the client where the upload stands.
+pub fn out_of_order(up: &UploadRecord) -> ApiError {
     ApiError::ChunkOutOfOrder {
         offset: up.offset,
         location: upload_location(&up.repo, &up.id),

@@ -31,7 +31,7 @@ async fn readiness_and_health() {
 }
 
 #[tokio::test]
-async fn oversized_manifest_is_413_without_reading_it_all() {
+async fn oversized_manifest_is_413_and_the_client_reads_it() {
     let t = TestServer::start().await;
     let body = vec![b' '; 4 * 1024 * 1024 + 1];
     let r = t
