@@ -20,6 +20,14 @@ async fn expect_blob(ctx: &Ctx, repo: &str, digest: &str, data: &[u8]) -> CaseRe
     resp.expect_body(data)
 }
 
+/// A `201` that commits a blob: `Location`, the digest header, and the bytes read back.
+async fn expect_committed(ctx: &Ctx, resp: &Resp, repo: &str, digest: &str, data: &[u8]) -> CaseResult {
+    resp.expect(201)?;
+    resp.location()?;
+    resp.expect_digest_header(digest)?;
+    expect_blob(ctx, repo, digest, data).await
+}
+
 /// Completes a session with a body-less `PUT ?digest=`.
 async fn finish(ctx: &Ctx, session: &Url, digest: &str) -> CaseResult<Resp> {
     let resp =
@@ -83,10 +91,7 @@ pub async fn end_4a_post_then_single_put(ctx: &Ctx) -> CaseResult {
                 .body(data.clone()),
         )
         .await?;
-    resp.expect(201)?;
-    resp.location()?;
-    resp.expect_digest_header(&digest)?;
-    expect_blob(ctx, &repo, &digest, &data).await
+    expect_committed(ctx, &resp, &repo, &digest, &data).await
 }
 
 /// end-4b: `POST ?digest=` with the body. 201 is the single-request form;
@@ -290,10 +295,7 @@ pub async fn end_6_put_carries_final_chunk(ctx: &Ctx) -> CaseResult {
                 .body(last.to_vec()),
         )
         .await?;
-    resp.expect(201)?;
-    resp.location()?;
-    resp.expect_digest_header(&digest)?;
-    expect_blob(ctx, &repo, &digest, &data).await
+    expect_committed(ctx, &resp, &repo, &digest, &data).await
 }
 
 /// end-6: completing with a digest the bytes do not have → 400

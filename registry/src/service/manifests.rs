@@ -51,7 +51,8 @@ impl Registry {
         if let Reference::Tag(t) = reference {
             tags.insert(0, t.clone());
         }
-        tags.dedup();
+        let mut seen = std::collections::HashSet::new();
+        tags.retain(|t| seen.insert(t.clone()));
         let required = |ds: &[manifest::Descriptor]| -> Vec<RequiredContent> {
             ds.iter().map(|d| RequiredContent { digest: d.digest.clone(), size: d.size }).collect()
         };
