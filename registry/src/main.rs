@@ -30,7 +30,17 @@ enum Command {
         #[arg(long, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Print the configuration in effect (defaults, file, environment, flags) as TOML.
+    /// Exit 0 when the registry at ADDR answers `GET /healthz` with 200 (for container
+    /// health checks: the image needs no curl).
+    Health {
+        /// Default: the `listen` address of the configuration (an unspecified address such
+        /// as 0.0.0.0 is probed on loopback), so the same environment serves and probes.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the configuration in effect (defaults, file, environment, flags) as JSON.
     Config {
         #[arg(long, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
@@ -62,9 +72,27 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole chain of causes, e.g. an unknown config key.
+            eprintln!("berth: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve { listen, data_dir, config } => {
             let overrides = Overrides { listen, data_dir };
             let config = config::load(config.as_deref(), config::environment(), &overrides)?;
@@ -79,15 +107,55 @@ async fn main() -> anyhow::Result<()> {
             berth_registry::server::serve(listener, app.router(), shutdown_signal()).await?;
             tracing::info!("stopped");
         }
+        Command::Health { addr, config } => {
+            let addr = match addr {
+                Some(a) => a,
+                None => {
+                    let config = config::load(config.as_deref(), config::environment(), &Overrides::default())?;
+                    probe_address(config.listen)
+                }
+            };
+            health(addr)?
+        }
         Command::Config { config } => {
             let config = config::load(config.as_deref(), config::environment(), &Overrides::default())?;
-            print!("{}", toml_text(&config)?);
+            print!("{}", config_json(&config)?);
         }
     }
     Ok(())
 }
 
-fn toml_text(config: &Config) -> anyhow::Result<String> {
+/// Where to reach a server listening on `listen`: an unspecified address means loopback.
+fn probe_address(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    }
+}
+
+fn health(addr: SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut answer = Vec::new();
+    stream.take(4096).read_to_end(&mut answer)?;
+    if answer.starts_with(b"HTTP/1.1 200") {
+        println!("healthy");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "unhealthy: {}",
+            String::from_utf8_lossy(answer.split(|&b| b == b'\r').next().unwrap_or_default())
+        )
+    }
+}
+
+fn config_json(config: &Config) -> anyhow::Result<String> {
     let value = serde_json::to_value(config)?;
     Ok(format!("{value:#}\n"))
 }
