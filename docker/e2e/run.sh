@@ -111,6 +111,9 @@ install_clients() {
   command -v jq >/dev/null || need+=(jq)
   command -v bc >/dev/null || need+=(bc)
   command -v ss >/dev/null || need+=(iproute2)
+  command -v curl >/dev/null || need+=(curl)
+  command -v findmnt >/dev/null || need+=(util-linux)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     apt-get update -q >/dev/null
