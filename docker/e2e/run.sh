@@ -18,7 +18,7 @@ export E2E_BERTH_BIN=${E2E_BERTH_BIN:-$ROOT/target/release/berth}
 export LAB=${E2E_LAB:-$(mktemp -d /tmp/berth-e2e.XXXXXX)}
 # Deadline of a step that talks to the registry: well under the 10 s a hanging TLS probe
 # answer would cost a client, so a stall fails the step.
-export STEP=${E2E_STEP_SECONDS:-8}
+export STEP=${E2E_STEP_SECONDS:-6}
 LARGE_MIB=${E2E_LARGE_MIB:-512}
 PASSED=0
 FAILED=0
