@@ -50,7 +50,9 @@ impl App {
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
         };
-        Ok(App { registry: Arc::new(Registry { blobs, meta: Arc::new(meta), settings }) })
+        Ok(App {
+            registry: Arc::new(Registry { blobs, meta: Arc::new(meta), settings, manifests: Default::default() }),
+        })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

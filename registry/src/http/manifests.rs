@@ -17,7 +17,7 @@ use crate::service::Registry;
 pub async fn get(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req) -> ApiResult<Response> {
     let m = reg.get_manifest(name, reference).await?;
     let len = m.content.len();
-    let body = if req.method == Method::HEAD { Body::empty() } else { Body::from(m.content) };
+    let body = if req.method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) };
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     set(h, CONTENT_TYPE, &m.media_type);

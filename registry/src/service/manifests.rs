@@ -4,6 +4,9 @@ use berth_oci::manifest::{self, MAX_MANIFEST_BYTES};
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use berth_storage::metadata::{ManifestRecord, NewManifest, Page, Referrer, RequiredContent};
 
+use std::sync::Arc;
+
+use super::cache::Manifest;
 use super::{MAX_PAGE, Registry};
 use crate::error::{ApiError, ApiResult};
 
@@ -69,14 +72,24 @@ impl Registry {
             manifests: required(&parsed.manifests),
             tags: tags.clone(),
         };
-        self.meta.put_manifest(&record).await?;
+        let stored = self.meta.put_manifest(&record).await;
+        self.manifests.invalidate(repo);
+        stored?;
         tracing::info!(repo.name = %repo, manifest.digest = %digest, manifest.media_type = %parsed.media_type,
             manifest.tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest pushed");
         Ok(Pushed { digest, subject, tags })
     }
 
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<ManifestRecord> {
-        self.meta.get_manifest(repo, reference).await?.ok_or(ApiError::ManifestUnknown)
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<Arc<Manifest>> {
+        let seen = match self.manifests.get(repo, reference) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
+        let record = self.meta.get_manifest(repo, reference).await?.ok_or(ApiError::ManifestUnknown)?;
+        let ManifestRecord { digest, media_type, content } = record;
+        let manifest = Arc::new(Manifest { digest, media_type, content: content.into() });
+        self.manifests.insert(repo, reference, seen, manifest.clone());
+        Ok(manifest)
     }
 
     /// Deletes a manifest (by digest, with its tags) or a tag (by tag, leaving the manifest).
@@ -85,9 +98,11 @@ impl Registry {
             return Err(ApiError::Unsupported("manifest deletion is disabled on this registry".into()));
         }
         let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await,
         };
+        self.manifests.invalidate(repo);
+        let deleted = deleted?;
         if deleted {
             tracing::info!(repo.name = %repo, manifest.reference = %reference, "manifest deleted");
             Ok(())

@@ -2,6 +2,7 @@
 //! types here; errors are [`ApiError`](crate::error::ApiError)s.
 
 pub mod blobs;
+pub mod cache;
 pub mod manifests;
 pub mod uploads;
 
@@ -19,12 +20,14 @@ pub struct Settings {
     pub upload_max_age: Duration,
 }
 
-/// Everything a request needs: the stores and the settings. Shared by all requests.
-#[derive(Debug, Clone)]
+/// Everything a request needs: the stores, the settings and the manifest cache. Shared by
+/// all requests (behind an `Arc`).
+#[derive(Debug)]
 pub struct Registry {
     pub blobs: BlobStore,
     pub meta: Arc<dyn MetadataStore>,
     pub settings: Settings,
+    pub manifests: cache::ManifestCache,
 }
 
 /// The URL path of an upload session, as given in `Location`.
