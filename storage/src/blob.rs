@@ -25,7 +25,9 @@ const WRITE_CHUNK: usize = 8 * 1024 * 1024;
 /// uploads within a few MiB each.
 const LOCAL_WRITE_CHUNK: usize = 1024 * 1024;
 /// Size of the pieces a local blob is read in.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: u64 = 1024 * 1024;
+/// Pieces of one local read in flight: the next is read while the last is being sent.
+const READ_AHEAD: usize = 2;
 /// Pieces of one part in flight to the object store at once.
 const WRITE_CONCURRENCY: usize = 2;
 
@@ -49,6 +51,31 @@ pub struct StagedPart {
     pub name: Option<String>,
     /// Bytes in the part.
     pub len: u64,
+}
+
+/// Streams `range` of a local file: positioned reads of [`READ_CHUNK`] straight into fresh
+/// buffers on the blocking pool, [`READ_AHEAD`] at a time. (object_store's own file stream
+/// reads 8 KiB per blocking-pool hop; `tokio::fs::File` copies through a second buffer.)
+fn read_file_range(file: std::fs::File, range: Range<u64>) -> ByteStream {
+    use std::os::unix::fs::FileExt;
+    let file = Arc::new(file);
+    let pieces =
+        (range.start..range.end).step_by(READ_CHUNK as usize).map(move |at| (at, (range.end - at).min(READ_CHUNK)));
+    futures::stream::iter(pieces)
+        .map(move |(at, len)| {
+            let file = file.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len as usize];
+                    file.read_exact_at(&mut buf, at)?;
+                    Ok(Bytes::from(buf))
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            }
+        })
+        .buffered(READ_AHEAD)
+        .boxed()
 }
 
 impl BlobStore {
@@ -98,13 +125,7 @@ impl BlobStore {
         match result.payload {
             // object_store reads local files in 8 KiB pieces, one blocking-pool hop each;
             // larger reads keep a pull near disk and loopback speed.
-            object_store::GetResultPayload::File(file, _) => {
-                use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                let mut file = tokio::fs::File::from_std(file);
-                file.seek(std::io::SeekFrom::Start(result.range.start)).await.map_err(Error::Io)?;
-                let len = result.range.end - result.range.start;
-                Ok(tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed())
-            }
+            object_store::GetResultPayload::File(file, _) => Ok(read_file_range(file, result.range)),
             object_store::GetResultPayload::Stream(s) => Ok(s.map_err(std::io::Error::other).boxed()),
         }
     }
