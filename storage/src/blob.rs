@@ -35,6 +35,10 @@ const WRITE_CONCURRENCY: usize = 2;
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// Where upload parts are staged. On the local disk: the same folder without fsync.
+    /// Parts are temporary, and the digest check at commit catches any damage to them, so
+    /// only the committed blob needs to be durable.
+    staging: Arc<dyn ObjectStore>,
     /// The root folder when the store is the local disk: object stores have no folders, but
     /// a disk does, and an upload's emptied folder must not be left behind.
     local_root: Option<std::path::PathBuf>,
@@ -80,16 +84,22 @@ fn read_file_range(file: std::fs::File, range: Range<u64>) -> ByteStream {
 
 impl BlobStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { store, local_root: None, fsync: false, write_chunk: WRITE_CHUNK }
+        BlobStore { staging: store.clone(), store, local_root: None, fsync: false, write_chunk: WRITE_CHUNK }
     }
 
-    /// Blobs in a directory on the local disk, created if missing. `fsync` makes every write
-    /// durable before it is acknowledged.
+    /// Blobs in a directory on the local disk, created if missing. `fsync` makes every
+    /// committed blob durable before it is acknowledged.
     pub fn local(dir: &std::path::Path, fsync: bool) -> Result<BlobStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
-        let fs =
-            object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true).with_fsync(fsync);
-        Ok(BlobStore { store: Arc::new(fs), local_root: Some(dir.to_owned()), fsync, write_chunk: LOCAL_WRITE_CHUNK })
+        let local =
+            || object_store::local::LocalFileSystem::new_with_prefix(dir).map(|fs| fs.with_automatic_cleanup(true));
+        Ok(BlobStore {
+            store: Arc::new(local()?.with_fsync(fsync)),
+            staging: Arc::new(local()?),
+            local_root: Some(dir.to_owned()),
+            fsync,
+            write_chunk: LOCAL_WRITE_CHUNK,
+        })
     }
 
     /// Blobs in memory, for tests.
@@ -151,7 +161,7 @@ impl BlobStore {
                 len += chunk.len() as u64;
                 if writer.is_none() {
                     let name = layout::part_name(index);
-                    let upload = self.store.put_multipart(&layout::upload_part(id, &name)).await?;
+                    let upload = self.staging.put_multipart(&layout::upload_part(id, &name)).await?;
                     writer = Some((name, WriteMultipart::new_with_chunk_size(upload, self.write_chunk)));
                 }
                 if let Some((_, w)) = writer.as_mut() {
@@ -195,11 +205,23 @@ impl BlobStore {
             [only] => layout::upload_part(id, only),
             many => self.assemble(id, many).await?,
         };
+        self.make_durable(&source).await?;
         match self.store.rename_if_not_exists(&source, &target).await {
             Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         self.discard_upload(id).await
+    }
+
+    /// Flushes a staged local file to disk before it becomes a blob (the rename then makes
+    /// its folder entry durable). Remote stores are durable on write.
+    async fn make_durable(&self, staged: &object_store::path::Path) -> Result<()> {
+        let (Some(root), true) = (&self.local_root, self.fsync) else { return Ok(()) };
+        let file = root.join(staged.as_ref());
+        tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_all())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(Error::Io)
     }
 
     /// Concatenates several parts into one object, streaming.
@@ -210,14 +232,10 @@ impl BlobStore {
             // pass through this process.
             let files: Vec<_> = parts.iter().map(|p| root.join(layout::upload_part(id, p).as_ref())).collect();
             let target = root.join(path.as_ref());
-            let fsync = self.fsync;
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut out = std::fs::File::create(&target)?;
                 for f in &files {
                     std::io::copy(&mut std::fs::File::open(f)?, &mut out)?;
-                }
-                if fsync {
-                    out.sync_all()?;
                 }
                 Ok(())
             })
@@ -226,10 +244,10 @@ impl BlobStore {
             .map_err(Error::Io)?;
             return Ok(path);
         }
-        let mut w = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&path).await?, self.write_chunk);
+        let mut w = WriteMultipart::new_with_chunk_size(self.staging.put_multipart(&path).await?, self.write_chunk);
         let copied: Result<()> = async {
             for part in parts {
-                let mut s = self.store.get(&layout::upload_part(id, part)).await?.into_stream();
+                let mut s = self.staging.get(&layout::upload_part(id, part)).await?.into_stream();
                 while let Some(chunk) = s.next().await {
                     w.wait_for_capacity(WRITE_CONCURRENCY).await?;
                     w.put(chunk?);
@@ -255,7 +273,7 @@ impl BlobStore {
     pub async fn hash_parts(&self, id: &UploadId, parts: &[String], algorithm: berth_oci::Algorithm) -> Result<Digest> {
         let mut hasher = DigestHasher::new(algorithm);
         for part in parts {
-            let mut s = self.store.get(&layout::upload_part(id, part)).await?.into_stream();
+            let mut s = self.staging.get(&layout::upload_part(id, part)).await?.into_stream();
             while let Some(chunk) = s.next().await {
                 hasher.update(&chunk?);
             }
@@ -266,8 +284,8 @@ impl BlobStore {
     /// Removes everything upload `id` staged. Missing files are fine.
     pub async fn discard_upload(&self, id: &UploadId) -> Result<()> {
         let prefix = layout::upload_dir(id);
-        let paths = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
-        let mut deleted = self.store.delete_stream(paths);
+        let paths = self.staging.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
+        let mut deleted = self.staging.delete_stream(paths);
         while let Some(r) = deleted.next().await {
             match r {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
@@ -284,9 +302,25 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Every upload folder in the store, with the time (unix seconds) of its newest file: the
+    /// purge uses it to find folders whose request died before it could clean up.
+    pub async fn upload_folders(&self) -> Result<Vec<(UploadId, i64)>> {
+        let mut newest: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut listing = self.staging.list(Some(&object_store::path::Path::from("uploads")));
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let mut parts = meta.location.parts();
+            let (Some(_), Some(id)) = (parts.next(), parts.next()) else { continue };
+            let t = meta.last_modified.timestamp();
+            let e = newest.entry(id.as_ref().to_owned()).or_insert(t);
+            *e = (*e).max(t);
+        }
+        Ok(newest.into_iter().filter_map(|(id, t)| Some((id.parse().ok()?, t))).collect())
+    }
+
     /// Removes a staged part that lost a race or belongs to a failed request.
     pub async fn discard_part(&self, id: &UploadId, name: &str) -> Result<()> {
-        match self.store.delete(&layout::upload_part(id, name)).await {
+        match self.staging.delete(&layout::upload_part(id, name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -64,8 +64,7 @@ pub async fn start(reg: &Registry, name: &RepoName, req: &Req, body: Body) -> Ap
     if let Some(d) = req.param("digest") {
         // Monolithic upload: the whole blob is this request's body.
         let digest = parse_digest(d)?;
-        let up = reg.start_upload(name, algorithm.unwrap_or(digest.algorithm())).await?;
-        reg.finish_upload(name, &up.id, None, body_stream(body), &digest).await?;
+        reg.monolithic_upload(name, &digest, body_stream(body)).await?;
         return Ok(created(name, &digest));
     }
     let up = reg.start_upload(name, algorithm.unwrap_or(Algorithm::Sha256)).await?;

@@ -153,6 +153,33 @@ impl Registry {
         Ok(up.offset)
     }
 
+    /// A whole blob in one request (`POST ?digest=`): staged, verified and committed with no
+    /// session record (a request that dies midway leaves a folder the purge removes).
+    pub async fn monolithic_upload(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> ApiResult<u64> {
+        let id: UploadId =
+            uuid::Uuid::new_v4().to_string().parse().map_err(|e| ApiError::Internal(format!("upload id: {e}")))?;
+        let result = async {
+            let mut hasher = DigestHasher::new(digest.algorithm());
+            let staged = self.blobs.stage_part(&id, 0, body, &mut hasher).await?;
+            let actual = hasher.finish();
+            if &actual != digest {
+                return Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {digest}")));
+            }
+            let parts: Vec<String> = staged.name.into_iter().collect();
+            self.blobs.commit_verified(&id, &parts, digest).await?;
+            self.meta.link_blob(repo, digest, staged.len).await?;
+            tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = staged.len, "blob committed");
+            Ok(staged.len)
+        }
+        .await;
+        if result.is_err()
+            && let Err(e) = self.blobs.discard_upload(&id).await
+        {
+            tracing::warn!(upload.id = %id, error = %e, "could not remove a failed upload's parts");
+        }
+        result
+    }
+
     /// Cancels a session and removes what it staged.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> ApiResult<()> {
         self.upload_status(repo, id).await?;
@@ -163,7 +190,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Cancels every session idle for longer than the configured age. Returns how many.
+    /// Cancels every session idle for longer than the configured age, and removes upload
+    /// folders left with no session (a request that died midway). Returns how many.
     pub async fn purge_stale_uploads(&self) -> ApiResult<usize> {
         let cutoff = unix_now() - self.settings.upload_max_age.as_secs() as i64;
         let mut purged = 0;
@@ -172,6 +200,13 @@ impl Registry {
                 self.blobs.discard_upload(&up.id).await?;
                 purged += 1;
                 tracing::info!(upload.id = %up.id, repo.name = %up.repo, upload.offset = up.offset, "stale upload purged");
+            }
+        }
+        for (id, newest) in self.blobs.upload_folders().await? {
+            if newest < cutoff && self.meta.get_upload(&id).await?.is_none() {
+                self.blobs.discard_upload(&id).await?;
+                purged += 1;
+                tracing::info!(upload.id = %id, "orphaned upload data purged");
             }
         }
         Ok(purged)

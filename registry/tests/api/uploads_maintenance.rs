@@ -1,4 +1,5 @@
-//! Stale upload sessions are purged, with their staged data.
+//! Stale upload sessions are purged with their staged data, and so are upload folders that
+//! a dead request left without a session.
 
 use std::time::Duration;
 
@@ -16,11 +17,15 @@ async fn stale_uploads_are_purged_with_their_data() {
     assert_eq!(r.status(), 202);
     let uploads = t.dir.path().join("blobs/uploads");
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+    // What a monolithic upload leaves when the server dies mid-body: a folder, no session.
+    let orphan = uploads.join("0b5e2ab5-0000-4000-8000-00000000dead");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("000000-x"), b"partial").unwrap();
 
     // Age is measured in whole seconds: wait until the session is older than max_age (0 s).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let purged = t.server.app.registry().purge_stale_uploads().await.unwrap();
-    assert_eq!(purged, 1);
+    assert_eq!(purged, 2, "the idle session and the orphaned folder");
     assert_eq!(t.client.get(&location).send().await.unwrap().status(), 404);
     let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0); // an emptied folder may go too
     assert_eq!(left, 0, "staged parts removed");
