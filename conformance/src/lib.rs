@@ -17,6 +17,8 @@
 //! - [`check`]: [`Failure`] and the `ensure!`/`ensure_eq!`/`fail!` macros.
 //! - [`wire`]: pure header helpers (Link, Range, Content-Range, Location).
 //! - [`content`]: random bytes, digests, manifest builders.
+//! - [`bench`](mod@bench): `berth-bench`, the load tool (scenarios, ceilings, compare
+//!   mode against CNCF Distribution), built on the same wire helpers.
 //!
 //! Invariants:
 //! - No case panics: every check returns a [`Failure`] with a sentence.
@@ -25,6 +27,7 @@
 //!   filtered and reordered and never dedupe against an earlier run.
 //! - No case can hang the run: each has a timeout (default 30 s).
 
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod content;

@@ -1,0 +1,817 @@
+//! The two ways to run the benchmark and what they produce.
+//!
+//! - [`run`]: the selected scenarios against one registry URL, `rounds` times.
+//! - [`compare`]: Berth against CNCF Distribution. For each scenario a fresh
+//!   pair of servers (fresh data directories) is started, the rounds
+//!   alternate A B A B …, and each server's peak RSS is read when the
+//!   scenario ends; then both are stopped.
+//!
+//! Either way the result is a [`Report`]: every round of every metric (JSON),
+//! per metric the median across rounds, the ratio between the registries,
+//! and each throughput as a percentage of this machine's ceiling, rendered as
+//! a text table ([`Report::text`]) or Markdown ([`Report::markdown`]).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::Url;
+use serde::Serialize;
+
+use super::ceilings::{self, CeilingParams, Ceilings};
+use super::machine::{self, Machine};
+use super::metric::{CeilingKind, ScenarioRun, Unit};
+use super::server::{self, ServerProcess};
+use super::{Bench, BenchError, Params, Scenario, Target, TargetState, stats};
+
+/// A metric's values across rounds, for one registry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    /// Median of `values`; `None` when no round measured it.
+    pub median: Option<f64>,
+    /// One value per round that measured it.
+    pub values: Vec<f64>,
+    /// Why there is no value, when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+/// One metric of one scenario, across rounds and registries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub metric: String,
+    pub unit: Unit,
+    pub higher_is_better: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<CeilingKind>,
+    /// One cell per registry, in the report's order.
+    pub cells: Vec<Cell>,
+    /// First registry's median ÷ second's (compare only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// How many times better the first registry is: the ratio for rates,
+    /// its inverse for times and memory. Above 1 means the first is better.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advantage: Option<f64>,
+}
+
+/// One registry's rounds of one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryRuns {
+    pub registry: String,
+    pub rounds: Vec<ScenarioRun>,
+    /// Peak RSS (VmHWM) when the scenario ended, in KiB, if the PID is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
+    /// Why the registry could not be started for this scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_error: Option<String>,
+    /// How the server process ended (compare only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+/// Everything about one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: Scenario,
+    pub registries: Vec<RegistryRuns>,
+    pub rows: Vec<Row>,
+    pub elapsed_secs: f64,
+}
+
+/// A registry in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryInfo {
+    pub name: String,
+    /// `--version` output, or "unknown".
+    pub version: String,
+    /// The binary (compare) or URL (run).
+    pub location: String,
+}
+
+/// The outcome of a `run` or `compare`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `run` or `compare`.
+    pub mode: String,
+    pub tool: String,
+    pub started_unix: u64,
+    pub machine: Machine,
+    pub registries: Vec<RegistryInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceilings: Option<Ceilings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceilings_error: Option<String>,
+    pub rounds: usize,
+    pub params: Params,
+    pub scenarios: Vec<ScenarioReport>,
+    pub elapsed_secs: f64,
+}
+
+/// Writes back all dirty pages before a round (`sync`), so that no registry's round pays
+/// for the writeback of data the other one left in the page cache: a registry that does
+/// not fsync (Distribution) otherwise leaves up to a GiB of dirty pages that the kernel
+/// flushes during the next round, competing with that round's own writes and fsyncs.
+async fn flush_page_cache() {
+    let _ = tokio::process::Command::new("sync").status().await;
+}
+
+/// Builds the rows of a scenario from each registry's rounds: metrics keyed
+/// by (name, unit) in order of first appearance, the median per registry,
+/// and, for two registries, ratio and advantage. A peak-RSS row comes last
+/// when any registry's peak is known.
+pub fn rows(scenario: Scenario, registries: &[RegistryRuns]) -> Vec<Row> {
+    let mut order: Vec<(String, Unit)> = Vec::new();
+    let mut ceilings: HashMap<(String, Unit), CeilingKind> = HashMap::new();
+    for reg in registries {
+        for run in &reg.rounds {
+            for m in &run.metrics {
+                let key = (m.name.clone(), m.unit);
+                if !order.contains(&key) {
+                    order.push(key.clone());
+                }
+                if let Some(c) = m.ceiling {
+                    ceilings.insert(key, c);
+                }
+            }
+        }
+    }
+    let mut rows: Vec<Row> = order
+        .into_iter()
+        .map(|(name, unit)| {
+            let cells = registries
+                .iter()
+                .map(|reg| {
+                    let found: Vec<_> = reg
+                        .rounds
+                        .iter()
+                        .flat_map(|r| &r.metrics)
+                        .filter(|m| m.name == name && m.unit == unit)
+                        .collect();
+                    let values: Vec<f64> = found.iter().filter_map(|m| m.value).collect();
+                    let unavailable = if values.is_empty() {
+                        Some(
+                            found
+                                .iter()
+                                .find_map(|m| m.unavailable.clone())
+                                .or_else(|| reg.start_error.as_ref().map(|e| format!("not started: {e}")))
+                                .unwrap_or_else(|| "not measured (see errors)".to_owned()),
+                        )
+                    } else {
+                        None
+                    };
+                    Cell { median: stats::median(&values), values, unavailable }
+                })
+                .collect();
+            let ceiling = ceilings.get(&(name.clone(), unit)).copied();
+            make_row(scenario, name, unit, ceiling, cells)
+        })
+        .collect();
+    if registries.iter().any(|r| r.peak_rss_kib.is_some()) {
+        let cells = registries
+            .iter()
+            .map(|reg| {
+                let mib = reg.peak_rss_kib.map(|kib| kib as f64 / 1024.0);
+                Cell {
+                    median: mib,
+                    values: mib.into_iter().collect(),
+                    unavailable: mib.is_none().then(|| "process not known".to_owned()),
+                }
+            })
+            .collect();
+        rows.push(make_row(scenario, "peak RSS (VmHWM)".to_owned(), Unit::Mebibytes, None, cells));
+    }
+    rows
+}
+
+fn make_row(scenario: Scenario, metric: String, unit: Unit, ceiling: Option<CeilingKind>, cells: Vec<Cell>) -> Row {
+    let (ratio, advantage) = match cells.as_slice() {
+        [a, b] => {
+            let ratio = stats::ratio(a.median, b.median);
+            let advantage = if unit.higher_is_better() { ratio } else { stats::ratio(b.median, a.median) };
+            (ratio, advantage)
+        }
+        _ => (None, None),
+    };
+    Row { scenario, higher_is_better: unit.higher_is_better(), metric, unit, ceiling, cells, ratio, advantage }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn measure_ceilings(params: Option<CeilingParams>) -> (Option<Ceilings>, Option<String>) {
+    let Some(params) = params else {
+        return (None, None);
+    };
+    match tokio::task::spawn_blocking(move || ceilings::measure(&params)).await {
+        Ok(Ok(c)) => (Some(c), None),
+        Ok(Err(err)) => (None, Some(err.to_string())),
+        Err(err) => (None, Some(format!("ceilings task failed: {err}"))),
+    }
+}
+
+/// Draws the payload buffer off the async threads (about 1 s per GiB).
+async fn make_bench(params: Params, scenarios: Vec<Scenario>, namespace: String) -> Result<Bench, BenchError> {
+    tokio::task::spawn_blocking(move || Bench::new(params, &scenarios, namespace))
+        .await
+        .map_err(|e| BenchError::new(format!("payload task failed: {e}")))
+}
+
+fn round_line(scenario: Scenario, registry: &str, run: &ScenarioRun, rounds: usize) -> String {
+    let status = if run.errors.is_empty() { "ok".to_owned() } else { format!("{} error(s)", run.errors.len()) };
+    let setup = run.setup_secs.map(|s| format!(", setup {s:.1} s")).unwrap_or_default();
+    format!("[{scenario}] round {}/{rounds} {registry}: {:.1} s{setup}, {status}", run.round + 1, run.elapsed_secs)
+}
+
+/// What `run` does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub url: Url,
+    pub scenarios: Vec<Scenario>,
+    pub params: Params,
+    pub rounds: usize,
+    /// The server's PID, to report its peak RSS per scenario.
+    pub server_pid: Option<u32>,
+    /// Repository prefix for everything pushed.
+    pub namespace: String,
+    /// Skip the listing setup (an earlier run with this namespace made it).
+    pub reuse_listing: bool,
+    /// Measure the machine's ceilings first.
+    pub ceilings: Option<CeilingParams>,
+}
+
+/// Runs the selected scenarios against one registry. Fails only if the
+/// client cannot be built; everything else is in the report.
+pub async fn run(config: &RunConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    let started_unix = now_unix();
+    let target = Target::new(config.url.clone())?;
+    let (ceilings, ceilings_error) = measure_ceilings(config.ceilings.clone()).await;
+    let bench = make_bench(config.params.clone(), config.scenarios.clone(), config.namespace.clone()).await?;
+    let mut state = TargetState::new();
+    if config.reuse_listing {
+        state = state.reuse_listing();
+    }
+    let rounds = config.rounds.max(1);
+    let mut scenarios = Vec::new();
+    for &scenario in &config.scenarios {
+        let scenario_started = Instant::now();
+        let mut runs = RegistryRuns {
+            registry: "registry".to_owned(),
+            rounds: Vec::new(),
+            peak_rss_kib: None,
+            start_error: None,
+            stopped: None,
+        };
+        let reset = config.server_pid.map(server::reset_peak_rss);
+        for round in 0..rounds {
+            let mut run = bench.run_round(&target, &mut state, scenario, round, config.server_pid).await;
+            if round == 0
+                && let Some(Err(err)) = &reset
+            {
+                run.notes.push(format!("{err}; the peak RSS covers the server's whole life"));
+            }
+            progress(&round_line(scenario, "registry", &run, rounds));
+            runs.rounds.push(run);
+        }
+        runs.peak_rss_kib = config.server_pid.and_then(server::peak_rss_kib);
+        let registries = vec![runs];
+        scenarios.push(ScenarioReport {
+            scenario,
+            rows: rows(scenario, &registries),
+            registries,
+            elapsed_secs: scenario_started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(Report {
+        mode: "run".to_owned(),
+        tool: concat!("berth-bench ", env!("CARGO_PKG_VERSION")).to_owned(),
+        started_unix,
+        machine: Machine::probe(),
+        registries: vec![RegistryInfo {
+            name: "registry".to_owned(),
+            version: "unknown".to_owned(),
+            location: config.url.to_string(),
+        }],
+        ceilings,
+        ceilings_error,
+        rounds,
+        params: config.params.clone(),
+        scenarios,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What `compare` does.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    pub berth_bin: PathBuf,
+    pub distribution_bin: PathBuf,
+    pub scenarios: Vec<Scenario>,
+    pub params: Params,
+    pub rounds: usize,
+    /// Where the servers' fresh data directories are made.
+    pub data_root: PathBuf,
+    /// Extra `BERTH_*` variables for Berth (e.g. `BERTH_STORAGE__FSYNC=false`).
+    pub berth_env: Vec<(String, String)>,
+    pub ceilings: Option<CeilingParams>,
+}
+
+/// Berth against Distribution, scenario by scenario, each on a fresh pair of
+/// servers. Fails only if a binary is missing; a server that does not start
+/// for a scenario is reported in it.
+pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<Report, BenchError> {
+    for (bin, what) in [(&config.berth_bin, "Berth"), (&config.distribution_bin, "Distribution")] {
+        if !bin.is_file() {
+            let hint = if what == "Distribution" {
+                server::DISTRIBUTION_INSTALL_HINT
+            } else {
+                "build it with: cargo build --release -p berth-registry"
+            };
+            return Err(BenchError::new(format!("{what} binary {} not found; {hint}", bin.display())));
+        }
+    }
+    let started = Instant::now();
+    let started_unix = now_unix();
+    let registries = vec![
+        RegistryInfo {
+            name: "Berth".to_owned(),
+            version: machine::version_of(&config.berth_bin),
+            location: config.berth_bin.display().to_string(),
+        },
+        RegistryInfo {
+            name: "Distribution".to_owned(),
+            version: machine::version_of(&config.distribution_bin),
+            location: config.distribution_bin.display().to_string(),
+        },
+    ];
+    progress("measuring this machine's ceilings");
+    let (ceilings, ceilings_error) = measure_ceilings(config.ceilings.clone()).await;
+    let bench = make_bench(config.params.clone(), config.scenarios.clone(), "bench".to_owned()).await?;
+    let rounds = config.rounds.max(1);
+    let mut scenarios = Vec::new();
+    for &scenario in &config.scenarios {
+        let scenario_started = Instant::now();
+        progress(&format!("[{scenario}] starting a fresh Berth and Distribution"));
+        let berth = ServerProcess::start_berth(&config.berth_bin, &config.data_root, &config.berth_env).await;
+        let distribution = ServerProcess::start_distribution(&config.distribution_bin, &config.data_root).await;
+        let mut runs: Vec<RegistryRuns> = ["Berth", "Distribution"]
+            .into_iter()
+            .map(|name| RegistryRuns {
+                registry: name.to_owned(),
+                rounds: Vec::new(),
+                peak_rss_kib: None,
+                start_error: None,
+                stopped: None,
+            })
+            .collect();
+        let servers = match (berth, distribution) {
+            (Ok(b), Ok(d)) => vec![b, d],
+            (b, d) => {
+                for (i, started) in [b, d].into_iter().enumerate() {
+                    match started {
+                        Ok(server) => runs[i].stopped = server.stop().await.ok(),
+                        Err(err) => {
+                            progress(&format!("[{scenario}] {} did not start: {err}", runs[i].registry));
+                            runs[i].start_error = Some(err.to_string());
+                        }
+                    }
+                }
+                Vec::new()
+            }
+        };
+        if !servers.is_empty() {
+            let targets =
+                servers.iter().map(|s| Target::new(s.url().clone())).collect::<Result<Vec<_>, BenchError>>()?;
+            let mut states: Vec<TargetState> = servers.iter().map(|_| TargetState::new()).collect();
+            let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
+            for round in 0..rounds {
+                for (i, target) in targets.iter().enumerate() {
+                    flush_page_cache().await;
+                    let run = bench.run_round(target, &mut states[i], scenario, round, Some(pids[i])).await;
+                    progress(&round_line(scenario, &runs[i].registry, &run, rounds));
+                    runs[i].rounds.push(run);
+                }
+            }
+            drop(targets); // close pooled connections before stopping the servers
+            for (i, server) in servers.into_iter().enumerate() {
+                runs[i].peak_rss_kib = server.peak_rss_kib();
+                runs[i].stopped = Some(server.stop().await.unwrap_or_else(|e| format!("stop failed: {e}")));
+            }
+        }
+        scenarios.push(ScenarioReport {
+            scenario,
+            rows: rows(scenario, &runs),
+            registries: runs,
+            elapsed_secs: scenario_started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(Report {
+        mode: "compare".to_owned(),
+        tool: concat!("berth-bench ", env!("CARGO_PKG_VERSION")).to_owned(),
+        started_unix,
+        machine: Machine::probe(),
+        registries,
+        ceilings,
+        ceilings_error,
+        rounds,
+        params: config.params.clone(),
+        scenarios,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// "CPU during the rounds: server 1.23 cores, client 0.45 cores (of 2)":
+/// who had the shared cores, averaged over the rounds' wall time.
+fn cpu_note(rounds: &[ScenarioRun], nproc: usize) -> Option<String> {
+    let wall: f64 = rounds.iter().map(|r| r.elapsed_secs).sum();
+    if wall <= 0.0 {
+        return None;
+    }
+    let client: f64 = rounds.iter().map(|r| Some(r.cpu?.client_secs)).sum::<Option<f64>>()?;
+    let server: Option<f64> = rounds.iter().map(|r| r.cpu?.server_secs).sum();
+    let server = server.map(|s| format!("server {:.2} cores, ", s / wall)).unwrap_or_default();
+    Some(format!("CPU during the rounds: {server}client {:.2} cores (of {nproc})", client / wall))
+}
+
+/// Numbers as a reader wants them: 3 significant digits or whole units.
+pub fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    match r {
+        None => "–".to_owned(),
+        Some(r) if r.abs() >= 100.0 => format!("{r:.0}×"),
+        Some(r) if r.abs() >= 0.1 || r == 0.0 => format!("{r:.2}×"),
+        Some(r) if r.abs() >= 0.01 => format!("{r:.3}×"),
+        Some(r) => format!("{r:.4}×"),
+    }
+}
+
+fn fmt_cell(cell: &Cell) -> String {
+    cell.median.map_or_else(|| "n/a".to_owned(), fmt_value)
+}
+
+fn fmt_duration(secs: f64) -> String {
+    if secs >= 60.0 {
+        format!("{} min {:02} s", (secs / 60.0) as u64, (secs % 60.0) as u64)
+    } else {
+        format!("{} s", fmt_value(secs))
+    }
+}
+
+/// Pads columns to a common width; the first `left` columns align left.
+fn aligned(header: &[String], rows: &[Vec<String>], left: usize) -> String {
+    let width = |i: usize| {
+        rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).chain([header[i].chars().count()]).max()
+    };
+    let widths: Vec<usize> = (0..header.len()).map(|i| width(i).unwrap_or(0)).collect();
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if i < left {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            } else {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+impl Report {
+    fn names(&self) -> Vec<&str> {
+        self.registries.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn pct(&self, row: &Row, cell: &Cell) -> String {
+        match (row.ceiling, &self.ceilings, cell.median) {
+            (Some(kind), Some(c), Some(v)) if c.for_kind(kind) > 0.0 => format!("{:.0}%", v / c.for_kind(kind) * 100.0),
+            _ => String::new(),
+        }
+    }
+
+    /// Header, rows, and how many columns align left.
+    fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let names = self.names();
+        let mut header: Vec<String> = ["scenario", "metric", "unit"].map(String::from).to_vec();
+        header.extend(names.iter().map(|n| n.to_string()));
+        if names.len() == 2 {
+            header.push(format!("{}/{}", names[0], names[1]));
+            header.push(format!("{} better by", names[0]));
+        }
+        if self.ceilings.is_some() {
+            header.extend(names.iter().map(|n| format!("{n} % ceil")));
+        }
+        if names.len() == 1 {
+            header.push("rounds".to_owned());
+        }
+        let mut rows = Vec::new();
+        for sc in &self.scenarios {
+            for row in &sc.rows {
+                let mut cells = vec![sc.scenario.name().to_owned(), row.metric.clone(), row.unit.label().to_owned()];
+                cells.extend(row.cells.iter().map(fmt_cell));
+                if names.len() == 2 {
+                    cells.push(fmt_ratio(row.ratio));
+                    cells.push(fmt_ratio(row.advantage));
+                }
+                if self.ceilings.is_some() {
+                    cells.extend(row.cells.iter().map(|c| self.pct(row, c)));
+                }
+                if names.len() == 1 {
+                    let values: Vec<String> =
+                        row.cells.iter().flat_map(|c| c.values.iter().map(|v| fmt_value(*v))).collect();
+                    cells.push(values.join(" / "));
+                }
+                rows.push(cells);
+            }
+        }
+        (header, rows)
+    }
+
+    fn header_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let preset = &self.params.preset;
+        lines.push(format!(
+            "{} ({}): {preset} preset, {} round(s){}; medians across rounds",
+            self.tool,
+            self.mode,
+            self.rounds,
+            if self.mode == "compare" { " alternating A B A B, a fresh pair of servers per scenario" } else { "" }
+        ));
+        lines.push(format!("Machine: {}", self.machine.summary()));
+        let versions: Vec<String> =
+            self.registries.iter().map(|r| format!("{} = {} ({})", r.name, r.version, r.location)).collect();
+        lines.push(format!("Registries: {}", versions.join("; ")));
+        if let Some(c) = &self.ceilings {
+            lines.push(format!(
+                "Ceilings: SHA-256 {} MB/s (1 core, sha2); AES-256-GCM {} MB/s (1 core, aws-lc-rs); loopback TCP {} MB/s; \
+                 disk write {} MB/s ({} + fdatasync in {})",
+                fmt_value(c.sha256_mbps),
+                fmt_value(c.aes256gcm_mbps),
+                fmt_value(c.loopback_mbps),
+                fmt_value(c.disk_write_mbps),
+                super::size_label(c.disk_bytes),
+                c.disk_dir
+            ));
+            lines.push(format!(
+                "% ceil: push throughput vs min(SHA-256, disk) = {} MB/s; pull vs loopback = {} MB/s",
+                fmt_value(c.push()),
+                fmt_value(c.pull())
+            ));
+        }
+        if let Some(err) = &self.ceilings_error {
+            lines.push(format!("Ceilings: not measured ({err})"));
+        }
+        if self.registries.len() == 2 {
+            lines.push(format!(
+                "'{a}/{b}' is the ratio of medians; '{a} better by' is >1 when {a} is better (rates: {a}/{b}; times and memory: {b}/{a})",
+                a = self.registries[0].name,
+                b = self.registries[1].name
+            ));
+        }
+        lines
+    }
+
+    /// Every error, as `scenario / registry / round N: message`.
+    pub fn errors(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sc in &self.scenarios {
+            for reg in &sc.registries {
+                if let Some(err) = &reg.start_error {
+                    out.push(format!("{} / {}: did not start: {err}", sc.scenario, reg.registry));
+                }
+                for run in &reg.rounds {
+                    for err in &run.errors {
+                        out.push(format!("{} / {} / round {}: {err}", sc.scenario, reg.registry, run.round + 1));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Notes (unique per scenario and registry), setup times, n/a reasons.
+    fn footnotes(&self) -> (Vec<String>, Vec<String>) {
+        let (mut notes, mut na) = (Vec::new(), Vec::new());
+        for sc in &self.scenarios {
+            for reg in &sc.registries {
+                let mut seen: Vec<&String> = Vec::new();
+                for note in reg.rounds.iter().flat_map(|r| &r.notes) {
+                    if !seen.contains(&note) {
+                        seen.push(note);
+                        notes.push(format!("{} / {}: {note}", sc.scenario, reg.registry));
+                    }
+                }
+                if let Some(note) = cpu_note(&reg.rounds, self.machine.nproc) {
+                    notes.push(format!("{} / {}: {note}", sc.scenario, reg.registry));
+                }
+                let setup: f64 = reg.rounds.iter().filter_map(|r| r.setup_secs).sum();
+                if setup > 0.0 {
+                    notes.push(format!(
+                        "{} / {}: setup took {} (not in any metric)",
+                        sc.scenario,
+                        reg.registry,
+                        fmt_duration(setup)
+                    ));
+                }
+            }
+            for row in &sc.rows {
+                for (cell, reg) in row.cells.iter().zip(&sc.registries) {
+                    if let Some(reason) = &cell.unavailable {
+                        na.push(format!("{} / {} / {}: {reason}", sc.scenario, row.metric, reg.registry));
+                    }
+                }
+            }
+        }
+        (notes, na)
+    }
+
+    /// The plain-text report: header, table, n/a reasons, errors, notes.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for line in self.header_lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push('\n');
+        let (header, rows) = self.table();
+        out.push_str(&aligned(&header, &rows, 3));
+        let (notes, na) = self.footnotes();
+        for (title, items) in [("n/a", na), ("Errors", self.errors()), ("Notes", notes)] {
+            if !items.is_empty() {
+                let _ = writeln!(out, "\n{title}:");
+                for item in items {
+                    let _ = writeln!(out, "  - {item}");
+                }
+            }
+        }
+        let _ = writeln!(out, "\nTotal time: {}", fmt_duration(self.elapsed_secs));
+        for sc in &self.scenarios {
+            let _ = writeln!(out, "  {}: {}", sc.scenario, fmt_duration(sc.elapsed_secs));
+        }
+        out
+    }
+
+    /// The same as Markdown, ready to paste into BENCHMARKS.md.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        for line in self.header_lines() {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push('\n');
+        let (header, rows) = self.table();
+        let escape = |s: &str| s.replace('|', "\\|");
+        let _ = writeln!(out, "| {} |", header.iter().map(|h| escape(h)).collect::<Vec<_>>().join(" | "));
+        let align: Vec<&str> = (0..header.len()).map(|i| if i < 3 { "---" } else { "---:" }).collect();
+        let _ = writeln!(out, "|{}|", align.join("|"));
+        for row in rows {
+            let _ = writeln!(out, "| {} |", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" | "));
+        }
+        let (notes, na) = self.footnotes();
+        for (title, items) in [("n/a", na), ("Errors", self.errors()), ("Notes", notes)] {
+            if !items.is_empty() {
+                let _ = writeln!(out, "\n**{title}**\n");
+                for item in items {
+                    let _ = writeln!(out, "- {}", escape(&item));
+                }
+            }
+        }
+        let _ = writeln!(out, "\nTotal time: {}.", fmt_duration(self.elapsed_secs));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::Metric;
+
+    fn run(round: usize, metrics: Vec<Metric>) -> ScenarioRun {
+        ScenarioRun {
+            scenario: Scenario::BlobPush,
+            round,
+            metrics,
+            errors: Vec::new(),
+            notes: Vec::new(),
+            setup_secs: None,
+            elapsed_secs: 1.0,
+            cpu: Some(crate::bench::CpuUse { client_secs: 0.5, server_secs: Some(1.5) }),
+        }
+    }
+
+    #[test]
+    fn cpu_note_averages_over_wall_time() {
+        let runs = vec![run(0, vec![]), run(1, vec![])];
+        assert_eq!(
+            cpu_note(&runs, 2).as_deref(),
+            Some("CPU during the rounds: server 1.50 cores, client 0.50 cores (of 2)")
+        );
+        let mut unknown = run(0, vec![]);
+        unknown.cpu = None;
+        assert_eq!(cpu_note(&[unknown], 2), None);
+    }
+
+    fn regs(a: Vec<ScenarioRun>, b: Vec<ScenarioRun>) -> Vec<RegistryRuns> {
+        [("A", a, Some(2048)), ("B", b, None)]
+            .into_iter()
+            .map(|(name, rounds, rss)| RegistryRuns {
+                registry: name.to_owned(),
+                rounds,
+                peak_rss_kib: rss,
+                start_error: None,
+                stopped: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_take_medians_and_orient_ratios() {
+        let a = vec![
+            run(0, vec![Metric::new("push", Unit::MegabytesPerSec, 100.0), Metric::new("p99", Unit::Millis, 2.0)]),
+            run(1, vec![Metric::new("push", Unit::MegabytesPerSec, 300.0), Metric::new("p99", Unit::Millis, 4.0)]),
+            run(2, vec![Metric::new("push", Unit::MegabytesPerSec, 200.0), Metric::new("p99", Unit::Millis, 3.0)]),
+        ];
+        let b = vec![
+            run(0, vec![Metric::new("push", Unit::MegabytesPerSec, 50.0), Metric::new("p99", Unit::Millis, 6.0)]),
+            run(
+                1,
+                vec![Metric::unavailable("push", Unit::MegabytesPerSec, "boom"), Metric::new("p99", Unit::Millis, 6.0)],
+            ),
+            run(2, vec![Metric::new("push", Unit::MegabytesPerSec, 150.0), Metric::new("p99", Unit::Millis, 6.0)]),
+        ];
+        let rows = rows(Scenario::BlobPush, &regs(a, b));
+        assert_eq!(rows.len(), 3);
+        let push = &rows[0];
+        assert_eq!(push.cells[0].median, Some(200.0));
+        assert_eq!(push.cells[0].values, vec![100.0, 300.0, 200.0]);
+        assert_eq!(push.cells[1].median, Some(100.0), "the failed round is left out");
+        assert_eq!(push.ratio, Some(2.0));
+        assert_eq!(push.advantage, Some(2.0));
+        let p99 = &rows[1];
+        assert_eq!(p99.ratio, Some(0.5));
+        assert_eq!(p99.advantage, Some(2.0), "lower latency is better");
+        let rss = &rows[2];
+        assert_eq!(rss.unit, Unit::Mebibytes);
+        assert_eq!(rss.cells[0].median, Some(2.0));
+        assert!(rss.cells[1].unavailable.is_some());
+        assert_eq!(rss.advantage, None);
+    }
+
+    #[test]
+    fn unavailable_everywhere_keeps_the_reason() {
+        let a = vec![run(0, vec![Metric::new("tags", Unit::Millis, 1.0)])];
+        let b = vec![run(0, vec![Metric::unavailable("tags", Unit::Millis, "no tag pagination")])];
+        let rows = rows(Scenario::Listing, &regs(a, b));
+        assert_eq!(rows[0].cells[1].unavailable.as_deref(), Some("no tag pagination"));
+        assert_eq!(rows[0].ratio, None);
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(fmt_value(1234.56), "1235");
+        assert_eq!(fmt_value(12.345), "12.3");
+        assert_eq!(fmt_value(1.2345), "1.23");
+        assert_eq!(fmt_value(0.12345), "0.123");
+        assert_eq!(fmt_ratio(Some(1.5)), "1.50×");
+        assert_eq!(fmt_ratio(Some(435.9)), "436×");
+        assert_eq!(fmt_ratio(Some(0.0523)), "0.052×");
+        assert_eq!(fmt_ratio(Some(0.0023)), "0.0023×");
+        assert_eq!(fmt_ratio(None), "–");
+        assert_eq!(fmt_duration(75.0), "1 min 15 s");
+        assert_eq!(fmt_duration(5.5), "5.50 s");
+        assert_eq!(fmt_duration(0.042), "0.042 s");
+    }
+
+    #[test]
+    fn aligned_table() {
+        let header = vec!["a".to_owned(), "num".to_owned()];
+        let rows = vec![vec!["long".to_owned(), "1".to_owned()]];
+        assert_eq!(aligned(&header, &rows, 1), "a     num\nlong    1\n");
+    }
+}

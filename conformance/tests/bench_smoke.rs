@@ -1,0 +1,105 @@
+//! berth-bench against Berth in-process: every scenario at `--quick` size
+//! (smaller still, to stay within seconds) must produce its metrics with no
+//! errors and positive rates. Behaviour only: no timing thresholds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use berth_conformance::Url;
+use berth_conformance::bench::report::{self, Report, RunConfig};
+use berth_conformance::bench::{Params, Scenario, Unit};
+use berth_registry::app::RunningServer;
+use berth_registry::config::Config;
+
+/// The quick preset with shorter loops: this test checks behaviour, not speed.
+fn smoke_params() -> Params {
+    let mut params = Params::quick();
+    params.range_duration = Duration::from_millis(200);
+    params.manifest_duration = Duration::from_millis(250);
+    params.manifest_concurrency = vec![1, 16];
+    params
+}
+
+async fn run_against_berth(scenarios: Vec<Scenario>, rounds: usize) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = RunningServer::start(listener, &config).await.unwrap();
+    let run = RunConfig {
+        url: Url::parse(&server.url()).unwrap(),
+        scenarios,
+        params: smoke_params(),
+        rounds,
+        server_pid: Some(std::process::id()),
+        namespace: "smoke".to_owned(),
+        reuse_listing: false,
+        ceilings: None,
+    };
+    let report = report::run(&run, &mut |line| eprintln!("{line}")).await.unwrap();
+    server.stop().await;
+    println!("{}", report.text());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_reports_positive_rates_without_errors() {
+    let report = run_against_berth(Scenario::ALL.to_vec(), 1).await;
+    assert_eq!(report.errors(), Vec::<String>::new());
+    let ran: Vec<Scenario> = report.scenarios.iter().map(|s| s.scenario).collect();
+    assert_eq!(ran, Scenario::ALL);
+
+    for sc in &report.scenarios {
+        assert!(!sc.rows.is_empty(), "{}: no metrics", sc.scenario);
+        for row in &sc.rows {
+            let cell = &row.cells[0];
+            let value =
+                cell.median.unwrap_or_else(|| panic!("{} / {}: n/a: {:?}", sc.scenario, row.metric, cell.unavailable));
+            assert!(value > 0.0 && value.is_finite(), "{} / {} = {value}", sc.scenario, row.metric);
+        }
+        // The PID given is this process (Berth runs in it), so the peak RSS is known.
+        assert!(sc.rows.iter().any(|r| r.unit == Unit::Mebibytes), "{}: no peak RSS", sc.scenario);
+    }
+
+    let metric = |scenario: Scenario, name: &str, unit: Unit| {
+        let sc = report.scenarios.iter().find(|s| s.scenario == scenario).unwrap();
+        assert!(
+            sc.rows.iter().any(|r| r.metric == name && r.unit == unit),
+            "{scenario}: no {name} ({unit:?}) in {:?}",
+            sc.rows.iter().map(|r| (&r.metric, r.unit)).collect::<Vec<_>>()
+        );
+    };
+    metric(Scenario::BlobPush, "monolithic 64 KiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "chunked 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPull, "GET 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPull, "range 64 KiB of 1 MiB", Unit::RequestsPerSec);
+    metric(Scenario::BlobPull, "range 64 KiB of 1 MiB p99", Unit::Millis);
+    metric(Scenario::ManifestGet, "GET c=1", Unit::RequestsPerSec);
+    metric(Scenario::ManifestGet, "HEAD c=16 p50", Unit::Millis);
+    metric(Scenario::Image, "push", Unit::ImagesPerSec);
+    metric(Scenario::Image, "pull", Unit::MegabytesPerSec);
+    metric(Scenario::Listing, "catalog ?n=10 page p50", Unit::Millis);
+    metric(Scenario::Listing, "catalog (no n)", Unit::Millis);
+    metric(Scenario::Listing, "tags/list (no n) of 100", Unit::Millis);
+    metric(Scenario::Listing, "tags/list ?n=10 walk", Unit::Seconds);
+    metric(Scenario::Listing, "setup: 100 repositories", Unit::ItemsPerSec);
+    metric(Scenario::ConcurrentPush, "32 × 256 KiB in parallel", Unit::MegabytesPerSec);
+
+    // The report renders and serializes.
+    assert!(report.text().contains("monolithic 64 KiB"));
+    assert!(report.markdown().contains("| blob-push |"));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["scenarios"].as_array().map(Vec::len), Some(Scenario::ALL.len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_setup_runs_once_per_server() {
+    let report = run_against_berth(vec![Scenario::Listing], 2).await;
+    assert_eq!(report.errors(), Vec::<String>::new());
+    let rounds = &report.scenarios[0].registries[0].rounds;
+    assert_eq!(rounds.len(), 2);
+    assert!(rounds[0].setup_secs.is_some());
+    assert_eq!(rounds[1].setup_secs, None, "round 2 reuses round 1's repositories");
+    let walk = report.scenarios[0].rows.iter().find(|r| r.metric == "catalog ?n=10 walk").unwrap();
+    assert_eq!(walk.cells[0].values.len(), 2);
+}
