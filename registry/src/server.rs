@@ -33,6 +33,10 @@ Content-Length: 56\r\n\r\nThis registry speaks plain HTTP on this port, not TLS.
 /// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    // Connections still waiting for their first byte are not yet watched by `graceful`
+    // but hold a watcher; this tells them to give up at shutdown instead of waiting out
+    // HEADER_TIMEOUT (clients keep spare connections open that may never send anything).
+    let (stopping, stop_signal) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -40,7 +44,8 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
                 Ok((stream, peer)) => {
                     let watcher = graceful.watcher();
                     let app = app.clone();
-                    tokio::spawn(async move { connection(stream, peer, app, watcher).await });
+                    let stop = stop_signal.clone();
+                    tokio::spawn(async move { connection(stream, peer, app, watcher, stop).await });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -52,6 +57,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
         }
     }
     drop(listener);
+    let _ = stopping.send(true);
     tracing::info!("shutting down: draining open connections");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
@@ -59,12 +65,21 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
     Ok(())
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, watcher: hyper_util::server::graceful::Watcher) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(1..)) => {}
-        _ => return, // closed, failed or silent
+    tokio::select! {
+        peeked = tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)) => match peeked {
+            Ok(Ok(1..)) => {}
+            _ => return, // closed, failed or silent
+        },
+        _ = stop.wait_for(|stopping| *stopping) => return,
     }
     if first[0] == TLS_HANDSHAKE {
         tracing::debug!(client.addr = %peer, "TLS handshake on the plain-HTTP port refused");

@@ -91,8 +91,9 @@ impl BlobStore {
     /// committed blob durable before it is acknowledged.
     pub fn local(dir: &std::path::Path, fsync: bool) -> Result<BlobStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
-        let local =
-            || object_store::local::LocalFileSystem::new_with_prefix(dir).map(|fs| fs.with_automatic_cleanup(true));
+        // No automatic cleanup: it removes emptied parent folders (`uploads/` itself) while
+        // other requests create theirs inside; each upload removes its own folder instead.
+        let local = || object_store::local::LocalFileSystem::new_with_prefix(dir);
         Ok(BlobStore {
             store: Arc::new(local()?.with_fsync(fsync)),
             staging: Arc::new(local()?),

@@ -399,6 +399,13 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
             }
             drop(targets); // close pooled connections before stopping the servers
             for (i, server) in servers.into_iter().enumerate() {
+                // A failed request is explained by the server's own log, which goes with
+                // its data directory: keep its error lines in the report.
+                if runs[i].rounds.iter().any(|r| !r.errors.is_empty())
+                    && let Some(last) = runs[i].rounds.last_mut()
+                {
+                    last.notes.extend(server.error_lines(5).into_iter().map(|l| format!("server log: {l}")));
+                }
                 runs[i].peak_rss_kib = server.peak_rss_kib();
                 runs[i].stopped = Some(server.stop().await.unwrap_or_else(|e| format!("stop failed: {e}")));
             }

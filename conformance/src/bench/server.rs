@@ -217,6 +217,12 @@ impl ServerProcess {
         text[start..].to_owned()
     }
 
+    /// The server's log lines that report errors (at most `max`), to explain failed requests.
+    pub fn error_lines(&self, max: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|l| l.contains("ERROR") || l.contains("level=error")).take(max).map(str::to_owned).collect()
+    }
+
     pub fn kind(&self) -> ServerKind {
         self.kind
     }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod concurrency;
 mod config_switches;
 mod restart;
 mod streaming;
