@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use berth_storage::{BlobStore, SqliteStore};
+use berth_storage::{BlobStore, MetadataStore, PostgresStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -17,8 +17,11 @@ use crate::service::{Registry, Settings};
 pub enum StartError {
     #[error("blob storage at {path}: {source}")]
     Storage { path: String, source: berth_storage::Error },
+    /// `path` is the SQLite file, or the PostgreSQL URL with its password masked.
     #[error("metadata database at {path}: {source}")]
     Metadata { path: String, source: berth_storage::Error },
+    #[error("metadata.url is required with metadata.backend = \"postgres\"")]
+    MissingMetadataUrl,
 }
 
 /// A registry ready to serve: its stores opened, its schema migrated.
@@ -37,12 +40,22 @@ impl App {
             }
             StorageBackend::Memory => BlobStore::in_memory(),
         };
-        let meta = match config.metadata.backend {
+        let meta: Arc<dyn MetadataStore> = match config.metadata.backend {
             MetadataBackend::Sqlite => {
                 let path = config.metadata_path();
-                SqliteStore::open(&path)
+                Arc::new(
+                    SqliteStore::open(&path)
+                        .await
+                        .map_err(|source| StartError::Metadata { path: path.display().to_string(), source })?,
+                )
+            }
+            MetadataBackend::Postgres => {
+                let url = config.metadata.url.as_ref().ok_or(StartError::MissingMetadataUrl)?;
+                let store = PostgresStore::open(url.expose())
                     .await
-                    .map_err(|source| StartError::Metadata { path: path.display().to_string(), source })?
+                    .map_err(|source| StartError::Metadata { path: url.redacted(), source })?;
+                tracing::info!(metadata.url = %url, "metadata in PostgreSQL");
+                Arc::new(store)
             }
         };
         let settings = Settings {
@@ -50,9 +63,7 @@ impl App {
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
         };
-        Ok(App {
-            registry: Arc::new(Registry { blobs, meta: Arc::new(meta), settings, manifests: Default::default() }),
-        })
+        Ok(App { registry: Arc::new(Registry { blobs, meta, settings, manifests: Default::default() }) })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

@@ -2,7 +2,7 @@
 //! then command-line flags, each overriding the one before. Unknown keys are an error.
 //!
 //! Environment variables name keys with `__` between sections: `BERTH_LISTEN`,
-//! `BERTH_DATA_DIR`, `BERTH_UPLOADS__MAX_AGE`, `BERTH_DELETE__BLOBS`.
+//! `BERTH_DATA_DIR`, `BERTH_UPLOADS__MAX_AGE`, `BERTH_DELETE__BLOBS`, `BERTH_METADATA__URL`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,12 +51,91 @@ pub struct MetadataConfig {
     pub backend: MetadataBackend,
     /// SQLite database file; default `<data_dir>/metadata.db`.
     pub path: Option<PathBuf>,
+    /// PostgreSQL connection URL, required by the `postgres` backend.
+    pub url: Option<DatabaseUrl>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetadataBackend {
+    /// An embedded file: one process, no other service needed.
     Sqlite,
+    /// A PostgreSQL server shared by every replica.
+    Postgres,
+}
+
+/// A database URL such as `postgres://user:password@host:5432/berth`. It holds a secret, so
+/// it shows itself (`Debug`, `Display`, and when serialized, as `berth config` does) with the
+/// password replaced by `***`; only [`DatabaseUrl::expose`] gives the real text.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password, for connecting. Never log this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password (in the user part, or a `password=` parameter) masked.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return "***".into() };
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rfind('@') {
+            Some(at) => match authority[..at].find(':') {
+                Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let params: Vec<String> = query
+                    .split('&')
+                    .map(|p| match p.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => p.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", params.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        format!("{}{authority}{tail}", &url[..scheme_end])
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, Self::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl(url))
+        } else {
+            Err("metadata.url must start with postgres:// or postgresql://".into())
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +195,7 @@ impl Default for StorageConfig {
 
 impl Default for MetadataConfig {
     fn default() -> Self {
-        MetadataConfig { backend: MetadataBackend::Sqlite, path: None }
+        MetadataConfig { backend: MetadataBackend::Sqlite, path: None, url: None }
     }
 }
 
@@ -174,7 +253,7 @@ pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Conf
         figment = figment.merge(Toml::file_exact(file));
     }
     figment = figment.merge(env).merge(Serialized::defaults(overrides));
-    figment.extract().map_err(|e| {
+    let config: Config = figment.extract().map_err(|e| {
         let mut msg = String::new();
         for err in e {
             if !msg.is_empty() {
@@ -183,12 +262,38 @@ pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Conf
             msg.push_str(&err.to_string());
         }
         ConfigError(msg)
-    })
+    })?;
+    config.validate()?;
+    Ok(config)
 }
 
-/// The `BERTH_*` environment provider (`BERTH_CONFIG` names the file and is not a key).
+impl Config {
+    /// Checks what single keys cannot: settings that only make sense together.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (self.metadata.backend, &self.metadata.url, &self.metadata.path) {
+            (MetadataBackend::Postgres, None, _) => Err(ConfigError(
+                "metadata.url is required with metadata.backend = \"postgres\" (postgres://user:password@host:port/database)"
+                    .into(),
+            )),
+            (MetadataBackend::Postgres, Some(_), Some(_)) => {
+                Err(ConfigError("metadata.path is for the sqlite backend; postgres uses metadata.url".into()))
+            }
+            (MetadataBackend::Sqlite, Some(_), _) => {
+                Err(ConfigError("metadata.url is for the postgres backend; set metadata.backend = \"postgres\"".into()))
+            }
+            (MetadataBackend::Postgres, Some(_), None) | (MetadataBackend::Sqlite, None, _) => Ok(()),
+        }
+    }
+}
+
+/// The `BERTH_*` environment provider. `BERTH_CONFIG` names the file and is not a key;
+/// `BERTH_TEST_*` belongs to the test harness (e.g. `BERTH_TEST_POSTGRES_URL`, exported for
+/// the whole CI run), so a registry started in the same environment does not reject it.
 pub fn environment() -> Env {
-    Env::prefixed("BERTH_").split("__").ignore(&["config"])
+    Env::prefixed("BERTH_")
+        .split("__")
+        .ignore(&["config"])
+        .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
 }
 
 /// Durations written as text: `90s`, `10m`, `24h`, `1h 30m`.
@@ -227,6 +332,7 @@ mod tests {
             jail.set_env("BERTH_LISTEN", "127.0.0.1:7000");
             jail.set_env("BERTH_UPLOADS__MAX_AGE", "30m");
             jail.set_env("BERTH_CONFIG", "ignored.toml");
+            jail.set_env("BERTH_TEST_POSTGRES_URL", "postgres://ignored/by-the-registry");
             let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
             assert_eq!(c.listen.port(), 7000);
             assert_eq!(c.uploads.max_age, Duration::from_secs(1800));
@@ -249,6 +355,48 @@ mod tests {
         assert_eq!(c.uploads.max_age, Duration::from_secs(7200));
         assert!(!c.delete.blobs && c.delete.manifests);
         assert_eq!(c.data_dir, PathBuf::from("/srv/berth"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn postgres_metadata_needs_a_url_and_never_shows_its_password() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_METADATA__BACKEND", "postgres");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("metadata.url is required"), "{err}");
+
+            jail.set_env("BERTH_METADATA__URL", "postgres://berth:s3cret@db.internal:5432/berth?password=s3cret");
+            let c = load(None, environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.metadata.backend, MetadataBackend::Postgres);
+            let url = c.metadata.url.as_ref().unwrap();
+            assert_eq!(url.expose(), "postgres://berth:s3cret@db.internal:5432/berth?password=s3cret");
+            assert_eq!(url.to_string(), "postgres://berth:***@db.internal:5432/berth?password=***");
+            for shown in [format!("{c:?}"), serde_json::to_string(&c).unwrap()] {
+                assert!(!shown.contains("s3cret") && shown.contains("db.internal"), "{shown}");
+            }
+
+            jail.set_env("BERTH_METADATA__URL", "mysql://x@y/z");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("postgres://"), "{err}");
+
+            jail.set_env("BERTH_METADATA__URL", "postgres://db/berth");
+            jail.set_env("BERTH_METADATA__BACKEND", "sqlite");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("metadata.url is for the postgres backend"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redaction_handles_urls_without_a_password() {
+        for (url, shown) in [
+            ("postgres://db/berth", "postgres://db/berth"),
+            ("postgres://user@db/berth", "postgres://user@db/berth"),
+            ("postgresql://u:p%40ss@db:5432", "postgresql://u:***@db:5432"),
+            ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+        ] {
+            assert_eq!(DatabaseUrl::try_from(url.to_string()).unwrap().redacted(), shown);
+        }
     }
 
     #[test]

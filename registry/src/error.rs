@@ -60,9 +60,14 @@ impl From<berth_storage::Error> for ApiError {
                 "descriptor of {digest} says {declared} bytes, but the blob has {actual}"
             )),
             S::Body(e) => ApiError::BlobUploadInvalid(format!("request body could not be read: {e}")),
-            S::NotFound | S::Conflict | S::Corrupt(_) | S::Io(_) | S::ObjectStore(_) | S::Database(_) | S::Task(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            S::NotFound
+            | S::Conflict
+            | S::Corrupt(_)
+            | S::Io(_)
+            | S::ObjectStore(_)
+            | S::Database(_)
+            | S::Postgres(_)
+            | S::Task(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

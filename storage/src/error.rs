@@ -27,6 +27,8 @@ pub enum Error {
     ObjectStore(#[from] object_store::Error),
     #[error("metadata database: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("metadata database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("metadata store task failed: {0}")]
     Task(String),
 }

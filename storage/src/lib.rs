@@ -4,7 +4,7 @@
 //! - [`blob`]: [`BlobStore`], content-addressed blobs and staged upload parts over any
 //!   [`object_store::ObjectStore`] (local disk, memory; S3 later).
 //! - [`metadata`]: the [`MetadataStore`] trait (repositories, blob links, manifests, tags,
-//!   upload sessions) and its SQLite implementation.
+//!   upload sessions) and its implementations on SQLite and PostgreSQL.
 //!
 //! Invariants:
 //! - No HTTP type appears here; request bodies arrive as streams of `Bytes`.
@@ -19,4 +19,4 @@ pub mod metadata;
 
 pub use blob::{BlobStore, ByteStream};
 pub use error::{Error, Result};
-pub use metadata::{MetadataStore, sqlite::SqliteStore};
+pub use metadata::{MetadataStore, postgres::PostgresStore, sqlite::SqliteStore};

@@ -1,9 +1,11 @@
 //! The metadata store: every record of what the registry holds, apart from blob bytes.
 //!
-//! One small trait, [`MetadataStore`], with registry verbs; SQLite implements it now
-//! ([`sqlite::SqliteStore`]), PostgreSQL is a second implementation of the same trait with
-//! the same test suite (`storage/tests/metadata.rs`). Every method is one transaction.
+//! One small trait, [`MetadataStore`], with registry verbs, and two implementations run
+//! against the same test suite (`storage/tests/storage/metadata.rs`): [`sqlite::SqliteStore`]
+//! (an embedded file, one process) and [`postgres::PostgresStore`] (a server shared by
+//! replicas). Every method is one transaction.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

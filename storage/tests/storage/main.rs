@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 //! Storage tests. One blob-store suite run against every backend and one metadata suite run
-//! against every metadata store (SQLite now; PostgreSQL joins the same list later).
+//! against every metadata store (SQLite; PostgreSQL when `BERTH_TEST_POSTGRES_URL` is set).
 
 mod blob_store;
 mod metadata;

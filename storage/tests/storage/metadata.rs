@@ -2,7 +2,7 @@
 
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use berth_storage::metadata::{NewManifest, Page, RequiredContent, UploadRecord};
-use berth_storage::{Error, MetadataStore, SqliteStore};
+use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
@@ -176,6 +176,47 @@ async fn upload_sessions(store: &dyn MetadataStore) {
     assert!(store.get_upload(&id).await.unwrap().is_none());
 }
 
+/// Racing writers end as in some serial order: one of many chunks at the same offset wins;
+/// many pushes moving one tag leave it on one of the pushed manifests; identical pushes all
+/// succeed.
+async fn concurrent_writers(store: &dyn MetadataStore) {
+    let id: UploadId = uuid::Uuid::new_v4().to_string().parse().unwrap();
+    let start = UploadRecord {
+        id: id.clone(),
+        repo: repo("race/up"),
+        offset: 0,
+        hash_state: vec![],
+        parts: vec![],
+        created_at: 1,
+        updated_at: 1,
+    };
+    store.create_upload(&start).await.unwrap();
+    let attempts: Vec<UploadRecord> = (0..16u64)
+        .map(|i| UploadRecord { offset: 10 + i, parts: vec![format!("000000-{i}")], ..start.clone() })
+        .collect();
+    let won = futures::future::join_all(attempts.iter().map(|u| store.advance_upload(u, 0, 0))).await;
+    let winners: Vec<_> = won.into_iter().enumerate().filter(|(_, w)| *w.as_ref().unwrap()).map(|(i, _)| i).collect();
+    assert_eq!(winners.len(), 1, "exactly one writer at offset 0 wins: {winners:?}");
+    assert_eq!(store.get_upload(&id).await.unwrap().unwrap(), attempts[winners[0]]);
+
+    let r = repo("race/tags");
+    let layer = Digest::sha256_of(b"race-layer");
+    store.link_blob(&r, &layer, 10).await.unwrap();
+    let need = vec![RequiredContent { digest: layer, size: 10 }];
+    let pushes: Vec<NewManifest> =
+        (0..8).map(|i| manifest(&r, &format!("{{\"race\":{i}}}"), need.clone(), &["latest", "stable"])).collect();
+    let same: Vec<NewManifest> = (0..8).map(|_| manifest(&r, r#"{"same":1}"#, need.clone(), &["same"])).collect();
+    let results = futures::future::join_all(pushes.iter().chain(&same).map(|m| store.put_manifest(m))).await;
+    for result in results {
+        result.unwrap();
+    }
+    let latest = store.get_manifest(&r, &Reference::Tag(tag("latest"))).await.unwrap().unwrap();
+    let stable = store.get_manifest(&r, &Reference::Tag(tag("stable"))).await.unwrap().unwrap();
+    assert!(pushes.iter().any(|m| m.digest == latest.digest));
+    assert_eq!(latest, stable, "both tags moved by the same (last) push");
+    assert_eq!(store.get_manifest(&r, &Reference::Tag(tag("same"))).await.unwrap().unwrap().digest, same[0].digest);
+}
+
 async fn suite(store: &dyn MetadataStore) {
     store.ping().await.unwrap();
     blobs_and_links(store).await;
@@ -183,6 +224,7 @@ async fn suite(store: &dyn MetadataStore) {
     index_children_and_referrers(store).await;
     catalog(store).await;
     upload_sessions(store).await;
+    concurrent_writers(store).await;
 }
 
 #[tokio::test]
@@ -193,4 +235,48 @@ async fn metadata_on_sqlite() {
     // Reopening runs no migration twice and keeps the records.
     let again = SqliteStore::open(&path).await.unwrap();
     assert!(again.any_blob(&Digest::sha256_of(b"x")).await.unwrap().is_some());
+}
+
+/// Runs the suite in a fresh schema of the database at `BERTH_TEST_POSTGRES_URL`
+/// (`.ci/postgres.sh` starts one), dropped at the end, so runs never collide.
+#[tokio::test]
+async fn metadata_on_postgres() {
+    let Ok(url) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
+        println!("metadata_on_postgres skipped: set BERTH_TEST_POSTGRES_URL (.ci/postgres.sh starts a server)");
+        return;
+    };
+    let schema = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+
+    // The store finds its tables through `search_path`, set in the URL like any option.
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    let run = tokio::spawn(async move {
+        // Replicas starting at once: the migration runs exactly once, the others wait.
+        let stores = futures::future::try_join_all((0..4).map(|_| PostgresStore::open(&scoped))).await.unwrap();
+        suite(&stores[0]).await;
+        // Reopening runs no migration twice and keeps the records.
+        let again = PostgresStore::open(&scoped).await.unwrap();
+        assert!(again.any_blob(&Digest::sha256_of(b"x")).await.unwrap().is_some());
+        let versions: i64 = {
+            let (c, conn) = tokio_postgres::connect(&scoped, tokio_postgres::NoTls).await.unwrap();
+            let conn = tokio::spawn(conn);
+            let n = c.query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
+            drop(c);
+            conn.await.unwrap().unwrap();
+            n
+        };
+        assert_eq!(versions, 1);
+    })
+    .await;
+
+    // Dropped whether or not the suite passed.
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    drop(admin);
+    connection.await.unwrap().unwrap();
+    if let Err(e) = run {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
