@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The conformance suite against Berth with its metadata in PostgreSQL: starts
+# target/release/berth on a free loopback port with `metadata.backend = postgres` in a fresh
+# schema of the database at $BERTH_TEST_POSTGRES_URL (see .ci/postgres.sh), runs
+# target/debug/berth-conformance against it, stops that Berth by its PID and drops the schema.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${BERTH_TEST_POSTGRES_URL:?start PostgreSQL with .ci/postgres.sh first}"
+
+schema="conformance_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+psql -q -v ON_ERROR_STOP=1 "$BERTH_TEST_POSTGRES_URL" -c "CREATE SCHEMA $schema"
+dir=$(mktemp -d /tmp/berth-conformance-pg.XXXXXX)
+port=5300
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+
+BERTH_METADATA__BACKEND=postgres \
+BERTH_METADATA__URL="${BERTH_TEST_POSTGRES_URL}?options=-csearch_path%3D${schema}" \
+BERTH_LOG__LEVEL=warn \
+  target/release/berth serve --listen "127.0.0.1:$port" --data-dir "$dir" >"$dir/berth.log" 2>&1 &
+pid=$!
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  psql -q "$BERTH_TEST_POSTGRES_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+for _ in $(seq 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$port/v2/" && break
+  kill -0 "$pid" 2>/dev/null || { cat "$dir/berth.log" >&2; exit 1; }
+  sleep 0.1
+done
+echo "conformance against Berth with PostgreSQL metadata (schema $schema):"
+target/debug/berth-conformance --url "http://127.0.0.1:$port" --tag-param --namespace "pg/$schema" | tail -n 3
