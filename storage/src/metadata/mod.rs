@@ -126,6 +126,34 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn stale_uploads(&self, updated_before: i64) -> Result<Vec<UploadRecord>>;
 }
 
+/// A digest read back from the database; a bad one means the stored data is corrupt.
+pub(crate) fn parse_digest(s: String) -> Result<Digest> {
+    s.parse().map_err(|e| crate::error::Error::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+/// A size column (SQL integers are signed) as bytes.
+pub(crate) fn size_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or_default()
+}
+
+/// Bytes as a size column.
+pub(crate) fn db_size(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The rule both stores apply to a manifest's reference: present in the repository, with
+/// the size the descriptor declares.
+pub(crate) fn check_reference(required: &RequiredContent, size: Option<u64>) -> Result<()> {
+    use crate::error::Error;
+    match size {
+        None => Err(Error::MissingReference(required.digest.clone())),
+        Some(actual) if actual != required.size => {
+            Err(Error::ReferenceSize { digest: required.digest.clone(), declared: required.size, actual })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// Seconds since the Unix epoch, as stored in records.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()

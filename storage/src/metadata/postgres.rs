@@ -44,7 +44,10 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, 
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use super::{ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RequiredContent, UploadRecord, unix_now};
+use super::{
+    ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RequiredContent, UploadRecord, check_reference,
+    db_size, parse_digest, size_of, unix_now,
+};
 use crate::error::{Error, Result};
 
 /// Connections per process; bounds concurrent database work (and the server's connection
@@ -185,18 +188,6 @@ async fn ensure_repo(tx: &impl GenericClient, repo: &RepoName) -> Result<i64> {
     row.map(|r| r.try_get(0)).transpose()?.ok_or(Error::Conflict)
 }
 
-fn parse_digest(s: String) -> Result<Digest> {
-    s.parse().map_err(|e| Error::Corrupt(format!("stored digest {s:?}: {e}")))
-}
-
-fn size_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or_default()
-}
-
-fn db_size(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn db_limit(page: &Page) -> i64 {
     i64::try_from(page.limit).unwrap_or(i64::MAX)
 }
@@ -229,13 +220,7 @@ fn check_references(required: &[RequiredContent], found: &[tokio_postgres::Row])
                 size = Some(size_of(row.try_get(1)?));
             }
         }
-        match size {
-            None => return Err(Error::MissingReference(r.digest.clone())),
-            Some(actual) if actual != r.size => {
-                return Err(Error::ReferenceSize { digest: r.digest.clone(), declared: r.size, actual });
-            }
-            Some(_) => {}
-        }
+        check_reference(r, size)?;
     }
     Ok(())
 }

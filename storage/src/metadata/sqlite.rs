@@ -12,7 +12,10 @@ use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 
-use super::{ManifestRecord, MetadataStore, NewManifest, Page, Referrer, UploadRecord, unix_now};
+use super::{
+    ManifestRecord, MetadataStore, NewManifest, Page, Referrer, UploadRecord, check_reference, db_size, parse_digest,
+    size_of, unix_now,
+};
 use crate::error::{Error, Result};
 
 /// Connections kept open; bounds concurrent database work.
@@ -130,18 +133,6 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> Result<i64> {
     repo_id(conn, repo)?.ok_or(Error::Conflict)
 }
 
-fn parse_digest(s: String) -> Result<Digest> {
-    s.parse().map_err(|e| Error::Corrupt(format!("stored digest {s:?}: {e}")))
-}
-
-fn size_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or_default()
-}
-
-fn db_size(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// The columns of [`UPLOAD_COLUMNS`], as read.
 type UploadRow = (String, String, i64, Vec<u8>, String, i64, i64);
 
@@ -248,7 +239,7 @@ impl MetadataStore for SqliteStore {
                         |r| r.get(0),
                     )
                     .optional()?;
-                check_reference(required, size)?;
+                check_reference(required, size.map(size_of))?;
             }
             for required in &m.manifests {
                 let size: Option<i64> = tx
@@ -258,7 +249,7 @@ impl MetadataStore for SqliteStore {
                         |r| r.get(0),
                     )
                     .optional()?;
-                check_reference(required, size)?;
+                check_reference(required, size.map(size_of))?;
             }
             let now = unix_now();
             let digest = m.digest.to_string();
@@ -483,15 +474,5 @@ impl MetadataStore for SqliteStore {
             rows.map(|r| upload_record(r?)).collect()
         })
         .await
-    }
-}
-
-fn check_reference(required: &super::RequiredContent, size: Option<i64>) -> Result<()> {
-    match size.map(size_of) {
-        None => Err(Error::MissingReference(required.digest.clone())),
-        Some(actual) if actual != required.size => {
-            Err(Error::ReferenceSize { digest: required.digest.clone(), declared: required.size, actual })
-        }
-        Some(_) => Ok(()),
     }
 }
