@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use berth_storage::metadata::Change;
 use berth_storage::{BlobStore, MetadataStore, PostgresStore, SqliteStore};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, MetadataBackend, StorageBackend};
@@ -39,6 +40,14 @@ impl App {
                     .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })?
             }
             StorageBackend::Memory => BlobStore::in_memory(),
+            StorageBackend::S3 => {
+                let s3 = &config.storage.s3;
+                let store = BlobStore::s3(&s3.settings())
+                    .map_err(|source| StartError::Storage { path: s3.location(), source })?;
+                store.check().await.map_err(|source| StartError::Storage { path: s3.location(), source })?;
+                tracing::info!(storage = %s3.location(), endpoint = s3.endpoint.as_deref().unwrap_or("AWS"), "blobs in S3");
+                store
+            }
         };
         let meta: Arc<dyn MetadataStore> = match config.metadata.backend {
             MetadataBackend::Sqlite => {
@@ -63,7 +72,11 @@ impl App {
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
         };
-        Ok(App { registry: Arc::new(Registry { blobs, meta, settings, manifests: Default::default() }) })
+        let registry = Arc::new(Registry { blobs, meta, settings, manifests: Default::default() });
+        if let Some(changes) = registry.meta.changes() {
+            tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
+        }
+        Ok(App { registry })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -128,5 +141,23 @@ impl RunningServer {
         self.maintenance.abort();
         let _ = self.stop.send(());
         let _ = self.task.await;
+    }
+}
+
+/// Drops cached manifests as other replicas change them, until the registry is gone.
+async fn follow_changes(registry: std::sync::Weak<Registry>, mut changes: broadcast::Receiver<Change>) {
+    loop {
+        // Wake now and then to notice a registry that is gone, so the feed can stop.
+        let change = tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv()).await;
+        let Some(registry) = registry.upgrade() else { return };
+        let Ok(change) = change else { continue };
+        match change {
+            Ok(Change::Repository(repo)) => registry.manifests.invalidate(&repo),
+            Ok(Change::Unknown) | Err(broadcast::error::RecvError::Lagged(_)) => registry.manifests.clear(),
+            Err(broadcast::error::RecvError::Closed) => {
+                registry.manifests.clear();
+                return;
+            }
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! then command-line flags, each overriding the one before. Unknown keys are an error.
 //!
 //! Environment variables name keys with `__` between sections: `BERTH_LISTEN`,
-//! `BERTH_DATA_DIR`, `BERTH_UPLOADS__MAX_AGE`, `BERTH_DELETE__BLOBS`, `BERTH_METADATA__URL`.
+//! `BERTH_DATA_DIR`, `BERTH_UPLOADS__MAX_AGE`, `BERTH_DELETE__BLOBS`, `BERTH_METADATA__URL`,
+//! `BERTH_STORAGE__S3__BUCKET`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// fsync blob files and folders before acknowledging a write.
     pub fsync: bool,
+    /// The bucket, for the `s3` backend.
+    pub s3: S3Config,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,90 @@ pub enum StorageBackend {
     Filesystem,
     /// Blobs in process memory: lost on exit. For tests and experiments.
     Memory,
+    /// An S3 bucket (AWS, or any S3-compatible store), shared by every replica.
+    S3,
+}
+
+/// Where the `s3` backend keeps blobs. Credentials left unset come from `AWS_*` variables
+/// or the usual AWS chain (web identity, ECS task role, instance metadata).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket, e.g. `registry/prod`.
+    pub prefix: Option<String>,
+    /// Default: `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// For S3-compatible stores: `https://minio.internal:9000` (`http://` allowed).
+    pub endpoint: Option<String>,
+    /// `<endpoint>/<bucket>` addressing instead of `<bucket>.<endpoint>`; most
+    /// S3-compatible servers want this.
+    pub path_style: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+}
+
+impl S3Config {
+    /// The storage crate's settings. Never log the result's secrets.
+    pub fn settings(&self) -> berth_storage::s3::S3Settings {
+        berth_storage::s3::S3Settings {
+            bucket: self.bucket.clone().unwrap_or_default(),
+            prefix: self.prefix.clone(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
+            session_token: self.session_token.as_ref().map(|s| s.expose().to_owned()),
+        }
+    }
+
+    /// `s3://bucket/prefix`, for messages.
+    pub fn location(&self) -> String {
+        let bucket = self.bucket.as_deref().unwrap_or("");
+        match &self.prefix {
+            Some(p) => format!("s3://{bucket}/{}", p.trim_matches('/')),
+            None => format!("s3://{bucket}"),
+        }
+    }
+}
+
+/// A secret such as an S3 secret key: shown (`Debug`, `Display`, serialized as
+/// `berth config` does) as `***`; only [`Secret::expose`] gives the text.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for use. Never log this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,7 +276,7 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { backend: StorageBackend::Filesystem, path: None, fsync: true }
+        StorageConfig { backend: StorageBackend::Filesystem, path: None, fsync: true, s3: S3Config::default() }
     }
 }
 
@@ -270,6 +357,19 @@ pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Conf
 impl Config {
     /// Checks what single keys cannot: settings that only make sense together.
     fn validate(&self) -> Result<(), ConfigError> {
+        let s3 = &self.storage.s3;
+        match self.storage.backend {
+            StorageBackend::S3 if s3.bucket.as_deref().unwrap_or("").is_empty() => {
+                return Err(ConfigError("storage.s3.bucket is required with storage.backend = \"s3\"".into()));
+            }
+            StorageBackend::S3 if self.storage.path.is_some() => {
+                return Err(ConfigError("storage.path is for the filesystem backend; s3 uses storage.s3.*".into()));
+            }
+            StorageBackend::Filesystem | StorageBackend::Memory if *s3 != S3Config::default() => {
+                return Err(ConfigError("storage.s3.* is for the s3 backend; set storage.backend = \"s3\"".into()));
+            }
+            _ => {}
+        }
         match (self.metadata.backend, &self.metadata.url, &self.metadata.path) {
             (MetadataBackend::Postgres, None, _) => Err(ConfigError(
                 "metadata.url is required with metadata.backend = \"postgres\" (postgres://user:password@host:port/database)"
@@ -383,6 +483,46 @@ mod tests {
             jail.set_env("BERTH_METADATA__BACKEND", "sqlite");
             let err = load(None, environment(), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("metadata.url is for the postgres backend"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn s3_storage_needs_a_bucket_and_never_shows_its_secret() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_STORAGE__BACKEND", "s3");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("storage.s3.bucket is required"), "{err}");
+
+            jail.create_file(
+                "berth.toml",
+                r#"
+                [storage]
+                backend = "s3"
+                [storage.s3]
+                bucket = "images"
+                prefix = "prod"
+                endpoint = "http://127.0.0.1:9000"
+                path_style = true
+                access_key_id = "AKIA1"
+                "#,
+            )?;
+            jail.set_env("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "wJalrXUtn");
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.storage.backend, StorageBackend::S3);
+            let settings = c.storage.s3.settings();
+            assert_eq!(settings.bucket, "images");
+            assert_eq!(settings.secret_access_key.as_deref(), Some("wJalrXUtn"));
+            assert!(settings.path_style);
+            assert_eq!(c.storage.s3.location(), "s3://images/prod");
+            for shown in [format!("{c:?}"), serde_json::to_string(&c).unwrap(), format!("{settings:?}")] {
+                assert!(!shown.contains("wJalrXUtn") && shown.contains("images"), "{shown}");
+            }
+
+            jail.set_env("BERTH_STORAGE__BACKEND", "filesystem");
+            let err = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("storage.s3.* is for the s3 backend"), "{err}");
             Ok(())
         });
     }

@@ -65,6 +65,8 @@ impl From<berth_storage::Error> for ApiError {
             | S::Corrupt(_)
             | S::Io(_)
             | S::ObjectStore(_)
+            | S::S3(_)
+            | S::Settings(_)
             | S::Database(_)
             | S::Postgres(_)
             | S::Task(_) => ApiError::Internal(e.to_string()),

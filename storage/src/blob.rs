@@ -14,6 +14,8 @@ use object_store::{
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::s3::writer::PartWriter;
+use crate::s3::{MIN_PART, S3, S3Settings, concat::concat, raw::Completed};
 
 /// A stream of body bytes coming in (a request body) or going out (a blob read).
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -46,6 +48,18 @@ pub struct BlobStore {
     fsync: bool,
     /// Piece size of streamed writes ([`WRITE_CHUNK`] or [`LOCAL_WRITE_CHUNK`]).
     write_chunk: usize,
+    /// Set when the store is S3: parts are written, joined and committed with S3's own
+    /// multipart requests (see [`crate::s3`]).
+    s3: Option<S3>,
+}
+
+/// How [`BlobStore::write_verified`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The blob is stored (now or already); this many bytes came in.
+    Stored(u64),
+    /// The body's digest was this one, not the expected one; nothing was kept.
+    Mismatch(Digest),
 }
 
 /// A part written by [`BlobStore::stage_part`].
@@ -53,8 +67,12 @@ pub struct BlobStore {
 pub struct StagedPart {
     /// The part's name under the upload's folder; `None` when the body was empty.
     pub name: Option<String>,
-    /// Bytes in the part.
+    /// Bytes the body brought.
     pub len: u64,
+    /// The upload's last part, when the new part starts with a copy of it (on S3, a part
+    /// under 5 MiB is joined with the next one, since only the last part of a multipart
+    /// copy may be that small). The new part takes its place in the list.
+    pub replaces: Option<String>,
 }
 
 /// Streams `range` of a local file: positioned reads of [`READ_CHUNK`] straight into fresh
@@ -84,7 +102,13 @@ fn read_file_range(file: std::fs::File, range: Range<u64>) -> ByteStream {
 
 impl BlobStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { staging: store.clone(), store, local_root: None, fsync: false, write_chunk: WRITE_CHUNK }
+        BlobStore { staging: store.clone(), store, local_root: None, fsync: false, write_chunk: WRITE_CHUNK, s3: None }
+    }
+
+    /// Blobs in an S3 bucket (or an S3-compatible store).
+    pub fn s3(settings: &S3Settings) -> Result<BlobStore> {
+        let s3 = S3::open(settings)?;
+        Ok(BlobStore { s3: Some(s3.clone()), ..BlobStore::new(s3.store()) })
     }
 
     /// Blobs in a directory on the local disk, created if missing. `fsync` makes every
@@ -100,6 +124,7 @@ impl BlobStore {
             local_root: Some(dir.to_owned()),
             fsync,
             write_chunk: LOCAL_WRITE_CHUNK,
+            s3: None,
         })
     }
 
@@ -141,15 +166,20 @@ impl BlobStore {
         }
     }
 
-    /// Writes `body` as the next part of upload `id`, feeding every byte to `hasher` on the
-    /// way. Nothing is created for an empty body. On error the partial part is removed.
+    /// Writes `body` as the next part of upload `id`, whose parts so far are `parts`, feeding
+    /// every byte to `hasher` on the way. Nothing is created for an empty body. On error the
+    /// partial part is removed.
     pub async fn stage_part(
         &self,
         id: &UploadId,
-        index: usize,
-        mut body: ByteStream,
+        parts: &[String],
+        body: ByteStream,
         hasher: &mut DigestHasher,
     ) -> Result<StagedPart> {
+        if let Some(s3) = &self.s3 {
+            return self.stage_part_s3(s3, id, parts, body, hasher).await;
+        }
+        let mut body = body;
         let mut writer: Option<(String, WriteMultipart)> = None;
         let mut len = 0u64;
         let outcome: Result<()> = async {
@@ -161,7 +191,7 @@ impl BlobStore {
                 hasher.update(&chunk);
                 len += chunk.len() as u64;
                 if writer.is_none() {
-                    let name = layout::part_name(index);
+                    let name = layout::part_name(parts.len());
                     let upload = self.staging.put_multipart(&layout::upload_part(id, &name)).await?;
                     writer = Some((name, WriteMultipart::new_with_chunk_size(upload, self.write_chunk)));
                 }
@@ -174,10 +204,10 @@ impl BlobStore {
         }
         .await;
         match (outcome, writer) {
-            (Ok(()), None) => Ok(StagedPart { name: None, len: 0 }),
+            (Ok(()), None) => Ok(StagedPart { name: None, len: 0, replaces: None }),
             (Ok(()), Some((name, w))) => {
                 w.finish().await?;
-                Ok(StagedPart { name: Some(name), len })
+                Ok(StagedPart { name: Some(name), len, replaces: None })
             }
             (Err(e), Some((_, w))) => {
                 if let Err(abort) = w.abort().await {
@@ -186,6 +216,100 @@ impl BlobStore {
                 Err(e)
             }
             (Err(e), None) => Err(e),
+        }
+    }
+
+    /// [`BlobStore::stage_part`] on S3: when the last part is under S3's smallest part, the
+    /// new part begins with a copy of it and replaces it, so that every part but the last
+    /// can be a range of the final multipart copy.
+    async fn stage_part_s3(
+        &self,
+        s3: &S3,
+        id: &UploadId,
+        parts: &[String],
+        mut body: ByteStream,
+        hasher: &mut DigestHasher,
+    ) -> Result<StagedPart> {
+        let mut writer: Option<(String, PartWriter)> = None;
+        let mut replaces = None;
+        let mut len = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            if chunk.is_empty() {
+                continue;
+            }
+            if writer.is_none() {
+                let mut index = parts.len();
+                let mut head = None;
+                if let Some(last) = parts.last() {
+                    let path = layout::upload_part(id, last);
+                    if self.staging.head(&path).await?.size < MIN_PART {
+                        head = Some(self.staging.get(&path).await?.bytes().await?);
+                        replaces = Some(last.clone());
+                        index -= 1;
+                    }
+                }
+                let name = layout::part_name(index);
+                let mut w = PartWriter::new(s3, layout::upload_part(id, &name));
+                if let Some(head) = head {
+                    w.write(head).await?;
+                }
+                writer = Some((name, w));
+            }
+            hasher.update(&chunk);
+            len += chunk.len() as u64;
+            if let Some((_, w)) = writer.as_mut() {
+                w.write(chunk).await?;
+            }
+        }
+        // An error above drops the writer, which aborts its multipart upload.
+        match writer {
+            None => Ok(StagedPart { name: None, len: 0, replaces: None }),
+            Some((name, w)) => {
+                w.finish(false).await?;
+                Ok(StagedPart { name: Some(name), len, replaces })
+            }
+        }
+    }
+
+    /// Streams `body` into blob `digest` in one go, verifying it: the content is stored only
+    /// if its digest matches. On S3 the body goes straight to the blob's key as a multipart
+    /// upload completed create-if-absent; elsewhere it is staged under `id` and renamed.
+    pub async fn write_verified(&self, id: &UploadId, digest: &Digest, mut body: ByteStream) -> Result<Written> {
+        let mut hasher = DigestHasher::new(digest.algorithm());
+        let Some(s3) = &self.s3 else {
+            let staged = self.stage_part(id, &[], body, &mut hasher).await;
+            let outcome = match staged {
+                Ok(staged) => match hasher.finish() {
+                    actual if &actual == digest => {
+                        let parts: Vec<String> = staged.name.into_iter().collect();
+                        self.commit_verified(id, &parts, digest).await.map(|()| Written::Stored(staged.len))
+                    }
+                    actual => Ok(Written::Mismatch(actual)),
+                },
+                Err(e) => Err(e),
+            };
+            if !matches!(outcome, Ok(Written::Stored(_)))
+                && let Err(e) = self.discard_upload(id).await
+            {
+                tracing::warn!(upload.id = %id, error = %e, "could not remove a failed upload's parts");
+            }
+            return outcome;
+        };
+        let mut writer = PartWriter::new(s3, layout::blob(digest));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            hasher.update(&chunk);
+            writer.write(chunk).await?;
+        }
+        match hasher.finish() {
+            actual if &actual == digest => {
+                let len = writer.len();
+                writer.finish(true).await?;
+                Ok(Written::Stored(len))
+            }
+            // Dropping the writer aborts its multipart upload.
+            actual => Ok(Written::Mismatch(actual)),
         }
     }
 
@@ -203,6 +327,10 @@ impl BlobStore {
                     Err(e) => Err(e.into()),
                 };
             }
+            parts if self.s3.is_some() => {
+                self.commit_s3(id, parts, &target).await?;
+                return self.discard_upload(id).await;
+            }
             [only] => layout::upload_part(id, only),
             many => self.assemble(id, many).await?,
         };
@@ -212,6 +340,46 @@ impl BlobStore {
             Err(e) => return Err(e.into()),
         }
         self.discard_upload(id).await
+    }
+
+    /// Joins an upload's parts into `target` on S3, server-side, create-if-absent.
+    async fn commit_s3(&self, id: &UploadId, parts: &[String], target: &object_store::path::Path) -> Result<()> {
+        let Some(s3) = &self.s3 else { return Err(Error::Settings("not an S3 store".into())) };
+        let mut sizes = std::collections::HashMap::new();
+        let mut listing = self.staging.list(Some(&layout::upload_dir(id)));
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            sizes.insert(meta.location, meta.size);
+        }
+        let sources = parts
+            .iter()
+            .map(|p| {
+                let path = layout::upload_part(id, p);
+                let size = sizes.get(&path).copied().ok_or_else(|| Error::Corrupt(format!("{path} is missing")))?;
+                Ok((path, size))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match concat(s3, &sources, target, true, &layout::upload_dir(id)).await? {
+            Completed::Created | Completed::AlreadyExists => Ok(()),
+        }
+    }
+
+    /// Aborts every multipart upload Berth started before `cutoff` (unix seconds) and never
+    /// finished: what a crashed process leaves behind on S3, invisible to object listings.
+    /// Returns how many. Other stores have no such uploads.
+    pub async fn abort_stale_multipart(&self, cutoff: i64) -> Result<usize> {
+        let Some(s3) = &self.s3 else { return Ok(0) };
+        let mut aborted = 0;
+        for folder in ["uploads", "blobs"] {
+            for up in s3.raw.list_multipart(&object_store::path::Path::from(folder)).await? {
+                if up.initiated < cutoff {
+                    s3.raw.abort(&up.path, &up.upload_id).await?;
+                    tracing::info!(key = %up.path, "stale multipart upload aborted");
+                    aborted += 1;
+                }
+            }
+        }
+        Ok(aborted)
     }
 
     /// Flushes a staged local file to disk before it becomes a blob (the rename then makes

@@ -23,6 +23,12 @@ pub enum Error {
     Corrupt(String),
     #[error("local file: {0}")]
     Io(#[source] std::io::Error),
+    /// An S3 request Berth makes itself (multipart copy, listing multipart uploads) failed.
+    #[error("S3: {0}")]
+    S3(String),
+    /// The storage settings cannot work.
+    #[error("storage settings: {0}")]
+    Settings(String),
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("metadata database: {0}")]

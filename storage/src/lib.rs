@@ -2,7 +2,9 @@
 //!
 //! - [`layout`]: the one place object paths are formed (the storage tree is drawn there).
 //! - [`blob`]: [`BlobStore`], content-addressed blobs and staged upload parts over any
-//!   [`object_store::ObjectStore`] (local disk, memory; S3 later).
+//!   [`object_store::ObjectStore`] (local disk, memory, S3).
+//! - [`s3`]: what S3 needs beyond object_store: multipart parts sized to S3's limits,
+//!   server-side joins of staged parts, conditional completion, cleanup of unfinished uploads.
 //! - [`metadata`]: the [`MetadataStore`] trait (repositories, blob links, manifests, tags,
 //!   upload sessions) and its implementations on SQLite and PostgreSQL.
 //!
@@ -16,7 +18,8 @@ pub mod blob;
 pub mod error;
 pub mod layout;
 pub mod metadata;
+pub mod s3;
 
-pub use blob::{BlobStore, ByteStream};
+pub use blob::{BlobStore, ByteStream, Written};
 pub use error::{Error, Result};
 pub use metadata::{MetadataStore, postgres::PostgresStore, sqlite::SqliteStore};

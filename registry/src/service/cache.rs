@@ -5,8 +5,9 @@
 //! that repository's entries and bumps its generation; a lookup that read the database
 //! before the change carries the old generation and is not inserted, so a reader racing a
 //! writer cannot put a stale entry back. Tag entries also expire after [`TAG_TTL`] and
-//! digest entries after [`DIGEST_TTL`], which bounds staleness when another process (a
-//! replica) made the change. The cache holds at most [`MAX_BYTES`] of manifests; past that
+//! digest entries after [`DIGEST_TTL`]: a backstop for changes made by another process (a
+//! replica), which otherwise arrive within milliseconds through the metadata store's change
+//! feed (PostgreSQL `LISTEN`/`NOTIFY`, followed by `App::open`'s task). The cache holds at most [`MAX_BYTES`] of manifests; past that
 //! it starts over.
 
 use std::collections::HashMap;
@@ -105,6 +106,16 @@ impl ManifestCache {
         let freed: usize = r.entries.drain().map(|(_, e)| e.manifest.content.len()).sum();
         inner.bytes -= freed;
     }
+
+    /// Drops everything, in every repository: when changes may have been missed.
+    pub fn clear(&self) {
+        let Ok(mut inner) = self.inner.write() else { return };
+        for r in inner.repos.values_mut() {
+            r.generation += 1;
+            r.entries.clear();
+        }
+        inner.bytes = 0;
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +151,21 @@ mod tests {
         c.invalidate(&repo); // ...a writer moves the tag meanwhile...
         c.insert(&repo, &tag, seen, m("old")); // ...the reader's old answer is refused
         assert!(c.get(&repo, &tag).is_err());
+    }
+
+    #[test]
+    fn clear_refuses_lookups_from_before() {
+        let c = ManifestCache::default();
+        let repo: RepoName = "a".parse().unwrap();
+        let tag = Reference::Tag("t".parse().unwrap());
+        let seen = c.get(&repo, &tag).unwrap_err();
+        c.insert(&repo, &tag, seen, m("one"));
+        let stale = c.get(&"b".parse().unwrap(), &tag).unwrap_err();
+        c.clear();
+        assert!(c.get(&repo, &tag).is_err());
+        let seen = c.get(&repo, &tag).unwrap_err();
+        assert_ne!(seen, Generation(0));
+        let _ = stale;
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! compare-and-swap on the offset: of two racing writers one wins, the other gets 416.
 
 use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
-use berth_storage::ByteStream;
 use berth_storage::metadata::{UploadRecord, unix_now};
+use berth_storage::{ByteStream, Written};
 
 use super::{Registry, upload_location};
 use crate::error::{ApiError, ApiResult};
@@ -84,7 +84,7 @@ impl Registry {
         }
         let mut hasher =
             DigestHasher::restore_state(&up.hash_state).map_err(|e| ApiError::Internal(format!("upload {id}: {e}")))?;
-        let staged = self.blobs.stage_part(id, up.parts.len(), body, &mut hasher).await?;
+        let staged = self.blobs.stage_part(id, &up.parts, body, &mut hasher).await?;
         if let Some(r) = range
             && staged.len != r.len()
         {
@@ -102,6 +102,9 @@ impl Registry {
         let Some(name) = staged.name else { return Ok(up) };
         let mut next = up.clone();
         next.offset += staged.len;
+        if staged.replaces.is_some() {
+            next.parts.pop();
+        }
         next.parts.push(name.clone());
         next.hash_state = hasher.save_state();
         next.updated_at = unix_now();
@@ -110,6 +113,12 @@ impl Registry {
             self.blobs.discard_part(id, &name).await?;
             let current = self.upload_status(repo, id).await?;
             return Err(out_of_order(&current));
+        }
+        if let Some(old) = &staged.replaces
+            && let Err(e) = self.blobs.discard_part(id, old).await
+        {
+            // It is no longer listed in the session; the upload's folder goes at commit.
+            tracing::warn!(upload.id = %id, error = %e, "could not remove a part that was joined into the next");
         }
         Ok(next)
     }
@@ -158,26 +167,16 @@ impl Registry {
     pub async fn monolithic_upload(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> ApiResult<u64> {
         let id: UploadId =
             uuid::Uuid::new_v4().to_string().parse().map_err(|e| ApiError::Internal(format!("upload id: {e}")))?;
-        let result = async {
-            let mut hasher = DigestHasher::new(digest.algorithm());
-            let staged = self.blobs.stage_part(&id, 0, body, &mut hasher).await?;
-            let actual = hasher.finish();
-            if &actual != digest {
-                return Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {digest}")));
+        match self.blobs.write_verified(&id, digest, body).await? {
+            Written::Stored(len) => {
+                self.meta.link_blob(repo, digest, len).await?;
+                tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
+                Ok(len)
             }
-            let parts: Vec<String> = staged.name.into_iter().collect();
-            self.blobs.commit_verified(&id, &parts, digest).await?;
-            self.meta.link_blob(repo, digest, staged.len).await?;
-            tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = staged.len, "blob committed");
-            Ok(staged.len)
+            Written::Mismatch(actual) => {
+                Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {digest}")))
+            }
         }
-        .await;
-        if result.is_err()
-            && let Err(e) = self.blobs.discard_upload(&id).await
-        {
-            tracing::warn!(upload.id = %id, error = %e, "could not remove a failed upload's parts");
-        }
-        result
     }
 
     /// Cancels a session and removes what it staged.
@@ -191,7 +190,8 @@ impl Registry {
     }
 
     /// Cancels every session idle for longer than the configured age, and removes upload
-    /// folders left with no session (a request that died midway). Returns how many.
+    /// folders left with no session and unfinished S3 multipart uploads (a request or a
+    /// process that died midway). Returns how many.
     pub async fn purge_stale_uploads(&self) -> ApiResult<usize> {
         let cutoff = unix_now() - self.settings.upload_max_age.as_secs() as i64;
         let mut purged = 0;
@@ -202,6 +202,7 @@ impl Registry {
                 tracing::info!(upload.id = %up.id, repo.name = %up.repo, upload.offset = up.offset, "stale upload purged");
             }
         }
+        purged += self.blobs.abort_stale_multipart(cutoff).await?;
         for (id, newest) in self.blobs.upload_folders().await? {
             if newest < cutoff && self.meta.get_upload(&id).await?.is_none() {
                 self.blobs.discard_upload(&id).await?;

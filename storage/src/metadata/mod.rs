@@ -83,9 +83,24 @@ pub struct UploadRecord {
     pub updated_at: i64,
 }
 
+/// A change to manifests or tags, made by this process or another sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Something in this repository's manifests or tags changed.
+    Repository(RepoName),
+    /// Anything may have changed (the feed was interrupted, or fell behind).
+    Unknown,
+}
+
 /// The registry's records. Implementations must make each method atomic.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    /// A feed of the changes other processes make, for caches to follow. `None` when no
+    /// other process writes to this store (an embedded database).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<()>;
 

@@ -36,7 +36,14 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_postgres::AsyncMessage;
+
+use crate::metadata::Change;
 
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -67,12 +74,19 @@ const ATTEMPTS: u32 = 5;
 const MIGRATION_LOCK: i64 = 0x6265_7274_682d_6d64;
 
 /// Schema versions, applied in order, each once. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres_v1.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres_v1.sql")), (2, include_str!("postgres_v2.sql"))];
+
+/// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
+const CHANGES_CHANNEL: &str = "berth_manifests";
 
 /// The metadata store on a PostgreSQL server. Cheap to clone (a pool handle).
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// For the listener's own connection.
+    config: tokio_postgres::Config,
+    /// Announces changes once the listener runs ([`MetadataStore::changes`]).
+    changes: Arc<OnceLock<broadcast::Sender<Change>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -134,7 +148,8 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("berth");
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -142,7 +157,7 @@ impl PostgresStore {
             .create_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| Error::Task(format!("PostgreSQL connection pool: {e}")))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, config, changes: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -168,6 +183,57 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+}
+
+/// Listens on [`CHANGES_CHANNEL`] over a connection of its own and passes each change on,
+/// reconnecting when the connection drops. After every (re)connection it sends
+/// [`Change::Unknown`]: what happened while nobody listened is lost. It stops when no one
+/// subscribes any more.
+async fn listen(config: tokio_postgres::Config, tx: broadcast::Sender<Change>) {
+    let mut backoff = Duration::from_millis(100);
+    while tx.receiver_count() > 0 {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                // The connection must be driven (polled for messages) while LISTEN runs.
+                let statement = format!("LISTEN {CHANGES_CHANNEL}");
+                let ok = {
+                    let mut listening = std::pin::pin!(client.batch_execute(&statement));
+                    loop {
+                        tokio::select! {
+                            r = &mut listening => break r.is_ok(),
+                            m = messages.next() => if !matches!(m, Some(Ok(_))) { break false },
+                        }
+                    }
+                };
+                if ok {
+                    backoff = Duration::from_millis(100);
+                    let _ = tx.send(Change::Unknown);
+                    tracing::debug!("listening for metadata changes");
+                    loop {
+                        match tokio::time::timeout(Duration::from_secs(30), messages.next()).await {
+                            Ok(Some(Ok(AsyncMessage::Notification(n)))) => {
+                                let change = n.payload().parse().map_or(Change::Unknown, Change::Repository);
+                                let _ = tx.send(change);
+                            }
+                            Ok(Some(Ok(_))) => {}
+                            Ok(Some(Err(e))) => {
+                                tracing::warn!(error = %e, "PostgreSQL listener connection failed; reconnecting");
+                                break;
+                            }
+                            Ok(None) => break,
+                            Err(_) if tx.receiver_count() == 0 => return,
+                            Err(_) => {}
+                        }
+                    }
+                }
+                let _ = tx.send(Change::Unknown);
+            }
+            Err(e) => tracing::warn!(error = %e, "PostgreSQL listener cannot connect; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -231,6 +297,19 @@ fn digests(required: &[RequiredContent]) -> Vec<String> {
 
 #[async_trait]
 impl MetadataStore for PostgresStore {
+    fn changes(&self) -> Option<broadcast::Receiver<Change>> {
+        let mut started = false;
+        let tx = self.changes.get_or_init(|| {
+            started = true;
+            broadcast::channel(1024).0
+        });
+        let rx = tx.subscribe();
+        if started {
+            tokio::spawn(listen(self.config.clone(), tx.clone()));
+        }
+        Some(rx)
+    }
+
     async fn ping(&self) -> Result<()> {
         self.client().await?.query_one("SELECT 1", &[]).await?;
         Ok(())

@@ -1,0 +1,196 @@
+//! Replicas: several registries sharing one PostgreSQL database and one blob store (S3 when
+//! `BERTH_TEST_S3_ENDPOINT` is set, else a shared folder), as behind a load balancer.
+//! Skipped unless `BERTH_TEST_POSTGRES_URL` is set (CI starts both servers).
+
+use std::time::{Duration, Instant};
+
+use berth_registry::config::{Config, MetadataBackend, S3Config, StorageBackend};
+
+use crate::support::*;
+
+/// A fresh schema in the test database, dropped when the test ends.
+struct Schema {
+    name: String,
+    url: String,
+    admin: tokio_postgres::Client,
+}
+
+impl Schema {
+    async fn create() -> Option<Schema> {
+        let Ok(url) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
+            println!("replica tests skipped: set BERTH_TEST_POSTGRES_URL (.ci/postgres.sh starts a server)");
+            return None;
+        };
+        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let name = format!("replicas_{}", uuid::Uuid::new_v4().simple());
+        admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}options=-csearch_path%3D{name}");
+        Some(Schema { name, url, admin })
+    }
+
+    async fn drop(self) {
+        self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
+    }
+}
+
+/// The configuration every replica shares; `blobs` is the shared folder when there is no S3.
+fn replica_config(schema: &Schema, blobs: &std::path::Path, prefix: &str) -> Config {
+    let mut c = Config::default();
+    c.metadata.backend = MetadataBackend::Postgres;
+    c.metadata.url = Some(schema.url.clone().try_into().unwrap());
+    match std::env::var("BERTH_TEST_S3_ENDPOINT") {
+        Ok(endpoint) => {
+            c.storage.backend = StorageBackend::S3;
+            c.storage.s3 = S3Config {
+                bucket: Some(std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "test".into())),
+                prefix: Some(prefix.to_owned()),
+                endpoint: Some(endpoint),
+                path_style: true,
+                access_key_id: Some("berth-test".into()),
+                secret_access_key: Some("berth-test-secret".to_owned().into()),
+                ..Default::default()
+            };
+        }
+        Err(_) => c.storage.path = Some(blobs.to_owned()),
+    }
+    c
+}
+
+async fn replicas(schema: &Schema, blobs: &std::path::Path, n: usize) -> Vec<TestServer> {
+    let prefix = format!("replicas/{}", schema.name);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = replica_config(schema, blobs, &prefix);
+        config.data_dir = dir.path().to_owned();
+        out.push(TestServer::start_with(dir, config).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_upload_moves_between_replicas_and_survives_a_restart() {
+    let Some(schema) = Schema::create().await else { return };
+    let blobs = tempfile::tempdir().unwrap();
+    let mut rs = replicas(&schema, blobs.path(), 3).await;
+    // Chunks under S3's 5 MiB part minimum and over it, each on another replica.
+    let blob = data((3 << 20) + (3 << 20) + 100 + (6 << 20) + 1, 7);
+    let cuts = [0, 3 << 20, 6 << 20, (6 << 20) + 100, (12 << 20) + 100, blob.len()];
+    let location = rs[0].start_upload("replicas/moving").await;
+    let path = location.trim_start_matches(&rs[0].server.url()).to_owned();
+    for (i, w) in cuts.windows(2).enumerate() {
+        if i == 2 {
+            // Restart replica 1 between two chunks: the session lives on in PostgreSQL.
+            let old = rs.remove(1);
+            let dir = old.dir;
+            old.server.stop().await;
+            let mut config = replica_config(&schema, blobs.path(), &format!("replicas/{}", schema.name));
+            config.data_dir = dir.path().to_owned();
+            rs.insert(1, TestServer::start_with(dir, config).await);
+        }
+        let r = &rs[i % 3];
+        let resp = r
+            .client
+            .patch(r.url(&path))
+            .header("Content-Range", format!("{}-{}", w[0], w[1] - 1))
+            .body(blob[w[0]..w[1]].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "chunk {i} on replica {}: {:?}", i % 3, resp.text().await);
+        assert_eq!(resp.headers()["range"], format!("0-{}", w[1] - 1).as_str());
+    }
+    let digest = sha256(&blob);
+    let r = &rs[1];
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let resp = r.client.put(format!("{}{separator}digest={digest}", r.url(&path))).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
+    for r in &rs {
+        let got = r.client.get(r.url(&format!("/v2/replicas/moving/blobs/{digest}"))).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(got.bytes().await.unwrap().as_ref() == blob.as_slice(), "content differs on {}", r.server.url());
+    }
+    for r in rs {
+        r.server.stop().await;
+    }
+    schema.drop().await;
+}
+
+async fn push_manifest(t: &TestServer, repo: &str, reference: &str, seed: u8) -> String {
+    let config = format!("{{\"seed\":{seed}}}").into_bytes();
+    let digest = sha256(&config);
+    let r = t
+        .client
+        .post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .body(config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+        "layers": []
+    })
+    .to_string();
+    let r = t
+        .client
+        .put(t.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    sha256(manifest.as_bytes())
+}
+
+async fn manifest_digest(t: &TestServer, repo: &str, reference: &str) -> Option<String> {
+    let r = t.client.get(t.url(&format!("/v2/{repo}/manifests/{reference}"))).send().await.unwrap();
+    (r.status() == 200).then(|| r.headers()["docker-content-digest"].to_str().unwrap().to_owned())
+}
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn cached_manifests_follow_changes_made_on_another_replica() {
+    let Some(schema) = Schema::create().await else { return };
+    let blobs = tempfile::tempdir().unwrap();
+    let rs = replicas(&schema, blobs.path(), 2).await;
+    let (a, b) = (&rs[0], &rs[1]);
+    let repo = "replicas/cache";
+    let v1 = push_manifest(a, repo, "latest", 1).await;
+    // B reads (and caches) the tag and the digest.
+    assert_eq!(manifest_digest(b, repo, "latest").await.as_deref(), Some(v1.as_str()));
+    assert_eq!(manifest_digest(b, repo, &v1).await.as_deref(), Some(v1.as_str()));
+
+    // A moves the tag: B follows long before its cache entry would expire.
+    let v2 = push_manifest(a, repo, "latest", 2).await;
+    let moved =
+        within(Duration::from_secs(5), async || manifest_digest(b, repo, "latest").await.as_deref() == Some(&v2)).await;
+    assert!(moved.is_some(), "B still serves the old tag");
+
+    // A deletes v1: B stops serving it (the digest entry's backstop expiry is 60 s).
+    let r = a.client.delete(a.url(&format!("/v2/{repo}/manifests/{v1}"))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let gone = within(Duration::from_secs(5), async || manifest_digest(b, repo, &v1).await.is_none()).await;
+    assert!(gone.is_some(), "B still serves a manifest deleted on A");
+    println!("tag move seen after {moved:?}, delete after {gone:?}");
+    for r in rs {
+        r.server.stop().await;
+    }
+    schema.drop().await;
+}
