@@ -27,20 +27,23 @@ port_in_use() {
 }
 
 install_moto() {
-  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/pip" show moto 2>/dev/null | grep -q "^Version: $MOTO_VERSION$"; then
-    return
-  fi
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    [ "$(id -u)" = 0 ] || die "python3-venv is missing and installing it needs root"
-    log "installing python3-venv"
+  local need=()
+  command -v curl >/dev/null || need+=(curl ca-certificates)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
+  if [ "${#need[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "${need[*]} missing and installing needs root"
+    log "installing ${need[*]}"
     apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
-      python3-venv python3-pip >&2
+      "${need[@]}" >&2
+  fi
+  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/pip" show moto 2>/dev/null | grep -q "^Version: $MOTO_VERSION$"; then
+    return
   fi
   log "installing moto $MOTO_VERSION into $VENV"
   rm -rf "$VENV"
   python3 -m venv "$VENV" >&2
-  "$VENV/bin/pip" install -q "moto[s3]==$MOTO_VERSION" flask flask-cors >&2
+  "$VENV/bin/pip" install -q "moto[s3]==$MOTO_VERSION" "flask==3.1.3" "flask-cors==6.0.5" >&2
 }
 
 start() {
