@@ -19,6 +19,9 @@
 //! - [`content`]: random bytes, digests, manifest builders.
 //! - [`bench`](mod@bench): `berth-bench`, the load tool (scenarios, ceilings, compare
 //!   mode against CNCF Distribution), built on the same wire helpers.
+//! - [`replicas`]: `berth-replicas`, a seeded randomized workload spread over several
+//!   replicas of one registry, then a check that they all agree with each other and with
+//!   what the workload did.
 //!
 //! Invariants:
 //! - No case panics: every check returns a [`Failure`] with a sentence.
@@ -32,6 +35,7 @@ pub mod check;
 pub mod config;
 pub mod content;
 pub mod ctx;
+pub mod replicas;
 pub mod report;
 pub mod wire;
 

@@ -53,6 +53,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         req.extensions_mut().insert(ParsedRoute(p));
     }
     let span = tracing::info_span!("request", request.id = %id, http.method = %method, http.route = route);
+    let req = req.map(super::drain::DrainOnDrop::wrap);
     let mut response = next.run(req).instrument(span.clone()).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);

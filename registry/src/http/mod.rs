@@ -5,6 +5,7 @@
 //! route (parsed once, in the middleware), and [`dispatch`] matches route and method.
 
 mod blobs;
+mod drain;
 pub mod error;
 pub mod headers;
 mod health;

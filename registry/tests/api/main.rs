@@ -8,6 +8,7 @@ mod support;
 
 mod concurrency;
 mod config_switches;
+mod early_answers;
 mod replicas;
 mod restart;
 mod streaming;

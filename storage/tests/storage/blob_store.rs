@@ -226,7 +226,8 @@ async fn blob_store_on_s3() {
     // A process that dies mid-upload leaves an unfinished multipart upload, which object
     // listings do not show. The purge finds and aborts it.
     let s3 = berth_storage::s3::S3::open(&settings).unwrap();
-    let mut writer = berth_storage::s3::writer::PartWriter::new(&s3, object_store::path::Path::from("uploads/dead/part"));
+    let mut writer =
+        berth_storage::s3::writer::PartWriter::new(&s3, object_store::path::Path::from("uploads/dead/part"));
     writer.write(Bytes::from(pattern(9 << 20, 5))).await.unwrap();
     std::mem::forget(writer); // as a crash would: no abort runs
     assert_eq!(store.abort_stale_multipart(0).await.unwrap(), 0, "younger than the cutoff: kept");
