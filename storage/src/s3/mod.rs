@@ -14,6 +14,7 @@ pub mod raw;
 pub mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -71,6 +72,17 @@ pub struct S3 {
     pub(crate) raw: Arc<raw::RawS3>,
 }
 
+/// How long a read may see no byte before it fails. There is no limit on a whole request:
+/// a multi-GiB blob streams for as long as it takes (object_store's default is 30 s in all).
+const READ_IDLE: Duration = Duration::from_secs(120);
+/// The same for the multipart requests: S3 may think for minutes, silent, over a large
+/// `UploadPartCopy` or `CompleteMultipartUpload`.
+const COPY_IDLE: Duration = Duration::from_secs(15 * 60);
+
+fn client_options(idle: Duration) -> ClientOptions {
+    ClientOptions::new().with_timeout_disabled().with_connect_timeout(Duration::from_secs(10)).with_read_timeout(idle)
+}
+
 /// Checks a key prefix: plain path segments, so that keys need no escaping anywhere.
 fn check_prefix(prefix: &str) -> Result<()> {
     let ok = !prefix.is_empty()
@@ -100,6 +112,7 @@ impl S3 {
             check_prefix(p)?;
         }
         let mut builder = AmazonS3Builder::from_env()
+            .with_client_options(client_options(READ_IDLE))
             .with_bucket_name(&settings.bucket)
             .with_virtual_hosted_style_request(!settings.path_style);
         if let Some(region) = &settings.region {
@@ -131,7 +144,7 @@ impl S3 {
             (None, true) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
         };
         let s3 = builder.build()?;
-        let client = ReqwestConnector::default().connect(&ClientOptions::new().with_allow_http(plain_http))?;
+        let client = ReqwestConnector::default().connect(&client_options(COPY_IDLE).with_allow_http(plain_http))?;
         let raw = raw::RawS3::new(
             client,
             s3.credentials().clone(),

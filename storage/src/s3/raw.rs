@@ -298,8 +298,10 @@ impl RawS3 {
             }
             return Ok(Completed::AlreadyExists);
         }
-        // A retried completion whose first attempt went through.
-        if code == "NoSuchUpload" && self.exists(path).await? {
+        // An attempt whose answer was lost may have gone through (S3 then says NoSuchUpload
+        // to the retry; some servers answer 500). The key is ours (staging keys are unique)
+        // or holds the same content (blob keys are content addresses): done either way.
+        if self.exists(path).await? {
             return Ok(Completed::Created);
         }
         Err(Error::S3(format!("CompleteMultipartUpload {path}: {}", describe(status, &body))))
