@@ -289,19 +289,19 @@ impl RawS3 {
             return Ok(Completed::Created);
         }
         let code = error_code(&body).unwrap_or_default();
-        let lost = if_absent && (status == StatusCode::PRECONDITION_FAILED || code == "PreconditionFailed");
-        // 409: a conflicting conditional write went on at the same time; it may have won.
-        let lost = lost || (status == StatusCode::CONFLICT && self.exists(path).await?);
-        if lost {
-            if let Err(e) = self.abort(path, upload_id).await {
-                tracing::warn!(key = %path, error = %e, "could not abort a multipart upload that lost to an existing object");
+        let taken = if_absent && (status == StatusCode::PRECONDITION_FAILED || code == "PreconditionFailed");
+        // Otherwise, did an object land at the key anyway? A 409 means a conflicting
+        // conditional write went on at the same time and may have won. An attempt whose
+        // answer was lost may have gone through (S3 then says NoSuchUpload to the retry; some
+        // servers answer 500): the key is ours (staging keys are unique) or holds the same
+        // content (blob keys are content addresses), so it is done either way.
+        if taken || self.exists(path).await? {
+            if taken || status == StatusCode::CONFLICT {
+                if let Err(e) = self.abort(path, upload_id).await {
+                    tracing::warn!(key = %path, error = %e, "could not abort a multipart upload that lost to an existing object");
+                }
+                return Ok(Completed::AlreadyExists);
             }
-            return Ok(Completed::AlreadyExists);
-        }
-        // An attempt whose answer was lost may have gone through (S3 then says NoSuchUpload
-        // to the retry; some servers answer 500). The key is ours (staging keys are unique)
-        // or holds the same content (blob keys are content addresses): done either way.
-        if self.exists(path).await? {
             return Ok(Completed::Created);
         }
         Err(Error::S3(format!("CompleteMultipartUpload {path}: {}", describe(status, &body))))
