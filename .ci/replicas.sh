@@ -29,6 +29,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One key for every replica: encryption at rest is on, and replicas must share its key.
+BERTH_KEYS="default.1=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export BERTH_KEYS
+
 port=5400
 for i in $(seq 1 "$replicas"); do
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done

@@ -135,6 +135,12 @@ impl fmt::Display for Digest {
     }
 }
 
+impl fmt::Debug for DigestHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DigestHasher({})", self.algorithm())
+    }
+}
+
 /// A running hash of one of the supported algorithms.
 #[derive(Clone)]
 pub enum DigestHasher {

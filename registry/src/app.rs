@@ -10,7 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
+use berth_storage::crypt::KeyRing;
+use berth_storage::crypt::keyring::KeySource;
+use berth_storage::metadata::KeyState;
+
 use crate::config::{Config, MetadataBackend, StorageBackend};
+use crate::service::encryption::Encryption;
 use crate::service::{Registry, Settings};
 
 /// The registry could not start.
@@ -23,6 +28,8 @@ pub enum StartError {
     Metadata { path: String, source: berth_storage::Error },
     #[error("metadata.url is required with metadata.backend = \"postgres\"")]
     MissingMetadataUrl,
+    #[error("encryption keys: {0}")]
+    Keys(String),
 }
 
 /// A registry ready to serve: its stores opened, its schema migrated.
@@ -72,7 +79,13 @@ impl App {
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
         };
-        let registry = Arc::new(Registry { blobs, meta, settings, manifests: Default::default() });
+        let ring = KeyRing::load(Some(&config.key_dir()), std::env::var("BERTH_KEYS").ok().as_deref())
+            .map_err(|e| StartError::Keys(e.to_string()))?;
+        let enc = &config.encryption;
+        let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();
+        let crypt = Encryption::new(Arc::new(ring), enc.enabled, enc.default_key.clone(), rules);
+        let registry = Arc::new(Registry { blobs, meta, settings, manifests: Default::default(), crypt });
+        prepare_default_key(&registry, config).await?;
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -101,6 +114,41 @@ impl App {
             }
         })
     }
+}
+
+/// With encryption on, makes sure the default key has an active version. On first start of
+/// a single-process registry with no key anywhere, one is generated into the key folder;
+/// replicas sharing PostgreSQL must be given the same key (a key generated on one machine
+/// would be missing on the others).
+async fn prepare_default_key(registry: &Registry, config: &Config) -> Result<(), StartError> {
+    let crypt = &registry.crypt;
+    if !crypt.enabled {
+        tracing::warn!("encryption at rest is off (encryption.enabled = false): new repositories store plaintext");
+        return Ok(());
+    }
+    let name = &crypt.default_key;
+    let keys = registry.meta.keys().await.map_err(|e| StartError::Keys(e.to_string()))?;
+    let recorded = keys.iter().any(|k| &k.name == name && k.state == KeyState::Active);
+    let in_ring = crypt.ring.all().iter().any(|k| k.name() == name);
+    if !recorded && !in_ring {
+        if config.metadata.backend == MetadataBackend::Postgres {
+            return Err(StartError::Keys(format!(
+                "no key {name:?} for encryption at rest: give every replica the same key (BERTH_KEYS={name}.1=<64 hex \
+                 digits>, or a {name}.1.key file in encryption.key_dir), or set encryption.enabled = false"
+            )));
+        }
+        let kek = crypt.ring.generate(name).map_err(|e| StartError::Keys(e.to_string()))?;
+        tracing::info!(key.id = kek.id(), key.source = %kek.source(), "generated a key-encryption key");
+    }
+    let kek = crypt.active(registry.meta.as_ref(), name).await.map_err(|e| StartError::Keys(e.to_string()))?;
+    if let KeySource::File(path) = kek.source()
+        && path.starts_with(&config.data_dir)
+    {
+        tracing::warn!(key.id = kek.id(), key.file = %path.display(),
+            "the key-encryption key is kept in the data directory, next to the data it protects; for production, \
+             keep keys elsewhere (BERTH_KEYS, or encryption.key_dir on a secrets mount) and back them up apart from the data");
+    }
+    Ok(())
 }
 
 /// A registry serving in the background, for tests and embedding.

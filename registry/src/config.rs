@@ -25,7 +25,38 @@ pub struct Config {
     pub metadata: MetadataConfig,
     pub uploads: UploadsConfig,
     pub delete: DeleteConfig,
+    pub encryption: EncryptionConfig,
     pub log: LogConfig,
+}
+
+/// Encryption at rest. Key material never appears here: it is read from files in
+/// `key_dir` (`<id>.key`, 64 hex digits) and from the `BERTH_KEYS` environment variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// New repositories encrypt their blobs (existing ones keep what they were created with).
+    pub enabled: bool,
+    /// The key name of new repositories no rule below matches.
+    pub default_key: String,
+    /// Folder of key files; default `<data_dir>/keys`. On first start with no key for
+    /// `default_key`, one is generated here (single-process setups only).
+    pub key_dir: Option<PathBuf>,
+    /// Keys by repository name prefix, checked in order, fixed when a repository is created.
+    pub repositories: Vec<RepositoryKeyRule>,
+}
+
+/// New repositories whose name starts with `prefix` use key `key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryKeyRule {
+    pub prefix: String,
+    pub key: String,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig { enabled: true, default_key: "default".into(), key_dir: None, repositories: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +300,7 @@ impl Default for Config {
             metadata: MetadataConfig::default(),
             uploads: UploadsConfig::default(),
             delete: DeleteConfig::default(),
+            encryption: EncryptionConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -311,6 +343,10 @@ impl Config {
     }
 
     /// The SQLite file in effect.
+    pub fn key_dir(&self) -> PathBuf {
+        self.encryption.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
     pub fn metadata_path(&self) -> PathBuf {
         self.metadata.path.clone().unwrap_or_else(|| self.data_dir.join("metadata.db"))
     }
@@ -357,6 +393,12 @@ pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Conf
 impl Config {
     /// Checks what single keys cannot: settings that only make sense together.
     fn validate(&self) -> Result<(), ConfigError> {
+        let enc = &self.encryption;
+        for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {
+            if !berth_storage::crypt::keyring::valid_name(key) {
+                return Err(ConfigError(format!("encryption: {key:?} is not a key name (1-63 of a-z, 0-9, -)")));
+            }
+        }
         let s3 = &self.storage.s3;
         match self.storage.backend {
             StorageBackend::S3 if s3.bucket.as_deref().unwrap_or("").is_empty() => {
@@ -386,13 +428,14 @@ impl Config {
     }
 }
 
-/// The `BERTH_*` environment provider. `BERTH_CONFIG` names the file and is not a key;
+/// The `BERTH_*` environment provider. `BERTH_CONFIG` names the file and `BERTH_KEYS` holds
+/// key material (read by the key ring, never part of the configuration); neither is a key;
 /// `BERTH_TEST_*` belongs to the test harness (e.g. `BERTH_TEST_POSTGRES_URL`, exported for
 /// the whole CI run), so a registry started in the same environment does not reject it.
 pub fn environment() -> Env {
     Env::prefixed("BERTH_")
         .split("__")
-        .ignore(&["config"])
+        .ignore(&["config", "keys"])
         .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
 }
 

@@ -69,7 +69,9 @@ impl From<berth_storage::Error> for ApiError {
             | S::Settings(_)
             | S::Database(_)
             | S::Postgres(_)
-            | S::Task(_) => ApiError::Internal(e.to_string()),
+            | S::Task(_)
+            | S::Key(_)
+            | S::Tampered(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -40,11 +40,49 @@ enum Command {
         #[arg(long, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Encryption keys: list them, create a named key, rotate, retire, encrypt old blobs.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Folder of the data (as for `serve`).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the configuration in effect (defaults, file, environment, flags) as JSON.
     Config {
         #[arg(long, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Every key: id, state, how many blobs and uploads it protects, where its material is.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a named key for repositories to choose (`encryption.repositories` rules).
+    Create { name: String },
+    /// Make a new version of a key active and re-wrap every data key under it (blob bytes
+    /// are not rewritten). The new version is taken from the key ring when one newer than
+    /// the recorded ones is there, else generated into the key folder.
+    Rotate {
+        /// Key name (default: encryption.default_key).
+        #[arg(long)]
+        key: Option<String>,
+        /// How long to wait for running registries to pick up the new version first.
+        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+        settle: std::time::Duration,
+    },
+    /// Retire a key version that protects nothing any more; its material may then be destroyed.
+    Retire { id: String },
+    /// Encrypt the blobs of repositories created while encryption was off, then remove
+    /// plaintext no repository needs. Prints progress; safe to run again.
+    EncryptExisting,
 }
 
 fn init_logging(config: &Config) {
@@ -117,9 +155,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             health(addr)?
         }
+        Command::Keys { action, config, data_dir } => {
+            let overrides = Overrides { listen: None, data_dir };
+            let config = config::load(config.as_deref(), config::environment(), &overrides)?;
+            init_logging(&config);
+            let app = App::open(&config).await?;
+            keys(app.registry(), &config, action).await?;
+        }
         Command::Config { config } => {
             let config = config::load(config.as_deref(), config::environment(), &Overrides::default())?;
             print!("{}", config_json(&config)?);
+        }
+    }
+    Ok(())
+}
+
+async fn keys(registry: &berth_registry::service::Registry, config: &Config, action: KeysAction) -> anyhow::Result<()> {
+    match action {
+        KeysAction::List { json } => {
+            let keys = registry.list_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            println!("{:<24} {:<11} {:>8} {:>8}  SOURCE", "ID", "STATE", "BLOBS", "UPLOADS");
+            for k in keys {
+                let source = k.source.unwrap_or_else(|| "MISSING from this process's key ring".into());
+                println!("{:<24} {:<11} {:>8} {:>8}  {source}", k.id, k.state, k.blobs, k.uploads);
+            }
+        }
+        KeysAction::Create { name } => {
+            let id = registry.create_key(&name).await?;
+            println!("key {name}: version {id} active");
+        }
+        KeysAction::Rotate { key, settle } => {
+            let name = key.unwrap_or_else(|| config.encryption.default_key.clone());
+            eprintln!(
+                "rotating {name}: waiting {} for running registries to pick up the new version",
+                humantime::format_duration(settle)
+            );
+            let done = registry.rotate_key(&name, settle, &|n| eprintln!("  {n} data keys re-wrapped")).await?;
+            println!(
+                "key {}: {} active; {} data keys re-wrapped from {}",
+                done.name,
+                done.to,
+                done.rewrapped,
+                if done.from.is_empty() { "-".to_owned() } else { done.from.join(", ") }
+            );
+        }
+        KeysAction::Retire { id } => {
+            registry.retire_key(&id).await?;
+            println!("key {id} retired: nothing depends on it; its material may be destroyed");
+        }
+        KeysAction::EncryptExisting => {
+            let done = registry
+                .encrypt_existing(&|repo, blobs, bytes| {
+                    eprintln!("  {repo}: {blobs} blobs, {bytes} bytes encrypted so far")
+                })
+                .await?;
+            println!(
+                "{} repositories given a key, {} blobs ({} bytes) encrypted, {} plaintext objects removed",
+                done.repositories, done.blobs, done.bytes, done.plaintext_removed
+            );
         }
     }
     Ok(())

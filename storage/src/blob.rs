@@ -12,6 +12,7 @@ use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
 };
 
+use crate::crypt::{Dek, SealedBlob, Sealer, format, open_stream};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::s3::writer::PartWriter;
@@ -62,12 +63,47 @@ pub enum Written {
     Mismatch(Digest),
 }
 
+/// What happens to body bytes on their way in: always hashed (the plaintext), and sealed
+/// into segments when the blob is encrypted.
+#[derive(Debug)]
+pub struct Inbound {
+    pub hasher: DigestHasher,
+    pub sealer: Option<Sealer>,
+}
+
+impl Inbound {
+    /// Bytes stored as they come, hashed with `algorithm`.
+    pub fn plain(algorithm: berth_oci::Algorithm) -> Inbound {
+        Inbound { hasher: DigestHasher::new(algorithm), sealer: None }
+    }
+
+    /// Hashes `chunk`; returns the bytes to store (the chunk, or the segments it completed).
+    fn take(&mut self, chunk: Bytes) -> Result<Bytes> {
+        self.hasher.update(&chunk);
+        match &mut self.sealer {
+            None => Ok(chunk),
+            Some(s) => s.push(&chunk),
+        }
+    }
+}
+
+/// Where a verified blob is committed.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Plaintext at its content address, create-if-absent (identical content is shared).
+    Plain(Digest),
+    /// An encrypted copy at a fresh path ([`layout::sealed_blob`]); `trailer` is its final
+    /// segment, appended after the staged parts.
+    Sealed { path: object_store::path::Path, trailer: Bytes },
+}
+
 /// A part written by [`BlobStore::stage_part`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedPart {
-    /// The part's name under the upload's folder; `None` when the body was empty.
+    /// The part's name under the upload's folder; `None` when nothing was written (an
+    /// empty body, or one whose bytes are all held back to be sealed later).
     pub name: Option<String>,
-    /// Bytes the body brought.
+    /// Bytes the body brought (plaintext).
     pub len: u64,
     /// The upload's last part, when the new part starts with a copy of it (on S3, a part
     /// under 5 MiB is joined with the next one, since only the last part of a multipart
@@ -166,18 +202,51 @@ impl BlobStore {
         }
     }
 
-    /// Writes `body` as the next part of upload `id`, whose parts so far are `parts`, feeding
-    /// every byte to `hasher` on the way. Nothing is created for an empty body. On error the
-    /// partial part is removed.
+    /// Streams the plaintext of an encrypted copy of `digest`, or the non-empty `range` of
+    /// it, opening only the segments the range touches.
+    pub async fn read_sealed(
+        &self,
+        digest: &Digest,
+        copy: &SealedBlob,
+        dek: Dek,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream> {
+        let range = range.unwrap_or(0..copy.size);
+        let (_, bytes) = format::cipher_span(&range, copy.size);
+        let path = layout::sealed_blob(digest, &copy.object);
+        let options = GetOptions { range: Some(GetRange::Bounded(bytes)), ..Default::default() };
+        let result = match self.store.get_opts(&path, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let ciphertext = match result.payload {
+            object_store::GetResultPayload::File(file, _) => read_file_range(file, result.range),
+            object_store::GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
+        };
+        Ok(open_stream(ciphertext, dek, copy.runs.clone(), digest.clone(), copy.size, range))
+    }
+
+    /// Removes an encrypted copy's object (a redundant one, or one re-encrypted elsewhere).
+    pub async fn delete_object(&self, path: &object_store::path::Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `body` as the next part of upload `id`, whose parts so far are `parts`, passing
+    /// every byte through `inbound` on the way. Nothing is created when nothing is to be
+    /// stored. On error the partial part is removed.
     pub async fn stage_part(
         &self,
         id: &UploadId,
         parts: &[String],
         body: ByteStream,
-        hasher: &mut DigestHasher,
+        inbound: &mut Inbound,
     ) -> Result<StagedPart> {
         if let Some(s3) = &self.s3 {
-            return self.stage_part_s3(s3, id, parts, body, hasher).await;
+            return self.stage_part_s3(s3, id, parts, body, inbound).await;
         }
         let mut body = body;
         let mut writer: Option<(String, WriteMultipart)> = None;
@@ -185,11 +254,11 @@ impl BlobStore {
         let outcome: Result<()> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(Error::Body)?;
+                len += chunk.len() as u64;
+                let chunk = inbound.take(chunk)?;
                 if chunk.is_empty() {
                     continue;
                 }
-                hasher.update(&chunk);
-                len += chunk.len() as u64;
                 if writer.is_none() {
                     let name = layout::part_name(parts.len());
                     let upload = self.staging.put_multipart(&layout::upload_part(id, &name)).await?;
@@ -204,7 +273,7 @@ impl BlobStore {
         }
         .await;
         match (outcome, writer) {
-            (Ok(()), None) => Ok(StagedPart { name: None, len: 0, replaces: None }),
+            (Ok(()), None) => Ok(StagedPart { name: None, len, replaces: None }),
             (Ok(()), Some((name, w))) => {
                 w.finish().await?;
                 Ok(StagedPart { name: Some(name), len, replaces: None })
@@ -228,13 +297,15 @@ impl BlobStore {
         id: &UploadId,
         parts: &[String],
         mut body: ByteStream,
-        hasher: &mut DigestHasher,
+        inbound: &mut Inbound,
     ) -> Result<StagedPart> {
         let mut writer: Option<(String, PartWriter)> = None;
         let mut replaces = None;
         let mut len = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
+            len += chunk.len() as u64;
+            let chunk = inbound.take(chunk)?;
             if chunk.is_empty() {
                 continue;
             }
@@ -256,15 +327,13 @@ impl BlobStore {
                 }
                 writer = Some((name, w));
             }
-            hasher.update(&chunk);
-            len += chunk.len() as u64;
             if let Some((_, w)) = writer.as_mut() {
                 w.write(chunk).await?;
             }
         }
         // An error above drops the writer, which aborts its multipart upload.
         match writer {
-            None => Ok(StagedPart { name: None, len: 0, replaces: None }),
+            None => Ok(StagedPart { name: None, len, replaces: None }),
             Some((name, w)) => {
                 w.finish(false).await?;
                 Ok(StagedPart { name: Some(name), len, replaces })
@@ -272,57 +341,104 @@ impl BlobStore {
         }
     }
 
+    /// Streams `body` into blob `digest` in one go as plaintext, verifying it: see
+    /// [`BlobStore::write_verified_to`].
+    pub async fn write_verified(&self, id: &UploadId, digest: &Digest, body: ByteStream) -> Result<Written> {
+        Ok(self.write_verified_to(id, digest, body, None).await?.0)
+    }
+
     /// Streams `body` into blob `digest` in one go, verifying it: the content is stored only
-    /// if its digest matches. On S3 the body goes straight to the blob's key as a multipart
-    /// upload completed create-if-absent; elsewhere it is staged under `id` and renamed.
-    pub async fn write_verified(&self, id: &UploadId, digest: &Digest, mut body: ByteStream) -> Result<Written> {
-        let mut hasher = DigestHasher::new(digest.algorithm());
+    /// if its digest matches. With `sealing` (a sealer and the new copy's path) it is sealed
+    /// on the way, and the runs it was sealed in are returned. On S3 the body goes straight
+    /// to its key as a multipart upload, completed only on a match; elsewhere it is staged
+    /// under `id` and renamed.
+    pub async fn write_verified_to(
+        &self,
+        id: &UploadId,
+        digest: &Digest,
+        mut body: ByteStream,
+        sealing: Option<(Sealer, object_store::path::Path)>,
+    ) -> Result<(Written, Vec<crate::crypt::Run>)> {
+        let (sealer, path) = match sealing {
+            Some((s, p)) => (Some(s), Some(p)),
+            None => (None, None),
+        };
+        let mut inbound = Inbound { hasher: DigestHasher::new(digest.algorithm()), sealer };
         let Some(s3) = &self.s3 else {
-            let staged = self.stage_part(id, &[], body, &mut hasher).await;
-            let outcome = match staged {
-                Ok(staged) => match hasher.finish() {
-                    actual if &actual == digest => {
-                        let parts: Vec<String> = staged.name.into_iter().collect();
-                        self.commit_verified(id, &parts, digest).await.map(|()| Written::Stored(staged.len))
+            let outcome = match self.stage_part(id, &[], body, &mut inbound).await {
+                Ok(staged) => {
+                    let Inbound { hasher, sealer } = inbound;
+                    match hasher.finish() {
+                        actual if &actual == digest => {
+                            let parts: Vec<String> = staged.name.into_iter().collect();
+                            match finish_sealing(sealer, path, digest) {
+                                Ok((target, runs)) => {
+                                    self.commit(id, &parts, target).await.map(|()| (Written::Stored(staged.len), runs))
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        actual => Ok((Written::Mismatch(actual), Vec::new())),
                     }
-                    actual => Ok(Written::Mismatch(actual)),
-                },
+                }
                 Err(e) => Err(e),
             };
-            if !matches!(outcome, Ok(Written::Stored(_)))
+            if !matches!(outcome, Ok((Written::Stored(_), _)))
                 && let Err(e) = self.discard_upload(id).await
             {
                 tracing::warn!(upload.id = %id, error = %e, "could not remove a failed upload's parts");
             }
             return outcome;
         };
-        let mut writer = PartWriter::new(s3, layout::blob(digest));
+        let plain = path.is_none();
+        let mut writer = PartWriter::new(s3, path.clone().unwrap_or_else(|| layout::blob(digest)));
+        let mut len = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
-            hasher.update(&chunk);
-            writer.write(chunk).await?;
+            len += chunk.len() as u64;
+            let out = inbound.take(chunk)?;
+            if !out.is_empty() {
+                writer.write(out).await?;
+            }
         }
+        let Inbound { hasher, sealer } = inbound;
         match hasher.finish() {
             actual if &actual == digest => {
-                let len = writer.len();
-                writer.finish(true).await?;
-                Ok(Written::Stored(len))
+                let (target, runs) = finish_sealing(sealer, path, digest)?;
+                if let Target::Sealed { trailer, .. } = target {
+                    writer.write(trailer).await?;
+                }
+                writer.finish(plain).await?;
+                Ok((Written::Stored(len), runs))
             }
             // Dropping the writer aborts its multipart upload.
-            actual => Ok(Written::Mismatch(actual)),
+            actual => Ok((Written::Mismatch(actual), Vec::new())),
         }
     }
 
-    /// Makes the upload's parts, in order, the content of blob `digest`. The caller must
-    /// have verified that `digest` is the digest of exactly these bytes. The blob appears
-    /// atomically (create-if-absent); when identical content is already stored, ours is
-    /// dropped. The upload's staged files are removed.
+    /// Makes the upload's parts, in order, the content of blob `digest` (plaintext): see
+    /// [`BlobStore::commit`].
     pub async fn commit_verified(&self, id: &UploadId, parts: &[String], digest: &Digest) -> Result<()> {
-        let target = layout::blob(digest);
-        let source = match parts {
+        self.commit(id, parts, Target::Plain(digest.clone())).await
+    }
+
+    /// Makes the upload's parts, in order (then the trailer of a sealed target), the content
+    /// of `target`. The caller must have verified the digest of exactly these bytes. The
+    /// object appears atomically; a plaintext blob is created only if absent (when identical
+    /// content is already stored, ours is dropped). The upload's staged files are removed.
+    pub async fn commit(&self, id: &UploadId, parts: &[String], target: Target) -> Result<()> {
+        let (target, trailer) = match target {
+            Target::Plain(digest) => (layout::blob(&digest), Bytes::new()),
+            Target::Sealed { path, trailer } => (path, trailer),
+        };
+        let mut parts = parts.to_vec();
+        if !trailer.is_empty() && self.s3.is_some() {
+            self.stage_trailer_s3(id, &mut parts, trailer.clone()).await?;
+        }
+        let source = match parts.as_slice() {
             [] => {
                 let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-                return match self.store.put_opts(&target, PutPayload::new(), create).await {
+                return match self.store.put_opts(&target, PutPayload::from_bytes(trailer), create).await {
                     Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => self.discard_upload(id).await,
                     Err(e) => Err(e.into()),
                 };
@@ -331,15 +447,49 @@ impl BlobStore {
                 self.commit_s3(id, parts, &target).await?;
                 return self.discard_upload(id).await;
             }
-            [only] => layout::upload_part(id, only),
-            many => self.assemble(id, many).await?,
+            [only] if self.local_root.is_some() => layout::upload_part(id, only),
+            many => self.assemble(id, many, trailer.clone()).await?,
         };
+        if let (Some(root), [_]) = (&self.local_root, parts.as_slice())
+            && !trailer.is_empty()
+        {
+            // The one staged part is ours alone: the final segment is appended to it.
+            let file = root.join(source.as_ref());
+            let trailer = trailer.clone();
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                std::fs::OpenOptions::new().append(true).open(file)?.write_all(&trailer)
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(Error::Io)?;
+        }
         self.make_durable(&source).await?;
         match self.store.rename_if_not_exists(&source, &target).await {
             Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         self.discard_upload(id).await
+    }
+
+    /// Adds a sealed blob's final segment to its parts on S3: joined into the last part when
+    /// that is under S3's smallest part (only the last part of a multipart copy may be),
+    /// else as a part of its own.
+    async fn stage_trailer_s3(&self, id: &UploadId, parts: &mut Vec<String>, trailer: Bytes) -> Result<()> {
+        let mut body = trailer;
+        if let Some(last) = parts.last() {
+            let path = layout::upload_part(id, last);
+            if self.staging.head(&path).await?.size < MIN_PART {
+                let mut joined = self.staging.get(&path).await?.bytes().await?.to_vec();
+                joined.extend_from_slice(&body);
+                body = Bytes::from(joined);
+                parts.pop();
+            }
+        }
+        let name = layout::part_name(parts.len());
+        self.staging.put(&layout::upload_part(id, &name), PutPayload::from_bytes(body)).await?;
+        parts.push(name);
+        Ok(())
     }
 
     /// Joins an upload's parts into `target` on S3, server-side, create-if-absent.
@@ -394,7 +544,7 @@ impl BlobStore {
     }
 
     /// Concatenates several parts into one object, streaming.
-    async fn assemble(&self, id: &UploadId, parts: &[String]) -> Result<object_store::path::Path> {
+    async fn assemble(&self, id: &UploadId, parts: &[String], trailer: Bytes) -> Result<object_store::path::Path> {
         let path = layout::upload_assembled(id);
         if let Some(root) = &self.local_root {
             // On a local disk the kernel copies file to file (copy_file_range), no bytes
@@ -402,11 +552,12 @@ impl BlobStore {
             let files: Vec<_> = parts.iter().map(|p| root.join(layout::upload_part(id, p).as_ref())).collect();
             let target = root.join(path.as_ref());
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write;
                 let mut out = std::fs::File::create(&target)?;
                 for f in &files {
                     std::io::copy(&mut std::fs::File::open(f)?, &mut out)?;
                 }
-                Ok(())
+                out.write_all(&trailer)
             })
             .await
             .map_err(|e| Error::Task(e.to_string()))?
@@ -421,6 +572,9 @@ impl BlobStore {
                     w.wait_for_capacity(WRITE_CONCURRENCY).await?;
                     w.put(chunk?);
                 }
+            }
+            if !trailer.is_empty() {
+                w.put(trailer);
             }
             Ok(())
         }
@@ -493,5 +647,22 @@ impl BlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The commit target for a verified blob, and the runs of a sealed one.
+fn finish_sealing(
+    sealer: Option<Sealer>,
+    path: Option<object_store::path::Path>,
+    digest: &Digest,
+) -> Result<(Target, Vec<crate::crypt::Run>)> {
+    match (sealer, path) {
+        (Some(sealer), Some(path)) => {
+            let mut runs: Vec<_> = sealer.run().into_iter().collect();
+            let (trailer, last) = sealer.finish(digest)?;
+            runs.push(last);
+            Ok((Target::Sealed { path, trailer }, runs))
+        }
+        _ => Ok((Target::Plain(digest.clone()), Vec::new())),
     }
 }

@@ -26,6 +26,12 @@ pub enum Error {
     /// An S3 request Berth makes itself (multipart copy, listing multipart uploads) failed.
     #[error("S3: {0}")]
     S3(String),
+    /// A key is missing, malformed or unusable.
+    #[error("encryption key: {0}")]
+    Key(String),
+    /// Sealed data does not open: altered, truncated, moved, or the wrong key.
+    #[error("sealed data failed its integrity check: {0}")]
+    Tampered(String),
     /// The storage settings cannot work.
     #[error("storage settings: {0}")]
     Settings(String),

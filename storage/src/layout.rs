@@ -3,8 +3,15 @@
 //! ```text
 //! <root>/
 //! ├── blobs/
-//! │   ├── sha256/<hex[0..2]>/<hex>      committed blob content, written once after its
-//! │   └── sha512/<hex[0..2]>/<hex>      digest was verified; shared by every repository
+//! │   ├── sha256/<hex[0..2]>/<hex>      committed plaintext blob content, written once
+//! │   └── sha512/<hex[0..2]>/<hex>      after its digest was verified; shared by every
+//! │                                     repository that stores plaintext
+//! ├── sealed/
+//! │   └── sha256/<hex[0..2]>/<hex>/
+//! │       └── <object-id>               an encrypted copy of the blob (segments, see
+//! │                                     `crypt::format`), one per key name; its data key
+//! │                                     and runs are in the metadata store. Unique ids:
+//! │                                     racing writers never share an object
 //! └── uploads/
 //!     └── <upload-id>/
 //!         ├── <part>                    one staged chunk of an upload (a PATCH, or the
@@ -23,6 +30,17 @@ use object_store::path::Path;
 pub fn blob(digest: &Digest) -> Path {
     let hex = digest.hex();
     Path::from(format!("blobs/{}/{}/{}", digest.algorithm(), &hex[..2], hex))
+}
+
+/// Where an encrypted copy of a blob lives; `object` is the copy's id ([`object_id`]).
+pub fn sealed_blob(digest: &Digest, object: &str) -> Path {
+    let hex = digest.hex();
+    Path::from(format!("sealed/{}/{}/{}/{}", digest.algorithm(), &hex[..2], hex, object))
+}
+
+/// A fresh id for an encrypted copy.
+pub fn object_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The folder holding everything an upload staged.
@@ -65,6 +83,11 @@ mod tests {
         let name = part_name(3);
         assert!(name.starts_with("000003-") && name != part_name(3));
         assert_eq!(upload_part(&id, "p").as_ref(), "uploads/abc-1/p");
+        assert_eq!(
+            sealed_blob(&d, "o1").as_ref(),
+            "sealed/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/o1"
+        );
+        assert_ne!(object_id(), object_id());
         assert_eq!(upload_assembled(&id).as_ref(), "uploads/abc-1/assembled");
         assert!(upload_part(&id, &name).prefix_matches(&upload_dir(&id)));
     }

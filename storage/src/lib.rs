@@ -5,6 +5,8 @@
 //!   [`object_store::ObjectStore`] (local disk, memory, S3).
 //! - [`s3`]: what S3 needs beyond object_store: multipart parts sized to S3's limits,
 //!   server-side joins of staged parts, conditional completion, cleanup of unfinished uploads.
+//! - [`crypt`]: encryption at rest: segment format, sealing and opening streams, the key
+//!   ring of key-encryption keys, and the records kept about sealed content.
 //! - [`metadata`]: the [`MetadataStore`] trait (repositories, blob links, manifests, tags,
 //!   upload sessions) and its implementations on SQLite and PostgreSQL.
 //!
@@ -15,11 +17,12 @@
 //! - Bodies are streamed in bounded pieces, never buffered whole.
 
 pub mod blob;
+pub mod crypt;
 pub mod error;
 pub mod layout;
 pub mod metadata;
 pub mod s3;
 
-pub use blob::{BlobStore, ByteStream, Written};
+pub use blob::{BlobStore, ByteStream, Inbound, Target, Written};
 pub use error::{Error, Result};
 pub use metadata::{MetadataStore, postgres::PostgresStore, sqlite::SqliteStore};

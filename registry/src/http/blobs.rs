@@ -52,7 +52,8 @@ pub fn requested_range(header: Option<&str>, size: u64) -> ApiResult<Option<Rang
 }
 
 pub async fn get(reg: &Registry, name: &RepoName, digest: &Digest, req: &Req) -> ApiResult<Response> {
-    let size = reg.blob_size(name, digest).await?;
+    let entry = reg.blob_entry(name, digest).await?;
+    let size = entry.size;
     let range = requested_range(req.header(RANGE), size)?;
     let (status, span) = match &range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
@@ -61,7 +62,7 @@ pub async fn get(reg: &Registry, name: &RepoName, digest: &Digest, req: &Req) ->
     let body = if req.method == Method::HEAD || span.is_empty() {
         Body::empty()
     } else {
-        Body::from_stream(reg.open_blob(digest, range.clone()).await?)
+        Body::from_stream(reg.open_blob(digest, &entry, range.clone()).await?)
     };
     let mut response = (status, body).into_response();
     let h = response.headers_mut();

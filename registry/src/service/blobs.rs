@@ -4,6 +4,8 @@ use std::ops::Range;
 
 use berth_oci::{Digest, RepoName};
 use berth_storage::ByteStream;
+use berth_storage::metadata::BlobEntry;
+use futures::StreamExt;
 
 use super::Registry;
 use crate::error::{ApiError, ApiResult};
@@ -14,27 +16,80 @@ impl Registry {
         self.meta.repo_blob(repo, digest).await?.ok_or(ApiError::BlobUnknown)
     }
 
-    /// The blob's bytes, or the non-empty `range` of them.
-    pub async fn open_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> ApiResult<ByteStream> {
-        match self.blobs.read(digest, range).await {
-            Ok(s) => Ok(s),
+    /// What `repo` holds of `digest`: size, key, sealed copy.
+    pub async fn blob_entry(&self, repo: &RepoName, digest: &Digest) -> ApiResult<BlobEntry> {
+        self.meta.repo_blob_entry(repo, digest).await?.ok_or(ApiError::BlobUnknown)
+    }
+
+    /// The blob's bytes (plaintext), or the non-empty `range` of them. A sealed copy whose
+    /// first segment does not open is an error here; a later one ends the stream.
+    pub async fn open_blob(
+        &self,
+        digest: &Digest,
+        entry: &BlobEntry,
+        range: Option<Range<u64>>,
+    ) -> ApiResult<ByteStream> {
+        let stream = match &entry.copy {
+            Some(copy) => {
+                let kek = self.crypt.kek(self.meta.as_ref(), &copy.kek).await?;
+                let dek = copy.data_key(&kek, digest).map_err(|e| {
+                    tracing::error!(blob.digest = %digest, key.id = %copy.kek, error = %e, "a blob's data key does not unwrap");
+                    ApiError::from(e)
+                })?;
+                self.blobs.read_sealed(digest, copy, dek, range).await
+            }
+            None => self.blobs.read(digest, range).await,
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
             Err(berth_storage::Error::NotFound) => {
                 // Linked in the metadata but missing at rest: an operator must know.
                 tracing::error!(blob.digest = %digest, "blob is linked but its content is missing");
-                Err(ApiError::BlobUnknown)
+                return Err(ApiError::BlobUnknown);
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        // The first piece is read before the answer starts, so that a blob that fails at once
+        // (tampered, wrong key) gets an error status rather than a cut connection.
+        match stream.next().await {
+            None => Ok(futures::stream::empty().boxed()),
+            Some(Err(e)) => Err(ApiError::Internal(e.to_string())),
+            Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) }).chain(stream).boxed()),
         }
     }
 
     /// Links `digest` from `from` into `repo` when `from` has it. `None` when it cannot be
-    /// mounted (the client then uploads it).
+    /// mounted (the client then uploads it). Between repositories with different keys the
+    /// content is re-encrypted for the target's key (or decrypted for a plaintext one).
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> ApiResult<Option<u64>> {
-        let Some(size) = self.meta.repo_blob(from, digest).await? else { return Ok(None) };
-        if self.blobs.size(digest).await?.is_none() {
-            return Ok(None);
-        }
-        self.meta.link_blob(repo, digest, size).await?;
+        let Some(source) = self.meta.repo_blob_entry(from, digest).await? else { return Ok(None) };
+        let key = self.upload_key(repo).await?;
+        let size = source.size;
+        let shared = match (&key, &source.copy) {
+            // The source's content is what the target reads: a copy for the same key, or
+            // plaintext for a plaintext target (or one whose key predates the blob).
+            (Some(k), Some(copy)) if &copy.key_name == k => Some(false),
+            (Some(k), _) if self.meta.blob_copy(digest, k).await?.is_some() => Some(false),
+            (None, None) if self.blobs.size(digest).await?.is_some() => Some(true),
+            (None, Some(_)) if self.blobs.size(digest).await?.is_some() => Some(true),
+            _ => None,
+        };
+        let plaintext = match shared {
+            Some(plaintext) => plaintext,
+            None => {
+                let content = match self.open_blob(digest, &source, None).await {
+                    Ok(s) => s,
+                    Err(ApiError::BlobUnknown) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                self.write_blob(digest, content, key.as_deref()).await?;
+                tracing::info!(repo.name = %repo, blob.digest = %digest, mount.from = %from, key.name = ?key,
+                    "blob re-encrypted for the mount");
+                key.is_none()
+            }
+        };
+        self.ensure_repository(repo, key.as_deref()).await?;
+        self.meta.link_blob(repo, digest, size, plaintext).await?;
         tracing::info!(repo.name = %repo, blob.digest = %digest, mount.from = %from, "blob mounted");
         Ok(Some(size))
     }

@@ -72,6 +72,11 @@ impl Registry {
             manifests: required(&parsed.manifests),
             tags: tags.clone(),
         };
+        if record.blobs.is_empty() && record.manifests.is_empty() && self.meta.repository_key(repo).await?.is_none() {
+            // Referencing nothing, this manifest may be the repository's first content: the
+            // repository is created with the key it would get from a blob.
+            self.meta.create_repository(repo, self.crypt.key_for_new(repo).as_deref()).await?;
+        }
         let stored = self.meta.put_manifest(&record).await;
         self.manifests.invalidate(repo);
         stored?;

@@ -3,6 +3,8 @@
 
 pub mod blobs;
 pub mod cache;
+pub mod encryption;
+pub mod keys;
 pub mod manifests;
 pub mod uploads;
 
@@ -28,6 +30,7 @@ pub struct Registry {
     pub meta: Arc<dyn MetadataStore>,
     pub settings: Settings,
     pub manifests: cache::ManifestCache,
+    pub crypt: encryption::Encryption,
 }
 
 /// The URL path of an upload session, as given in `Location`.

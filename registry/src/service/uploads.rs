@@ -5,8 +5,11 @@
 //! compare-and-swap on the offset: of two racing writers one wins, the other gets 416.
 
 use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
+use berth_storage::crypt::format::SEGMENT;
+use berth_storage::crypt::record::{OpenUpload, blob_wrap_context};
+use berth_storage::crypt::{Dek, Run, SealedBlob, Sealer, UploadSealing};
 use berth_storage::metadata::{UploadRecord, unix_now};
-use berth_storage::{ByteStream, Written};
+use berth_storage::{ByteStream, Inbound, Target, Written, layout};
 
 use super::{Registry, upload_location};
 use crate::error::{ApiError, ApiResult};
@@ -43,19 +46,52 @@ pub fn out_of_order(up: &UploadRecord) -> ApiError {
 }
 
 impl Registry {
+    /// The key name blobs pushed to `repo` are sealed with: the repository's, or for a
+    /// repository not created yet the one it will be created with. `None`: plaintext.
+    pub async fn upload_key(&self, repo: &RepoName) -> ApiResult<Option<String>> {
+        match self.meta.repository_key(repo).await? {
+            Some(key) => Ok(key),
+            None => Ok(self.crypt.key_for_new(repo)),
+        }
+    }
+
+    /// Creates `repo` with key `key` unless it exists; fails when it exists with another key
+    /// (it was created meanwhile), so a blob is never linked where it cannot be read.
+    pub(crate) async fn ensure_repository(&self, repo: &RepoName, key: Option<&str>) -> ApiResult<()> {
+        let actual = self.meta.create_repository(repo, key).await?;
+        // Also refused: a plaintext upload into a repository that got a key meanwhile
+        // (`berth keys encrypt-existing`), whose plaintext may be deleted at any moment.
+        if actual.as_deref() == key {
+            Ok(())
+        } else {
+            Err(ApiError::Internal(format!(
+                "repository {repo} uses key {actual:?}, the upload was prepared for {key:?}; retry the push"
+            )))
+        }
+    }
+
     /// Opens a session hashing with `algorithm`.
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> ApiResult<UploadRecord> {
         let now = unix_now();
         let id: UploadId =
             uuid::Uuid::new_v4().to_string().parse().map_err(|e| ApiError::Internal(format!("upload id: {e}")))?;
+        let hasher = DigestHasher::new(algorithm);
+        let sealing = match self.upload_key(repo).await? {
+            Some(name) => {
+                let kek = self.crypt.active(self.meta.as_ref(), &name).await?;
+                Some(UploadSealing::start(&kek, &name, &id, &hasher)?)
+            }
+            None => None,
+        };
         let record = UploadRecord {
             id,
             repo: repo.clone(),
             offset: 0,
-            hash_state: DigestHasher::new(algorithm).save_state(),
+            hash_state: if sealing.is_some() { Vec::new() } else { hasher.save_state() },
             parts: Vec::new(),
             created_at: now,
             updated_at: now,
+            sealing,
         };
         self.meta.create_upload(&record).await?;
         Ok(record)
@@ -82,9 +118,19 @@ impl Registry {
         if range.is_some_and(|r| r.start != up.offset) {
             return Err(out_of_order(&up));
         }
-        let mut hasher =
-            DigestHasher::restore_state(&up.hash_state).map_err(|e| ApiError::Internal(format!("upload {id}: {e}")))?;
-        let staged = self.blobs.stage_part(id, &up.parts, body, &mut hasher).await?;
+        let open = self.open_sealing(&up).await?;
+        let mut inbound = match &open {
+            Some(open) => Inbound {
+                hasher: open.hasher.clone(),
+                sealer: Some(Sealer::new(open.dek.clone(), sealed_segments(&up, open)?, &open.tail)?),
+            },
+            None => Inbound {
+                hasher: DigestHasher::restore_state(&up.hash_state)
+                    .map_err(|e| ApiError::Internal(format!("upload {id}: {e}")))?,
+                sealer: None,
+            },
+        };
+        let staged = self.blobs.stage_part(id, &up.parts, body, &mut inbound).await?;
         if let Some(r) = range
             && staged.len != r.len()
         {
@@ -99,18 +145,29 @@ impl Registry {
                 staged.len
             )));
         }
-        let Some(name) = staged.name else { return Ok(up) };
+        if staged.len == 0 {
+            return Ok(up);
+        }
         let mut next = up.clone();
         next.offset += staged.len;
         if staged.replaces.is_some() {
             next.parts.pop();
         }
-        next.parts.push(name.clone());
-        next.hash_state = hasher.save_state();
+        next.parts.extend(staged.name.clone());
         next.updated_at = unix_now();
+        match (&open, &up.sealing, &inbound.sealer) {
+            (Some(open), Some(sealing), Some(sealer)) => {
+                let mut runs = open.runs.clone();
+                runs.extend(sealer.run());
+                next.sealing = Some(sealing.advanced(open, id, next.offset, &inbound.hasher, &runs, sealer.tail())?);
+            }
+            _ => next.hash_state = inbound.hasher.save_state(),
+        }
         if !self.meta.advance_upload(&next, up.offset, up.parts.len()).await? {
             // Another writer appended first: our bytes are not part of the upload.
-            self.blobs.discard_part(id, &name).await?;
+            if let Some(name) = &staged.name {
+                self.blobs.discard_part(id, name).await?;
+            }
             let current = self.upload_status(repo, id).await?;
             return Err(out_of_order(&current));
         }
@@ -148,34 +205,106 @@ impl Registry {
         result
     }
 
+    /// An encrypted session's state, opened with its KEK; `None` for a plaintext session.
+    async fn open_sealing(&self, up: &UploadRecord) -> ApiResult<Option<OpenUpload>> {
+        let Some(sealing) = &up.sealing else { return Ok(None) };
+        let kek = self.crypt.kek(self.meta.as_ref(), &sealing.kek).await?;
+        Ok(Some(sealing.open(&kek, &up.id, up.offset)?))
+    }
+
     async fn verify_and_commit(&self, up: &UploadRecord, digest: &Digest) -> ApiResult<u64> {
-        let actual = match DigestHasher::restore_state(&up.hash_state) {
-            Ok(h) if h.algorithm() == digest.algorithm() => h.finish(),
-            _ => self.blobs.hash_parts(&up.id, &up.parts, digest.algorithm()).await?,
+        let Some(open) = self.open_sealing(up).await? else {
+            let actual = match DigestHasher::restore_state(&up.hash_state) {
+                Ok(h) if h.algorithm() == digest.algorithm() => h.finish(),
+                _ => self.blobs.hash_parts(&up.id, &up.parts, digest.algorithm()).await?,
+            };
+            check_digest(&actual, digest)?;
+            self.ensure_repository(&up.repo, None).await?;
+            self.blobs.commit_verified(&up.id, &up.parts, digest).await?;
+            self.meta.link_blob(&up.repo, digest, up.offset, true).await?;
+            tracing::info!(repo.name = %up.repo, blob.digest = %digest, blob.size = up.offset, "blob committed");
+            return Ok(up.offset);
         };
-        if &actual != digest {
-            return Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {digest}")));
+        if open.hasher.algorithm() != digest.algorithm() {
+            return Err(ApiError::DigestInvalid(format!(
+                "this upload was hashed with {}; an encrypted upload cannot be verified with {}",
+                open.hasher.algorithm(),
+                digest.algorithm()
+            )));
         }
-        self.blobs.commit_verified(&up.id, &up.parts, digest).await?;
-        self.meta.link_blob(&up.repo, digest, up.offset).await?;
-        tracing::info!(repo.name = %up.repo, blob.digest = %digest, blob.size = up.offset, "blob committed");
+        check_digest(&open.hasher.clone().finish(), digest)?;
+        let key_name = up.sealing.as_ref().map(|s| s.key_name.clone()).unwrap_or_default();
+        self.ensure_repository(&up.repo, Some(&key_name)).await?;
+        if self.meta.blob_copy(digest, &key_name).await?.is_some() {
+            // Already sealed for this key: share it.
+            self.blobs.discard_upload(&up.id).await?;
+        } else {
+            let object = layout::object_id();
+            let sealer = Sealer::new(open.dek.clone(), sealed_segments(up, &open)?, &open.tail)?;
+            let (trailer, last) = sealer.finish(digest)?;
+            let mut runs = open.runs.clone();
+            runs.push(last);
+            let path = layout::sealed_blob(digest, &object);
+            self.blobs.commit(&up.id, &up.parts, Target::Sealed { path, trailer }).await?;
+            self.record_copy(digest, &key_name, object, up.offset, &open.dek, runs).await?;
+        }
+        self.meta.link_blob(&up.repo, digest, up.offset, false).await?;
+        tracing::info!(repo.name = %up.repo, blob.digest = %digest, blob.size = up.offset, key.name = %key_name,
+            "blob committed, encrypted");
         Ok(up.offset)
+    }
+
+    /// Records a sealed copy just written, its data key wrapped by the name's active KEK.
+    /// When another copy for that key won a race, ours is deleted.
+    pub(crate) async fn record_copy(
+        &self,
+        digest: &Digest,
+        key_name: &str,
+        object: String,
+        size: u64,
+        dek: &Dek,
+        runs: Vec<Run>,
+    ) -> ApiResult<()> {
+        let kek = self.crypt.active(self.meta.as_ref(), key_name).await?;
+        let wrapped = kek.wrap(dek, &blob_wrap_context(digest, key_name))?;
+        let copy = SealedBlob { key_name: key_name.into(), object, size, kek: kek.id().into(), wrapped, runs };
+        if !self.meta.add_blob_copy(digest, &copy).await? {
+            self.blobs.delete_object(&layout::sealed_blob(digest, &copy.object)).await?;
+        }
+        Ok(())
     }
 
     /// A whole blob in one request (`POST ?digest=`): staged, verified and committed with no
     /// session record (a request that dies midway leaves a folder the purge removes).
     pub async fn monolithic_upload(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> ApiResult<u64> {
+        let key = self.upload_key(repo).await?;
+        let len = self.write_blob(digest, body, key.as_deref()).await?;
+        self.ensure_repository(repo, key.as_deref()).await?;
+        self.meta.link_blob(repo, digest, len, key.is_none()).await?;
+        tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
+        Ok(len)
+    }
+
+    /// Stores `body` as blob `digest`, verified: plaintext, or sealed for key `key` (unless
+    /// a copy for that key exists). Returns its length.
+    pub(crate) async fn write_blob(&self, digest: &Digest, body: ByteStream, key: Option<&str>) -> ApiResult<u64> {
         let id: UploadId =
             uuid::Uuid::new_v4().to_string().parse().map_err(|e| ApiError::Internal(format!("upload id: {e}")))?;
-        match self.blobs.write_verified(&id, digest, body).await? {
-            Written::Stored(len) => {
-                self.meta.link_blob(repo, digest, len).await?;
-                tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
+        let Some(key) = key else {
+            return match self.blobs.write_verified(&id, digest, body).await? {
+                Written::Stored(len) => Ok(len),
+                Written::Mismatch(actual) => check_digest(&actual, digest).map(|()| 0),
+            };
+        };
+        let dek = Dek::generate()?;
+        let object = layout::object_id();
+        let sealing = (Sealer::new(dek.clone(), 0, &[])?, layout::sealed_blob(digest, &object));
+        match self.blobs.write_verified_to(&id, digest, body, Some(sealing)).await? {
+            (Written::Stored(len), runs) => {
+                self.record_copy(digest, key, object, len, &dek, runs).await?;
                 Ok(len)
             }
-            Written::Mismatch(actual) => {
-                Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {digest}")))
-            }
+            (Written::Mismatch(actual), _) => check_digest(&actual, digest).map(|()| 0),
         }
     }
 
@@ -212,6 +341,22 @@ impl Registry {
         }
         Ok(purged)
     }
+}
+
+fn check_digest(actual: &Digest, expected: &Digest) -> ApiResult<()> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {expected}")))
+    }
+}
+
+/// How many segments of an encrypted upload are sealed in its parts: all bytes but the tail.
+fn sealed_segments(up: &UploadRecord, open: &OpenUpload) -> ApiResult<u64> {
+    let sealed = up.offset.checked_sub(open.tail.len() as u64).filter(|s| s % SEGMENT == 0);
+    sealed
+        .map(|s| s / SEGMENT)
+        .ok_or_else(|| ApiError::Internal(format!("upload {}: inconsistent encryption state", up.id)))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod support;
 mod concurrency;
 mod config_switches;
 mod early_answers;
+mod encryption;
 mod replicas;
 mod restart;
 mod streaming;

@@ -38,6 +38,12 @@ impl Schema {
 /// The configuration every replica shares; `blobs` is the shared folder when there is no S3.
 fn replica_config(schema: &Schema, blobs: &std::path::Path, prefix: &str) -> Config {
     let mut c = Config::default();
+    // Replicas share one key ring folder (in production: the same BERTH_KEYS or key files).
+    let keys = blobs.join("keys");
+    if !keys.join("default.1.key").exists() {
+        berth_storage::crypt::KeyRing::load(Some(&keys), None).unwrap().generate("default").unwrap();
+    }
+    c.encryption.key_dir = Some(keys);
     c.metadata.backend = MetadataBackend::Postgres;
     c.metadata.url = Some(schema.url.clone().try_into().unwrap());
     match std::env::var("BERTH_TEST_S3_ENDPOINT") {

@@ -13,7 +13,8 @@ async fn stale_uploads_are_purged_with_their_data() {
     config.uploads.purge_interval = Duration::from_secs(3600);
     let t = TestServer::start_with(dir, config).await;
     let location = t.start_upload("stale/one").await;
-    let r = t.client.patch(&location).body(data(1000, 5)).send().await.unwrap();
+    // Over one encryption segment, so that a part is staged (less stays in the session).
+    let r = t.client.patch(&location).body(data(200_000, 5)).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let uploads = t.dir.path().join("blobs/uploads");
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);

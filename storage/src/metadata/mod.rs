@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+use crate::crypt::{SealedBlob, UploadSealing};
 use crate::error::Result;
 
 /// A stored manifest, byte-exact.
@@ -81,6 +82,75 @@ pub struct UploadRecord {
     pub created_at: i64,
     /// Unix seconds of the last chunk; stale sessions are purged by this.
     pub updated_at: i64,
+    /// For an encrypted upload: its data key, runs, and (sealed) hash state and tail; then
+    /// `hash_state` is empty.
+    pub sealing: Option<UploadSealing>,
+}
+
+/// A key-encryption key as the metadata store knows it: its id and state, never material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// `<name>.<version>`.
+    pub id: String,
+    pub name: String,
+    pub state: KeyState,
+    /// [`crate::crypt::Kek::check_value`] of the material first used under this id.
+    pub check_value: String,
+    pub created_at: i64,
+    /// Blob copies whose data key it wraps (filled in by [`MetadataStore::keys`]).
+    pub blobs: u64,
+    /// Upload sessions whose data key it wraps (filled in by [`MetadataStore::keys`]).
+    pub uploads: u64,
+}
+
+/// Where a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Wraps the data keys of new blobs of its name (one per name).
+    Active,
+    /// Superseded; still unwraps what it wrapped until rotation re-wraps it all.
+    Inactive,
+    /// Wraps nothing any more; its material may be destroyed.
+    Retired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Inactive => "inactive",
+            KeyState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<KeyState> {
+        match s {
+            "active" => Ok(KeyState::Active),
+            "inactive" => Ok(KeyState::Inactive),
+            "retired" => Ok(KeyState::Retired),
+            other => Err(crate::Error::Corrupt(format!("key state {other:?}"))),
+        }
+    }
+}
+
+/// What a repository holds of a blob: its size, and the encrypted copy for the repository's
+/// key (none when the repository stores plaintext, or the blob predates its encryption).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub size: u64,
+    pub key_name: Option<String>,
+    pub copy: Option<SealedBlob>,
+}
+
+/// Why a key cannot be retired.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetireRefused {
+    #[error("no key {0} is recorded")]
+    Unknown(String),
+    #[error("key {0} is active: rotate to a new version first")]
+    Active(String),
+    #[error("key {id} still wraps the data keys of {blobs} blobs and {uploads} uploads: rotate first")]
+    InUse { id: String, blobs: u64, uploads: u64 },
 }
 
 /// A change to manifests or tags, made by this process or another sharing the store.
@@ -109,8 +179,56 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// The size of `digest` when any repository links it.
     async fn any_blob(&self, digest: &Digest) -> Result<Option<u64>>;
     /// Records that blob `digest` (stored, verified) is readable in `repo`; creates the
-    /// repository on first use.
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// repository on first use (with no key: see [`MetadataStore::create_repository`]).
+    /// `plaintext`: the content was stored unencrypted at the blob's plain address.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, plaintext: bool) -> Result<()>;
+    /// The size of `digest` in `repo`, with the repository's key and its sealed copy.
+    async fn repo_blob_entry(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobEntry>>;
+    /// Every blob linked to `repo`, with its size.
+    async fn repository_blobs(&self, repo: &RepoName) -> Result<Vec<(Digest, u64)>>;
+
+    /// The key name of `repo`: `None` when the repository does not exist, `Some(None)` when
+    /// it stores plaintext.
+    async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>>;
+    /// Creates `repo` with key `key` (`None`: plaintext) unless it exists; returns the key
+    /// it has (fixed at creation).
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>) -> Result<Option<String>>;
+    /// Gives a plaintext repository a key (encrypting an existing registry); `false` when it
+    /// has one already.
+    async fn set_repository_key(&self, repo: &RepoName, key: &str) -> Result<bool>;
+    /// Every repository with its key name.
+    async fn repository_keys(&self) -> Result<Vec<(RepoName, Option<String>)>>;
+
+    /// The copy of `digest` sealed for key `key_name`.
+    async fn blob_copy(&self, digest: &Digest, key_name: &str) -> Result<Option<SealedBlob>>;
+    /// Records a sealed copy of a verified blob (and the blob); `false` when a copy for that
+    /// key already exists (the caller's object is then redundant).
+    async fn add_blob_copy(&self, digest: &Digest, copy: &SealedBlob) -> Result<bool>;
+    /// Up to `limit` copies whose data key `kek` wraps.
+    async fn copies_wrapped_by(&self, kek: &str, limit: usize) -> Result<Vec<(Digest, SealedBlob)>>;
+    /// Replaces a copy's wrapped key if `old_kek` still wraps it; `false` otherwise.
+    async fn rewrap_copy(
+        &self,
+        digest: &Digest,
+        key_name: &str,
+        old_kek: &str,
+        new_kek: &str,
+        wrapped: &[u8],
+    ) -> Result<bool>;
+    /// Blobs whose plaintext object is no longer needed: every repository linking them has a
+    /// key and a sealed copy for it.
+    async fn redundant_plaintext(&self, limit: usize) -> Result<Vec<Digest>>;
+    /// Records that the plaintext object of `digest` is gone, if it is still redundant.
+    async fn drop_plaintext(&self, digest: &Digest) -> Result<bool>;
+
+    /// Every key recorded, with how many blobs and uploads each wraps.
+    async fn keys(&self) -> Result<Vec<KeyRecord>>;
+    /// Records a new key (state as given); `false` when the id exists.
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool>;
+    /// Makes `id` the active key of its name; the previously active one becomes inactive.
+    async fn activate_key(&self, id: &str) -> Result<()>;
+    /// Marks `id` retired, if it is inactive and wraps nothing.
+    async fn retire_key(&self, id: &str) -> Result<Result<(), RetireRefused>>;
     /// Removes the link; `false` when there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 

@@ -1,6 +1,6 @@
 //! [`PostgresStore`]: the metadata store in PostgreSQL, shared by several Berth replicas.
 //!
-//! The same tables as SQLite (`postgres_v1.sql`), reached through a pool of
+//! The same tables as SQLite (`postgres_v1.sql`, `postgres_v3.sql`), reached through a pool of
 //! `tokio-postgres` connections (`deadpool-postgres`). Names, tags and digests are
 //! `COLLATE "C"`, so listings sort and paginate by bytes exactly as SQLite does.
 //!
@@ -21,6 +21,22 @@
 //!   slipping in between the check and the commit. Tags are upserted in sorted order, so two
 //!   pushes moving the same tags take their locks in the same order; the last to commit
 //!   wins, as in a serial run.
+//! - `set_repository_key` (only from NULL) and `rewrap_copy` (only from the old KEK) are
+//!   single conditional `UPDATE`s, like `advance_upload`; `create_repository`,
+//!   `add_blob_copy` and `add_key` are `INSERT .. ON CONFLICT DO NOTHING`, so of racing
+//!   writers exactly one creates and the others report what is there.
+//! - `drop_plaintext` and `link_blob` serialize on the blob's row: the link's upsert
+//!   (`ON CONFLICT DO UPDATE`, which locks the row even when it changes nothing) and the
+//!   drop's `FOR NO KEY UPDATE`, taken before it checks redundancy in a new statement (a new
+//!   snapshot, which sees a link that committed while it waited). The check cannot be the
+//!   `UPDATE`'s own `WHERE`: an `UPDATE` that waited for a row lock re-checks its `WHERE` on
+//!   the new row, but its subqueries keep the statement's snapshot and would miss the new
+//!   link. A new link is the only change that makes a redundant plaintext object needed
+//!   again (keys are only ever given to plaintext repositories, copies only ever added).
+//! - `activate_key` locks every key of the name (in id order) and `retire_key` the key's row
+//!   before reading states: concurrent activations run one after another instead of failing
+//!   the one-active-per-name index, and a retirement never overwrites an activation it did
+//!   not see.
 //!
 //! SERIALIZABLE would give the same outcomes with less reasoning, but would abort and retry
 //! pushes that merely read the same rows (every push of a popular base layer), and all
@@ -52,9 +68,10 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RequiredContent, UploadRecord, check_reference,
-    db_size, parse_digest, size_of, unix_now,
+    BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RequiredContent,
+    RetireRefused, UploadRecord, check_reference, db_size, parse_digest, size_of, unix_now,
 };
+use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
 
 /// Connections per process; bounds concurrent database work (and the server's connection
@@ -74,7 +91,8 @@ const ATTEMPTS: u32 = 5;
 const MIGRATION_LOCK: i64 = 0x6265_7274_682d_6d64;
 
 /// Schema versions, applied in order, each once. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres_v1.sql")), (2, include_str!("postgres_v2.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("postgres_v1.sql")), (2, include_str!("postgres_v2.sql")), (3, include_str!("postgres_v3.sql"))];
 
 /// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
 const CHANGES_CHANNEL: &str = "berth_manifests";
@@ -258,7 +276,7 @@ fn db_limit(page: &Page) -> i64 {
     i64::try_from(page.limit).unwrap_or(i64::MAX)
 }
 
-const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, parts, created_at, updated_at";
+const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, parts, created_at, updated_at, sealing";
 
 fn upload_record(row: &tokio_postgres::Row) -> Result<UploadRecord> {
     let id: String = row.try_get(0)?;
@@ -272,7 +290,43 @@ fn upload_record(row: &tokio_postgres::Row) -> Result<UploadRecord> {
         parts: row.try_get(4)?,
         created_at: row.try_get(5)?,
         updated_at: row.try_get(6)?,
+        sealing: row.try_get::<_, Option<&str>>(7)?.map(|s| UploadSealing::decode(s.as_bytes())).transpose()?,
     })
+}
+
+/// An upload's `sealing` (JSON) and `sealing_kek` columns.
+fn sealing_columns(u: &UploadRecord) -> (Option<String>, Option<&str>) {
+    match &u.sealing {
+        Some(s) => (Some(String::from_utf8_lossy(&s.encode()).into_owned()), Some(s.kek.as_str())),
+        None => (None, None),
+    }
+}
+
+/// A blob copy's columns: `c` is blob_copies, `b` blobs.
+const COPY_COLUMNS: &str = "c.key_name, c.object, b.size, c.kek, c.wrapped, c.runs";
+
+/// The copy read from [`COPY_COLUMNS`] starting at column `at`.
+fn copy_record(row: &tokio_postgres::Row, at: usize) -> Result<SealedBlob> {
+    Ok(SealedBlob {
+        key_name: row.try_get(at)?,
+        object: row.try_get(at + 1)?,
+        size: size_of(row.try_get(at + 2)?),
+        kek: row.try_get(at + 3)?,
+        wrapped: row.try_get(at + 4)?,
+        runs: Run::decode(row.try_get(at + 5)?)?,
+    })
+}
+
+/// A blob (`b`) whose plaintext object exists and is needed by no repository: each one
+/// linking it has a key and a sealed copy for that key (as in SQLite).
+const REDUNDANT: &str = "b.plain AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) \
+    AND NOT EXISTS (SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+    WHERE rb.digest = b.digest AND (r.key_name IS NULL OR NOT EXISTS \
+    (SELECT 1 FROM blob_copies c WHERE c.digest = b.digest AND c.key_name = r.key_name)))";
+
+/// A listing's `limit` as a SQL integer.
+fn db_count(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// Checks every reference against the sizes found (digest → size), in the manifest's order,
@@ -339,14 +393,18 @@ impl MetadataStore for PostgresStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?.map(size_of))
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, plaintext: bool) -> Result<()> {
         let digest = digest.to_string();
         transaction!(self, |tx| {
             let id = ensure_repo(&tx, repo).await?;
             let now = unix_now();
+            // Once flagged, plaintext stays flagged until `drop_plaintext`. DO UPDATE locks the
+            // row even when its WHERE leaves it unchanged: a concurrent `drop_plaintext` waits
+            // for this link to commit, then sees it.
             tx.execute(
-                "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
-                &[&digest, &db_size(size), &now],
+                "INSERT INTO blobs (digest, size, created_at, plain) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (digest) DO UPDATE SET plain = true WHERE excluded.plain AND NOT blobs.plain",
+                &[&digest, &db_size(size), &now, &plaintext],
             )
             .await?;
             tx.execute(
@@ -584,10 +642,13 @@ impl MetadataStore for PostgresStore {
     }
 
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
+        let (sealing, sealing_kek) = sealing_columns(u);
         self.client()
             .await?
             .execute(
-                &format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &format!(
+                    "INSERT INTO uploads ({UPLOAD_COLUMNS}, sealing_kek) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ),
                 &[
                     &u.id.as_str(),
                     &u.repo.as_str(),
@@ -596,6 +657,8 @@ impl MetadataStore for PostgresStore {
                     &u.parts,
                     &u.created_at,
                     &u.updated_at,
+                    &sealing,
+                    &sealing_kek,
                 ],
             )
             .await?;
@@ -612,11 +675,12 @@ impl MetadataStore for PostgresStore {
     async fn advance_upload(&self, u: &UploadRecord, expected_offset: u64, expected_parts: usize) -> Result<bool> {
         // A racing writer blocks on this row's lock, then re-checks the WHERE on the row the
         // winner left, and updates nothing.
+        let (sealing, sealing_kek) = sealing_columns(u);
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE uploads SET byte_offset = $2, hash_state = $3, parts = $4, updated_at = $5 \
-                 WHERE id = $1 AND byte_offset = $6 AND cardinality(parts)::bigint = $7",
+                "UPDATE uploads SET byte_offset = $2, hash_state = $3, parts = $4, updated_at = $5, sealing = $8, \
+                 sealing_kek = $9 WHERE id = $1 AND byte_offset = $6 AND cardinality(parts)::bigint = $7",
             )
             .await?;
         let n = client
@@ -630,6 +694,8 @@ impl MetadataStore for PostgresStore {
                     &u.updated_at,
                     &db_size(expected_offset),
                     &i64::try_from(expected_parts).unwrap_or(i64::MAX),
+                    &sealing,
+                    &sealing_kek,
                 ],
             )
             .await?;
@@ -649,5 +715,294 @@ impl MetadataStore for PostgresStore {
             ))
             .await?;
         client.query(&stmt, &[&updated_before]).await?.iter().map(upload_record).collect()
+    }
+
+    async fn repo_blob_entry(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobEntry>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT b.size, r.key_name, c.key_name IS NOT NULL, {COPY_COLUMNS} \
+                 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+                 JOIN blobs b ON b.digest = rb.digest \
+                 LEFT JOIN blob_copies c ON c.digest = rb.digest AND c.key_name = r.key_name \
+                 WHERE r.name = $1 AND rb.digest = $2"
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&repo.as_str(), &digest.to_string()]).await?;
+        row.map(|r| {
+            let copy = if r.try_get(2)? { Some(copy_record(&r, 3)?) } else { None };
+            Ok(BlobEntry { size: size_of(r.try_get(0)?), key_name: r.try_get(1)?, copy })
+        })
+        .transpose()
+    }
+
+    async fn repository_blobs(&self, repo: &RepoName) -> Result<Vec<(Digest, u64)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT b.digest, b.size FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+                 JOIN blobs b ON b.digest = rb.digest WHERE r.name = $1 ORDER BY b.digest COLLATE \"C\"",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&repo.as_str()]).await?;
+        rows.iter().map(|r| Ok((parse_digest(r.try_get(0)?)?, size_of(r.try_get(1)?)))).collect()
+    }
+
+    async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT key_name FROM repositories WHERE name = $1").await?;
+        let row = client.query_opt(&stmt, &[&repo.as_str()]).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>) -> Result<Option<String>> {
+        transaction!(self, |tx| {
+            let inserted = tx
+                .query_opt(
+                    "INSERT INTO repositories (name, created_at, key_name) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING RETURNING key_name",
+                    &[&repo.as_str(), &unix_now(), &key],
+                )
+                .await?;
+            match inserted {
+                Some(row) => row.try_get::<_, Option<String>>(0)?,
+                // Another transaction created it and committed (ON CONFLICT waited for it); this
+                // new statement's snapshot sees it.
+                None => tx
+                    .query_opt("SELECT key_name FROM repositories WHERE name = $1", &[&repo.as_str()])
+                    .await?
+                    .ok_or(Error::Conflict)?
+                    .try_get(0)?,
+            }
+        })
+    }
+
+    async fn set_repository_key(&self, repo: &RepoName, key: &str) -> Result<bool> {
+        // A racing setter waits for this row's lock, re-checks `key_name IS NULL`, and loses.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE repositories SET key_name = $2 WHERE name = $1 AND key_name IS NULL",
+                &[&repo.as_str(), &key],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn repository_keys(&self) -> Result<Vec<(RepoName, Option<String>)>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT name, key_name FROM repositories ORDER BY name COLLATE \"C\"").await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                let name: &str = r.try_get(0)?;
+                let repo = name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?;
+                Ok((repo, r.try_get(1)?))
+            })
+            .collect()
+    }
+
+    async fn blob_copy(&self, digest: &Digest, key_name: &str) -> Result<Option<SealedBlob>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {COPY_COLUMNS} FROM blob_copies c JOIN blobs b ON b.digest = c.digest \
+                 WHERE c.digest = $1 AND c.key_name = $2"
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&digest.to_string(), &key_name]).await?;
+        row.map(|r| copy_record(&r, 0)).transpose()
+    }
+
+    async fn add_blob_copy(&self, digest: &Digest, copy: &SealedBlob) -> Result<bool> {
+        let digest = digest.to_string();
+        let runs = Run::encode(&copy.runs);
+        transaction!(self, |tx| {
+            let now = unix_now();
+            // A blob first known through its copy has no plaintext object.
+            tx.execute(
+                "INSERT INTO blobs (digest, size, created_at, plain) VALUES ($1, $2, $3, false) \
+                 ON CONFLICT (digest) DO NOTHING",
+                &[&digest, &db_size(copy.size), &now],
+            )
+            .await?;
+            // Of racing writers of the same copy, the first to commit records it; the others
+            // wait for it here and insert nothing.
+            let n = tx
+                .execute(
+                    "INSERT INTO blob_copies (digest, key_name, object, kek, wrapped, runs, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (digest, key_name) DO NOTHING",
+                    &[&digest, &copy.key_name, &copy.object, &copy.kek, &copy.wrapped, &runs, &now],
+                )
+                .await?;
+            n > 0
+        })
+    }
+
+    async fn copies_wrapped_by(&self, kek: &str, limit: usize) -> Result<Vec<(Digest, SealedBlob)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT c.digest, {COPY_COLUMNS} FROM blob_copies c JOIN blobs b ON b.digest = c.digest \
+                 WHERE c.kek = $1 ORDER BY c.digest COLLATE \"C\", c.key_name COLLATE \"C\" LIMIT $2"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&kek, &db_count(limit)]).await?;
+        rows.iter().map(|r| Ok((parse_digest(r.try_get(0)?)?, copy_record(r, 1)?))).collect()
+    }
+
+    async fn rewrap_copy(
+        &self,
+        digest: &Digest,
+        key_name: &str,
+        old_kek: &str,
+        new_kek: &str,
+        wrapped: &[u8],
+    ) -> Result<bool> {
+        // A racing rewrap waits for this row's lock, re-checks `kek = old`, and loses.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE blob_copies SET kek = $4, wrapped = $5 WHERE digest = $1 AND key_name = $2 AND kek = $3",
+                &[&digest.to_string(), &key_name, &old_kek, &new_kek, &wrapped],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn redundant_plaintext(&self, limit: usize) -> Result<Vec<Digest>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT b.digest FROM blobs b WHERE {REDUNDANT} LIMIT $1")).await?;
+        let rows = client.query(&stmt, &[&db_count(limit)]).await?;
+        rows.iter().map(|r| parse_digest(r.try_get(0)?)).collect()
+    }
+
+    async fn drop_plaintext(&self, digest: &Digest) -> Result<bool> {
+        let digest = digest.to_string();
+        transaction!(self, |tx| {
+            // First the blob's row lock, which a `link_blob` of this digest holds until it
+            // commits; then the check, in a new statement whose snapshot sees that link.
+            let locked =
+                tx.query_opt("SELECT plain FROM blobs WHERE digest = $1 FOR NO KEY UPDATE", &[&digest]).await?;
+            match locked {
+                Some(row) if row.try_get::<_, bool>(0)? => {
+                    let n = tx
+                        .execute(
+                            &format!("UPDATE blobs b SET plain = false WHERE b.digest = $1 AND {REDUNDANT}"),
+                            &[&digest],
+                        )
+                        .await?;
+                    n > 0
+                }
+                _ => false,
+            }
+        })
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT k.id, k.name, k.state, k.check_value, k.created_at, \
+                 (SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
+                 (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id) \
+                 FROM keys k ORDER BY k.name COLLATE \"C\", k.created_at, k.id COLLATE \"C\"",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyRecord {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    state: KeyState::parse(r.try_get(2)?)?,
+                    check_value: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                    blobs: size_of(r.try_get(5)?),
+                    uploads: size_of(r.try_get(6)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool> {
+        // No conflict target, as in SQLite: an id that exists, or a second active key of the
+        // name (the keys_one_active index), inserts nothing.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO keys (id, name, state, check_value, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING",
+                &[&key.id, &key.name, &key.state.as_str(), &key.check_value, &key.created_at],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn activate_key(&self, id: &str) -> Result<()> {
+        transaction!(self, |tx| {
+            // Every key of the name, locked in one order: a concurrent activation of the name
+            // waits here, then (new statements, new snapshots) sees this one's result.
+            let locked = tx
+                .query(
+                    "SELECT id FROM keys WHERE name = (SELECT name FROM keys WHERE id = $1) \
+                     ORDER BY id COLLATE \"C\" FOR NO KEY UPDATE",
+                    &[&id],
+                )
+                .await?;
+            if locked.is_empty() {
+                return Err(Error::NotFound);
+            }
+            let now = unix_now();
+            // Two statements: a unique index is checked row by row, so the old active key must
+            // be inactive before the new one becomes active.
+            tx.execute(
+                "UPDATE keys SET state = 'inactive', updated_at = $2 \
+                 WHERE name = (SELECT name FROM keys WHERE id = $1) AND state = 'active' AND id <> $1",
+                &[&id, &now],
+            )
+            .await?;
+            tx.execute("UPDATE keys SET state = 'active', updated_at = $2 WHERE id = $1", &[&id, &now]).await?;
+        })
+    }
+
+    async fn retire_key(&self, id: &str) -> Result<Result<(), RetireRefused>> {
+        transaction!(self, |tx| {
+            // Locked: an activation of this key waits for this retirement, or this one for it.
+            let state = tx.query_opt("SELECT state FROM keys WHERE id = $1 FOR NO KEY UPDATE", &[&id]).await?;
+            match state {
+                None => Err(RetireRefused::Unknown(id.to_owned())),
+                Some(row) if KeyState::parse(row.try_get(0)?)? == KeyState::Active => {
+                    Err(RetireRefused::Active(id.to_owned()))
+                }
+                Some(_) => {
+                    let counts = tx
+                        .query_one(
+                            "SELECT (SELECT COUNT(*) FROM blob_copies WHERE kek = $1), \
+                             (SELECT COUNT(*) FROM uploads WHERE sealing_kek = $1)",
+                            &[&id],
+                        )
+                        .await?;
+                    let (blobs, uploads): (i64, i64) = (counts.try_get(0)?, counts.try_get(1)?);
+                    if blobs + uploads > 0 {
+                        Err(RetireRefused::InUse {
+                            id: id.to_owned(),
+                            blobs: size_of(blobs),
+                            uploads: size_of(uploads),
+                        })
+                    } else {
+                        tx.execute(
+                            "UPDATE keys SET state = 'retired', updated_at = $2 WHERE id = $1",
+                            &[&id, &unix_now()],
+                        )
+                        .await?;
+                        Ok(())
+                    }
+                }
+            }
+        })
     }
 }

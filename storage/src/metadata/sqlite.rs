@@ -13,16 +13,17 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 
 use super::{
-    ManifestRecord, MetadataStore, NewManifest, Page, Referrer, UploadRecord, check_reference, db_size, parse_digest,
-    size_of, unix_now,
+    BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RetireRefused,
+    UploadRecord, check_reference, db_size, parse_digest, size_of, unix_now,
 };
+use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
 
 /// Connections kept open; bounds concurrent database work.
 const POOL_SIZE: usize = 4;
 
 /// Schema versions, applied in order, each once. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sqlite_v1.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sqlite_v1.sql")), (2, include_str!("sqlite_v2.sql"))];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -134,14 +135,14 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> Result<i64> {
 }
 
 /// The columns of [`UPLOAD_COLUMNS`], as read.
-type UploadRow = (String, String, i64, Vec<u8>, String, i64, i64);
+type UploadRow = (String, String, i64, Vec<u8>, String, i64, i64, Option<String>);
 
 fn upload_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
 }
 
 fn upload_record(row: UploadRow) -> Result<UploadRecord> {
-    let (id, repo, offset, hash_state, parts, created_at, updated_at) = row;
+    let (id, repo, offset, hash_state, parts, created_at, updated_at, sealing) = row;
     let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("upload {id}: {what}: {e}"));
     Ok(UploadRecord {
         id: id.parse().map_err(|e| corrupt("id", &e))?,
@@ -151,10 +152,32 @@ fn upload_record(row: UploadRow) -> Result<UploadRecord> {
         parts: serde_json::from_str(&parts).map_err(|e| corrupt("parts", &e))?,
         created_at,
         updated_at,
+        sealing: sealing.map(|s| UploadSealing::decode(s.as_bytes())).transpose()?,
     })
 }
 
-const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, parts, created_at, updated_at";
+const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, parts, created_at, updated_at, sealing";
+
+fn sealing_text(u: &UploadRecord) -> (Option<String>, Option<String>) {
+    match &u.sealing {
+        Some(s) => (Some(String::from_utf8_lossy(&s.encode()).into_owned()), Some(s.kek.clone())),
+        None => (None, None),
+    }
+}
+
+type CopyRow = (String, String, i64, String, Vec<u8>, Vec<u8>);
+
+fn copy_record(row: CopyRow) -> Result<SealedBlob> {
+    let (key_name, object, size, kek, wrapped, runs) = row;
+    Ok(SealedBlob { key_name, object, size: size_of(size), kek, wrapped, runs: Run::decode(&runs)? })
+}
+
+/// `c` is blob_copies, `b` blobs.
+const COPY_COLUMNS: &str = "c.key_name, c.object, b.size, c.kek, c.wrapped, c.runs";
+
+fn copy_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CopyRow> {
+    Ok((row.get(at)?, row.get(at + 1)?, row.get(at + 2)?, row.get(at + 3)?, row.get(at + 4)?, row.get(at + 5)?))
+}
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
@@ -194,14 +217,15 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, plaintext: bool) -> Result<()> {
         let (repo, digest) = (repo.clone(), digest.to_string());
         self.write(move |tx| {
             let id = ensure_repo(tx, &repo)?;
             let now = unix_now();
             tx.execute(
-                "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (digest) DO NOTHING",
-                params![digest, db_size(size), now],
+                "INSERT INTO blobs (digest, size, created_at, plain) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (digest) DO UPDATE SET plain = MAX(plain, excluded.plain)",
+                params![digest, db_size(size), now, i64::from(plaintext)],
             )?;
             tx.execute(
                 "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?1, ?2, ?3) \
@@ -413,7 +437,9 @@ impl MetadataStore for SqliteStore {
         let u = u.clone();
         self.write(move |tx| {
             tx.execute(
-                &format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                &format!(
+                    "INSERT INTO uploads ({UPLOAD_COLUMNS}, sealing_kek) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
                 params![
                     u.id.as_str(),
                     u.repo.as_str(),
@@ -421,7 +447,9 @@ impl MetadataStore for SqliteStore {
                     u.hash_state,
                     serde_json::to_string(&u.parts).unwrap_or_default(),
                     u.created_at,
-                    u.updated_at
+                    u.updated_at,
+                    sealing_text(&u).0,
+                    sealing_text(&u).1
                 ],
             )?;
             Ok(())
@@ -444,8 +472,8 @@ impl MetadataStore for SqliteStore {
         let u = u.clone();
         self.write(move |tx| {
             let n = tx.execute(
-                "UPDATE uploads SET byte_offset = ?2, hash_state = ?3, parts = ?4, updated_at = ?5 \
-                 WHERE id = ?1 AND byte_offset = ?6 AND json_array_length(parts) = ?7",
+                "UPDATE uploads SET byte_offset = ?2, hash_state = ?3, parts = ?4, updated_at = ?5, sealing = ?8, \
+                 sealing_kek = ?9 WHERE id = ?1 AND byte_offset = ?6 AND json_array_length(parts) = ?7",
                 params![
                     u.id.as_str(),
                     db_size(u.offset),
@@ -453,7 +481,9 @@ impl MetadataStore for SqliteStore {
                     serde_json::to_string(&u.parts).unwrap_or_default(),
                     u.updated_at,
                     db_size(expected_offset),
-                    expected_parts as i64
+                    expected_parts as i64,
+                    sealing_text(&u).0,
+                    sealing_text(&u).1
                 ],
             )?;
             Ok(n > 0)
@@ -475,4 +505,276 @@ impl MetadataStore for SqliteStore {
         })
         .await
     }
+
+    async fn repo_blob_entry(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobEntry>> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.with_conn(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "SELECT b.size, r.key_name, c.key_name IS NOT NULL, {COPY_COLUMNS} \
+                         FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+                         JOIN blobs b ON b.digest = rb.digest \
+                         LEFT JOIN blob_copies c ON c.digest = rb.digest AND c.key_name = r.key_name \
+                         WHERE r.name = ?1 AND rb.digest = ?2"
+                    ),
+                    params![repo, digest],
+                    |r| {
+                        let copy = if r.get::<_, bool>(2)? { Some(copy_from_row(r, 3)?) } else { None };
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, copy))
+                    },
+                )
+                .optional()?;
+            row.map(|(size, key_name, copy)| {
+                Ok(BlobEntry { size: size_of(size), key_name, copy: copy.map(copy_record).transpose()? })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn repository_blobs(&self, repo: &RepoName) -> Result<Vec<(Digest, u64)>> {
+        let repo = repo.to_string();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT b.digest, b.size FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+                 JOIN blobs b ON b.digest = rb.digest WHERE r.name = ?1 ORDER BY b.digest",
+            )?;
+            let rows = stmt.query_map([repo], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.map(|r| {
+                let (d, size) = r?;
+                Ok((parse_digest(d)?, size_of(size)))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>> {
+        let repo = repo.to_string();
+        self.with_conn(move |c| {
+            Ok(c.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>) -> Result<Option<String>> {
+        let (repo, key) = (repo.to_string(), key.map(str::to_owned));
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO repositories (name, created_at, key_name) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![repo, unix_now(), key],
+            )?;
+            Ok(tx.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn set_repository_key(&self, repo: &RepoName, key: &str) -> Result<bool> {
+        let (repo, key) = (repo.to_string(), key.to_owned());
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE repositories SET key_name = ?2 WHERE name = ?1 AND key_name IS NULL",
+                params![repo, key],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn repository_keys(&self) -> Result<Vec<(RepoName, Option<String>)>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached("SELECT name, key_name FROM repositories ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+            rows.map(|r| {
+                let (name, key) = r?;
+                Ok((name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?, key))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn blob_copy(&self, digest: &Digest, key_name: &str) -> Result<Option<SealedBlob>> {
+        let (digest, key_name) = (digest.to_string(), key_name.to_owned());
+        self.with_conn(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "SELECT {COPY_COLUMNS} FROM blob_copies c JOIN blobs b ON b.digest = c.digest \
+                         WHERE c.digest = ?1 AND c.key_name = ?2"
+                    ),
+                    params![digest, key_name],
+                    |r| copy_from_row(r, 0),
+                )
+                .optional()?;
+            row.map(copy_record).transpose()
+        })
+        .await
+    }
+
+    async fn add_blob_copy(&self, digest: &Digest, copy: &SealedBlob) -> Result<bool> {
+        let (digest, copy) = (digest.to_string(), copy.clone());
+        self.write(move |tx| {
+            let now = unix_now();
+            tx.execute(
+                "INSERT INTO blobs (digest, size, created_at, plain) VALUES (?1, ?2, ?3, 0) ON CONFLICT (digest) DO NOTHING",
+                params![digest, db_size(copy.size), now],
+            )?;
+            let n = tx.execute(
+                "INSERT INTO blob_copies (digest, key_name, object, kek, wrapped, runs, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![digest, copy.key_name, copy.object, copy.kek, copy.wrapped, Run::encode(&copy.runs), now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn copies_wrapped_by(&self, kek: &str, limit: usize) -> Result<Vec<(Digest, SealedBlob)>> {
+        let kek = kek.to_owned();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT c.digest, {COPY_COLUMNS} FROM blob_copies c JOIN blobs b ON b.digest = c.digest \
+                 WHERE c.kek = ?1 ORDER BY c.digest, c.key_name LIMIT ?2"
+            ))?;
+            let rows =
+                stmt.query_map(params![kek, limit as i64], |r| Ok((r.get::<_, String>(0)?, copy_from_row(r, 1)?)))?;
+            rows.map(|r| {
+                let (d, row) = r?;
+                Ok((parse_digest(d)?, copy_record(row)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn rewrap_copy(
+        &self,
+        digest: &Digest,
+        key_name: &str,
+        old_kek: &str,
+        new_kek: &str,
+        wrapped: &[u8],
+    ) -> Result<bool> {
+        let args = (digest.to_string(), key_name.to_owned(), old_kek.to_owned(), new_kek.to_owned(), wrapped.to_vec());
+        self.write(move |tx| {
+            let (digest, key_name, old, new, wrapped) = args;
+            Ok(tx.execute(
+                "UPDATE blob_copies SET kek = ?4, wrapped = ?5 WHERE digest = ?1 AND key_name = ?2 AND kek = ?3",
+                params![digest, key_name, old, new, wrapped],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn redundant_plaintext(&self, limit: usize) -> Result<Vec<Digest>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT b.digest FROM blobs b WHERE {REDUNDANT} LIMIT ?1"))?;
+            let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+            rows.map(|r| parse_digest(r?)).collect()
+        })
+        .await
+    }
+
+    async fn drop_plaintext(&self, digest: &Digest) -> Result<bool> {
+        let digest = digest.to_string();
+        self.write(move |tx| {
+            Ok(tx.execute(&format!("UPDATE blobs AS b SET plain = 0 WHERE b.digest = ?1 AND {REDUNDANT}"), [digest])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT k.id, k.name, k.state, k.check_value, k.created_at, \
+                 (SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
+                 (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id) FROM keys k ORDER BY k.name, k.created_at, k.id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (id, name, state, check_value, created_at, blobs, uploads) = r?;
+                Ok(KeyRecord {
+                    id,
+                    name,
+                    state: KeyState::parse(&state)?,
+                    check_value,
+                    created_at,
+                    blobs: size_of(blobs),
+                    uploads: size_of(uploads),
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn add_key(&self, key: &KeyRecord) -> Result<bool> {
+        let key = key.clone();
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "INSERT INTO keys (id, name, state, check_value, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+                 ON CONFLICT (id) DO NOTHING",
+                params![key.id, key.name, key.state.as_str(), key.check_value, key.created_at],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn activate_key(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let now = unix_now();
+            let name: String = tx
+                .query_row("SELECT name FROM keys WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()?
+                .ok_or(Error::NotFound)?;
+            tx.execute(
+                "UPDATE keys SET state = 'inactive', updated_at = ?2 WHERE name = ?1 AND state = 'active'",
+                params![name, now],
+            )?;
+            tx.execute("UPDATE keys SET state = 'active', updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retire_key(&self, id: &str) -> Result<Result<(), RetireRefused>> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let state: Option<String> =
+                tx.query_row("SELECT state FROM keys WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            let Some(state) = state else { return Ok(Err(RetireRefused::Unknown(id))) };
+            if KeyState::parse(&state)? == KeyState::Active {
+                return Ok(Err(RetireRefused::Active(id)));
+            }
+            let blobs: i64 = tx.query_row("SELECT COUNT(*) FROM blob_copies WHERE kek = ?1", [&id], |r| r.get(0))?;
+            let uploads: i64 =
+                tx.query_row("SELECT COUNT(*) FROM uploads WHERE sealing_kek = ?1", [&id], |r| r.get(0))?;
+            if blobs + uploads > 0 {
+                return Ok(Err(RetireRefused::InUse { id, blobs: size_of(blobs), uploads: size_of(uploads) }));
+            }
+            tx.execute("UPDATE keys SET state = 'retired', updated_at = ?2 WHERE id = ?1", params![id, unix_now()])?;
+            Ok(Ok(()))
+        })
+        .await
+    }
 }
+
+/// A blob (`b`) whose plaintext object exists and is needed by no repository: each one
+/// linking it has a key and a sealed copy for that key.
+const REDUNDANT: &str = "b.plain = 1 AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) \
+    AND NOT EXISTS (SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+    WHERE rb.digest = b.digest AND (r.key_name IS NULL OR NOT EXISTS \
+    (SELECT 1 FROM blob_copies c WHERE c.digest = b.digest AND c.key_name = r.key_name)))";

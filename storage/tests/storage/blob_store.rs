@@ -2,9 +2,9 @@
 //! `BERTH_TEST_S3_ENDPOINT` and `BERTH_TEST_S3_BUCKET` name a server, as CI's moto does;
 //! each run works under a fresh key prefix).
 
-use berth_oci::{Algorithm, Digest, DigestHasher, UploadId};
+use berth_oci::{Algorithm, Digest, UploadId};
 use berth_storage::s3::S3Settings;
-use berth_storage::{BlobStore, ByteStream, Written};
+use berth_storage::{BlobStore, ByteStream, Inbound, Written};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 
@@ -35,13 +35,13 @@ async fn suite(store: BlobStore) {
 
     // Several parts, committed, read back whole and by range.
     let id = upload_id();
-    let mut hasher = DigestHasher::new(Algorithm::Sha256);
+    let mut hasher = Inbound::plain(Algorithm::Sha256);
     let mut parts = Vec::new();
     let a = stage(&store, &id, &mut parts, body(vec![b"hello ", b"big "]), &mut hasher).await;
     let b = stage(&store, &id, &mut parts, body(vec![b"world"]), &mut hasher).await;
     let empty = stage(&store, &id, &mut parts, body(vec![]), &mut hasher).await;
     assert_eq!((a, b, empty), (10, 5, 0));
-    let digest = hasher.finish();
+    let digest = hasher.hasher.finish();
     assert_eq!(digest, Digest::sha256_of(b"hello big world"));
     assert_eq!(store.size(&digest).await.unwrap(), None, "not visible before commit");
     store.commit_verified(&id, &parts, &digest).await.unwrap();
@@ -51,9 +51,9 @@ async fn suite(store: BlobStore) {
 
     // The same content again: dedupes, stays readable, leaves nothing staged.
     let id2 = upload_id();
-    let mut h2 = DigestHasher::new(Algorithm::Sha256);
+    let mut h2 = Inbound::plain(Algorithm::Sha256);
     let p = store.stage_part(&id2, &[], body(vec![b"hello big world"]), &mut h2).await.unwrap();
-    store.commit_verified(&id2, &[p.name.unwrap()], &h2.finish()).await.unwrap();
+    store.commit_verified(&id2, &[p.name.unwrap()], &h2.hasher.finish()).await.unwrap();
     assert_eq!(read_all(&store, &digest, None).await, b"hello big world");
 
     // A zero-byte blob.
@@ -67,14 +67,14 @@ async fn suite(store: BlobStore) {
     let id4 = upload_id();
     let failing: ByteStream =
         stream::iter(vec![Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("gone"))]).boxed();
-    let mut h4 = DigestHasher::new(Algorithm::Sha256);
+    let mut h4 = Inbound::plain(Algorithm::Sha256);
     let err = store.stage_part(&id4, &[], failing, &mut h4).await.unwrap_err();
     assert!(matches!(err, berth_storage::Error::Body(_)), "{err:?}");
     store.discard_upload(&id4).await.unwrap(); // as the session's cancel or expiry does
 
     // Discarding an upload removes its parts; reading a missing blob is NotFound.
     let id5 = upload_id();
-    let mut h5 = DigestHasher::new(Algorithm::Sha256);
+    let mut h5 = Inbound::plain(Algorithm::Sha256);
     store.stage_part(&id5, &[], body(vec![b"zzz"]), &mut h5).await.unwrap();
     store.discard_upload(&id5).await.unwrap();
     let missing = Digest::sha256_of(b"never stored");
@@ -83,7 +83,7 @@ async fn suite(store: BlobStore) {
     // Small chunks and large ones mixed (on S3 the small ones are joined into parts of at
     // least 5 MiB; a 9 MiB body becomes a multipart upload of its own).
     let id6 = upload_id();
-    let mut h6 = DigestHasher::new(Algorithm::Sha256);
+    let mut h6 = Inbound::plain(Algorithm::Sha256);
     let mut parts6 = Vec::new();
     let sizes = [3 << 20, 3 << 20, 100, 9 << 20, 1, 2 << 20];
     let mut expected = Vec::new();
@@ -93,7 +93,7 @@ async fn suite(store: BlobStore) {
         let chunks: Vec<Vec<u8>> = data.chunks(700_000).map(<[u8]>::to_vec).collect();
         assert_eq!(stage(&store, &id6, &mut parts6, owned_body(chunks), &mut h6).await, size as u64);
     }
-    let d6 = h6.finish();
+    let d6 = h6.hasher.finish();
     assert_eq!(d6, Digest::sha256_of(&expected));
     store.commit_verified(&id6, &parts6, &d6).await.unwrap();
     assert_eq!(store.size(&d6).await.unwrap(), Some(expected.len() as u64));
@@ -129,12 +129,12 @@ async fn suite(store: BlobStore) {
         let d8 = d8.clone();
         async move {
             let id = upload_id();
-            let mut h = DigestHasher::new(Algorithm::Sha256);
+            let mut h = Inbound::plain(Algorithm::Sha256);
             let (a, b) = twin.split_at(seed << 20);
             let mut parts = Vec::new();
             stage(&store, &id, &mut parts, owned_body(vec![a.to_vec()]), &mut h).await;
             stage(&store, &id, &mut parts, owned_body(vec![b.to_vec()]), &mut h).await;
-            assert_eq!(h.finish(), d8);
+            assert_eq!(h.hasher.finish(), d8);
             store.commit_verified(&id, &parts, &d8).await
         }
     };
@@ -147,7 +147,7 @@ async fn suite(store: BlobStore) {
     let id9 = upload_id();
     let failing: ByteStream =
         stream::iter(vec![Ok(Bytes::from(pattern(9 << 20, 3))), Err(std::io::Error::other("gone"))]).boxed();
-    let err = store.stage_part(&id9, &[], failing, &mut DigestHasher::new(Algorithm::Sha256)).await.unwrap_err();
+    let err = store.stage_part(&id9, &[], failing, &mut Inbound::plain(Algorithm::Sha256)).await.unwrap_err();
     assert!(matches!(err, berth_storage::Error::Body(_)), "{err:?}");
     store.discard_upload(&id9).await.unwrap();
 
@@ -171,7 +171,7 @@ async fn stage(
     id: &UploadId,
     parts: &mut Vec<String>,
     body: ByteStream,
-    hasher: &mut DigestHasher,
+    hasher: &mut Inbound,
 ) -> u64 {
     let staged = store.stage_part(id, parts, body, hasher).await.unwrap();
     if let Some(name) = staged.name {

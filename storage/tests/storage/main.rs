@@ -4,4 +4,5 @@
 //! against every metadata store (SQLite; PostgreSQL when `BERTH_TEST_POSTGRES_URL` is set).
 
 mod blob_store;
+mod crypt;
 mod metadata;

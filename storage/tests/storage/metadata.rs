@@ -1,7 +1,10 @@
 //! The metadata suite, run against every [`MetadataStore`] implementation.
 
-use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
-use berth_storage::metadata::{NewManifest, Page, RequiredContent, UploadRecord};
+use berth_oci::{Algorithm, Digest, DigestHasher, Reference, RepoName, Tag, UploadId};
+use berth_storage::crypt::{Kek, Run, SealedBlob, UploadSealing};
+use berth_storage::metadata::{
+    BlobEntry, KeyRecord, KeyState, NewManifest, Page, RequiredContent, RetireRefused, UploadRecord,
+};
 use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
 
 fn repo(s: &str) -> RepoName {
@@ -34,8 +37,8 @@ async fn blobs_and_links(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"blob");
     assert_eq!(store.repo_blob(&a, &d).await.unwrap(), None);
     assert_eq!(store.any_blob(&d).await.unwrap(), None);
-    store.link_blob(&a, &d, 4).await.unwrap();
-    store.link_blob(&a, &d, 4).await.unwrap(); // idempotent
+    store.link_blob(&a, &d, 4, true).await.unwrap();
+    store.link_blob(&a, &d, 4, true).await.unwrap(); // idempotent
     assert_eq!(store.repo_blob(&a, &d).await.unwrap(), Some(4));
     assert_eq!(store.repo_blob(&b, &d).await.unwrap(), None, "links are per repository");
     assert_eq!(store.any_blob(&d).await.unwrap(), Some(4));
@@ -56,7 +59,7 @@ async fn manifests_tags_and_references(store: &dyn MetadataStore) {
     assert!(store.get_manifest(&r, &Reference::Tag(tag("latest"))).await.unwrap().is_none());
 
     // A size that disagrees with the stored blob is refused.
-    store.link_blob(&r, &layer, 5).await.unwrap();
+    store.link_blob(&r, &layer, 5, true).await.unwrap();
     let wrong = vec![RequiredContent { digest: layer.clone(), size: 6 }];
     assert!(matches!(store.put_manifest(&manifest(&r, body, wrong, &[])).await, Err(Error::ReferenceSize { .. })));
 
@@ -98,7 +101,7 @@ async fn manifests_tags_and_references(store: &dyn MetadataStore) {
 async fn index_children_and_referrers(store: &dyn MetadataStore) {
     let r = repo("suite/idx");
     let cfg = Digest::sha256_of(b"cfg");
-    store.link_blob(&r, &cfg, 3).await.unwrap();
+    store.link_blob(&r, &cfg, 3, true).await.unwrap();
     let child = manifest(&r, r#"{"child":1}"#, vec![RequiredContent { digest: cfg.clone(), size: 3 }], &[]);
     let child_size = child.content.len() as u64;
 
@@ -134,7 +137,7 @@ async fn index_children_and_referrers(store: &dyn MetadataStore) {
 async fn catalog(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"x");
     for name in ["cat/b", "cat/a", "cat/c/d"] {
-        store.link_blob(&repo(name), &d, 1).await.unwrap();
+        store.link_blob(&repo(name), &d, 1, true).await.unwrap();
     }
     let names = store.list_repositories(&page(Some("cat/"), 10)).await.unwrap();
     let ours: Vec<_> = names.iter().filter(|n| n.starts_with("cat/")).collect();
@@ -152,6 +155,7 @@ async fn upload_sessions(store: &dyn MetadataStore) {
         parts: vec![],
         created_at: 100,
         updated_at: 100,
+        sealing: None,
     };
     store.create_upload(&u).await.unwrap();
     assert_eq!(store.get_upload(&id).await.unwrap().unwrap(), u);
@@ -189,6 +193,7 @@ async fn concurrent_writers(store: &dyn MetadataStore) {
         parts: vec![],
         created_at: 1,
         updated_at: 1,
+        sealing: None,
     };
     store.create_upload(&start).await.unwrap();
     let attempts: Vec<UploadRecord> = (0..16u64)
@@ -201,7 +206,7 @@ async fn concurrent_writers(store: &dyn MetadataStore) {
 
     let r = repo("race/tags");
     let layer = Digest::sha256_of(b"race-layer");
-    store.link_blob(&r, &layer, 10).await.unwrap();
+    store.link_blob(&r, &layer, 10, true).await.unwrap();
     let need = vec![RequiredContent { digest: layer, size: 10 }];
     let pushes: Vec<NewManifest> =
         (0..8).map(|i| manifest(&r, &format!("{{\"race\":{i}}}"), need.clone(), &["latest", "stable"])).collect();
@@ -217,6 +222,372 @@ async fn concurrent_writers(store: &dyn MetadataStore) {
     assert_eq!(store.get_manifest(&r, &Reference::Tag(tag("same"))).await.unwrap().unwrap().digest, same[0].digest);
 }
 
+fn sealed(key_name: &str, kek: &str, size: u64, object: &str) -> SealedBlob {
+    SealedBlob {
+        key_name: key_name.into(),
+        object: object.into(),
+        size,
+        kek: kek.into(),
+        wrapped: vec![7; 40],
+        runs: vec![Run { first: 0, prefix: [3; 7] }, Run { first: 4, prefix: [5; 7] }],
+    }
+}
+
+fn key_record(id: &str, state: KeyState) -> KeyRecord {
+    let name = id.split('.').next().unwrap_or_default();
+    KeyRecord {
+        id: id.into(),
+        name: name.into(),
+        state,
+        check_value: format!("cv-{id}"),
+        created_at: 10,
+        blobs: 0,
+        uploads: 0,
+    }
+}
+
+/// The key records whose name is `name`, in the store's order.
+async fn keys_named(store: &dyn MetadataStore, name: &str) -> Vec<KeyRecord> {
+    store.keys().await.unwrap().into_iter().filter(|k| k.name == name).collect()
+}
+
+/// A repository's key is fixed at creation; a plaintext one may be given a key once.
+async fn repository_key_names(store: &dyn MetadataStore) {
+    let (enc, plain, late) = (repo("rk/enc"), repo("rk/plain"), repo("rk/late"));
+    let alpha = Some("alpha".to_string());
+    assert_eq!(store.repository_key(&enc).await.unwrap(), None, "no repository yet");
+    assert_eq!(store.create_repository(&enc, Some("alpha")).await.unwrap(), alpha);
+    assert_eq!(store.create_repository(&enc, Some("beta")).await.unwrap(), alpha, "fixed at creation");
+    assert_eq!(store.create_repository(&enc, None).await.unwrap(), alpha);
+    assert_eq!(store.repository_key(&enc).await.unwrap(), Some(alpha.clone()));
+    assert_eq!(store.create_repository(&plain, None).await.unwrap(), None);
+    assert_eq!(store.create_repository(&plain, Some("alpha")).await.unwrap(), None, "plaintext stays plaintext");
+    assert_eq!(store.repository_key(&plain).await.unwrap(), Some(None));
+
+    // A repository made by its first link has no key; it can be given one, once.
+    store.link_blob(&late, &Digest::sha256_of(b"rk"), 2, true).await.unwrap();
+    assert_eq!(store.repository_key(&late).await.unwrap(), Some(None));
+    assert!(store.set_repository_key(&late, "alpha").await.unwrap());
+    assert!(!store.set_repository_key(&late, "beta").await.unwrap(), "only from no key");
+    assert!(!store.set_repository_key(&enc, "beta").await.unwrap());
+    assert!(!store.set_repository_key(&repo("rk/none"), "alpha").await.unwrap(), "no such repository");
+    assert_eq!(store.repository_key(&late).await.unwrap(), Some(alpha.clone()));
+    assert_eq!(store.repository_key(&repo("rk/none")).await.unwrap(), None, "not created by the attempt");
+
+    let ours: Vec<_> =
+        store.repository_keys().await.unwrap().into_iter().filter(|(r, _)| r.as_str().starts_with("rk/")).collect();
+    assert_eq!(ours, [(enc, alpha.clone()), (late, alpha), (plain, None)]);
+
+    // Racing creations with different keys: one wins, and every caller is told its key.
+    let race = repo("rk/race");
+    let names: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+    let got = futures::future::join_all(names.iter().map(|k| store.create_repository(&race, Some(k)))).await;
+    let got: Vec<Option<String>> = got.into_iter().map(Result::unwrap).collect();
+    let winner = store.repository_key(&race).await.unwrap().unwrap();
+    assert!(winner.as_ref().is_some_and(|w| names.contains(w)));
+    assert!(got.iter().all(|k| *k == winner), "{got:?}");
+
+    // Racing key assignments: exactly one wins.
+    let plain_race = repo("rk/plain-race");
+    store.create_repository(&plain_race, None).await.unwrap();
+    let won = futures::future::join_all(names.iter().map(|k| store.set_repository_key(&plain_race, k))).await;
+    assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+}
+
+/// Sealed copies: one per key name, read through the repository's key.
+async fn blob_copies(store: &dyn MetadataStore) {
+    let d = Digest::sha256_of(b"copies");
+    let (enc, other, plain, nocopy) = (repo("bc/enc"), repo("bc/other"), repo("bc/plain"), repo("bc/nocopy"));
+    store.create_repository(&enc, Some("ka")).await.unwrap();
+    store.create_repository(&other, Some("kb")).await.unwrap();
+    store.create_repository(&plain, None).await.unwrap();
+    store.create_repository(&nocopy, Some("kc")).await.unwrap();
+
+    assert_eq!(store.blob_copy(&d, "ka").await.unwrap(), None);
+    let a = sealed("ka", "ka.1", 6, "obj-a");
+    assert!(store.add_blob_copy(&d, &a).await.unwrap());
+    assert!(!store.add_blob_copy(&d, &sealed("ka", "ka.1", 6, "obj-a2")).await.unwrap(), "one copy per key name");
+    assert_eq!(store.blob_copy(&d, "ka").await.unwrap(), Some(a.clone()), "the first copy stays");
+    let b = sealed("kb", "kb.1", 6, "obj-b");
+    assert!(store.add_blob_copy(&d, &b).await.unwrap(), "another key name has its own copy");
+    assert_eq!(store.blob_copy(&d, "kb").await.unwrap(), Some(b));
+    assert_eq!(store.blob_copy(&d, "kc").await.unwrap(), None);
+
+    // A copy alone links the blob nowhere.
+    assert_eq!(store.any_blob(&d).await.unwrap(), None);
+    assert_eq!(store.repo_blob_entry(&enc, &d).await.unwrap(), None);
+
+    store.link_blob(&enc, &d, 6, false).await.unwrap();
+    store.link_blob(&plain, &d, 6, true).await.unwrap();
+    store.link_blob(&nocopy, &d, 6, false).await.unwrap();
+    let entry =
+        |key: Option<&str>, copy: Option<SealedBlob>| BlobEntry { size: 6, key_name: key.map(Into::into), copy };
+    assert_eq!(store.repo_blob_entry(&enc, &d).await.unwrap(), Some(entry(Some("ka"), Some(a))));
+    assert_eq!(store.repo_blob_entry(&plain, &d).await.unwrap(), Some(entry(None, None)), "plaintext repository");
+    assert_eq!(store.repo_blob_entry(&nocopy, &d).await.unwrap(), Some(entry(Some("kc"), None)), "no copy yet");
+    assert_eq!(store.repo_blob_entry(&other, &d).await.unwrap(), None, "not linked there");
+    assert_eq!(store.repo_blob(&enc, &d).await.unwrap(), Some(6));
+
+    // Every blob linked to a repository, in digest order.
+    let e = Digest::sha256_of(b"copies-2");
+    store.link_blob(&enc, &e, 8, false).await.unwrap();
+    let mut want = vec![(d.clone(), 6), (e, 8)];
+    want.sort_by_key(|(digest, _)| digest.to_string());
+    assert_eq!(store.repository_blobs(&enc).await.unwrap(), want);
+    assert_eq!(store.repository_blobs(&other).await.unwrap(), []);
+    assert_eq!(store.repository_blobs(&repo("bc/none")).await.unwrap(), []);
+
+    // Racing copies for one key name: exactly one is recorded, and it is the one that won.
+    let f = Digest::sha256_of(b"copies-race");
+    let copies: Vec<SealedBlob> = (0..8).map(|i| sealed("ka", "ka.1", 3, &format!("obj-{i}"))).collect();
+    let won = futures::future::join_all(copies.iter().map(|c| store.add_blob_copy(&f, c))).await;
+    let winners: Vec<usize> =
+        won.into_iter().enumerate().filter(|(_, w)| *w.as_ref().unwrap()).map(|(i, _)| i).collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(store.blob_copy(&f, "ka").await.unwrap().as_ref(), Some(&copies[winners[0]]));
+}
+
+/// Rotation: finding the copies a KEK wraps and re-wrapping each, compare-and-swap on the old KEK.
+async fn rewrapping(store: &dyn MetadataStore) {
+    let mut ds: Vec<Digest> = (0..3).map(|i| Digest::sha256_of(format!("rewrap-{i}").as_bytes())).collect();
+    ds.sort_by_key(Digest::to_string);
+    store.add_blob_copy(&ds[0], &sealed("rw", "rw.1", 1, "o0")).await.unwrap();
+    store.add_blob_copy(&ds[1], &sealed("rw", "rw.1", 1, "o1")).await.unwrap();
+    store.add_blob_copy(&ds[2], &sealed("rw", "rw.2", 1, "o2")).await.unwrap();
+    store.add_blob_copy(&ds[2], &sealed("rw-other", "rw.1", 1, "o3")).await.unwrap();
+
+    let wrapped = store.copies_wrapped_by("rw.1", 10).await.unwrap();
+    let listed: Vec<_> = wrapped.iter().map(|(d, c)| (d.clone(), c.object.as_str())).collect();
+    assert_eq!(listed, [(ds[0].clone(), "o0"), (ds[1].clone(), "o1"), (ds[2].clone(), "o3")]);
+    assert_eq!(wrapped[0].1, sealed("rw", "rw.1", 1, "o0"));
+    assert_eq!(store.copies_wrapped_by("rw.1", 2).await.unwrap().len(), 2, "limited");
+    assert_eq!(store.copies_wrapped_by("rw.9", 10).await.unwrap(), []);
+
+    assert!(store.rewrap_copy(&ds[0], "rw", "rw.1", "rw.2", &[9; 40]).await.unwrap());
+    assert!(!store.rewrap_copy(&ds[0], "rw", "rw.1", "rw.3", &[8; 40]).await.unwrap(), "rw.1 no longer wraps it");
+    assert!(!store.rewrap_copy(&ds[0], "nope", "rw.2", "rw.3", &[8; 40]).await.unwrap(), "no such copy");
+    let copy = store.blob_copy(&ds[0], "rw").await.unwrap().unwrap();
+    assert_eq!(copy, SealedBlob { kek: "rw.2".into(), wrapped: vec![9; 40], ..sealed("rw", "rw.1", 1, "o0") });
+    let left: Vec<_> = store.copies_wrapped_by("rw.1", 10).await.unwrap().into_iter().map(|(d, _)| d).collect();
+    assert_eq!(left, [ds[1].clone(), ds[2].clone()]);
+    assert_eq!(store.copies_wrapped_by("rw.2", 10).await.unwrap().len(), 2);
+
+    // Racing rewraps of one copy from the same old KEK: exactly one applies.
+    let news: Vec<String> = (0..8).map(|i| format!("rw.race{i}")).collect();
+    let won =
+        futures::future::join_all(news.iter().map(|n| store.rewrap_copy(&ds[1], "rw", "rw.1", n, &[1; 40]))).await;
+    assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+}
+
+/// Key records: one active per name, counts of what each wraps, and when retiring is refused.
+async fn key_records(store: &dyn MetadataStore) {
+    assert!(store.add_key(&key_record("x.1", KeyState::Active)).await.unwrap());
+    assert!(!store.add_key(&key_record("x.1", KeyState::Inactive)).await.unwrap(), "the id exists");
+    assert!(store.add_key(&key_record("x.2", KeyState::Inactive)).await.unwrap());
+    assert!(store.add_key(&key_record("y.1", KeyState::Active)).await.unwrap(), "another name has its own");
+    let x = keys_named(store, "x").await;
+    assert_eq!(x, [key_record("x.1", KeyState::Active), key_record("x.2", KeyState::Inactive)]);
+
+    store.activate_key("x.2").await.unwrap();
+    let states = |keys: Vec<KeyRecord>| keys.into_iter().map(|k| (k.id, k.state)).collect::<Vec<_>>();
+    assert_eq!(
+        states(keys_named(store, "x").await),
+        [("x.1".into(), KeyState::Inactive), ("x.2".into(), KeyState::Active)]
+    );
+    assert_eq!(states(keys_named(store, "y").await), [("y.1".into(), KeyState::Active)], "other names untouched");
+    store.activate_key("x.2").await.unwrap(); // idempotent
+    assert_eq!(keys_named(store, "x").await.iter().filter(|k| k.state == KeyState::Active).count(), 1);
+    assert!(matches!(store.activate_key("x.9").await, Err(Error::NotFound)));
+
+    // What a key wraps: blob copies, and upload sessions (by their sealing's KEK).
+    let (d1, d2) = (Digest::sha256_of(b"keys-1"), Digest::sha256_of(b"keys-2"));
+    store.add_blob_copy(&d1, &sealed("x", "x.1", 1, "k1")).await.unwrap();
+    store.add_blob_copy(&d2, &sealed("x", "x.1", 1, "k2")).await.unwrap();
+    let id: UploadId = uuid::Uuid::new_v4().to_string().parse().unwrap();
+    let kek = Kek::from_raw("x.1", [1; 32]).unwrap();
+    let sealing = UploadSealing::start(&kek, "x", &id, &DigestHasher::new(Algorithm::Sha256)).unwrap();
+    let upload = UploadRecord {
+        id: id.clone(),
+        repo: repo("keys/up"),
+        offset: 0,
+        hash_state: vec![],
+        parts: vec![],
+        created_at: 1,
+        updated_at: 1,
+        sealing: Some(sealing.clone()),
+    };
+    store.create_upload(&upload).await.unwrap();
+    let x = keys_named(store, "x").await;
+    assert_eq!((x[0].id.as_str(), x[0].blobs, x[0].uploads), ("x.1", 2, 1));
+    assert_eq!((x[1].id.as_str(), x[1].blobs, x[1].uploads), ("x.2", 0, 0));
+
+    assert_eq!(store.retire_key("x.9").await.unwrap(), Err(RetireRefused::Unknown("x.9".into())));
+    assert_eq!(store.retire_key("x.2").await.unwrap(), Err(RetireRefused::Active("x.2".into())));
+    assert_eq!(
+        store.retire_key("x.1").await.unwrap(),
+        Err(RetireRefused::InUse { id: "x.1".into(), blobs: 2, uploads: 1 })
+    );
+
+    // Rotated: the copies re-wrapped, the upload's sealing moved to the new KEK.
+    for d in [&d1, &d2] {
+        assert!(store.rewrap_copy(d, "x", "x.1", "x.2", &[2; 40]).await.unwrap());
+    }
+    assert_eq!(
+        store.retire_key("x.1").await.unwrap(),
+        Err(RetireRefused::InUse { id: "x.1".into(), blobs: 0, uploads: 1 })
+    );
+    let moved =
+        UploadRecord { updated_at: 2, sealing: Some(UploadSealing { kek: "x.2".into(), ..sealing }), ..upload.clone() };
+    assert!(store.advance_upload(&moved, 0, 0).await.unwrap());
+    assert_eq!(store.retire_key("x.1").await.unwrap(), Ok(()));
+    let x = keys_named(store, "x").await;
+    assert_eq!((x[0].id.as_str(), x[0].state, x[0].blobs, x[0].uploads), ("x.1", KeyState::Retired, 0, 0));
+    assert_eq!((x[1].id.as_str(), x[1].state, x[1].blobs, x[1].uploads), ("x.2", KeyState::Active, 2, 1));
+    assert!(store.delete_upload(&id).await.unwrap());
+    assert_eq!(keys_named(store, "x").await[1].uploads, 0);
+
+    // Racing activations of one name (and retirements of its keys): all succeed, and exactly
+    // one key of the name ends active.
+    for i in 0..8 {
+        assert!(store.add_key(&key_record(&format!("z.{i}"), KeyState::Inactive)).await.unwrap());
+    }
+    let ids: Vec<String> = (0..8).map(|i| format!("z.{i}")).collect();
+    let activations = futures::future::join_all(ids.iter().map(|id| store.activate_key(id)));
+    let retirements = futures::future::join_all(ids.iter().map(|id| store.retire_key(id)));
+    let (activated, retired) = futures::future::join(activations, retirements).await;
+    for a in activated {
+        a.unwrap();
+    }
+    for r in retired {
+        assert!(matches!(r.unwrap(), Ok(()) | Err(RetireRefused::Active(_))));
+    }
+    // In any serial order, a retirement never replaces the active key (it refuses it), so one
+    // stays active: a retirement that overwrote an activation it did not see would leave none.
+    let z = keys_named(store, "z").await;
+    assert_eq!(z.iter().filter(|k| k.state == KeyState::Active).count(), 1, "{z:?}");
+}
+
+/// Plaintext objects become redundant once every repository linking the blob reads a sealed copy.
+async fn redundant_plaintext(store: &dyn MetadataStore) {
+    let (pa, pb) = (repo("pt/a"), repo("pt/b"));
+    let (d, e) = (Digest::sha256_of(b"pt-1"), Digest::sha256_of(b"pt-2"));
+    store.link_blob(&pa, &d, 5, true).await.unwrap();
+    store.link_blob(&pa, &e, 5, true).await.unwrap();
+    store.link_blob(&pb, &e, 5, true).await.unwrap();
+    let redundant = || async { store.redundant_plaintext(10_000).await.unwrap() };
+    assert!(!redundant().await.contains(&d));
+
+    // A key alone is not enough: the repository needs its copy.
+    assert!(store.set_repository_key(&pa, "pk").await.unwrap());
+    assert!(!redundant().await.contains(&d));
+    assert!(!store.drop_plaintext(&d).await.unwrap());
+    store.add_blob_copy(&d, &sealed("pk", "pk.1", 5, "pd")).await.unwrap();
+    store.add_blob_copy(&e, &sealed("pk", "pk.1", 5, "pe")).await.unwrap();
+    let now = redundant().await;
+    assert!(now.contains(&d), "{now:?}");
+    assert!(!now.contains(&e), "still linked from a plaintext repository");
+    assert!(!store.drop_plaintext(&e).await.unwrap());
+    assert_eq!(store.redundant_plaintext(1).await.unwrap().len(), 1, "limited");
+
+    assert!(store.drop_plaintext(&d).await.unwrap());
+    assert!(!store.drop_plaintext(&d).await.unwrap(), "already gone");
+    assert!(!redundant().await.contains(&d));
+    // The blob itself stays readable through its copy.
+    assert_eq!(store.repo_blob_entry(&pa, &d).await.unwrap().unwrap().copy.unwrap().object, "pd");
+
+    // Linking without plaintext leaves it dropped; a link that stored plaintext flags it again
+    // (and it stays flagged, whatever links follow), needed while a plaintext repository links it.
+    store.link_blob(&pa, &d, 5, false).await.unwrap();
+    assert!(!redundant().await.contains(&d));
+    let pc = repo("pt/c");
+    store.link_blob(&pc, &d, 5, true).await.unwrap();
+    store.link_blob(&pa, &d, 5, false).await.unwrap();
+    assert!(!redundant().await.contains(&d));
+    assert!(!store.drop_plaintext(&d).await.unwrap());
+    assert!(store.set_repository_key(&pc, "pk").await.unwrap());
+    assert!(redundant().await.contains(&d), "flagged again, and redundant again");
+    assert!(store.drop_plaintext(&d).await.unwrap());
+
+    // A blob known only through its copy has no plaintext object.
+    let f = Digest::sha256_of(b"pt-3");
+    store.add_blob_copy(&f, &sealed("pk", "pk.1", 5, "pf")).await.unwrap();
+    store.link_blob(&pa, &f, 5, false).await.unwrap();
+    assert!(!redundant().await.contains(&f));
+    assert!(!store.drop_plaintext(&f).await.unwrap());
+
+    // A blob no repository links is not redundant here (collecting it is someone else's job).
+    let g = Digest::sha256_of(b"pt-4");
+    store.link_blob(&pa, &g, 5, true).await.unwrap();
+    store.add_blob_copy(&g, &sealed("pk", "pk.1", 5, "pg")).await.unwrap();
+    assert!(redundant().await.contains(&g));
+    store.unlink_blob(&pa, &g).await.unwrap();
+    assert!(!redundant().await.contains(&g));
+    assert!(!store.drop_plaintext(&g).await.unwrap());
+    assert!(!store.drop_plaintext(&Digest::sha256_of(b"pt-none")).await.unwrap(), "unknown blob");
+
+    // Racing links from a plaintext repository and drops: when the drop commits first, the link
+    // flags the plaintext again; when the link does, the drop sees it and changes nothing.
+    for i in 0..10 {
+        let h = Digest::sha256_of(format!("pt-race-{i}").as_bytes());
+        store.link_blob(&pa, &h, 5, true).await.unwrap();
+        store.add_blob_copy(&h, &sealed("pk", "pk.1", 5, "ph")).await.unwrap();
+        let late = repo(&format!("pt/late-{i}"));
+        let (linked, dropped) =
+            futures::future::join(store.link_blob(&late, &h, 5, true), store.drop_plaintext(&h)).await;
+        linked.unwrap();
+        dropped.unwrap();
+        assert!(!redundant().await.contains(&h), "needed by {late}");
+        assert!(!store.drop_plaintext(&h).await.unwrap());
+        // In either order the plaintext is flagged at the end: once the late repository reads
+        // the copy too, it is redundant (a drop that missed the link would have cleared it).
+        assert!(store.set_repository_key(&late, "pk").await.unwrap());
+        assert!(store.drop_plaintext(&h).await.unwrap(), "the plaintext flag survived the race");
+    }
+}
+
+/// An encrypted upload's sealing state goes through create, get, advance and the stale listing byte-exact.
+async fn sealed_upload_sessions(store: &dyn MetadataStore) {
+    let id: UploadId = uuid::Uuid::new_v4().to_string().parse().unwrap();
+    let kek = Kek::from_raw("su.1", [4; 32]).unwrap();
+    let mut hasher = DigestHasher::new(Algorithm::Sha256);
+    let sealing = UploadSealing::start(&kek, "su", &id, &hasher).unwrap();
+    let u = UploadRecord {
+        id: id.clone(),
+        repo: repo("suite/sealed-up"),
+        offset: 0,
+        hash_state: vec![],
+        parts: vec![],
+        created_at: 300,
+        updated_at: 300,
+        sealing: Some(sealing.clone()),
+    };
+    store.create_upload(&u).await.unwrap();
+    let back = store.get_upload(&id).await.unwrap().unwrap();
+    assert_eq!(back, u);
+    let open = back.sealing.as_ref().unwrap().open(&kek, &id, 0).unwrap();
+
+    hasher.update(b"hello");
+    let next = sealing.advanced(&open, &id, 5, &hasher, &[Run { first: 0, prefix: [4; 7] }], b"hello").unwrap();
+    let advanced =
+        UploadRecord { offset: 5, parts: vec!["000000-a".into()], updated_at: 400, sealing: Some(next), ..u.clone() };
+    assert!(store.advance_upload(&advanced, 0, 0).await.unwrap());
+    assert!(!store.advance_upload(&u, 0, 0).await.unwrap(), "compare-and-swap as before");
+    let back = store.get_upload(&id).await.unwrap().unwrap();
+    assert_eq!(back, advanced);
+    let reopened = back.sealing.as_ref().unwrap().open(&kek, &id, 5).unwrap();
+    assert_eq!(&reopened.tail[..], b"hello");
+
+    let stale = store.stale_uploads(401).await.unwrap();
+    assert_eq!(stale.iter().find(|s| s.id == id), Some(&advanced));
+
+    // Back to no sealing (a plaintext session) clears it.
+    let plain =
+        UploadRecord { offset: 6, parts: vec!["000000-a".into(), "000001-b".into()], sealing: None, ..advanced };
+    assert!(store.advance_upload(&plain, 5, 1).await.unwrap());
+    assert_eq!(store.get_upload(&id).await.unwrap().unwrap(), plain);
+    assert!(store.delete_upload(&id).await.unwrap());
+}
+
 async fn suite(store: &dyn MetadataStore) {
     store.ping().await.unwrap();
     blobs_and_links(store).await;
@@ -225,6 +596,12 @@ async fn suite(store: &dyn MetadataStore) {
     catalog(store).await;
     upload_sessions(store).await;
     concurrent_writers(store).await;
+    repository_key_names(store).await;
+    blob_copies(store).await;
+    rewrapping(store).await;
+    key_records(store).await;
+    redundant_plaintext(store).await;
+    sealed_upload_sessions(store).await;
 }
 
 #[tokio::test]
@@ -268,7 +645,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 2, "each migration recorded once");
+        assert_eq!(versions, 3, "each migration recorded once");
     })
     .await;
 

@@ -1,0 +1,158 @@
+//! [`open_stream`]: the sealed segments of a byte range in, the plaintext of that range out.
+
+use std::ops::Range;
+
+use aws_lc_rs::aead::Aad;
+use berth_oci::Digest;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::format::{SEALED_SEGMENT, SEGMENT, TAG, cipher_span, nonce, sealed_len, segments};
+use super::{Dek, Run};
+use crate::blob::ByteStream;
+
+/// Opens `ciphertext`, which must be the object bytes [`cipher_span`] names for `range` of
+/// a `len`-byte blob `digest`, and yields exactly the plaintext of `range`. Any segment
+/// that does not open (altered, moved, from another blob, cut short, wrong key) ends the
+/// stream with an error before a byte of it is yielded, and is logged.
+pub fn open_stream(
+    ciphertext: ByteStream,
+    dek: Dek,
+    runs: Vec<Run>,
+    digest: Digest,
+    len: u64,
+    range: Range<u64>,
+) -> ByteStream {
+    let (segs, bytes) = cipher_span(&range, len);
+    let opener = Opener {
+        dek,
+        runs,
+        final_aad: digest.to_string().into_bytes(),
+        digest,
+        last: segments(len) - 1,
+        final_size: (sealed_len(len) - (segments(len) - 1) * SEALED_SEGMENT) as usize,
+        next: segs.start,
+        skip: (range.start - segs.start * SEGMENT) as usize,
+        remaining: range.end - range.start,
+        cipher_left: bytes.end - bytes.start,
+        pending: BytesMut::new(),
+        failed: false,
+    };
+    futures::stream::unfold((ciphertext, opener), |(mut input, mut opener)| async move {
+        if opener.failed {
+            return None;
+        }
+        loop {
+            match input.next().await {
+                Some(Ok(piece)) => match opener.feed(&piece) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Some((Ok(out), (input, opener))),
+                    Err(e) => {
+                        opener.failed = true;
+                        return Some((Err(e), (input, opener)));
+                    }
+                },
+                Some(Err(e)) => {
+                    opener.failed = true;
+                    return Some((Err(e), (input, opener)));
+                }
+                None if opener.remaining == 0 && opener.cipher_left == 0 && opener.pending.is_empty() => return None,
+                None => {
+                    opener.failed = true;
+                    let e = opener.fail("the stored object ends early (truncated)");
+                    return Some((Err(e), (input, opener)));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+struct Opener {
+    dek: Dek,
+    runs: Vec<Run>,
+    digest: Digest,
+    final_aad: Vec<u8>,
+    /// Index of the blob's last segment and its sealed size.
+    last: u64,
+    final_size: usize,
+    /// Index of the segment the pending bytes belong to.
+    next: u64,
+    /// Plaintext bytes of the first opened segment that precede the range.
+    skip: usize,
+    /// Plaintext bytes of the range not yet yielded.
+    remaining: u64,
+    /// Ciphertext bytes still expected.
+    cipher_left: u64,
+    pending: BytesMut,
+    failed: bool,
+}
+
+impl Opener {
+    fn segment_size(&self) -> usize {
+        if self.next == self.last { self.final_size } else { SEALED_SEGMENT as usize }
+    }
+
+    fn feed(&mut self, piece: &[u8]) -> std::io::Result<Bytes> {
+        if piece.len() as u64 > self.cipher_left {
+            return Err(self.fail("the stored object is longer than its record says"));
+        }
+        self.cipher_left -= piece.len() as u64;
+        let mut out = BytesMut::with_capacity(piece.len() + self.pending.len());
+        let mut rest = piece;
+        if !self.pending.is_empty() {
+            let want = self.segment_size() - self.pending.len();
+            let take = want.min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == self.segment_size() {
+                let sealed = std::mem::take(&mut self.pending);
+                self.open_into(&sealed, &mut out)?;
+            }
+        }
+        while !rest.is_empty() && rest.len() >= self.segment_size() {
+            let size = self.segment_size();
+            self.open_into(&rest[..size], &mut out)?;
+            rest = &rest[size..];
+        }
+        self.pending.extend_from_slice(rest);
+        let mut out = out.freeze();
+        if self.skip > 0 {
+            let skip = self.skip.min(out.len());
+            out = out.slice(skip..);
+            self.skip -= skip;
+        }
+        if out.len() as u64 > self.remaining {
+            out.truncate(self.remaining as usize);
+        }
+        self.remaining -= out.len() as u64;
+        Ok(out)
+    }
+
+    fn open_into(&mut self, sealed: &[u8], out: &mut BytesMut) -> std::io::Result<()> {
+        let index = self.next;
+        let last = index == self.last;
+        let prefix = *super::Run::prefix_of(&self.runs, index).map_err(|e| self.fail(&e.to_string()))?;
+        let nonce = nonce(&prefix, index, last).map_err(|e| self.fail(&e.to_string()))?;
+        let aad = if last { Aad::from(self.final_aad.as_slice()) } else { Aad::from(&[][..]) };
+        let (ct, tag) = sealed.split_at(sealed.len() - TAG);
+        let start = out.len();
+        out.resize(start + ct.len(), 0);
+        if self.dek.aead().open_separate_gather(nonce, aad, ct, tag, &mut out[start..]).is_err() {
+            out.truncate(start);
+            return Err(
+                self.fail(&format!("segment {index} does not open: altered, moved, or sealed with another key"))
+            );
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    fn fail(&self, what: &str) -> std::io::Error {
+        tracing::error!(blob.digest = %self.digest, error = what, "sealed blob failed its integrity check; the read was stopped");
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("blob {} failed its integrity check: {what}", self.digest),
+        )
+    }
+}
