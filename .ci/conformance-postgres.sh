@@ -13,6 +13,7 @@ dir=$(mktemp -d /tmp/berth-conformance-pg.XXXXXX)
 port=5300
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 
+BERTH_KEYS="default.1=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
 BERTH_METADATA__BACKEND=postgres \
 BERTH_METADATA__URL="${BERTH_TEST_POSTGRES_URL}?options=-csearch_path%3D${schema}" \
 BERTH_LOG__LEVEL=warn \

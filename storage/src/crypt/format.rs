@@ -41,7 +41,8 @@ pub fn plain_len(sealed: u64) -> Option<u64> {
     let rest = sealed % SEALED_SEGMENT;
     match rest {
         0 if full > 0 => Some(full * SEGMENT),
-        r if r >= TAG as u64 => Some(full * SEGMENT + r - TAG as u64),
+        // An empty final segment exists only as the whole of an empty blob.
+        r if r > TAG as u64 || (r == TAG as u64 && full == 0) => Some(full * SEGMENT + r - TAG as u64),
         _ => None,
     }
 }

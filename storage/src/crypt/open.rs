@@ -7,7 +7,7 @@ use berth_oci::Digest;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::format::{SEALED_SEGMENT, SEGMENT, TAG, cipher_span, nonce, sealed_len, segments};
+use super::format::{SEALED_SEGMENT, SEGMENT, cipher_span, nonce, sealed_len, segments};
 use super::{Dek, Run};
 use crate::blob::ByteStream;
 
@@ -44,7 +44,7 @@ pub fn open_stream(
         }
         loop {
             match input.next().await {
-                Some(Ok(piece)) => match opener.feed(&piece) {
+                Some(Ok(piece)) => match opener.feed(piece) {
                     Ok(out) if out.is_empty() => continue,
                     Ok(out) => return Some((Ok(out), (input, opener))),
                     Err(e) => {
@@ -64,6 +64,10 @@ pub fn open_stream(
                 }
             }
         }
+    })
+    .flat_map(|r: std::io::Result<Vec<Bytes>>| match r {
+        Ok(pieces) => futures::stream::iter(pieces.into_iter().map(Ok).collect::<Vec<_>>()),
+        Err(e) => futures::stream::iter(vec![Err(e)]),
     })
     .boxed()
 }
@@ -93,59 +97,71 @@ impl Opener {
         if self.next == self.last { self.final_size } else { SEALED_SEGMENT as usize }
     }
 
-    fn feed(&mut self, piece: &[u8]) -> std::io::Result<Bytes> {
+    /// Opens the segments `piece` completes, in place: the plaintext of each is moved down
+    /// over the tags before it (no copy of the piece, no zeroed buffers). Returns the
+    /// plaintext pieces, trimmed to the range.
+    fn feed(&mut self, piece: Bytes) -> std::io::Result<Vec<Bytes>> {
         if piece.len() as u64 > self.cipher_left {
             return Err(self.fail("the stored object is longer than its record says"));
         }
         self.cipher_left -= piece.len() as u64;
-        let mut out = BytesMut::with_capacity(piece.len() + self.pending.len());
-        let mut rest = piece;
+        let mut out = Vec::with_capacity(2);
+        let mut piece = piece.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         if !self.pending.is_empty() {
             let want = self.segment_size() - self.pending.len();
-            let take = want.min(rest.len());
-            self.pending.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
+            let head = piece.split_to(want.min(piece.len()));
+            self.pending.extend_from_slice(&head);
             if self.pending.len() == self.segment_size() {
-                let sealed = std::mem::take(&mut self.pending);
-                self.open_into(&sealed, &mut out)?;
+                let mut sealed = std::mem::take(&mut self.pending);
+                let n = self.open_at(&mut sealed, 0, 0)?;
+                sealed.truncate(n);
+                out.push(sealed.freeze());
             }
         }
-        while !rest.is_empty() && rest.len() >= self.segment_size() {
+        let (mut read, mut write) = (0, 0);
+        while piece.len() - read >= self.segment_size() && self.next <= self.last {
             let size = self.segment_size();
-            self.open_into(&rest[..size], &mut out)?;
-            rest = &rest[size..];
+            write += self.open_at(&mut piece[..read + size], read, write)?;
+            read += size;
         }
-        self.pending.extend_from_slice(rest);
-        let mut out = out.freeze();
-        if self.skip > 0 {
-            let skip = self.skip.min(out.len());
-            out = out.slice(skip..);
-            self.skip -= skip;
+        self.pending.extend_from_slice(&piece[read..]);
+        piece.truncate(write);
+        out.push(piece.freeze());
+        let mut trimmed = Vec::with_capacity(out.len());
+        for mut p in out {
+            if self.skip > 0 {
+                let skip = self.skip.min(p.len());
+                p = p.slice(skip..);
+                self.skip -= skip;
+            }
+            if p.len() as u64 > self.remaining {
+                p.truncate(self.remaining as usize);
+            }
+            self.remaining -= p.len() as u64;
+            if !p.is_empty() {
+                trimmed.push(p);
+            }
         }
-        if out.len() as u64 > self.remaining {
-            out.truncate(self.remaining as usize);
-        }
-        self.remaining -= out.len() as u64;
-        Ok(out)
+        Ok(trimmed)
     }
 
-    fn open_into(&mut self, sealed: &[u8], out: &mut BytesMut) -> std::io::Result<()> {
+    /// Opens the segment at `buf[read..]` (which ends where the segment ends) and moves its
+    /// plaintext to `buf[write..]`. Returns the plaintext length.
+    fn open_at(&mut self, buf: &mut [u8], read: usize, write: usize) -> std::io::Result<usize> {
         let index = self.next;
         let last = index == self.last;
         let prefix = *super::Run::prefix_of(&self.runs, index).map_err(|e| self.fail(&e.to_string()))?;
         let nonce = nonce(&prefix, index, last).map_err(|e| self.fail(&e.to_string()))?;
         let aad = if last { Aad::from(self.final_aad.as_slice()) } else { Aad::from(&[][..]) };
-        let (ct, tag) = sealed.split_at(sealed.len() - TAG);
-        let start = out.len();
-        out.resize(start + ct.len(), 0);
-        if self.dek.aead().open_separate_gather(nonce, aad, ct, tag, &mut out[start..]).is_err() {
-            out.truncate(start);
-            return Err(
-                self.fail(&format!("segment {index} does not open: altered, moved, or sealed with another key"))
-            );
+        match self.dek.aead().open_within(nonce, aad, &mut buf[write..], read - write..) {
+            Ok(plain) => {
+                self.next += 1;
+                Ok(plain.len())
+            }
+            Err(_) => {
+                Err(self.fail(&format!("segment {index} does not open: altered, moved, or sealed with another key")))
+            }
         }
-        self.next += 1;
-        Ok(())
     }
 
     fn fail(&self, what: &str) -> std::io::Error {
