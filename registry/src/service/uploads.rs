@@ -58,7 +58,11 @@ impl Registry {
     /// Creates `repo` with key `key` unless it exists; fails when it exists with another key
     /// (it was created meanwhile), so a blob is never linked where it cannot be read.
     pub(crate) async fn ensure_repository(&self, repo: &RepoName, key: Option<&str>) -> ApiResult<()> {
-        let actual = self.meta.create_repository(repo, key).await?;
+        // Read first: creating is a write transaction (an fsync on SQLite), needed once.
+        let actual = match self.meta.repository_key(repo).await? {
+            Some(actual) => actual,
+            None => self.meta.create_repository(repo, key).await?,
+        };
         // Also refused: a plaintext upload into a repository that got a key meanwhile
         // (`berth keys encrypt-existing`), whose plaintext may be deleted at any moment.
         if actual.as_deref() == key {
