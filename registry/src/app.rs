@@ -127,7 +127,7 @@ async fn prepare_default_key(registry: &Registry, config: &Config) -> Result<(),
         return Ok(());
     }
     let name = &crypt.default_key;
-    let keys = registry.meta.keys().await.map_err(|e| StartError::Keys(e.to_string()))?;
+    let keys = registry.meta.keys(false).await.map_err(|e| StartError::Keys(e.to_string()))?;
     let recorded = keys.iter().any(|k| &k.name == name && k.state == KeyState::Active);
     let in_ring = crypt.ring.all().iter().any(|k| k.name() == name);
     if !recorded && !in_ring {

@@ -57,7 +57,7 @@ impl Encryption {
         if self.verified.lock().map(|v| v.contains(id)).unwrap_or(false) {
             return Ok(kek);
         }
-        let recorded = meta.keys().await?.into_iter().find(|k| k.id == id);
+        let recorded = meta.keys(false).await?.into_iter().find(|k| k.id == id);
         match recorded {
             Some(rec) if rec.check_value != kek.check_value()? => {
                 tracing::error!(key.id = id, "key material differs from the material this key id was first used with");
@@ -80,7 +80,7 @@ impl Encryption {
         {
             return Ok(kek);
         }
-        let keys = meta.keys().await?;
+        let keys = meta.keys(false).await?;
         let id = match keys.iter().find(|k| k.name == name && k.state == KeyState::Active) {
             Some(k) => k.id.clone(),
             None => adopt(meta, &self.ring, name, &keys).await?.id().to_owned(),

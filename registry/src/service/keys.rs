@@ -46,7 +46,7 @@ impl Registry {
     /// Every key recorded or in the ring, with state, use and source.
     pub async fn list_keys(&self) -> ApiResult<Vec<KeyListing>> {
         let ring = self.crypt.ring.all();
-        let recorded = self.meta.keys().await?;
+        let recorded = self.meta.keys(true).await?;
         let source = |id: &str| ring.iter().find(|k| k.id() == id).map(|k| k.source().to_string());
         let mut out: Vec<KeyListing> = recorded
             .iter()
@@ -77,7 +77,7 @@ impl Registry {
     /// Creates key `name` (for repositories that choose it): its first version is taken
     /// from the key ring if there, else generated into the key folder; made active.
     pub async fn create_key(&self, name: &str) -> ApiResult<String> {
-        if self.meta.keys().await?.iter().any(|k| k.name == name) {
+        if self.meta.keys(false).await?.iter().any(|k| k.name == name) {
             return Err(ApiError::Unsupported(format!("key {name} exists; use `berth keys rotate --key {name}`")));
         }
         if !self.crypt.ring.all().iter().any(|k| k.name() == name) {
@@ -91,7 +91,7 @@ impl Registry {
     /// ring if it is newer than every recorded one, else generated into the key folder.
     /// Waits out the other processes' cache of the active key first (`settle`).
     pub async fn rotate_key(&self, name: &str, settle: Duration, progress: &dyn Fn(u64)) -> ApiResult<Rotation> {
-        let recorded = self.meta.keys().await?;
+        let recorded = self.meta.keys(false).await?;
         let newest_recorded = recorded
             .iter()
             .filter(|k| k.name == name)
@@ -111,7 +111,7 @@ impl Registry {
         tokio::time::sleep(settle).await;
         let old: Vec<KeyRecord> = self
             .meta
-            .keys()
+            .keys(false)
             .await?
             .into_iter()
             .filter(|k| k.name == name && k.id != next.id() && k.state != KeyState::Retired)

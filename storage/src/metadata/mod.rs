@@ -97,9 +97,9 @@ pub struct KeyRecord {
     /// [`crate::crypt::Kek::check_value`] of the material first used under this id.
     pub check_value: String,
     pub created_at: i64,
-    /// Blob copies whose data key it wraps (filled in by [`MetadataStore::keys`]).
+    /// Blob copies whose data key it wraps (filled in by [`MetadataStore::keys`] on request).
     pub blobs: u64,
-    /// Upload sessions whose data key it wraps (filled in by [`MetadataStore::keys`]).
+    /// Upload sessions whose data key it wraps (filled in by [`MetadataStore::keys`] on request).
     pub uploads: u64,
 }
 
@@ -221,8 +221,9 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Records that the plaintext object of `digest` is gone, if it is still redundant.
     async fn drop_plaintext(&self, digest: &Digest) -> Result<bool>;
 
-    /// Every key recorded, with how many blobs and uploads each wraps.
-    async fn keys(&self) -> Result<Vec<KeyRecord>>;
+    /// Every key recorded; with `counts`, how many blobs and uploads each wraps (a scan of
+    /// the copies: for listings, not request paths; without, both read 0).
+    async fn keys(&self, counts: bool) -> Result<Vec<KeyRecord>>;
     /// Records a new key (state as given); `false` when the id exists.
     async fn add_key(&self, key: &KeyRecord) -> Result<bool>;
     /// Makes `id` the active key of its name; the previously active one becomes inactive.

@@ -901,15 +901,19 @@ impl MetadataStore for PostgresStore {
         })
     }
 
-    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+    async fn keys(&self, counts: bool) -> Result<Vec<KeyRecord>> {
         let client = self.client().await?;
+        let counted = if counts {
+            "(SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
+             (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id)"
+        } else {
+            "0::bigint, 0::bigint"
+        };
         let stmt = client
-            .prepare_cached(
-                "SELECT k.id, k.name, k.state, k.check_value, k.created_at, \
-                 (SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
-                 (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id) \
-                 FROM keys k ORDER BY k.name COLLATE \"C\", k.created_at, k.id COLLATE \"C\"",
-            )
+            .prepare_cached(&format!(
+                "SELECT k.id, k.name, k.state, k.check_value, k.created_at, {counted} \
+                 FROM keys k ORDER BY k.name COLLATE \"C\", k.created_at, k.id COLLATE \"C\""
+            ))
             .await?;
         let rows = client.query(&stmt, &[]).await?;
         rows.iter()
@@ -928,8 +932,8 @@ impl MetadataStore for PostgresStore {
     }
 
     async fn add_key(&self, key: &KeyRecord) -> Result<bool> {
-        // No conflict target, as in SQLite: an id that exists, or a second active key of the
-        // name (the keys_one_active index), inserts nothing.
+        // Only an existing id is a conflict; a second active key of a name (the
+        // keys_one_active index) is an error.
         let n = self
             .client()
             .await?

@@ -685,13 +685,18 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+    async fn keys(&self, counts: bool) -> Result<Vec<KeyRecord>> {
         self.with_conn(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT k.id, k.name, k.state, k.check_value, k.created_at, \
-                 (SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
-                 (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id) FROM keys k ORDER BY k.name, k.created_at, k.id",
-            )?;
+            let counted = if counts {
+                "(SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
+                 (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id)"
+            } else {
+                "0, 0"
+            };
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT k.id, k.name, k.state, k.check_value, k.created_at, {counted} \
+                 FROM keys k ORDER BY k.name, k.created_at, k.id"
+            ))?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,

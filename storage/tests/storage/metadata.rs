@@ -248,7 +248,7 @@ fn key_record(id: &str, state: KeyState) -> KeyRecord {
 
 /// The key records whose name is `name`, in the store's order.
 async fn keys_named(store: &dyn MetadataStore, name: &str) -> Vec<KeyRecord> {
-    store.keys().await.unwrap().into_iter().filter(|k| k.name == name).collect()
+    store.keys(true).await.unwrap().into_iter().filter(|k| k.name == name).collect()
 }
 
 /// A repository's key is fixed at creation; a plaintext one may be given a key once.
