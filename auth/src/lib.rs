@@ -7,6 +7,10 @@
 //!
 //! Invariants: pure logic, no I/O; the registry loads records and passes them in.
 
+pub mod credentials;
+pub mod policy;
+pub mod token;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::http::middleware_peer;
+use crate::http::{middleware_peer, middleware_secure};
 
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -90,6 +90,7 @@ async fn connection(
     }
     let service = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(middleware_peer(peer));
+        req.extensions_mut().insert(middleware_secure(false));
         req
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

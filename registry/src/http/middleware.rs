@@ -19,6 +19,11 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Whether the connection is TLS (inserted by the server for each connection): the
+/// `aws:SecureTransport` condition key, and the scheme of the token realm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secure(pub bool);
+
 /// A request id from the client is kept when it is short and printable; else one is made.
 fn request_id(req: &Request) -> String {
     req.headers()

@@ -118,6 +118,11 @@ pub fn middleware_peer(addr: std::net::SocketAddr) -> middleware::PeerAddr {
     middleware::PeerAddr(addr)
 }
 
+/// Whether the connection is TLS, as a request extension (set by the server).
+pub fn middleware_secure(tls: bool) -> middleware::Secure {
+    middleware::Secure(tls)
+}
+
 /// The route of a request, parsed once by the middleware.
 #[derive(Clone)]
 pub(crate) struct ParsedRoute(pub Result<Route, ApiError>);

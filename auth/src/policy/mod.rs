@@ -1,0 +1,1 @@
+//! IAM-style policy documents (being written).
