@@ -4,6 +4,11 @@
 //! against the same test suite (`storage/tests/storage/metadata.rs`): [`sqlite::SqliteStore`]
 //! (an embedded file, one process) and [`postgres::PostgresStore`] (a server shared by
 //! replicas). Every method is one transaction.
+//!
+//! Besides the registry's content, the store keeps what authentication and authorization
+//! read: users, access keys (their secrets only as digests), policy documents attached to a
+//! user, an access key, a repository or the whole registry, repository tags (the condition
+//! keys of resource policies), and the token service's signing keys.
 
 pub mod postgres;
 pub mod sqlite;
@@ -162,6 +167,168 @@ pub enum Change {
     Unknown,
 }
 
+/// A person or service that signs in with a password and/or access keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Unique; what policies and access keys are attached to.
+    pub name: String,
+    /// argon2id PHC string; None: no password login (access keys only).
+    pub password_hash: Option<String>,
+    /// A disabled user cannot sign in by any means, but keeps its keys and policies, so
+    /// enabling it again restores exactly what it had.
+    pub disabled: bool,
+    /// Unix seconds; shown in listings.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // A password hash can be attacked offline: it never goes to a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// An access key: its id is public, its secret is kept only as a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// Public, unique across users; a request names it to say which secret signed it.
+    pub id: String,
+    /// The owner: the key acts as this user (narrowed by the key's own policies).
+    pub user: String,
+    /// SHA-256 hex of the secret. The secret is random and long, so a fast digest suffices
+    /// and keeps checking a key cheap on every request; a leaked digest does not sign in.
+    pub secret_digest: String,
+    /// Disabled keys stay listed (and keep their policies) but do not authenticate.
+    pub disabled: bool,
+    /// Unix seconds; shown in listings, and tells an operator which keys are old.
+    pub created_at: i64,
+}
+
+/// What a policy is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyTarget {
+    /// An identity policy of a user; applies to every request the user makes.
+    User(String),
+    /// An identity policy of one access key; applies to requests signed with it.
+    AccessKey(String),
+    /// A resource policy of a repository (which need not exist yet).
+    Repository(RepoName),
+    /// The resource policy of the whole registry.
+    Registry,
+}
+
+impl PolicyTarget {
+    /// The `target_kind` column: which namespace [`PolicyTarget::column`] is in.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            PolicyTarget::User(_) => "user",
+            PolicyTarget::AccessKey(_) => "access_key",
+            PolicyTarget::Repository(_) => "repository",
+            PolicyTarget::Registry => "registry",
+        }
+    }
+
+    /// The `target` column: the user's name, the key's id, the repository's name, or empty
+    /// for the registry (part of the primary key, so never NULL).
+    pub(crate) fn column(&self) -> &str {
+        match self {
+            PolicyTarget::User(name) | PolicyTarget::AccessKey(name) => name,
+            PolicyTarget::Repository(repo) => repo.as_str(),
+            PolicyTarget::Registry => "",
+        }
+    }
+
+    /// The target read back from its two columns; anything else means the data is corrupt.
+    pub(crate) fn from_columns(kind: &str, target: String) -> Result<PolicyTarget> {
+        match kind {
+            "user" => Ok(PolicyTarget::User(target)),
+            "access_key" => Ok(PolicyTarget::AccessKey(target)),
+            "repository" => target
+                .parse()
+                .map(PolicyTarget::Repository)
+                .map_err(|e| crate::Error::Corrupt(format!("policy target repository {target:?}: {e}"))),
+            "registry" => Ok(PolicyTarget::Registry),
+            other => Err(crate::Error::Corrupt(format!("policy target kind {other:?}"))),
+        }
+    }
+
+    /// The order [`PolicySet`] lists policies in: users before keys, the repository before
+    /// the registry, each by name.
+    fn rank(&self) -> u8 {
+        match self {
+            PolicyTarget::User(_) => 0,
+            PolicyTarget::AccessKey(_) => 1,
+            PolicyTarget::Repository(_) => 2,
+            PolicyTarget::Registry => 3,
+        }
+    }
+}
+
+/// The name of a repository's or the registry's policy: each holds one, as in ECR
+/// (`SetRepositoryPolicy`, `PutRegistryPolicy`), while users and keys may hold several.
+pub const RESOURCE_POLICY: &str = "policy";
+
+/// A stored policy document (validated by the caller before it is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// What it is attached to: decides whether it is an identity or a resource policy.
+    pub target: PolicyTarget,
+    /// Unique per target; [`RESOURCE_POLICY`] for repositories and the registry.
+    pub name: String,
+    /// The policy JSON as the caller stored it, so it reads back as written.
+    pub document: String,
+    /// Unix seconds of the last put; shown in listings.
+    pub updated_at: i64,
+}
+
+/// Everything the evaluation of one request needs, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicySet {
+    /// The user's and the access key's inline policies (the user's first, each by name).
+    pub identity: Vec<PolicyRecord>,
+    /// The repository's policy and the registry policy (in that order).
+    pub resource: Vec<PolicyRecord>,
+    /// The repository's tags (ecr:ResourceTag/<key> condition keys).
+    pub resource_tags: BTreeMap<String, String>,
+}
+
+impl PolicySet {
+    /// Puts the policies in the documented order, whatever order the database returned.
+    pub(crate) fn sort(&mut self) {
+        for list in [&mut self.identity, &mut self.resource] {
+            list.sort_by(|a, b| (a.target.rank(), &a.name).cmp(&(b.target.rank(), &b.name)));
+        }
+    }
+}
+
+/// The token service's signing key (PKCS#8 DER of an ES256 key pair).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// The JWT `kid`: which key signed a token, so that verifiers pick the right one.
+    pub kid: String,
+    /// The private key: stored here so every replica signs with the same key and tokens
+    /// survive restarts.
+    pub pkcs8: Vec<u8>,
+    /// Unix seconds; orders keys oldest first.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    // Key material never goes to a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("pkcs8", &format_args!("<{} bytes>", self.pkcs8.len()))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
 /// The registry's records. Implementations must make each method atomic.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
@@ -258,6 +425,64 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
     /// Sessions with no activity since `updated_before` (unix seconds).
     async fn stale_uploads(&self, updated_before: i64) -> Result<Vec<UploadRecord>>;
+
+    // Authentication and authorization records. Names and ids are opaque strings here: the
+    // caller validates them (and policy documents) before they are stored.
+
+    /// Creates a user; false when the name is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<bool>;
+    /// The user named `name`, to check a sign-in.
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// Disables or enables a user (keeping its keys and policies); false when there is no
+    /// such user.
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
+    /// Replaces (or with `None` removes) the user's password hash; false when there is no
+    /// such user.
+    async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool>;
+    /// Removes a user with its access keys and its and its keys' policies; false when absent.
+    /// Nothing of the user survives, so a new user of the same name starts empty.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
+    /// Records a new access key; false when its user does not exist (or the id is taken).
+    async fn create_access_key(&self, key: &AccessKeyRecord) -> Result<bool>;
+    /// The key with this id, to check a request that names it.
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>>;
+    /// Access keys of one user, or of everyone, by user then id.
+    async fn access_keys(&self, user: Option<&str>) -> Result<Vec<AccessKeyRecord>>;
+    /// Disables or enables a key (keeping its policies); false when there is no such key.
+    async fn set_access_key_disabled(&self, id: &str, disabled: bool) -> Result<bool>;
+    /// Removes an access key and its policies; false when absent.
+    async fn delete_access_key(&self, id: &str) -> Result<bool>;
+    /// Stores (insert or replace) a policy; for a User/AccessKey target, false when the
+    /// user/key does not exist, so no policy outlives its owner. Repository targets need not
+    /// exist yet (a policy may be set before the first push). Repositories and the registry
+    /// hold one policy each, by convention named [`RESOURCE_POLICY`]; the store does not
+    /// enforce it, and [`MetadataStore::policies_for_request`] returns whatever is attached.
+    async fn put_policy(&self, target: &PolicyTarget, name: &str, document: &str) -> Result<bool>;
+    /// Removes one policy; false when there was none.
+    async fn delete_policy(&self, target: &PolicyTarget, name: &str) -> Result<bool>;
+    /// Policies attached to one target, by name.
+    async fn policies(&self, target: &PolicyTarget) -> Result<Vec<PolicyRecord>>;
+    /// One read for a request: inline policies of `user` and `access_key` (either may be
+    /// None: anonymous, or a password login), the policy of `repo` (when Some) and the
+    /// registry policy, and `repo`'s tags. Cheap: it runs on every request that carries
+    /// credentials, so it is one statement (one round trip, one snapshot) in both stores.
+    async fn policies_for_request(
+        &self,
+        user: Option<&str>,
+        access_key: Option<&str>,
+        repo: Option<&RepoName>,
+    ) -> Result<PolicySet>;
+    /// Repository tags (ECR's TagResource), by key. Kept by name, not by repository row, so
+    /// a repository may be tagged before its first push.
+    async fn repository_tags(&self, repo: &RepoName) -> Result<BTreeMap<String, String>>;
+    /// Sets `set` and then removes `remove` in one transaction (a key in both ends removed),
+    /// so a policy condition never sees half an edit.
+    async fn tag_repository(&self, repo: &RepoName, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()>;
+    /// Records `candidate` as the token signing key unless one is recorded already, and
+    /// returns every recorded key, oldest first: replicas starting at once agree on one key.
+    async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>>;
 }
 
 /// A digest read back from the database; a bad one means the stored data is corrupt.

@@ -1,6 +1,6 @@
 //! [`PostgresStore`]: the metadata store in PostgreSQL, shared by several Berth replicas.
 //!
-//! The same tables as SQLite (`postgres_v1.sql`, `postgres_v3.sql`), reached through a pool of
+//! The same tables as SQLite (`postgres_v1.sql`, `postgres_v3.sql`, `postgres_v4.sql`), reached through a pool of
 //! `tokio-postgres` connections (`deadpool-postgres`). Names, tags and digests are
 //! `COLLATE "C"`, so listings sort and paginate by bytes exactly as SQLite does.
 //!
@@ -37,6 +37,15 @@
 //!   before reading states: concurrent activations run one after another instead of failing
 //!   the one-active-per-name index, and a retirement never overwrites an activation it did
 //!   not see.
+//! - No policy outlives its user or access key. `put_policy` for a user or key, and
+//!   `create_access_key`, take `FOR KEY SHARE` on the owner's row before writing; deleting the
+//!   owner locks that row for deletion first (waiting for those writers to commit), then
+//!   deletes what hangs off it in new statements, whose snapshots see what they wrote. A
+//!   writer that waited instead finds the row gone and writes nothing. The shared lock does
+//!   not conflict with disabling or a password change.
+//! - `ensure_signing_key` locks `signing_keys` (EXCLUSIVE: readers pass, writers queue) before
+//!   it checks for a key, so of replicas starting at once the first records its candidate and
+//!   the others, checking after it committed, find it.
 //!
 //! SERIALIZABLE would give the same outcomes with less reasoning, but would abort and retry
 //! pushes that merely read the same rows (every push of a popular base layer), and all
@@ -50,7 +59,7 @@
 //! wait, then find nothing left to do. DDL in PostgreSQL is transactional, so a failed
 //! migration leaves no half-made schema.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -68,8 +77,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RequiredContent,
-    RetireRefused, UploadRecord, check_reference, db_size, parse_digest, size_of, unix_now,
+    AccessKeyRecord, BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, PolicyRecord,
+    PolicySet, PolicyTarget, Referrer, RequiredContent, RetireRefused, SigningKeyRecord, UploadRecord, UserRecord,
+    check_reference, db_size, parse_digest, size_of, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
@@ -91,8 +101,12 @@ const ATTEMPTS: u32 = 5;
 const MIGRATION_LOCK: i64 = 0x6265_7274_682d_6d64;
 
 /// Schema versions, applied in order, each once. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("postgres_v1.sql")), (2, include_str!("postgres_v2.sql")), (3, include_str!("postgres_v3.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("postgres_v1.sql")),
+    (2, include_str!("postgres_v2.sql")),
+    (3, include_str!("postgres_v3.sql")),
+    (4, include_str!("postgres_v4.sql")),
+];
 
 /// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
 const CHANGES_CHANNEL: &str = "berth_manifests";
@@ -348,6 +362,48 @@ fn check_references(required: &[RequiredContent], found: &[tokio_postgres::Row])
 fn digests(required: &[RequiredContent]) -> Vec<String> {
     required.iter().map(|r| r.digest.to_string()).collect()
 }
+
+const USER_COLUMNS: &str = "name, password_hash, disabled, created_at";
+
+fn user_record(row: &tokio_postgres::Row) -> Result<UserRecord> {
+    Ok(UserRecord {
+        name: row.try_get(0)?,
+        password_hash: row.try_get(1)?,
+        disabled: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+    })
+}
+
+const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at";
+
+fn access_key_record(row: &tokio_postgres::Row) -> Result<AccessKeyRecord> {
+    Ok(AccessKeyRecord {
+        id: row.try_get(0)?,
+        user: row.try_get(1)?,
+        secret_digest: row.try_get(2)?,
+        disabled: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+    })
+}
+
+const POLICY_COLUMNS: &str = "target_kind, target, name, document, updated_at";
+
+fn policy_record(row: &tokio_postgres::Row) -> Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        target: PolicyTarget::from_columns(row.try_get(0)?, row.try_get(1)?)?,
+        name: row.try_get(2)?,
+        document: row.try_get(3)?,
+        updated_at: row.try_get(4)?,
+    })
+}
+
+/// The policies and tags one request needs, as policy rows: `$1` the user, `$2` the access
+/// key, `$3` the repository (each may be NULL, which matches nothing). Tags come back as rows
+/// of kind `tag` with the key in `target` and the value in `name`.
+const POLICIES_FOR_REQUEST: &str = "SELECT target_kind, target, name, document, updated_at FROM policies \
+    WHERE (target_kind = 'user' AND target = $1::text) OR (target_kind = 'access_key' AND target = $2::text) \
+    OR (target_kind = 'repository' AND target = $3::text) OR (target_kind = 'registry' AND target = '') \
+    UNION ALL SELECT 'tag', key, value, '', 0::bigint FROM repository_tags WHERE repository = $3::text";
 
 #[async_trait]
 impl MetadataStore for PostgresStore {
@@ -1007,6 +1063,260 @@ impl MetadataStore for PostgresStore {
                     }
                 }
             }
+        })
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING"),
+                &[&user.name, &user.password_hash, &user.disabled, &user.created_at],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1")).await?;
+        client.query_opt(&stmt, &[&name]).await?.as_ref().map(user_record).transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name COLLATE \"C\"")).await?;
+        client.query(&stmt, &[]).await?.iter().map(user_record).collect()
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let n =
+            self.client().await?.execute("UPDATE users SET disabled = $2 WHERE name = $1", &[&name, &disabled]).await?;
+        Ok(n > 0)
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("UPDATE users SET password_hash = $2 WHERE name = $1", &[&name, &password_hash])
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        transaction!(self, |tx| {
+            // Locked for deletion first: a `create_access_key` or `put_policy` for this user
+            // that holds its share lock commits before this goes on; one that comes later
+            // waits, then finds the user gone.
+            let locked = tx.query_opt("SELECT 1 FROM users WHERE name = $1 FOR UPDATE", &[&name]).await?;
+            if locked.is_some() {
+                // The keys' rows are locked by their deletion, after any `put_policy` on them
+                // commits; the policies are deleted in a later statement, which sees its policy.
+                let keys: Vec<String> = tx
+                    .query("DELETE FROM access_keys WHERE user_name = $1 RETURNING id", &[&name])
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, _>>()?;
+                tx.execute(
+                    "DELETE FROM policies WHERE (target_kind = 'user' AND target = $1) \
+                     OR (target_kind = 'access_key' AND target = ANY($2))",
+                    &[&name, &keys],
+                )
+                .await?;
+                tx.execute("DELETE FROM users WHERE name = $1", &[&name]).await?;
+            }
+            locked.is_some()
+        })
+    }
+
+    async fn create_access_key(&self, key: &AccessKeyRecord) -> Result<bool> {
+        transaction!(self, |tx| {
+            // Shared-locked until commit: a `delete_user` waits for this key, then deletes it.
+            let user = tx.query_opt("SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE", &[&key.user]).await?;
+            if user.is_none() {
+                false
+            } else {
+                let n = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (id) DO NOTHING"
+                        ),
+                        &[&key.id, &key.user, &key.secret_digest, &key.disabled, &key.created_at],
+                    )
+                    .await?;
+                n > 0
+            }
+        })
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached(&format!("SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE id = $1")).await?;
+        client.query_opt(&stmt, &[&id]).await?.as_ref().map(access_key_record).transpose()
+    }
+
+    async fn access_keys(&self, user: Option<&str>) -> Result<Vec<AccessKeyRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE $1::text IS NULL OR user_name = $1 \
+                 ORDER BY user_name COLLATE \"C\", id COLLATE \"C\""
+            ))
+            .await?;
+        client.query(&stmt, &[&user]).await?.iter().map(access_key_record).collect()
+    }
+
+    async fn set_access_key_disabled(&self, id: &str, disabled: bool) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("UPDATE access_keys SET disabled = $2 WHERE id = $1", &[&id, &disabled])
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_access_key(&self, id: &str) -> Result<bool> {
+        transaction!(self, |tx| {
+            // The row's deletion waits for a `put_policy` holding its share lock; the policies'
+            // deletion, a later statement, then sees that policy.
+            let deleted = tx.execute("DELETE FROM access_keys WHERE id = $1", &[&id]).await?;
+            if deleted > 0 {
+                tx.execute("DELETE FROM policies WHERE target_kind = 'access_key' AND target = $1", &[&id]).await?;
+            }
+            deleted > 0
+        })
+    }
+
+    async fn put_policy(&self, target: &PolicyTarget, name: &str, document: &str) -> Result<bool> {
+        let owner = match target {
+            PolicyTarget::User(user) => Some(("SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE", user)),
+            PolicyTarget::AccessKey(id) => Some(("SELECT 1 FROM access_keys WHERE id = $1 FOR KEY SHARE", id)),
+            PolicyTarget::Repository(_) | PolicyTarget::Registry => None,
+        };
+        transaction!(self, |tx| {
+            // The owner stays locked until commit: its deletion waits, then deletes this policy.
+            let owned = match owner {
+                Some((sql, key)) => tx.query_opt(sql, &[key]).await?.is_some(),
+                None => true,
+            };
+            if owned {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (target_kind, target, name) DO UPDATE SET document = excluded.document, \
+                         updated_at = excluded.updated_at"
+                    ),
+                    &[&target.kind(), &target.column(), &name, &document, &unix_now()],
+                )
+                .await?;
+            }
+            owned
+        })
+    }
+
+    async fn delete_policy(&self, target: &PolicyTarget, name: &str) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM policies WHERE target_kind = $1 AND target = $2 AND name = $3",
+                &[&target.kind(), &target.column(), &name],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn policies(&self, target: &PolicyTarget) -> Result<Vec<PolicyRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS} FROM policies WHERE target_kind = $1 AND target = $2 \
+                 ORDER BY name COLLATE \"C\""
+            ))
+            .await?;
+        client.query(&stmt, &[&target.kind(), &target.column()]).await?.iter().map(policy_record).collect()
+    }
+
+    async fn policies_for_request(
+        &self,
+        user: Option<&str>,
+        access_key: Option<&str>,
+        repo: Option<&RepoName>,
+    ) -> Result<PolicySet> {
+        // One statement: one round trip and one snapshot.
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(POLICIES_FOR_REQUEST).await?;
+        let rows = client.query(&stmt, &[&user, &access_key, &repo.map(RepoName::as_str)]).await?;
+        let mut set = PolicySet::default();
+        for row in &rows {
+            if row.try_get::<_, &str>(0)? == "tag" {
+                set.resource_tags.insert(row.try_get(1)?, row.try_get(2)?);
+                continue;
+            }
+            let policy = policy_record(row)?;
+            match policy.target {
+                PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => set.identity.push(policy),
+                PolicyTarget::Repository(_) | PolicyTarget::Registry => set.resource.push(policy),
+            }
+        }
+        set.sort();
+        Ok(set)
+    }
+
+    async fn repository_tags(&self, repo: &RepoName) -> Result<BTreeMap<String, String>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT key, value FROM repository_tags WHERE repository = $1").await?;
+        let rows = client.query(&stmt, &[&repo.as_str()]).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    async fn tag_repository(&self, repo: &RepoName, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+        // Keys in sorted order (a BTreeMap's), so two edits of the same keys lock them in the
+        // same order.
+        let keys: Vec<&str> = set.keys().map(String::as_str).collect();
+        let values: Vec<&str> = set.values().map(String::as_str).collect();
+        transaction!(self, |tx| {
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO repository_tags (repository, key, value) \
+                     SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t (k, v) \
+                     ON CONFLICT (repository, key) DO UPDATE SET value = excluded.value",
+                    &[&repo.as_str(), &keys, &values],
+                )
+                .await?;
+            }
+            if !remove.is_empty() {
+                tx.execute(
+                    "DELETE FROM repository_tags WHERE repository = $1 AND key = ANY($2)",
+                    &[&repo.as_str(), &remove],
+                )
+                .await?;
+            }
+        })
+    }
+
+    async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>> {
+        transaction!(self, |tx| {
+            // Writers queue here; each later statement's snapshot sees what the one before
+            // committed, so only the first inserts.
+            tx.batch_execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE").await?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, pkcs8, created_at) SELECT $1, $2, $3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+                &[&candidate.kid, &candidate.pkcs8, &candidate.created_at],
+            )
+            .await?;
+            tx.query("SELECT kid, pkcs8, created_at FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"", &[])
+                .await?
+                .iter()
+                .map(|r| Ok(SigningKeyRecord { kid: r.try_get(0)?, pkcs8: r.try_get(1)?, created_at: r.try_get(2)? }))
+                .collect::<Result<Vec<_>>>()?
         })
     }
 }

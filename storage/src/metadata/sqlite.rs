@@ -4,6 +4,7 @@
 //! blocking pool. Writes take the lock up front (`BEGIN IMMEDIATE`) so two writers never
 //! deadlock upgrading a read lock. `synchronous=FULL`: a 201 means the record is on disk.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +14,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 
 use super::{
-    BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, Referrer, RetireRefused,
-    UploadRecord, check_reference, db_size, parse_digest, size_of, unix_now,
+    AccessKeyRecord, BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, PolicyRecord,
+    PolicySet, PolicyTarget, Referrer, RetireRefused, SigningKeyRecord, UploadRecord, UserRecord, check_reference,
+    db_size, parse_digest, size_of, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
@@ -23,7 +25,8 @@ use crate::error::{Error, Result};
 const POOL_SIZE: usize = 4;
 
 /// Schema versions, applied in order, each once. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sqlite_v1.sql")), (2, include_str!("sqlite_v2.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("sqlite_v1.sql")), (2, include_str!("sqlite_v2.sql")), (3, include_str!("sqlite_v3.sql"))];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -177,6 +180,44 @@ const COPY_COLUMNS: &str = "c.key_name, c.object, b.size, c.kek, c.wrapped, c.ru
 
 fn copy_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CopyRow> {
     Ok((row.get(at)?, row.get(at + 1)?, row.get(at + 2)?, row.get(at + 3)?, row.get(at + 4)?, row.get(at + 5)?))
+}
+
+const USER_COLUMNS: &str = "name, password_hash, disabled, created_at";
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord { name: row.get(0)?, password_hash: row.get(1)?, disabled: row.get(2)?, created_at: row.get(3)? })
+}
+
+const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at";
+
+fn access_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
+    Ok(AccessKeyRecord {
+        id: row.get(0)?,
+        user: row.get(1)?,
+        secret_digest: row.get(2)?,
+        disabled: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+/// A policy's columns as read: target kind, target, name, document, updated_at.
+type PolicyRow = (String, String, String, String, i64);
+
+const POLICY_COLUMNS: &str = "target_kind, target, name, document, updated_at";
+
+fn policy_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+fn policy_record(row: PolicyRow) -> Result<PolicyRecord> {
+    let (kind, target, name, document, updated_at) = row;
+    Ok(PolicyRecord { target: PolicyTarget::from_columns(&kind, target)?, name, document, updated_at })
+}
+
+/// Deletes the policies of `kind` attached to `target`.
+fn delete_policies_of(tx: &rusqlite::Transaction<'_>, kind: &str, target: &str) -> Result<()> {
+    tx.execute("DELETE FROM policies WHERE target_kind = ?1 AND target = ?2", params![kind, target])?;
+    Ok(())
 }
 
 #[async_trait]
@@ -775,7 +816,264 @@ impl MetadataStore for SqliteStore {
         })
         .await
     }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        let user = user.clone();
+        self.write(move |tx| {
+            Ok(tx.execute(
+                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING"),
+                params![user.name, user.password_hash, user.disabled, user.created_at],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let name = name.to_owned();
+        self.with_conn(move |c| {
+            Ok(c.query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"), [name], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
+            let rows = stmt.query_map([], user_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            Ok(tx.execute("UPDATE users SET disabled = ?2 WHERE name = ?1", params![name, disabled])? > 0)
+        })
+        .await
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool> {
+        let (name, hash) = (name.to_owned(), password_hash.map(str::to_owned));
+        self.write(move |tx| {
+            Ok(tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, hash])? > 0)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            // The keys' policies first, while the keys still say whose they are.
+            tx.execute(
+                "DELETE FROM policies WHERE target_kind = 'access_key' \
+                 AND target IN (SELECT id FROM access_keys WHERE user_name = ?1)",
+                [&name],
+            )?;
+            tx.execute("DELETE FROM access_keys WHERE user_name = ?1", [&name])?;
+            delete_policies_of(tx, "user", &name)?;
+            Ok(tx.execute("DELETE FROM users WHERE name = ?1", [&name])? > 0)
+        })
+        .await
+    }
+
+    async fn create_access_key(&self, key: &AccessKeyRecord) -> Result<bool> {
+        let key = key.clone();
+        self.write(move |tx| {
+            // Inserts nothing when the user is missing (instead of failing the foreign key) or
+            // the id is taken.
+            Ok(tx.execute(
+                &format!(
+                    "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) SELECT ?1, name, ?3, ?4, ?5 FROM users \
+                     WHERE name = ?2 ON CONFLICT (id) DO NOTHING"
+                ),
+                params![key.id, key.user, key.secret_digest, key.disabled, key.created_at],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>> {
+        let id = id.to_owned();
+        self.with_conn(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE id = ?1"),
+                [id],
+                access_key_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn access_keys(&self, user: Option<&str>) -> Result<Vec<AccessKeyRecord>> {
+        let user = user.map(str::to_owned);
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE ?1 IS NULL OR user_name = ?1 \
+                 ORDER BY user_name, id"
+            ))?;
+            let rows = stmt.query_map([user], access_key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn set_access_key_disabled(&self, id: &str, disabled: bool) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            Ok(tx.execute("UPDATE access_keys SET disabled = ?2 WHERE id = ?1", params![id, disabled])? > 0)
+        })
+        .await
+    }
+
+    async fn delete_access_key(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            if tx.execute("DELETE FROM access_keys WHERE id = ?1", [&id])? == 0 {
+                return Ok(false);
+            }
+            delete_policies_of(tx, "access_key", &id)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn put_policy(&self, target: &PolicyTarget, name: &str, document: &str) -> Result<bool> {
+        let (target, name, document) = (target.clone(), name.to_owned(), document.to_owned());
+        self.write(move |tx| {
+            let owner = match &target {
+                PolicyTarget::User(user) => Some(("SELECT 1 FROM users WHERE name = ?1", user)),
+                PolicyTarget::AccessKey(id) => Some(("SELECT 1 FROM access_keys WHERE id = ?1", id)),
+                PolicyTarget::Repository(_) | PolicyTarget::Registry => None,
+            };
+            if let Some((sql, key)) = owner
+                && tx.query_row(sql, [key], |_| Ok(())).optional()?.is_none()
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO policies ({POLICY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (target_kind, target, name) DO UPDATE SET document = excluded.document, \
+                     updated_at = excluded.updated_at"
+                ),
+                params![target.kind(), target.column(), name, document, unix_now()],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_policy(&self, target: &PolicyTarget, name: &str) -> Result<bool> {
+        let (kind, column, name) = (target.kind(), target.column().to_owned(), name.to_owned());
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM policies WHERE target_kind = ?1 AND target = ?2 AND name = ?3",
+                params![kind, column, name],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn policies(&self, target: &PolicyTarget) -> Result<Vec<PolicyRecord>> {
+        let (kind, column) = (target.kind(), target.column().to_owned());
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS} FROM policies WHERE target_kind = ?1 AND target = ?2 ORDER BY name"
+            ))?;
+            let rows = stmt.query_map(params![kind, column], policy_from_row)?;
+            rows.map(|r| policy_record(r?)).collect()
+        })
+        .await
+    }
+
+    async fn policies_for_request(
+        &self,
+        user: Option<&str>,
+        access_key: Option<&str>,
+        repo: Option<&RepoName>,
+    ) -> Result<PolicySet> {
+        let args = (user.map(str::to_owned), access_key.map(str::to_owned), repo.map(|r| r.as_str().to_owned()));
+        self.with_conn(move |c| {
+            // One statement: one snapshot, with no transaction to open and close.
+            let mut stmt = c.prepare_cached(POLICIES_FOR_REQUEST)?;
+            let rows = stmt.query_map(params![args.0, args.1, args.2], policy_from_row)?;
+            let mut set = PolicySet::default();
+            for row in rows {
+                let row = row?;
+                if row.0 == "tag" {
+                    set.resource_tags.insert(row.1, row.2);
+                    continue;
+                }
+                let policy = policy_record(row)?;
+                match policy.target {
+                    PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => set.identity.push(policy),
+                    PolicyTarget::Repository(_) | PolicyTarget::Registry => set.resource.push(policy),
+                }
+            }
+            set.sort();
+            Ok(set)
+        })
+        .await
+    }
+
+    async fn repository_tags(&self, repo: &RepoName) -> Result<BTreeMap<String, String>> {
+        let repo = repo.as_str().to_owned();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached("SELECT key, value FROM repository_tags WHERE repository = ?1")?;
+            let rows = stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn tag_repository(&self, repo: &RepoName, set: &BTreeMap<String, String>, remove: &[String]) -> Result<()> {
+        let (repo, set, remove) = (repo.as_str().to_owned(), set.clone(), remove.to_vec());
+        self.write(move |tx| {
+            for (key, value) in &set {
+                tx.execute(
+                    "INSERT INTO repository_tags (repository, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (repository, key) DO UPDATE SET value = excluded.value",
+                    params![repo, key, value],
+                )?;
+            }
+            for key in &remove {
+                tx.execute("DELETE FROM repository_tags WHERE repository = ?1 AND key = ?2", params![repo, key])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>> {
+        let candidate = candidate.clone();
+        // The write lock (BEGIN IMMEDIATE) serializes racing callers: the first inserts, the
+        // others find its key.
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO signing_keys (kid, pkcs8, created_at) SELECT ?1, ?2, ?3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+                params![candidate.kid, candidate.pkcs8, candidate.created_at],
+            )?;
+            let mut stmt =
+                tx.prepare_cached("SELECT kid, pkcs8, created_at FROM signing_keys ORDER BY created_at, kid")?;
+            let rows = stmt
+                .query_map([], |r| Ok(SigningKeyRecord { kid: r.get(0)?, pkcs8: r.get(1)?, created_at: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
 }
+
+/// The policies and tags one request needs, as policy rows: `?1` the user, `?2` the access
+/// key, `?3` the repository (each may be NULL, which matches nothing). Tags come back as rows
+/// of kind `tag` with the key in `target` and the value in `name`.
+const POLICIES_FOR_REQUEST: &str = "SELECT target_kind, target, name, document, updated_at FROM policies \
+    WHERE (target_kind = 'user' AND target = ?1) OR (target_kind = 'access_key' AND target = ?2) \
+    OR (target_kind = 'repository' AND target = ?3) OR (target_kind = 'registry' AND target = '') \
+    UNION ALL SELECT 'tag', key, value, '', 0 FROM repository_tags WHERE repository = ?3";
 
 /// A blob (`b`) whose plaintext object exists and is needed by no repository: each one
 /// linking it has a key and a sealed copy for that key.

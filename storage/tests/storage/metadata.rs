@@ -2,8 +2,11 @@
 
 use berth_oci::{Algorithm, Digest, DigestHasher, Reference, RepoName, Tag, UploadId};
 use berth_storage::crypt::{Kek, Run, SealedBlob, UploadSealing};
+use std::collections::BTreeMap;
+
 use berth_storage::metadata::{
-    BlobEntry, KeyRecord, KeyState, NewManifest, Page, RequiredContent, RetireRefused, UploadRecord,
+    AccessKeyRecord, BlobEntry, KeyRecord, KeyState, NewManifest, Page, PolicyRecord, PolicySet, PolicyTarget,
+    RESOURCE_POLICY, RequiredContent, RetireRefused, SigningKeyRecord, UploadRecord, UserRecord,
 };
 use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
 
@@ -588,6 +591,379 @@ async fn sealed_upload_sessions(store: &dyn MetadataStore) {
     assert!(store.delete_upload(&id).await.unwrap());
 }
 
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        password_hash: Some(format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}")),
+        disabled: false,
+        created_at: 50,
+    }
+}
+
+fn access_key(id: &str, user: &str) -> AccessKeyRecord {
+    AccessKeyRecord { id: id.into(), user: user.into(), secret_digest: hex_digest(id), disabled: false, created_at: 60 }
+}
+
+/// A stand-in for the SHA-256 hex of a key's secret.
+fn hex_digest(seed: &str) -> String {
+    Digest::sha256_of(seed.as_bytes()).to_string().trim_start_matches("sha256:").to_owned()
+}
+
+/// What a policy says and where it is, without its timestamp.
+fn docs(policies: &[PolicyRecord]) -> Vec<(PolicyTarget, &str, &str)> {
+    policies.iter().map(|p| (p.target.clone(), p.name.as_str(), p.document.as_str())).collect()
+}
+
+fn user_target(name: &str) -> PolicyTarget {
+    PolicyTarget::User(name.into())
+}
+
+fn key_target(id: &str) -> PolicyTarget {
+    PolicyTarget::AccessKey(id.into())
+}
+
+fn repo_target(name: &str) -> PolicyTarget {
+    PolicyTarget::Repository(repo(name))
+}
+
+fn tags_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Users: created once, disabled, re-passworded, listed by bytes, deleted with everything
+/// hanging off them.
+async fn users(store: &dyn MetadataStore) {
+    let (alice, bob, zed) = (user("au/alice"), user("au/bob"), user("au/Zed"));
+    for u in [&bob, &alice, &zed] {
+        assert!(store.create_user(u).await.unwrap());
+    }
+    assert!(!store.create_user(&UserRecord { password_hash: None, ..alice.clone() }).await.unwrap(), "name taken");
+    assert_eq!(store.user("au/alice").await.unwrap(), Some(alice.clone()), "the first one stays");
+    assert_eq!(store.user("au/none").await.unwrap(), None);
+    let ours = |all: Vec<UserRecord>| all.into_iter().filter(|u| u.name.starts_with("au/")).collect::<Vec<_>>();
+    assert_eq!(ours(store.users().await.unwrap()), [zed.clone(), alice.clone(), bob.clone()], "by bytes");
+    assert!(!format!("{alice:?}").contains("argon2"), "a password hash never reaches a log line");
+
+    assert!(store.set_user_disabled("au/alice", true).await.unwrap());
+    assert!(store.user("au/alice").await.unwrap().unwrap().disabled);
+    assert!(!store.user("au/bob").await.unwrap().unwrap().disabled, "only that user");
+    assert!(store.set_user_disabled("au/alice", false).await.unwrap());
+    assert!(!store.user("au/alice").await.unwrap().unwrap().disabled);
+    assert!(!store.set_user_disabled("au/none", true).await.unwrap());
+
+    assert!(store.set_user_password("au/alice", Some("$argon2id$new")).await.unwrap());
+    assert_eq!(store.user("au/alice").await.unwrap().unwrap().password_hash.as_deref(), Some("$argon2id$new"));
+    assert!(store.set_user_password("au/alice", None).await.unwrap(), "access keys only");
+    assert_eq!(store.user("au/alice").await.unwrap().unwrap().password_hash, None);
+    assert!(!store.set_user_password("au/none", Some("$argon2id$x")).await.unwrap());
+    assert!(store.user("au/none").await.unwrap().is_none(), "not created by the attempt");
+
+    // Deleting a user takes its keys and its and its keys' policies, and nobody else's.
+    let (ka, kb) = (access_key("AU-ALICE-1", "au/alice"), access_key("AU-BOB-1", "au/bob"));
+    assert!(store.create_access_key(&ka).await.unwrap());
+    assert!(store.create_access_key(&kb).await.unwrap());
+    for target in [user_target("au/alice"), key_target("AU-ALICE-1"), user_target("au/bob"), key_target("AU-BOB-1")] {
+        assert!(store.put_policy(&target, "inline", "{}").await.unwrap());
+    }
+    assert!(store.delete_user("au/alice").await.unwrap());
+    assert!(!store.delete_user("au/alice").await.unwrap(), "already gone");
+    assert!(store.user("au/alice").await.unwrap().is_none());
+    assert!(store.access_key("AU-ALICE-1").await.unwrap().is_none());
+    assert!(store.access_keys(Some("au/alice")).await.unwrap().is_empty());
+    assert!(store.policies(&user_target("au/alice")).await.unwrap().is_empty());
+    assert!(store.policies(&key_target("AU-ALICE-1")).await.unwrap().is_empty());
+    assert_eq!(store.access_key("AU-BOB-1").await.unwrap(), Some(kb));
+    assert_eq!(store.policies(&user_target("au/bob")).await.unwrap().len(), 1);
+    assert_eq!(store.policies(&key_target("AU-BOB-1")).await.unwrap().len(), 1);
+
+    // A new user of the same name starts with nothing.
+    assert!(store.create_user(&alice).await.unwrap());
+    assert!(store.access_keys(Some("au/alice")).await.unwrap().is_empty());
+    assert!(store.policies(&user_target("au/alice")).await.unwrap().is_empty());
+    assert!(!store.put_policy(&key_target("AU-ALICE-1"), "inline", "{}").await.unwrap(), "its old key is gone");
+}
+
+/// Access keys: only for an existing user, unique ids, listed by user then id.
+async fn access_keys(store: &dyn MetadataStore) {
+    assert!(!store.create_access_key(&access_key("AK-NOBODY", "ak/nobody")).await.unwrap(), "no such user");
+    assert!(store.access_key("AK-NOBODY").await.unwrap().is_none());
+    for name in ["ak/b", "ak/a"] {
+        assert!(store.create_user(&user(name)).await.unwrap());
+    }
+    let keys = [access_key("AK-B2", "ak/a"), access_key("AK-A1", "ak/b"), access_key("AK-A2", "ak/a")];
+    for k in &keys {
+        assert!(store.create_access_key(k).await.unwrap());
+    }
+    assert!(!store.create_access_key(&access_key("AK-A1", "ak/a")).await.unwrap(), "the id is taken");
+    assert_eq!(store.access_key("AK-A1").await.unwrap().unwrap().user, "ak/b", "the first one stays");
+    assert_eq!(store.access_key("AK-B2").await.unwrap(), Some(keys[0].clone()));
+
+    let ids = |all: Vec<AccessKeyRecord>| {
+        all.into_iter().filter(|k| k.id.starts_with("AK-")).map(|k| (k.user, k.id)).collect::<Vec<_>>()
+    };
+    let pair = |u: &str, id: &str| (u.to_string(), id.to_string());
+    assert_eq!(ids(store.access_keys(Some("ak/a")).await.unwrap()), [pair("ak/a", "AK-A2"), pair("ak/a", "AK-B2")]);
+    assert_eq!(
+        ids(store.access_keys(None).await.unwrap()),
+        [pair("ak/a", "AK-A2"), pair("ak/a", "AK-B2"), pair("ak/b", "AK-A1")],
+        "by user, then id"
+    );
+    assert!(store.access_keys(Some("ak/none")).await.unwrap().is_empty());
+
+    assert!(store.set_access_key_disabled("AK-A2", true).await.unwrap());
+    assert!(store.access_key("AK-A2").await.unwrap().unwrap().disabled);
+    assert!(!store.access_key("AK-B2").await.unwrap().unwrap().disabled, "only that key");
+    assert!(store.set_access_key_disabled("AK-A2", false).await.unwrap());
+    assert!(!store.access_key("AK-A2").await.unwrap().unwrap().disabled);
+    assert!(!store.set_access_key_disabled("AK-NONE", true).await.unwrap());
+
+    // Deleting a key takes its policies; its user and the user's policies stay.
+    assert!(store.put_policy(&key_target("AK-A2"), "narrow", "{}").await.unwrap());
+    assert!(store.put_policy(&key_target("AK-B2"), "narrow", "{}").await.unwrap());
+    assert!(store.put_policy(&user_target("ak/a"), "wide", "{}").await.unwrap());
+    assert!(store.delete_access_key("AK-A2").await.unwrap());
+    assert!(!store.delete_access_key("AK-A2").await.unwrap());
+    assert!(store.access_key("AK-A2").await.unwrap().is_none());
+    assert!(store.policies(&key_target("AK-A2")).await.unwrap().is_empty());
+    assert_eq!(store.policies(&key_target("AK-B2")).await.unwrap().len(), 1);
+    assert_eq!(store.policies(&user_target("ak/a")).await.unwrap().len(), 1);
+    assert_eq!(ids(store.access_keys(Some("ak/a")).await.unwrap()), [pair("ak/a", "AK-B2")]);
+    // The id may be used again, and starts with no policies.
+    assert!(store.create_access_key(&access_key("AK-A2", "ak/b")).await.unwrap());
+    assert!(store.policies(&key_target("AK-A2")).await.unwrap().is_empty());
+}
+
+/// Policies on every kind of target: stored, replaced, listed by name, deleted.
+async fn policies(store: &dyn MetadataStore) {
+    assert!(!store.put_policy(&user_target("po/nobody"), "p", "{}").await.unwrap(), "no such user");
+    assert!(!store.put_policy(&key_target("PO-NONE"), "p", "{}").await.unwrap(), "no such key");
+    assert!(store.policies(&user_target("po/nobody")).await.unwrap().is_empty());
+    assert!(store.policies(&key_target("PO-NONE")).await.unwrap().is_empty());
+
+    assert!(store.create_user(&user("po/u")).await.unwrap());
+    assert!(store.create_access_key(&access_key("PO-K", "po/u")).await.unwrap());
+    let later = repo("po/not-pushed-yet");
+    let targets =
+        [user_target("po/u"), key_target("PO-K"), PolicyTarget::Repository(later.clone()), PolicyTarget::Registry];
+    for target in &targets {
+        let name = match target {
+            PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => "second",
+            PolicyTarget::Repository(_) | PolicyTarget::Registry => RESOURCE_POLICY,
+        };
+        assert!(store.put_policy(target, name, r#"{"v":1}"#).await.unwrap(), "{target:?}");
+        assert!(store.put_policy(target, name, r#"{"v":2}"#).await.unwrap(), "replaced: {target:?}");
+        let stored = store.policies(target).await.unwrap();
+        assert_eq!(docs(&stored), [(target.clone(), name, r#"{"v":2}"#)]);
+        assert!(stored[0].updated_at > 0);
+    }
+    assert_eq!(store.repository_key(&later).await.unwrap(), None, "the policy does not create the repository");
+
+    // Several per user or key, by name (bytes); each target's list is its own.
+    assert!(store.put_policy(&user_target("po/u"), "First", r#"{"f":1}"#).await.unwrap());
+    assert!(store.put_policy(&user_target("po/u"), "first", r#"{"f":2}"#).await.unwrap());
+    let u = user_target("po/u");
+    assert_eq!(
+        docs(&store.policies(&u).await.unwrap()),
+        [(u.clone(), "First", r#"{"f":1}"#), (u.clone(), "first", r#"{"f":2}"#), (u.clone(), "second", r#"{"v":2}"#)]
+    );
+    assert_eq!(store.policies(&key_target("PO-K")).await.unwrap().len(), 1);
+    assert!(store.policies(&repo_target("po/not-pushed")).await.unwrap().is_empty(), "exact names only");
+
+    for target in &targets {
+        let all = store.policies(target).await.unwrap();
+        for p in &all {
+            assert!(store.delete_policy(target, &p.name).await.unwrap());
+            assert!(!store.delete_policy(target, &p.name).await.unwrap(), "already gone");
+        }
+        assert!(store.policies(target).await.unwrap().is_empty());
+    }
+    assert!(!store.delete_policy(&user_target("po/nobody"), "p").await.unwrap());
+    assert!(store.user("po/u").await.unwrap().is_some(), "deleting policies leaves their owner");
+}
+
+/// One read gives a request exactly its identity's policies, its repository's and the
+/// registry's, and the repository's tags: never another user's, key's or repository's.
+async fn policies_for_request(store: &dyn MetadataStore) {
+    for name in ["pr/alice", "pr/bob", "pr/shadow"] {
+        assert!(store.create_user(&user(name)).await.unwrap());
+    }
+    assert!(store.create_access_key(&access_key("PR-ALICE", "pr/alice")).await.unwrap());
+    assert!(store.create_access_key(&access_key("PR-BOB", "pr/bob")).await.unwrap());
+    let puts = [
+        (user_target("pr/alice"), "a2"),
+        (user_target("pr/alice"), "a1"),
+        (user_target("pr/bob"), "b1"),
+        (user_target("pr/shadow"), "s1"),
+        (key_target("PR-ALICE"), "ka"),
+        (key_target("PR-BOB"), "kb"),
+        (repo_target("pr/one"), RESOURCE_POLICY),
+        (repo_target("pr/one/sub"), RESOURCE_POLICY),
+        (repo_target("pr/two"), RESOURCE_POLICY),
+        (PolicyTarget::Registry, RESOURCE_POLICY),
+    ];
+    for (target, name) in &puts {
+        let document = format!("{target:?}/{name}");
+        assert!(store.put_policy(target, name, &document).await.unwrap());
+    }
+    let one_tags = tags_of(&[("team", "a"), ("env", "prod")]);
+    store.tag_repository(&repo("pr/one"), &one_tags, &[]).await.unwrap();
+    store.tag_repository(&repo("pr/one/sub"), &tags_of(&[("team", "sub")]), &[]).await.unwrap();
+    store.tag_repository(&repo("pr/two"), &tags_of(&[("team", "b")]), &[]).await.unwrap();
+
+    // The expected set, from (target, name) pairs: documents are "<target>/<name>".
+    let expect = |identity: &[(PolicyTarget, &str)], resource: &[(PolicyTarget, &str)], tags: &BTreeMap<_, _>| {
+        let names = |list: &[(PolicyTarget, &str)]| {
+            list.iter().map(|(t, n)| (t.clone(), n.to_string(), format!("{t:?}/{n}"))).collect::<Vec<_>>()
+        };
+        (names(identity), names(resource), tags.clone())
+    };
+    let got = |set: PolicySet| {
+        let list = |l: &[PolicyRecord]| {
+            l.iter().map(|p| (p.target.clone(), p.name.clone(), p.document.clone())).collect::<Vec<_>>()
+        };
+        (list(&set.identity), list(&set.resource), set.resource_tags)
+    };
+    let ask = |u: Option<&'static str>, k: Option<&'static str>, r: Option<&'static str>| async move {
+        got(store.policies_for_request(u, k, r.map(repo).as_ref()).await.unwrap())
+    };
+    let (alice, bob) = (user_target("pr/alice"), user_target("pr/bob"));
+    let (alice_key, bob_key) = (key_target("PR-ALICE"), key_target("PR-BOB"));
+    let (one, two, registry) = (repo_target("pr/one"), repo_target("pr/two"), PolicyTarget::Registry);
+    let none = BTreeMap::new();
+
+    // A password login: the user's policies (by name), the repository's and the registry's.
+    assert_eq!(
+        ask(Some("pr/alice"), None, Some("pr/one")).await,
+        expect(
+            &[(alice.clone(), "a1"), (alice.clone(), "a2")],
+            &[(one.clone(), RESOURCE_POLICY), (registry.clone(), RESOURCE_POLICY)],
+            &one_tags
+        )
+    );
+    // A key alone: only the key's policies.
+    assert_eq!(
+        ask(None, Some("PR-ALICE"), Some("pr/one")).await,
+        expect(
+            &[(alice_key.clone(), "ka")],
+            &[(one.clone(), RESOURCE_POLICY), (registry.clone(), RESOURCE_POLICY)],
+            &one_tags
+        )
+    );
+    // A key with its user: the user's first, then the key's.
+    assert_eq!(
+        ask(Some("pr/alice"), Some("PR-ALICE"), Some("pr/two")).await,
+        expect(
+            &[(alice.clone(), "a1"), (alice.clone(), "a2"), (alice_key.clone(), "ka")],
+            &[(two.clone(), RESOURCE_POLICY), (registry.clone(), RESOURCE_POLICY)],
+            &tags_of(&[("team", "b")])
+        )
+    );
+    assert_eq!(
+        ask(Some("pr/bob"), Some("PR-BOB"), Some("pr/one")).await,
+        expect(
+            &[(bob.clone(), "b1"), (bob_key.clone(), "kb")],
+            &[(one.clone(), RESOURCE_POLICY), (registry.clone(), RESOURCE_POLICY)],
+            &one_tags
+        )
+    );
+    // Anonymous: resource policies only.
+    assert_eq!(
+        ask(None, None, Some("pr/one")).await,
+        expect(&[], &[(one.clone(), RESOURCE_POLICY), (registry.clone(), RESOURCE_POLICY)], &one_tags)
+    );
+    // No repository (the catalog, say): the registry policy, no tags.
+    assert_eq!(
+        ask(Some("pr/bob"), None, None).await,
+        expect(&[(bob.clone(), "b1")], &[(registry.clone(), RESOURCE_POLICY)], &none)
+    );
+    // A repository with neither policy nor tags, and identities with no policies.
+    assert_eq!(ask(None, None, Some("pr/none")).await, expect(&[], &[(registry.clone(), RESOURCE_POLICY)], &none));
+    assert_eq!(
+        ask(Some("pr/nobody"), Some("PR-NONE"), None).await,
+        expect(&[], &[(registry.clone(), RESOURCE_POLICY)], &none)
+    );
+    // Kinds are separate namespaces: a key id spelled like a user's name is not that user.
+    assert_eq!(ask(None, Some("pr/shadow"), None).await, expect(&[], &[(registry.clone(), RESOURCE_POLICY)], &none));
+
+    // Without a registry policy, only the repository's.
+    assert!(store.delete_policy(&registry, RESOURCE_POLICY).await.unwrap());
+    assert_eq!(
+        ask(Some("pr/alice"), None, Some("pr/one")).await,
+        expect(&[(alice.clone(), "a1"), (alice, "a2")], &[(one, RESOURCE_POLICY)], &one_tags)
+    );
+    assert_eq!(ask(None, None, None).await, expect(&[], &[], &none));
+}
+
+/// Repository tags: set and removed together, per repository, for repositories not pushed yet too.
+async fn repository_tags(store: &dyn MetadataStore) {
+    let (r, other) = (repo("rt/one"), repo("rt/other"));
+    assert!(store.repository_tags(&r).await.unwrap().is_empty());
+    store.tag_repository(&r, &tags_of(&[("team", "a"), ("env", "dev")]), &[]).await.unwrap();
+    store.tag_repository(&other, &tags_of(&[("team", "z")]), &[]).await.unwrap();
+    assert_eq!(store.repository_tags(&r).await.unwrap(), tags_of(&[("env", "dev"), ("team", "a")]));
+    assert_eq!(store.repository_key(&r).await.unwrap(), None, "tagging does not create the repository");
+
+    // Set and remove in one call; removing what is not there is fine.
+    store
+        .tag_repository(&r, &tags_of(&[("env", "prod"), ("cost", "1")]), &["team".into(), "absent".into()])
+        .await
+        .unwrap();
+    assert_eq!(store.repository_tags(&r).await.unwrap(), tags_of(&[("cost", "1"), ("env", "prod")]));
+    // A key both set and removed ends removed.
+    store.tag_repository(&r, &tags_of(&[("cost", "2"), ("new", "x")]), &["cost".into()]).await.unwrap();
+    assert_eq!(store.repository_tags(&r).await.unwrap(), tags_of(&[("env", "prod"), ("new", "x")]));
+    store.tag_repository(&r, &BTreeMap::new(), &[]).await.unwrap();
+    assert_eq!(store.repository_tags(&r).await.unwrap().len(), 2, "an empty edit changes nothing");
+    assert_eq!(store.repository_tags(&other).await.unwrap(), tags_of(&[("team", "z")]), "per repository");
+    store.tag_repository(&r, &BTreeMap::new(), &["env".into(), "new".into()]).await.unwrap();
+    assert!(store.repository_tags(&r).await.unwrap().is_empty());
+}
+
+/// Replicas starting at once each offer a signing key; all end up with the same one.
+async fn signing_keys(store: &dyn MetadataStore) {
+    let candidates: Vec<SigningKeyRecord> = (0..8u8)
+        .map(|i| SigningKeyRecord { kid: format!("kid-{i}"), pkcs8: vec![i; 138], created_at: 1000 + i64::from(i) })
+        .collect();
+    assert!(!format!("{:?}", candidates[3]).contains("3, 3"), "key material never reaches a log line");
+    let got = futures::future::join_all(candidates.iter().map(|c| store.ensure_signing_key(c))).await;
+    let got: Vec<Vec<SigningKeyRecord>> = got.into_iter().map(Result::unwrap).collect();
+    assert_eq!(got[0].len(), 1, "{:?}", got[0]);
+    assert!(candidates.contains(&got[0][0]), "one of the candidates, byte-exact");
+    assert!(got.iter().all(|keys| *keys == got[0]), "every caller is told the same key");
+
+    // Later starts keep it.
+    let late = SigningKeyRecord { kid: "kid-late".into(), pkcs8: vec![9; 138], created_at: 1 };
+    assert_eq!(store.ensure_signing_key(&late).await.unwrap(), got[0]);
+}
+
+/// Deleting a user while its policies and keys are being written leaves nothing behind, in
+/// whatever order the writes land.
+async fn user_deletion_races(store: &dyn MetadataStore) {
+    for i in 0..10 {
+        let name = format!("race-u/{i}");
+        let (old_key, new_key) = (format!("RACE-{i}-OLD"), format!("RACE-{i}-NEW"));
+        assert!(store.create_user(&user(&name)).await.unwrap());
+        assert!(store.create_access_key(&access_key(&old_key, &name)).await.unwrap());
+        let (on_user, on_key, key) = (user_target(&name), key_target(&old_key), access_key(&new_key, &name));
+        let (deleted, user_policy, key_policy, created) = futures::join!(
+            store.delete_user(&name),
+            store.put_policy(&on_user, "p", "{}"),
+            store.put_policy(&on_key, "p", "{}"),
+            store.create_access_key(&key),
+        );
+        assert!(deleted.unwrap());
+        user_policy.unwrap();
+        key_policy.unwrap();
+        created.unwrap();
+        assert!(store.user(&name).await.unwrap().is_none());
+        assert!(store.access_keys(Some(&name)).await.unwrap().is_empty());
+        assert!(store.access_key(&new_key).await.unwrap().is_none(), "a key created first went with its user");
+        for target in [user_target(&name), key_target(&old_key), key_target(&new_key)] {
+            assert!(store.policies(&target).await.unwrap().is_empty(), "{target:?} outlived its owner");
+        }
+    }
+}
+
 async fn suite(store: &dyn MetadataStore) {
     store.ping().await.unwrap();
     blobs_and_links(store).await;
@@ -602,6 +978,13 @@ async fn suite(store: &dyn MetadataStore) {
     key_records(store).await;
     redundant_plaintext(store).await;
     sealed_upload_sessions(store).await;
+    users(store).await;
+    access_keys(store).await;
+    policies(store).await;
+    policies_for_request(store).await;
+    repository_tags(store).await;
+    signing_keys(store).await;
+    user_deletion_races(store).await;
 }
 
 #[tokio::test]
@@ -645,7 +1028,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 3, "each migration recorded once");
+        assert_eq!(versions, 4, "each migration recorded once");
     })
     .await;
 
