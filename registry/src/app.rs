@@ -30,6 +30,11 @@ pub enum StartError {
     MissingMetadataUrl,
     #[error("encryption keys: {0}")]
     Keys(String),
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// The certificate or key file named in the message.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A registry ready to serve: its stores opened, its schema migrated.
@@ -84,7 +89,14 @@ impl App {
         let enc = &config.encryption;
         let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();
         let crypt = Encryption::new(Arc::new(ring), enc.enabled, enc.default_key.clone(), rules);
-        let registry = Arc::new(Registry { blobs, meta, settings, manifests: Default::default(), crypt });
+        let auth = crate::auth::Authority::open(&config.auth, meta.as_ref(), &config.data_dir)
+            .await
+            .map_err(StartError::Auth)?;
+        if !config.auth.enabled {
+            tracing::warn!(listen = %config.listen,
+                "authentication is off (auth.enabled = false): anyone who can reach the listener can push, pull and delete");
+        }
+        let registry = Arc::new(Registry { blobs, meta, settings, manifests: Default::default(), crypt, auth });
         prepare_default_key(&registry, config).await?;
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
@@ -159,12 +171,17 @@ pub struct RunningServer {
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
     maintenance: JoinHandle<()>,
+    /// The certificate in use when `tls` is configured, and the task polling its files.
+    certs: Option<Arc<crate::tls::CertStore>>,
+    tls_watch: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Opens the registry described by `config` and serves it on `listener`, already bound
     /// by the caller (tests bind `127.0.0.1:0` and keep the listener).
     pub async fn start(listener: TcpListener, config: &Config) -> Result<RunningServer, StartError> {
+        // Certificate files first: a bad one stops startup before any store is opened.
+        let tls = crate::tls::Tls::from_config(&config.tls)?;
         let app = App::open(config).await?;
         let addr = listener.local_addr().map_err(|e| StartError::Storage {
             path: "listener".into(),
@@ -172,11 +189,13 @@ impl RunningServer {
         })?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app.router();
-        let task = tokio::spawn(crate::server::serve(listener, router, async move {
+        let certs = tls.as_ref().map(|t| t.certs().clone());
+        let tls_watch = certs.as_ref().map(|c| c.watch(config.tls.reload_interval));
+        let task = tokio::spawn(crate::server::serve(listener, router, tls, async move {
             let _ = stopped.await;
         }));
         let maintenance = app.spawn_maintenance(config.uploads.purge_interval);
-        Ok(RunningServer { addr, app, stop, task, maintenance })
+        Ok(RunningServer { addr, app, stop, task, maintenance, certs, tls_watch })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -184,9 +203,22 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
+    /// `https://127.0.0.1:PORT`: the same port, for when `tls` is configured.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The certificate in use, when `tls` is configured (to reload it, or see what is served).
+    pub fn certs(&self) -> Option<&Arc<crate::tls::CertStore>> {
+        self.certs.as_ref()
+    }
+
     /// Stops accepting, drains connections and waits for the server to end.
     pub async fn stop(self) {
         self.maintenance.abort();
+        if let Some(watch) = &self.tls_watch {
+            watch.abort();
+        }
         let _ = self.stop.send(());
         let _ = self.task.await;
     }

@@ -26,7 +26,49 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub delete: DeleteConfig,
     pub encryption: EncryptionConfig,
+    pub tls: TlsConfig,
+    pub auth: crate::auth::config::AuthConfig,
     pub log: LogConfig,
+}
+
+/// HTTPS on the same listener as plain HTTP. Docker refuses plain HTTP from any registry
+/// not on loopback, so this is what makes Berth usable over a network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Set together with `key_file`, or neither.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1) of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+    /// Who may still speak plain HTTP once TLS is configured (without TLS, everyone may).
+    pub plain_http: PlainHttp,
+    /// How often the two files are checked for a change (modification time, length);
+    /// a changed pair is loaded without a restart, as on SIGHUP.
+    #[serde(with = "duration_text")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            plain_http: PlainHttp::Loopback,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which peers get plain HTTP when TLS is configured; the others are told to use HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainHttp {
+    /// Loopback peers only: local tools and health checks keep working without certificates.
+    Loopback,
+    /// Anyone, e.g. a TLS-terminating proxy on another host in front of Berth.
+    Any,
+    /// Nobody: HTTPS only.
+    Never,
 }
 
 /// Encryption at rest. Key material never appears here: it is read from files in
@@ -301,6 +343,8 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
             delete: DeleteConfig::default(),
             encryption: EncryptionConfig::default(),
+            tls: TlsConfig::default(),
+            auth: Default::default(),
             log: LogConfig::default(),
         }
     }
@@ -393,6 +437,8 @@ pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Conf
 impl Config {
     /// Checks what single keys cannot: settings that only make sense together.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.tls.validate()?;
+        self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
         for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {
             if !berth_storage::crypt::keyring::valid_name(key) {
@@ -428,6 +474,30 @@ impl Config {
     }
 }
 
+impl TlsConfig {
+    /// Both files or neither; a reload interval the poll can use.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError("tls.cert_file is set but tls.key_file is not: set both".into()));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError("tls.key_file is set but tls.cert_file is not: set both".into()));
+            }
+            (None, None) if self.plain_http == PlainHttp::Never => {
+                return Err(ConfigError(
+                    "tls.plain_http = \"never\" needs tls.cert_file and tls.key_file (nothing could be served)".into(),
+                ));
+            }
+            (Some(_), Some(_)) | (None, None) => {}
+        }
+        if self.reload_interval.is_zero() {
+            return Err(ConfigError("tls.reload_interval must be longer than zero, e.g. \"10s\"".into()));
+        }
+        Ok(())
+    }
+}
+
 /// The `BERTH_*` environment provider. `BERTH_CONFIG` names the file and `BERTH_KEYS` holds
 /// key material (read by the key ring, never part of the configuration); neither is a key;
 /// `BERTH_TEST_*` belongs to the test harness (e.g. `BERTH_TEST_POSTGRES_URL`, exported for
@@ -440,7 +510,7 @@ pub fn environment() -> Env {
 }
 
 /// Durations written as text: `90s`, `10m`, `24h`, `1h 30m`.
-mod duration_text {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -580,6 +650,43 @@ mod tests {
         ] {
             assert_eq!(DatabaseUrl::try_from(url.to_string()).unwrap().redacted(), shown);
         }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn tls_files_come_in_pairs() {
+        figment::Jail::expect_with(|jail| {
+            let c = load(None, environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.tls, TlsConfig::default());
+            assert_eq!(c.tls.plain_http, PlainHttp::Loopback);
+
+            jail.set_env("BERTH_TLS__CERT_FILE", "/etc/berth/cert.pem");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("tls.key_file is not"), "{err}");
+
+            jail.set_env("BERTH_TLS__KEY_FILE", "/etc/berth/key.pem");
+            jail.set_env("BERTH_TLS__PLAIN_HTTP", "never");
+            jail.set_env("BERTH_TLS__RELOAD_INTERVAL", "2m");
+            let c = load(None, environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.tls.key_file.as_deref(), Some(Path::new("/etc/berth/key.pem")));
+            assert_eq!(c.tls.plain_http, PlainHttp::Never);
+            assert_eq!(c.tls.reload_interval, Duration::from_secs(120));
+
+            jail.set_env("BERTH_TLS__RELOAD_INTERVAL", "0s");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("tls.reload_interval"), "{err}");
+
+            jail.set_env("BERTH_TLS__RELOAD_INTERVAL", "10s");
+            jail.set_env("BERTH_TLS__PLAIN_HTTP", "sometimes");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("sometimes"), "{err}");
+
+            jail.clear_env();
+            jail.set_env("BERTH_TLS__PLAIN_HTTP", "never");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("needs tls.cert_file"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

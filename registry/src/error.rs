@@ -44,6 +44,25 @@ pub enum ApiError {
     Unsupported(String),
     #[error("no such endpoint")]
     RouteUnknown,
+    /// No credentials, or wrong ones: `challenge` is the `WWW-Authenticate` value to send.
+    #[error("{message}")]
+    Unauthorized { message: String, challenge: Option<String> },
+    /// Credentials are fine but do not allow this. With a challenge (a Bearer token that
+    /// lacks the scope) the answer is 401 so the client fetches a token for it; else 403.
+    #[error("{message}")]
+    Denied { message: String, challenge: Option<String> },
+    /// Too many failed sign-ins from this address or for this user.
+    #[error("too many failed sign-ins: retry in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    /// A request to the token service or the admin API that makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+    /// The admin API: it exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The admin API: no such user, key or policy.
+    #[error("{0}")]
+    NotFound(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// A bug or a failure of something underneath; the detail is logged, not sent.

@@ -5,6 +5,7 @@
 //! - [`app`]: opens the stores and assembles a running registry ([`app::App`],
 //!   [`app::RunningServer`]).
 //! - [`server`]: the accept loop (HTTP/1.1, graceful shutdown, TLS probes answered fast).
+//! - [`tls`]: HTTPS on the same listener: certificate files, reloaded on change or SIGHUP.
 //! - [`http`]: the HTTP edge: routes, middleware, request parsing, the error table.
 //! - [`service`]: registry verbs over the stores (uploads, blobs, manifests, listings).
 //! - [`error`]: [`error::ApiError`], every failure in protocol terms.
@@ -15,8 +16,10 @@
 //! - One table (`http::error::code_and_status`) maps each error to its OCI code and status.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod server;
 pub mod service;
+pub mod tls;

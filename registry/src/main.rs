@@ -1,5 +1,7 @@
 //! `berth`: the registry binary. Loads config, sets up logging, binds, serves.
 
+mod admin_cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -48,6 +50,26 @@ enum Command {
         config: Option<PathBuf>,
         /// Folder of the data (as for `serve`).
         #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Users, access keys, policies and repository tags (works on the stores directly; the
+    /// same as the admin HTTP API under /api/v1/).
+    Admin {
+        #[command(subcommand)]
+        action: admin_cli::AdminAction,
+        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a login token for USER: the password of `docker login -u AWS`, valid
+    /// auth.token.login_ttl (12 h), like `aws ecr get-login-password`.
+    LoginToken {
+        #[arg(long)]
+        user: String,
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Print the configuration in effect (defaults, file, environment, flags) as JSON.
@@ -136,13 +158,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config::load(config.as_deref(), config::environment(), &overrides)?;
             init_logging(&config);
             let app = App::open(&config).await?;
+            let tls = berth_registry::tls::Tls::from_config(&config.tls)?;
+            if let Some(tls) = &tls {
+                let _watch = tls.certs().watch(config.tls.reload_interval);
+                #[cfg(unix)]
+                berth_registry::tls::reload_on_sighup(tls.certs().clone())
+                    .context("cannot install the SIGHUP handler (TLS certificate reload)")?;
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(),
-                version = env!("CARGO_PKG_VERSION"), "berth is serving");
+                tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "berth is serving");
             app.spawn_maintenance(config.uploads.purge_interval);
-            berth_registry::server::serve(listener, app.router(), shutdown_signal()).await?;
+            berth_registry::server::serve(listener, app.router(), tls, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
         Command::Health { addr, config } => {
@@ -161,6 +190,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             let app = App::open(&config).await?;
             keys(app.registry(), &config, action).await?;
+        }
+        Command::Admin { action, config, data_dir } => {
+            let overrides = Overrides { listen: None, data_dir };
+            let config = config::load(config.as_deref(), config::environment(), &overrides)?;
+            init_logging(&config);
+            let app = App::open(&config).await?;
+            admin_cli::admin(app.registry(), action).await?;
+        }
+        Command::LoginToken { user, config, data_dir } => {
+            let overrides = Overrides { listen: None, data_dir };
+            let config = config::load(config.as_deref(), config::environment(), &overrides)?;
+            init_logging(&config);
+            let app = App::open(&config).await?;
+            admin_cli::login_token(app.registry(), &user).await?;
         }
         Command::Config { config } => {
             let config = config::load(config.as_deref(), config::environment(), &Overrides::default())?;

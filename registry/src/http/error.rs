@@ -1,15 +1,24 @@
-//! The one table from [`ApiError`] to OCI error code and HTTP status, and the JSON body.
+//! The one table from [`ApiError`] to error code and HTTP status, and the JSON body. Codes
+//! are the OCI spec's, and for the admin API's own failures `INVALID_REQUEST`, `CONFLICT`
+//! and `NOT_FOUND`, in the same body shape.
 
 use axum::response::{IntoResponse, Response};
 use berth_oci::ErrorCode;
 use hyper::StatusCode;
-use hyper::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use crate::error::ApiError;
 
 /// The code and status of each error. Exhaustive: a new variant must be placed here.
-pub fn code_and_status(e: &ApiError) -> (ErrorCode, StatusCode) {
-    match e {
+pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
+    let (code, status) = match e {
+        ApiError::Invalid(_) => return ("INVALID_REQUEST", StatusCode::BAD_REQUEST),
+        ApiError::Conflict(_) => return ("CONFLICT", StatusCode::CONFLICT),
+        ApiError::NotFound(_) => return ("NOT_FOUND", StatusCode::NOT_FOUND),
+        ApiError::Unauthorized { .. } => (ErrorCode::Unauthorized, StatusCode::UNAUTHORIZED),
+        ApiError::Denied { challenge: Some(_), .. } => (ErrorCode::Denied, StatusCode::UNAUTHORIZED),
+        ApiError::Denied { challenge: None, .. } => (ErrorCode::Denied, StatusCode::FORBIDDEN),
+        ApiError::TooManyRequests { .. } => (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS),
         ApiError::BlobUnknown => (ErrorCode::BlobUnknown, StatusCode::NOT_FOUND),
         ApiError::BlobUploadUnknown => (ErrorCode::BlobUploadUnknown, StatusCode::NOT_FOUND),
         ApiError::BlobUploadInvalid(_) => (ErrorCode::BlobUploadInvalid, StatusCode::BAD_REQUEST),
@@ -29,7 +38,8 @@ pub fn code_and_status(e: &ApiError) -> (ErrorCode, StatusCode) {
         ApiError::RouteUnknown => (ErrorCode::Unsupported, StatusCode::NOT_FOUND),
         ApiError::Unavailable(_) => (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
         ApiError::Internal(_) => (ErrorCode::Unknown, StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    };
+    (code.as_str(), status)
 }
 
 /// What the middleware logs about a failed request (set as a response extension, so each
@@ -42,14 +52,14 @@ impl IntoResponse for ApiError {
         let (code, status) = code_and_status(&self);
         // Internal details stay in the log; the client gets the code's generic message.
         let message = match &self {
-            ApiError::Internal(_) => code.default_message().to_owned(),
+            ApiError::Internal(_) => ErrorCode::Unknown.default_message().to_owned(),
             other => other.to_string(),
         };
         let detail = match &self {
             ApiError::ManifestBlobUnknown(d) => serde_json::json!({ "digest": d.to_string() }),
             _ => serde_json::Value::Null,
         };
-        let mut entry = serde_json::json!({ "code": code.as_str(), "message": message });
+        let mut entry = serde_json::json!({ "code": code, "message": message });
         if !detail.is_null() {
             entry["detail"] = detail;
         }
@@ -65,6 +75,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::ChunkOutOfOrder { offset, location, upload_id } => {
                 super::headers::upload_progress(headers, location, upload_id, *offset);
+            }
+            ApiError::Unauthorized { challenge: Some(c), .. } | ApiError::Denied { challenge: Some(c), .. } => {
+                if let Ok(v) = HeaderValue::from_str(c) {
+                    headers.insert(WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

@@ -4,6 +4,8 @@
 //! One catch-all handler serves `/v2/...`: [`route::Route::parse`] turns the path into a
 //! route (parsed once, in the middleware), and [`dispatch`] matches route and method.
 
+mod admin;
+pub(crate) mod auth;
 mod blobs;
 mod drain;
 pub mod error;
@@ -11,8 +13,9 @@ pub mod headers;
 mod health;
 mod listing;
 mod manifests;
-mod middleware;
+pub(crate) mod middleware;
 pub mod route;
+mod token;
 mod uploads;
 
 use std::sync::Arc;
@@ -35,7 +38,13 @@ pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/token", get(token::token).post(token::token))
+        .route("/token/jwks.json", get(token::jwks))
+        .route("/.well-known/jwks.json", get(token::jwks))
+        .route("/api/v1/login-token", get(token::login_token).post(token::login_token))
+        .route("/api/v1/{*path}", axum::routing::any(admin::admin))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(registry.clone(), auth::authorize))
         .layer(axum::middleware::from_fn(middleware::observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(middleware::panic_response))
         .with_state(registry)
@@ -46,6 +55,8 @@ pub(crate) struct Req {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
+    /// Who is calling, when authentication is on (left by `auth::authorize`).
+    pub caller: Option<crate::auth::Caller>,
 }
 
 impl Req {
@@ -73,6 +84,7 @@ pub(crate) fn body_stream(body: Body) -> ByteStream {
 async fn dispatch(
     State(reg): State<Arc<Registry>>,
     route: Option<Extension<ParsedRoute>>,
+    caller: Option<Extension<crate::auth::Caller>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -86,7 +98,7 @@ async fn dispatch(
         Err(e) => return e.into_response(),
     };
     let query = uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    let req = Req { method, headers, query };
+    let req = Req { method, headers, query, caller: caller.map(|Extension(c)| c) };
     let result = match (&req.method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(base()),
         (&Method::GET, Route::Catalog) => listing::catalog(&reg, &req).await,

@@ -51,7 +51,15 @@ pub async fn start(reg: &Registry, name: &RepoName, req: &Req, body: Body) -> Ap
     if let Some(mount) = req.param("mount") {
         let digest = parse_digest(mount)?;
         // A `from` that is not a repository name simply cannot be mounted from.
+        // Nor can one the caller may not pull from: then the client uploads (202), as the
+        // spec allows, and learns nothing about the source.
         if let Some(from) = req.param("from").and_then(|f| f.parse::<RepoName>().ok())
+            && super::auth::also_permits(
+                reg,
+                req.caller.as_ref(),
+                &berth_auth::Access::Repository { name: from.clone(), action: berth_auth::Action::Pull },
+            )
+            .await?
             && reg.mount_blob(name, &digest, &from).await?.is_some()
         {
             return Ok(created(name, &digest));

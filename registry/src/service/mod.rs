@@ -31,6 +31,7 @@ pub struct Registry {
     pub settings: Settings,
     pub manifests: cache::ManifestCache,
     pub crypt: encryption::Encryption,
+    pub auth: crate::auth::Authority,
 }
 
 /// The URL path of an upload session, as given in `Location`.

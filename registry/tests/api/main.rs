@@ -6,6 +6,7 @@
 
 mod support;
 
+mod auth;
 mod concurrency;
 mod config_switches;
 mod early_answers;
@@ -13,5 +14,6 @@ mod encryption;
 mod replicas;
 mod restart;
 mod streaming;
+mod tls;
 mod tls_probe;
 mod uploads_maintenance;

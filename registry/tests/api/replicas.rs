@@ -38,6 +38,7 @@ impl Schema {
 /// The configuration every replica shares; `blobs` is the shared folder when there is no S3.
 fn replica_config(schema: &Schema, blobs: &std::path::Path, prefix: &str) -> Config {
     let mut c = Config::default();
+    c.auth.enabled = false;
     // Replicas share one key ring folder (in production: the same BERTH_KEYS or key files).
     let keys = blobs.join("keys");
     if !keys.join("default.1.key").exists() {

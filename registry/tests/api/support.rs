@@ -10,8 +10,14 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// A configuration with its data in `dir` and authentication off (the auth tests switch it
+/// on: `auth.rs`).
 pub fn config_in(dir: &std::path::Path) -> Config {
-    Config { data_dir: dir.to_owned(), ..Config::default() }
+    Config {
+        data_dir: dir.to_owned(),
+        auth: berth_registry::auth::config::AuthConfig { enabled: false, ..Default::default() },
+        ..Config::default()
+    }
 }
 
 impl TestServer {

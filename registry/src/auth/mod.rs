@@ -1,0 +1,541 @@
+//! Who may do what, for the registry: sign-in (passwords, access keys, login tokens), the
+//! token service's keys, and policy decisions for each request.
+//!
+//! A request is authorized from its parsed route, before its body is read
+//! (`http::auth::authorize`): a Bearer token is checked against its `access` claim alone;
+//! Basic credentials and anonymous callers are checked against the policies in the
+//! metadata store. `berth_auth` holds the pure logic (tokens, policy evaluation); this
+//! module loads records and passes them in.
+
+pub mod admin;
+mod bootstrap;
+pub mod config;
+mod throttle;
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_auth::policy::{Arns, Context, Decision, Policies, PolicyDocument, PolicyKind, Principal, Request, actions};
+use berth_auth::token::{Claims, Jwks, ResourceActions, SigningKey, TokenUse, Verifier};
+use berth_auth::{Access, Scope, credentials};
+use berth_oci::RepoName;
+use berth_storage::MetadataStore;
+use berth_storage::metadata::{PolicyRecord, PolicyTarget, SigningKeyRecord, unix_now};
+use sha2::Digest as _;
+
+use crate::error::ApiError;
+use config::AuthConfig;
+use throttle::Throttle;
+
+/// How far a token's times may be off before it is refused (clocks of replicas and clients).
+const LEEWAY: Duration = Duration::from_secs(30);
+/// How long a password verified with argon2 is remembered (so Basic credentials on every
+/// request cost one hash, not one argon2 run).
+const PASSWORD_MEMORY: Duration = Duration::from_secs(60);
+/// The longest secret checked: passwords are at most 1024 characters (4 KiB of UTF-8),
+/// login tokens well under that.
+const MAX_SECRET: usize = 16 * 1024;
+
+/// The registry's authentication and authorization state, shared by all requests.
+pub struct Authority {
+    pub config: AuthConfig,
+    pub arns: Arns,
+    signer: SigningKey,
+    verifier: Verifier,
+    jwks: Jwks,
+    throttle: Throttle,
+    passwords: PasswordMemory,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").field("enabled", &self.config.enabled).field("kid", &self.signer.kid()).finish()
+    }
+}
+
+/// Who is calling, as established from the request's credentials.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The access key signed in with, whose own policies also apply.
+    pub access_key: Option<String>,
+    /// A Bearer token's grant: then only this decides, no policy is read.
+    pub grant: Option<Vec<ResourceActions>>,
+    /// The request's condition keys that do not depend on the resource.
+    pub origin: Origin,
+}
+
+/// Where a request comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub ip: IpAddr,
+    pub secure: bool,
+}
+
+/// A successful sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub user: String,
+    pub access_key: Option<String>,
+}
+
+impl SignedIn {
+    /// The subject of tokens issued to it: the access key when signed in with one (so a
+    /// disabled key stops its tokens from being refreshed), else the user.
+    pub fn subject(&self) -> &str {
+        self.access_key.as_deref().unwrap_or(&self.user)
+    }
+}
+
+/// Why a sign-in failed. The client learns only that it failed (or that it must wait).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInError {
+    Failed,
+    Throttled(Duration),
+}
+
+impl From<SignInError> for ApiError {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::Failed => ApiError::Unauthorized { message: "invalid credentials".into(), challenge: None },
+            SignInError::Throttled(wait) => ApiError::TooManyRequests { retry_after: wait.as_secs().max(1) },
+        }
+    }
+}
+
+impl Authority {
+    /// Loads or creates the signing key and, on a registry with no users, the admin.
+    pub async fn open(
+        config: &AuthConfig,
+        meta: &dyn MetadataStore,
+        data_dir: &std::path::Path,
+    ) -> Result<Authority, String> {
+        let keys = match &config.token.signing_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("auth.token.signing_key_file {}: {e}", path.display()))?;
+                vec![
+                    SigningKey::from_pem(&text)
+                        .map_err(|e| format!("auth.token.signing_key_file {}: {e}", path.display()))?,
+                ]
+            }
+            None => {
+                let candidate = SigningKey::generate().map_err(|e| e.to_string())?;
+                let record = SigningKeyRecord {
+                    kid: candidate.kid().to_owned(),
+                    pkcs8: candidate.pkcs8_der().to_vec(),
+                    created_at: unix_now(),
+                };
+                let recorded = meta.ensure_signing_key(&record).await.map_err(|e| format!("token signing key: {e}"))?;
+                let mut keys = Vec::new();
+                for r in recorded {
+                    keys.push(
+                        SigningKey::from_pkcs8_der(&r.pkcs8)
+                            .map_err(|e| format!("stored signing key {}: {e}", r.kid))?,
+                    );
+                }
+                keys
+            }
+        };
+        let Some(signer) = keys.last() else { return Err("no token signing key".into()) };
+        let signer = SigningKey::from_pkcs8_der(signer.pkcs8_der()).map_err(|e| e.to_string())?;
+        let verifier = Verifier::new(config.token.issuer.clone(), &keys, LEEWAY);
+        let jwks = Jwks { keys: keys.iter().map(SigningKey::public_jwk).collect() };
+        let arns = Arns { partition: "aws".into(), region: config.region.clone(), account: config.account.clone() };
+        let authority = Authority {
+            config: config.clone(),
+            arns,
+            signer,
+            verifier,
+            jwks,
+            throttle: Throttle::new(config.max_failed_logins, config.lockout),
+            passwords: PasswordMemory::new(),
+        };
+        bootstrap::admin(&authority, meta, data_dir).await?;
+        Ok(authority)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    pub fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
+
+    pub fn service(&self) -> &str {
+        &self.config.token.service
+    }
+
+    /// Checks a user name and secret: a password, an access key's secret (`user` is then the
+    /// key id), or a login token (`user` is then `AWS`).
+    pub async fn sign_in(
+        &self,
+        meta: &dyn MetadataStore,
+        user: &str,
+        secret: &str,
+        ip: IpAddr,
+    ) -> Result<SignedIn, SignInError> {
+        let keys = [format!("ip:{ip}"), format!("user:{user}")];
+        self.throttle.check(&keys).map_err(SignInError::Throttled)?;
+        match self.check_secret(meta, user, secret).await {
+            Ok(Some(signed_in)) => Ok(signed_in),
+            Ok(None) => {
+                self.throttle.failed(&keys);
+                tracing::info!(auth.user = user, client.ip = %ip, "sign-in failed");
+                Err(SignInError::Failed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sign-in could not be checked");
+                Err(SignInError::Failed)
+            }
+        }
+    }
+
+    async fn check_secret(
+        &self,
+        meta: &dyn MetadataStore,
+        user: &str,
+        secret: &str,
+    ) -> Result<Option<SignedIn>, ApiError> {
+        // Longer than any password or token Berth issues: refused before any hashing, so a
+        // megabyte of "password" costs nothing.
+        if secret.len() > MAX_SECRET || user.len() > 256 {
+            return Ok(None);
+        }
+        if user == "AWS" {
+            let Ok(claims) = self.verifier.verify(secret, self.service(), TokenUse::Login, unix_now()) else {
+                return Ok(None);
+            };
+            return self.subject_signed_in(meta, &claims.sub).await;
+        }
+        if credentials::is_access_key_id(user) {
+            let Some(key) = meta.access_key(user).await? else { return Ok(None) };
+            if !credentials::verify_secret(secret, &key.secret_digest) || key.disabled {
+                return Ok(None);
+            }
+            return Ok(self
+                .user_enabled(meta, &key.user)
+                .await?
+                .then_some(SignedIn { user: key.user, access_key: Some(key.id) }));
+        }
+        let record = meta.user(user).await?;
+        let Some(hash) = record.as_ref().and_then(|u| u.password_hash.clone()) else {
+            // Unknown user, or one without a password: spend the same time as a real check.
+            let secret = secret.to_owned();
+            let _ = tokio::task::spawn_blocking(move || credentials::burn_password_check(&secret)).await;
+            return Ok(None);
+        };
+        let remembered = self.passwords.recall(user, secret, &hash);
+        let ok = remembered || {
+            let (secret, phc) = (secret.to_owned(), hash.clone());
+            tokio::task::spawn_blocking(move || credentials::verify_password(&secret, &phc))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+        };
+        if !ok {
+            return Ok(None);
+        }
+        if !remembered {
+            self.passwords.remember(user, secret, &hash);
+        }
+        let enabled = record.is_some_and(|u| !u.disabled);
+        Ok(enabled.then(|| SignedIn { user: user.to_owned(), access_key: None }))
+    }
+
+    /// The sign-in a token's subject stands for, if that user (and key) is still enabled.
+    async fn subject_signed_in(&self, meta: &dyn MetadataStore, subject: &str) -> Result<Option<SignedIn>, ApiError> {
+        if credentials::is_access_key_id(subject) {
+            let Some(key) = meta.access_key(subject).await? else { return Ok(None) };
+            if key.disabled {
+                return Ok(None);
+            }
+            return Ok(self
+                .user_enabled(meta, &key.user)
+                .await?
+                .then_some(SignedIn { user: key.user, access_key: Some(key.id) }));
+        }
+        Ok(self.user_enabled(meta, subject).await?.then(|| SignedIn { user: subject.to_owned(), access_key: None }))
+    }
+
+    async fn user_enabled(&self, meta: &dyn MetadataStore, user: &str) -> Result<bool, ApiError> {
+        Ok(meta.user(user).await?.is_some_and(|u| !u.disabled))
+    }
+
+    /// A registry (Bearer) token's grant, when the token is valid.
+    pub fn verify_access_token(&self, token: &str) -> Result<Claims, berth_auth::token::TokenError> {
+        self.verifier.verify(token, self.service(), TokenUse::Access, unix_now())
+    }
+
+    /// The sign-in a refresh token stands for.
+    pub async fn refresh(&self, meta: &dyn MetadataStore, token: &str) -> Result<SignedIn, ApiError> {
+        let claims = self
+            .verifier
+            .verify(token, self.service(), TokenUse::Refresh, unix_now())
+            .map_err(|e| ApiError::Unauthorized { message: format!("refresh token refused: {e}"), challenge: None })?;
+        self.subject_signed_in(meta, &claims.sub).await?.ok_or(ApiError::Unauthorized {
+            message: "the user or access key of this refresh token is disabled or gone".into(),
+            challenge: None,
+        })
+    }
+
+    /// Signs a token of `use_` for `who` (anonymous: `None`).
+    pub fn issue(
+        &self,
+        use_: TokenUse,
+        who: Option<&SignedIn>,
+        access: Vec<ResourceActions>,
+    ) -> Result<(String, Claims), ApiError> {
+        let ttl = match use_ {
+            TokenUse::Access => self.config.token.ttl,
+            TokenUse::Refresh => self.config.token.refresh_ttl,
+            TokenUse::Login => self.config.token.login_ttl,
+        };
+        let subject = who.map(SignedIn::subject).unwrap_or("");
+        let claims =
+            Claims::new(use_, self.config.token.issuer.clone(), subject, self.service(), unix_now(), ttl, access);
+        let token = self.signer.sign(&claims).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok((token, claims))
+    }
+
+    /// The caller `who` as a policy principal.
+    pub fn principal(who: Option<&SignedIn>) -> Principal {
+        match who {
+            Some(s) => Principal::User { name: s.user.clone() },
+            None => Principal::Anonymous,
+        }
+    }
+
+    /// Whether `caller` may have `access`.
+    pub async fn permits(
+        &self,
+        meta: &dyn MetadataStore,
+        caller: &Caller,
+        access: &Access,
+    ) -> Result<Permit, ApiError> {
+        if let Some(grant) = &caller.grant {
+            let covered = match access {
+                Access::None => true,
+                Access::Repository { name, action } => covers(grant, "repository", name.as_str(), action.as_str()),
+                Access::Registry { action } => covers(grant, "registry", "catalog", action.as_str()),
+            };
+            return Ok(if covered { Permit::Allow } else { Permit::Deny(None) });
+        }
+        let (repo, scope_type, action) = match access {
+            Access::None => {
+                return Ok(if matches!(caller.principal, Principal::Anonymous) {
+                    Permit::Deny(None)
+                } else {
+                    Permit::Allow
+                });
+            }
+            Access::Repository { name, action } => (Some(name), "repository", action.as_str()),
+            Access::Registry { action } => (None, "registry", action.as_str()),
+        };
+        let Some(ecr_actions) = actions::for_scope_action(scope_type, action) else {
+            return Ok(Permit::Deny(None));
+        };
+        self.decide(meta, caller, repo, ecr_actions).await
+    }
+
+    /// Evaluates every action of `ecr_actions` on `repo` (or the registry); all must be allowed.
+    pub async fn decide(
+        &self,
+        meta: &dyn MetadataStore,
+        caller: &Caller,
+        repo: Option<&RepoName>,
+        ecr_actions: &[&str],
+    ) -> Result<Permit, ApiError> {
+        let set = self.policy_set(meta, caller, repo).await?;
+        let resource = match repo {
+            Some(r) => self.arns.repository(r.as_str()),
+            None => self.arns.repository("*"),
+        };
+        let context = self.context(caller, &set.2);
+        for action in ecr_actions {
+            let req = Request { principal: &caller.principal, action, resource: &resource, context: &context };
+            match berth_auth::policy::evaluate(&Policies { identity: &set.0, resource: &set.1 }, &req, &self.arns) {
+                Decision::Allow => {}
+                Decision::ExplicitDeny { sid } => {
+                    return Ok(Permit::Deny(Some(sid.unwrap_or_else(|| "(no Sid)".into()))));
+                }
+                Decision::ImplicitDeny => return Ok(Permit::Deny(None)),
+            }
+        }
+        Ok(Permit::Allow)
+    }
+
+    /// Evaluates one action on an arbitrary resource ARN (the admin API: users, keys).
+    pub async fn decide_on(
+        &self,
+        meta: &dyn MetadataStore,
+        caller: &Caller,
+        action: &str,
+        resource: &str,
+    ) -> Result<Permit, ApiError> {
+        let set = self.policy_set(meta, caller, None).await?;
+        let context = self.context(caller, &Default::default());
+        let req = Request { principal: &caller.principal, action, resource, context: &context };
+        Ok(match berth_auth::policy::evaluate(&Policies { identity: &set.0, resource: &set.1 }, &req, &self.arns) {
+            Decision::Allow => Permit::Allow,
+            Decision::ExplicitDeny { sid } => Permit::Deny(Some(sid.unwrap_or_else(|| "(no Sid)".into()))),
+            Decision::ImplicitDeny => Permit::Deny(None),
+        })
+    }
+
+    /// The documents that apply, parsed. A stored document that no longer parses fails the
+    /// request (closed) rather than being skipped: skipping a Deny would open access.
+    async fn policy_set(
+        &self,
+        meta: &dyn MetadataStore,
+        caller: &Caller,
+        repo: Option<&RepoName>,
+    ) -> Result<(Vec<PolicyDocument>, Vec<PolicyDocument>, std::collections::BTreeMap<String, String>), ApiError> {
+        let user = match &caller.principal {
+            Principal::User { name } => Some(name.as_str()),
+            Principal::Anonymous => None,
+        };
+        let set = meta.policies_for_request(user, caller.access_key.as_deref(), repo).await?;
+        let parse = |records: &[PolicyRecord]| -> Result<Vec<PolicyDocument>, ApiError> {
+            records
+                .iter()
+                .map(|r| {
+                    let kind = match r.target {
+                        PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => PolicyKind::Identity,
+                        PolicyTarget::Repository(_) => PolicyKind::Repository,
+                        PolicyTarget::Registry => PolicyKind::Registry,
+                    };
+                    PolicyDocument::parse(&r.document, kind)
+                        .map_err(|e| ApiError::Internal(format!("stored policy {:?} {}: {e}", r.target, r.name)))
+                })
+                .collect()
+        };
+        Ok((parse(&set.identity)?, parse(&set.resource)?, set.resource_tags))
+    }
+
+    /// The condition keys of a request.
+    fn context(&self, caller: &Caller, tags: &std::collections::BTreeMap<String, String>) -> Context {
+        let now = std::time::SystemTime::now();
+        let mut c = Context::new()
+            .with("aws:SourceIp", caller.origin.ip.to_string())
+            .with("aws:CurrentTime", humantime::format_rfc3339_seconds(now).to_string())
+            .with("aws:EpochTime", unix_now().to_string())
+            .with("aws:SecureTransport", caller.origin.secure.to_string());
+        match &caller.principal {
+            Principal::User { name } => {
+                c = c
+                    .with("aws:username", name.clone())
+                    .with("aws:userid", name.clone())
+                    .with("aws:PrincipalArn", self.arns.user(name))
+                    .with("aws:PrincipalType", "User");
+            }
+            Principal::Anonymous => c = c.with("aws:PrincipalType", "Anonymous"),
+        }
+        for (k, v) in tags {
+            c = c.with(&format!("ecr:ResourceTag/{k}"), v.clone()).with(&format!("aws:ResourceTag/{k}"), v.clone());
+        }
+        c
+    }
+
+    /// What `who` is granted of `scopes`: for each, the actions every ECR action of which
+    /// policy allows (a partial or empty grant is not an error). Scopes naming the same
+    /// resource are merged.
+    pub async fn grant(
+        &self,
+        meta: &dyn MetadataStore,
+        who: Option<&SignedIn>,
+        origin: Origin,
+        scopes: &[Scope],
+    ) -> Result<Vec<ResourceActions>, ApiError> {
+        let caller = Caller {
+            principal: Self::principal(who),
+            access_key: who.and_then(|w| w.access_key.clone()),
+            grant: None,
+            origin,
+        };
+        let mut wanted: Vec<(String, String, Vec<String>)> = Vec::new();
+        for s in scopes {
+            match wanted.iter_mut().find(|(t, n, _)| *t == s.resource_type && *n == s.name) {
+                Some((_, _, actions)) => actions.extend(s.actions.iter().cloned()),
+                None => wanted.push((s.resource_type.clone(), s.name.clone(), s.actions.clone())),
+            }
+        }
+        let mut granted = Vec::new();
+        for (resource_type, name, mut requested) in wanted {
+            requested.sort();
+            requested.dedup();
+            let repo = match resource_type.as_str() {
+                "repository" => match name.parse::<RepoName>() {
+                    Ok(r) => Some(r),
+                    Err(_) => continue,
+                },
+                "registry" if name == "catalog" => None,
+                _ => continue,
+            };
+            let mut actions_granted = Vec::new();
+            for action in requested {
+                let Some(ecr) = actions::for_scope_action(&resource_type, &action) else { continue };
+                if self.decide(meta, &caller, repo.as_ref(), ecr).await? == Permit::Allow {
+                    actions_granted.push(action);
+                }
+            }
+            if !actions_granted.is_empty() {
+                granted.push(ResourceActions { resource_type, name, actions: actions_granted });
+            }
+        }
+        Ok(granted)
+    }
+}
+
+/// Whether a token's grant covers `action` on a resource (`*` covers every action).
+fn covers(grant: &[ResourceActions], resource_type: &str, name: &str, action: &str) -> bool {
+    grant.iter().any(|g| {
+        g.resource_type == resource_type && g.name == name && g.actions.iter().any(|a| a == action || a == "*")
+    })
+}
+
+/// A decision, with the Sid of the statement that denied explicitly (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permit {
+    Allow,
+    Deny(Option<String>),
+}
+
+/// Passwords recently verified with argon2, kept as salted SHA-256 of (user, password,
+/// stored hash): a changed password or hash no longer matches, and nothing in memory is
+/// the password itself.
+struct PasswordMemory {
+    salt: [u8; 16],
+    entries: Mutex<std::collections::HashMap<[u8; 32], Instant>>,
+}
+
+impl PasswordMemory {
+    fn new() -> PasswordMemory {
+        PasswordMemory { salt: *uuid::Uuid::new_v4().as_bytes(), entries: Mutex::new(Default::default()) }
+    }
+
+    fn key(&self, user: &str, password: &str, phc: &str) -> [u8; 32] {
+        let mut h = sha2::Sha256::new();
+        for part in [&self.salt[..], user.as_bytes(), &[0], password.as_bytes(), &[0], phc.as_bytes()] {
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    fn recall(&self, user: &str, password: &str, phc: &str) -> bool {
+        let key = self.key(user, password, phc);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&key).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn remember(&self, user: &str, password: &str, phc: &str) {
+        let key = self.key(user, password, phc);
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= 10_000 {
+            entries.retain(|_, until| *until > now);
+        }
+        entries.insert(key, now + PASSWORD_MEMORY);
+    }
+}
