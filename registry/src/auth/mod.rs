@@ -13,7 +13,7 @@ pub mod config;
 mod throttle;
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_auth::policy::{Arns, Context, Decision, Policies, PolicyDocument, PolicyKind, Principal, Request, actions};
@@ -46,6 +46,7 @@ pub struct Authority {
     jwks: Jwks,
     throttle: Throttle,
     passwords: PasswordMemory,
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for Authority {
@@ -151,6 +152,7 @@ impl Authority {
             jwks,
             throttle: Throttle::new(config.max_failed_logins, config.lockout),
             passwords: PasswordMemory::new(),
+            verified: VerifiedTokens::default(),
         };
         bootstrap::admin(&authority, meta, data_dir).await?;
         Ok(authority)
@@ -263,9 +265,19 @@ impl Authority {
         Ok(meta.user(user).await?.is_some_and(|u| !u.disabled))
     }
 
-    /// A registry (Bearer) token's grant, when the token is valid.
-    pub fn verify_access_token(&self, token: &str) -> Result<Claims, berth_auth::token::TokenError> {
-        self.verifier.verify(token, self.service(), TokenUse::Access, unix_now())
+    /// A registry (Bearer) token's grant, when the token is valid. A client sends the same
+    /// token with every request until it expires, so tokens already verified are kept (by a
+    /// digest of their text, until their `exp`): an ECDSA verification costs more than the
+    /// rest of a manifest request.
+    pub fn verify_access_token(&self, token: &str) -> Result<Arc<Claims>, berth_auth::token::TokenError> {
+        let now = unix_now();
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.recall(&key, now) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verifier.verify(token, self.service(), TokenUse::Access, now)?);
+        self.verified.remember(key, claims.clone(), now);
+        Ok(claims)
     }
 
     /// The sign-in a refresh token stands for.
@@ -537,5 +549,35 @@ impl PasswordMemory {
             entries.retain(|_, until| *until > now);
         }
         entries.insert(key, now + PASSWORD_MEMORY);
+    }
+}
+
+/// Registry tokens whose signature and claims were verified, until they expire. The key is
+/// a SHA-256 of the whole token, so a token that differs in any byte is verified afresh.
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: Mutex<std::collections::HashMap<[u8; 32], Arc<Claims>>>,
+}
+
+impl VerifiedTokens {
+    /// More entries than this and the expired ones are dropped; if that is not enough, all.
+    const MAX: usize = 50_000;
+
+    fn recall(&self, key: &[u8; 32], now: i64) -> Option<Arc<Claims>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        // Expiry is checked on every use, with the verifier's leeway: a remembered token
+        // stops working exactly when a fresh verification would refuse it.
+        entries.get(key).filter(|c| c.exp + LEEWAY.as_secs() as i64 > now).cloned()
+    }
+
+    fn remember(&self, key: [u8; 32], claims: Arc<Claims>, now: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX {
+            entries.retain(|_, c| c.exp + LEEWAY.as_secs() as i64 > now);
+            if entries.len() >= Self::MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, claims);
     }
 }

@@ -137,7 +137,7 @@ async fn decide(reg: &Registry, headers: HeaderMap, origin: Origin, access: &Acc
             } else {
                 berth_auth::policy::Principal::User { name: claims.sub.clone() }
             };
-            Caller { principal, access_key: None, grant: Some(claims.access), origin }
+            Caller { principal, access_key: None, grant: Some(claims.access.clone()), origin }
         }
         Credentials::Basic { user, secret } => {
             let signed_in = auth
