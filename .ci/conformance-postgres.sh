@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The conformance suite against Berth with its metadata in PostgreSQL: starts
 # target/release/berth on a free loopback port with `metadata.backend = postgres` in a fresh
-# schema of the database at $BERTH_TEST_POSTGRES_URL (see .ci/postgres.sh), runs
-# target/debug/berth-conformance against it, stops that Berth by its PID and drops the schema.
+# schema of the database at $BERTH_TEST_POSTGRES_URL (see .ci/postgres.sh), with auth on and a
+# random admin password, runs target/debug/berth-conformance against it signed in as that
+# admin (the whole suite through tokens, plus the auth cases), stops that Berth by its PID and
+# drops the schema.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BERTH_TEST_POSTGRES_URL:?start PostgreSQL with .ci/postgres.sh first}"
@@ -12,7 +14,9 @@ psql -q -v ON_ERROR_STOP=1 "$BERTH_TEST_POSTGRES_URL" -c "CREATE SCHEMA $schema"
 dir=$(mktemp -d /tmp/berth-conformance-pg.XXXXXX)
 port=5300
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+pw="$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
+BERTH_AUTH__ADMIN_PASSWORD="$pw" \
 BERTH_KEYS="default.1=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
 BERTH_METADATA__BACKEND=postgres \
 BERTH_METADATA__URL="${BERTH_TEST_POSTGRES_URL}?options=-csearch_path%3D${schema}" \
@@ -27,10 +31,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Up means /v2/ answers at all: 401 (auth on) as well as 200.
+up() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1/v2/")" =~ ^(200|401)$ ]]; }
 for _ in $(seq 100); do
-  curl -sf -o /dev/null "http://127.0.0.1:$port/v2/" && break
+  up "http://127.0.0.1:$port" && break
   kill -0 "$pid" 2>/dev/null || { cat "$dir/berth.log" >&2; exit 1; }
   sleep 0.1
 done
 echo "conformance against Berth with PostgreSQL metadata (schema $schema):"
-target/debug/berth-conformance --url "http://127.0.0.1:$port" --tag-param --namespace "pg/$schema" | tail -n 3
+target/debug/berth-conformance --url "http://127.0.0.1:$port" --tag-param --namespace "pg/$schema" \
+  --username admin --password "$pw" | grep -E '^(FAIL|auth:)|passed, '

@@ -3,7 +3,10 @@
 # balancer: the conformance suite against each replica, then a randomized cross-replica
 # workload (berth-replicas) that spreads the chunks of one upload over replicas, pushes the
 # same tag and blob from several at once, deletes, and checks that every replica reports
-# the same state and that every blob's content matches its digest.
+# the same state and that every blob's content matches its digest. Auth is on, with one admin
+# password for all replicas (they share the users and the token signing key through the
+# database): berth-replicas fetches every token from replica 1's token service and uses it on
+# all replicas, and fails if any replica refuses one.
 #
 # Needs BERTH_TEST_POSTGRES_URL (.ci/postgres.sh) and BERTH_TEST_S3_ENDPOINT /
 # BERTH_TEST_S3_BUCKET (.ci/s3.sh), target/release/berth, and target/debug/berth-conformance
@@ -32,6 +35,9 @@ trap cleanup EXIT
 # One key for every replica: encryption at rest is on, and replicas must share its key.
 BERTH_KEYS="default.1=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export BERTH_KEYS
+# One admin password for every replica: the first to start creates the admin in the shared
+# schema; the others find it there.
+pw="$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 port=5400
 for i in $(seq 1 "$replicas"); do
@@ -47,6 +53,7 @@ for i in $(seq 1 "$replicas"); do
   BERTH_STORAGE__S3__PATH_STYLE=true \
   BERTH_STORAGE__S3__ACCESS_KEY_ID=berth-test \
   BERTH_STORAGE__S3__SECRET_ACCESS_KEY=berth-test-secret \
+  BERTH_AUTH__ADMIN_PASSWORD="$pw" \
   BERTH_LOG__LEVEL=warn \
     target/release/berth serve --listen "127.0.0.1:$port" --data-dir "$dir/r$i" >"$dir/r$i.log" 2>&1 &
   pids+=($!)
@@ -54,9 +61,11 @@ for i in $(seq 1 "$replicas"); do
   port=$((port + 1))
 done
 
+# Up means /v2/ answers at all: 401 (auth on) as well as 200.
+up() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1/v2/")" =~ ^(200|401)$ ]]; }
 for i in "${!urls[@]}"; do
   for _ in $(seq 100); do
-    curl -sf -o /dev/null "${urls[$i]}/v2/" && break
+    up "${urls[$i]}" && break
     kill -0 "${pids[$i]}" 2>/dev/null || { cat "$dir/r$((i + 1)).log" >&2; exit 1; }
     sleep 0.1
   done
@@ -65,14 +74,15 @@ done
 fail=0
 for i in "${!urls[@]}"; do
   echo "conformance against replica $((i + 1)) of $replicas (${urls[$i]}, PostgreSQL + S3):"
-  target/debug/berth-conformance --url "${urls[$i]}" --tag-param --namespace "replica$((i + 1))/$tag" | tail -n 2 \
-    || fail=1
+  target/debug/berth-conformance --url "${urls[$i]}" --tag-param --namespace "replica$((i + 1))/$tag" \
+    --username admin --password "$pw" | grep -E '^(FAIL|auth:)|passed, ' || fail=1
 done
 
 url_args=()
 for u in "${urls[@]}"; do url_args+=(--url "$u"); done
 echo "cross-replica workload:"
-target/debug/berth-replicas "${url_args[@]}" --seed "${REPLICAS_SEED:-$RANDOM}" --ops "${REPLICAS_OPS:-200}" || fail=1
+target/debug/berth-replicas "${url_args[@]}" --seed "${REPLICAS_SEED:-$RANDOM}" --ops "${REPLICAS_OPS:-200}" \
+  --username admin --password "$pw" || fail=1
 
 for i in "${!urls[@]}"; do
   if grep -q " ERROR " "$dir/r$((i + 1)).log"; then

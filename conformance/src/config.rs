@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::auth::Credentials;
+
 /// Everything [`crate::run`] needs. Build one with [`SuiteConfig::new`] and
 /// flip the flags the registry under test documents.
 #[derive(Debug, Clone)]
@@ -22,6 +24,10 @@ pub struct SuiteConfig {
     /// Upper bound for one case, requests included, so a registry that
     /// stalls fails that case instead of hanging the run.
     pub case_timeout: Duration,
+    /// Who to sign in as when the registry asks. Without them a registry that
+    /// requires sign-in only gets anonymous token requests, and the auth cases
+    /// are skipped.
+    pub credentials: Option<Credentials>,
 }
 
 /// Optional parts of the spec. When a flag says a feature is off, the
@@ -40,17 +46,28 @@ pub struct Flags {
     pub cross_mount: bool,
     /// `PUT manifests/<digest>?tag=a&tag=b` is supported (end-7b).
     pub tag_param: bool,
+    /// With credentials, the registry signs in with the Docker token protocol
+    /// (a `Bearer` challenge naming a token service); off means Basic only,
+    /// and the token cases are skipped.
+    pub token_auth: bool,
 }
 
 impl Default for Flags {
     fn default() -> Self {
-        Self { delete_manifests: true, delete_blobs: true, referrers: true, cross_mount: true, tag_param: false }
+        Self {
+            delete_manifests: true,
+            delete_blobs: true,
+            referrers: true,
+            cross_mount: true,
+            tag_param: false,
+            token_auth: true,
+        }
     }
 }
 
 impl SuiteConfig {
     /// A config for `base_url` with a fresh random namespace, default flags,
-    /// no filter and a 30 s case timeout.
+    /// no filter, a 30 s case timeout and no credentials.
     pub fn new(base_url: Url) -> Self {
         let token = uuid::Uuid::new_v4().simple().to_string();
         Self {
@@ -59,6 +76,7 @@ impl SuiteConfig {
             flags: Flags::default(),
             filter: None,
             case_timeout: Duration::from_secs(30),
+            credentials: None,
         }
     }
 }

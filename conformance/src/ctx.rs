@@ -9,6 +9,7 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, RequestBuilder, Url};
 use serde_json::Value;
 
+use crate::auth::{Auth, Credentials};
 use crate::check::{CaseResult, Failure};
 use crate::config::Flags;
 use crate::content::{self, ACCEPT_ALL_MANIFESTS, OCI_MANIFEST, RandomSource};
@@ -19,6 +20,8 @@ use crate::{ensure, ensure_eq, fail};
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
+    /// Signs every request to a registry path in, the way the registry asked.
+    pub(crate) auth: Auth,
     pub(crate) base: Url,
     pub(crate) namespace: String,
     pub(crate) flags: Flags,
@@ -96,6 +99,11 @@ impl Ctx {
         &self.shared.base
     }
 
+    /// The credentials the run signs in with, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.shared.auth.credentials()
+    }
+
     /// This case's own repository: `<namespace>/<case name>`.
     pub fn repo(&self) -> String {
         format!("{}/{}", self.shared.namespace, self.case)
@@ -137,17 +145,28 @@ impl Ctx {
         Ok(self.request(method, self.url(path)?))
     }
 
-    /// Sends a request and reads the whole answer.
+    /// Sends a request and reads the whole answer. A request to a registry
+    /// path is signed in first (unless it carries its own `Authorization`).
     pub async fn send(&self, builder: RequestBuilder) -> CaseResult<Resp> {
+        self.send_signed(builder, true).await
+    }
+
+    /// Sends a request as built, never signed in: for the cases that check
+    /// what an anonymous client gets.
+    pub async fn send_anonymous(&self, builder: RequestBuilder) -> CaseResult<Resp> {
+        self.send_signed(builder, false).await
+    }
+
+    async fn send_signed(&self, builder: RequestBuilder, sign_in: bool) -> CaseResult<Resp> {
         let request = builder.build()?;
         let method = request.method().clone();
         let url = request.url().clone();
-        let response = self
-            .shared
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| Failure::from(e).context(&format!("{method} {}", url.path())))?;
+        let response = if sign_in {
+            self.shared.auth.execute(&self.shared.http, request).await
+        } else {
+            self.shared.http.execute(request).await.map_err(Failure::from)
+        };
+        let response = response.map_err(|f| f.context(&format!("{method} {}", url.path())))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| {
@@ -173,6 +192,11 @@ impl Ctx {
 
     pub(crate) fn server_errors(&self) -> Vec<String> {
         lock(&self.shared.server_errors).clone()
+    }
+
+    /// Signed requests of the run answered 401 (then retried): how many, the first few.
+    pub(crate) fn auth_refusals(&self) -> (usize, Vec<String>) {
+        self.shared.auth.refusals()
     }
 
     // ---- multi-request steps -------------------------------------------

@@ -9,9 +9,12 @@
 //!
 //! Layout:
 //! - [`config`]: what to test and which optional features to expect.
+//! - [`auth`]: signing in the way real clients do (Basic, or Docker token auth with tokens
+//!   cached per scope), shared by the suite, `berth-replicas` and `berth-bench`.
 //! - `cases/`: the cases, one module per workflow group (pull, push,
-//!   content discovery, content management, referrers, errors), each named
-//!   after the spec's endpoint id (`end_5_out_of_order_chunk_is_416`).
+//!   content discovery, content management, referrers, errors, auth), each named
+//!   after the spec's endpoint id (`end_5_out_of_order_chunk_is_416`); the auth
+//!   cases (`auth_<n>_…`) run only with credentials.
 //! - [`ctx`]: the per-case client ([`Ctx`]), captured responses ([`Resp`])
 //!   and push helpers.
 //! - [`check`]: [`Failure`] and the `ensure!`/`ensure_eq!`/`fail!` macros.
@@ -30,6 +33,7 @@
 //!   filtered and reordered and never dedupe against an earlier run.
 //! - No case can hang the run: each has a timeout (default 30 s).
 
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod config;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use berth_conformance::auth::CredentialArgs;
 use berth_conformance::{Flags, SuiteConfig, Url};
 use clap::Parser;
 
@@ -36,6 +37,11 @@ struct Args {
     /// The registry supports `PUT manifests/<digest>?tag=..` (end-7b)
     #[arg(long)]
     tag_param: bool,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+    /// The registry takes Basic credentials only, no tokens (skip the token cases)
+    #[arg(long)]
+    no_token_auth: bool,
     /// Only run cases whose name or group contains this substring
     #[arg(long)]
     filter: Option<String>,
@@ -70,7 +76,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         referrers: !args.no_referrers,
         cross_mount: !args.no_cross_mount,
         tag_param: args.tag_param,
+        token_auth: !args.no_token_auth,
     };
+    config.credentials = args.credentials.credentials();
     config.filter = args.filter;
     config.case_timeout = Duration::from_secs(args.timeout.max(1));
 
@@ -79,6 +87,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         println!("{}", case.line());
     })
     .await;
+    println!("auth: {}", report.auth);
     for skipped in &report.skipped {
         println!("SKIP {}: {}", skipped.name, skipped.reason);
     }

@@ -21,6 +21,8 @@ pub enum Group {
     Referrers,
     /// Error envelopes and codes, robustness.
     Errors,
+    /// Signing in: the challenge and the token service (Docker token protocol).
+    Auth,
 }
 
 impl Group {
@@ -33,6 +35,7 @@ impl Group {
             Self::ContentManagement => "content_management",
             Self::Referrers => "referrers",
             Self::Errors => "errors",
+            Self::Auth => "auth",
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct Report {
     pub base_url: String,
     /// The repository prefix used.
     pub namespace: String,
+    /// How the run signed in, as learnt from `GET /v2/` (e.g. `token auth: realm …`).
+    pub auth: String,
     /// Cases in the order they ran.
     pub cases: Vec<CaseReport>,
     /// Cases left out by flags (not counted as passed or failed).
@@ -141,6 +146,7 @@ mod tests {
         let report = Report {
             base_url: "http://x".into(),
             namespace: "n".into(),
+            auth: String::new(),
             cases: vec![case("a", None), case("b", Some("boom")), case("c", None)],
             skipped: Vec::new(),
         };

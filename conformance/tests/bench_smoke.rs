@@ -1,15 +1,18 @@
 //! berth-bench against Berth in-process: every scenario at `--quick` size
 //! (smaller still, to stay within seconds) must produce its metrics with no
-//! errors and positive rates. Behaviour only: no timing thresholds.
+//! errors and positive rates; with auth on, the scenarios that stream bodies and walk the
+//! catalog must sign in with tokens. Behaviour only: no timing thresholds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use berth_conformance::Url;
+use berth_conformance::auth::Credentials;
 use berth_conformance::bench::report::{self, Report, RunConfig};
 use berth_conformance::bench::{Params, Scenario, Unit};
 use berth_registry::app::RunningServer;
+use berth_registry::auth::config::AuthConfig;
 use berth_registry::config::Config;
 
 /// The quick preset with shorter loops: this test checks behaviour, not speed.
@@ -23,7 +26,20 @@ fn smoke_params() -> Params {
 
 async fn run_against_berth(scenarios: Vec<Scenario>, rounds: usize) -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { enabled: false, ..Default::default() },
+        ..Default::default()
+    };
+    run_against(config, None, scenarios, rounds).await
+}
+
+async fn run_against(
+    config: Config,
+    credentials: Option<Credentials>,
+    scenarios: Vec<Scenario>,
+    rounds: usize,
+) -> Report {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = RunningServer::start(listener, &config).await.unwrap();
     let run = RunConfig {
@@ -35,6 +51,7 @@ async fn run_against_berth(scenarios: Vec<Scenario>, rounds: usize) -> Report {
         namespace: "smoke".to_owned(),
         reuse_listing: false,
         ceilings: None,
+        credentials,
     };
     let report = report::run(&run, &mut |line| eprintln!("{line}")).await.unwrap();
     server.stop().await;
@@ -102,4 +119,24 @@ async fn listing_setup_runs_once_per_server() {
     assert_eq!(rounds[1].setup_secs, None, "round 2 reuses round 1's repositories");
     let walk = report.scenarios[0].rows.iter().find(|r| r.metric == "catalog ?n=10 walk").unwrap();
     assert_eq!(walk.cells[0].values.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_pushes_and_listings_sign_in_with_tokens() {
+    // Auth on: every push streams its body, so the token must be attached before sending;
+    // the listing walks the catalog, which needs its own scope.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig {
+            enabled: true,
+            admin_password: Some("bench-admin".to_string().into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let scenarios = vec![Scenario::BlobPush, Scenario::Image, Scenario::Listing];
+    let report = run_against(config, Some(Credentials::new("admin", "bench-admin")), scenarios.clone(), 1).await;
+    assert_eq!(report.errors(), Vec::<String>::new());
+    assert_eq!(report.scenarios.iter().map(|s| s.scenario).collect::<Vec<_>>(), scenarios);
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::BenchError;
 use super::payload::Payload;
+use crate::auth::{Auth, Credentials};
 use crate::content::ACCEPT_ALL_MANIFESTS;
 use crate::wire;
 
@@ -50,10 +51,12 @@ pub struct ListPage {
     pub next: Option<Url>,
 }
 
-/// A registry at a base URL, with its own connection pool.
+/// A registry at a base URL, with its own connection pool, signed in the way the
+/// registry asks (see [`Target::sign_in`]).
 #[derive(Debug, Clone)]
 pub struct Target {
     http: reqwest::Client,
+    auth: Auth,
     base: Url,
 }
 
@@ -70,8 +73,9 @@ fn snippet(body: &[u8]) -> String {
 }
 
 impl Target {
-    /// A client for the registry at `base` (plain HTTP/1.1, no proxy).
-    pub fn new(base: Url) -> Result<Self, BenchError> {
+    /// A client for the registry at `base` (plain HTTP/1.1, no proxy) that signs in with
+    /// `credentials` once [`Target::sign_in`] has learnt how.
+    pub fn new(base: Url, credentials: Option<Credentials>) -> Result<Self, BenchError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
@@ -81,7 +85,21 @@ impl Target {
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("berth-bench/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, base })
+        let auth = Auth::new(http.clone(), std::slice::from_ref(&base), credentials)?;
+        Ok(Self { http, auth, base })
+    }
+
+    /// Learns from `GET /v2/` how the registry wants to be signed in to; returns a line
+    /// saying how. Requests are signed in before they are sent (a streamed blob body cannot
+    /// be sent twice), so this comes before any scenario.
+    pub async fn sign_in(&self) -> Result<String, BenchError> {
+        self.auth.discover(&self.base, Duration::from_secs(30)).await
+    }
+
+    /// Sends a request, signed in; a bodyless or in-memory one is retried once after a
+    /// 401 with a new challenge.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, BenchError> {
+        self.auth.execute(&self.http, request.build()?).await
     }
 
     /// The registry's base URL.
@@ -122,7 +140,7 @@ impl Target {
         wire::resolve_location(response.url(), value).map_err(BenchError::new)
     }
 
-    /// `GET /v2/`: 200 (or 401, which also means "up").
+    /// `GET /v2/`, not signed in: 200 (or 401, which also means "up").
     pub async fn ping(&self) -> Result<(), BenchError> {
         let response = self.http.get(self.url("/v2/")?).timeout(Duration::from_secs(2)).send().await?;
         let response = Self::expect(response, &Method::GET, &[200, 401]).await?;
@@ -148,15 +166,14 @@ impl Target {
     async fn single_post(&self, repo: &str, payload: &Payload) -> Result<Response, BenchError> {
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"))?;
         url.query_pairs_mut().append_pair("digest", payload.digest());
-        Ok(self
+        let request = self
             .http
             .post(url)
             .header(CONTENT_TYPE, OCTET_STREAM)
             .header(CONTENT_LENGTH, payload.len())
             .body(payload.body())
-            .timeout(transfer_timeout(payload.len()))
-            .send()
-            .await?)
+            .timeout(transfer_timeout(payload.len()));
+        self.send(request).await
     }
 
     /// Pushes a whole blob in one request body (see [`MonolithicMode`]).
@@ -190,16 +207,15 @@ impl Target {
         let mut start = 0;
         while start < payload.len() {
             let end = (start + chunk).min(payload.len());
-            let response = self
+            let request = self
                 .http
                 .patch(location)
                 .header(CONTENT_TYPE, OCTET_STREAM)
                 .header(CONTENT_LENGTH, end - start)
                 .header(CONTENT_RANGE, wire::format_upload_range(start, end - 1))
                 .body(payload.range_body(start, end))
-                .timeout(transfer_timeout(end - start))
-                .send()
-                .await?;
+                .timeout(transfer_timeout(end - start));
+            let response = self.send(request).await?;
             let response = Self::expect(response, &Method::PATCH, &[202]).await?;
             location = Self::location(&response)?;
             Self::drain(response).await?;
@@ -212,7 +228,7 @@ impl Target {
     /// registry's `OCI-Chunk-Min-Length` (0 if none).
     async fn start_upload(&self, repo: &str) -> Result<(Url, u64), BenchError> {
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"))?;
-        let response = self.http.post(url).header(CONTENT_LENGTH, 0).timeout(transfer_timeout(0)).send().await?;
+        let response = self.send(self.http.post(url).header(CONTENT_LENGTH, 0).timeout(transfer_timeout(0))).await?;
         let response = Self::expect(response, &Method::POST, &[202]).await?;
         let min_chunk = response
             .headers()
@@ -236,14 +252,14 @@ impl Target {
                 .timeout(transfer_timeout(payload.len())),
             None => request.header(CONTENT_LENGTH, 0).timeout(transfer_timeout(0)),
         };
-        let response = Self::expect(request.send().await?, &Method::PUT, &[201]).await?;
+        let response = Self::expect(self.send(request).await?, &Method::PUT, &[201]).await?;
         Self::drain(response).await
     }
 
     /// `HEAD /v2/<repo>/blobs/<digest>`: whether the blob is there.
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, BenchError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
-        let response = self.http.head(url).timeout(transfer_timeout(0)).send().await?;
+        let response = self.send(self.http.head(url).timeout(transfer_timeout(0))).await?;
         let response = Self::expect(response, &Method::HEAD, &[200, 404]).await?;
         let found = response.status().as_u16() == 200;
         Self::drain(response).await?;
@@ -266,7 +282,7 @@ impl Target {
             request = request.header(RANGE, wire::ByteRange::Closed { first, last }.header());
         }
         let want_status: &[u16] = if range.is_some() { &[206] } else { &[200] };
-        let mut response = Self::expect(request.send().await?, &Method::GET, want_status).await?;
+        let mut response = Self::expect(self.send(request).await?, &Method::GET, want_status).await?;
         let mut got = 0u64;
         while let Some(chunk) = response.chunk().await? {
             got += chunk.len() as u64;
@@ -288,7 +304,7 @@ impl Target {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let len = body.len() as u64;
         let request = self.http.put(url).header(CONTENT_TYPE, media_type).body(body).timeout(transfer_timeout(len));
-        let response = Self::expect(request.send().await?, &Method::PUT, &[201]).await?;
+        let response = Self::expect(self.send(request).await?, &Method::PUT, &[201]).await?;
         Self::drain(response).await
     }
 
@@ -298,14 +314,14 @@ impl Target {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let request =
             self.http.request(method.clone(), url).header(ACCEPT, ACCEPT_ALL_MANIFESTS).timeout(transfer_timeout(0));
-        let response = Self::expect(request.send().await?, &method, &[200]).await?;
+        let response = Self::expect(self.send(request).await?, &method, &[200]).await?;
         Ok(response.bytes().await?.len() as u64)
     }
 
     /// `GET url` for a listing (`_catalog` or `tags/list`); `key` names the
     /// array to read (`repositories` or `tags`). A `null` array reads as empty.
     pub async fn list_page(&self, url: Url, key: &str) -> Result<ListPage, BenchError> {
-        let response = self.http.get(url.clone()).timeout(Duration::from_secs(120)).send().await?;
+        let response = self.send(self.http.get(url.clone()).timeout(Duration::from_secs(120))).await?;
         let response = Self::expect(response, &Method::GET, &[200]).await?;
         let next = match response.headers().get(LINK).and_then(|v| v.to_str().ok()).and_then(wire::parse_link_next) {
             Some(target) => Some(wire::resolve_location(&url, &target).map_err(BenchError::new)?),

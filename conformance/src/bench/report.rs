@@ -24,6 +24,7 @@ use super::machine::{self, Machine};
 use super::metric::{CeilingKind, ScenarioRun, Unit};
 use super::server::{self, ServerProcess};
 use super::{Bench, BenchError, Params, Scenario, Target, TargetState, stats};
+use crate::auth::Credentials;
 
 /// A metric's values across rounds, for one registry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -242,14 +243,19 @@ pub struct RunConfig {
     pub reuse_listing: bool,
     /// Measure the machine's ceilings first.
     pub ceilings: Option<CeilingParams>,
+    /// Who to sign in as when the registry asks.
+    pub credentials: Option<Credentials>,
 }
 
 /// Runs the selected scenarios against one registry. Fails only if the
-/// client cannot be built; everything else is in the report.
+/// client cannot be built or the registry not reached; everything else is in
+/// the report.
 pub async fn run(config: &RunConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<Report, BenchError> {
     let started = Instant::now();
     let started_unix = now_unix();
-    let target = Target::new(config.url.clone())?;
+    let target = Target::new(config.url.clone(), config.credentials.clone())?;
+    let auth = target.sign_in().await?;
+    progress(&format!("signing in: {auth}"));
     let (ceilings, ceilings_error) = measure_ceilings(config.ceilings.clone()).await;
     let bench = make_bench(config.params.clone(), config.scenarios.clone(), config.namespace.clone()).await?;
     let mut state = TargetState::new();
@@ -318,7 +324,26 @@ pub struct CompareConfig {
     pub data_root: PathBuf,
     /// Extra `BERTH_*` variables for Berth (e.g. `BERTH_STORAGE__FSYNC=false`).
     pub berth_env: Vec<(String, String)>,
+    /// Run Berth with auth on (a fresh admin password) and sign in with tokens, so the
+    /// figures include what auth costs; Distribution still runs without. Off: Berth runs
+    /// with `auth.enabled = false`, like Distribution.
+    pub berth_auth: bool,
     pub ceilings: Option<CeilingParams>,
+}
+
+/// Berth's environment for `compare` (`berth_env` last, so it wins) and the credentials
+/// to sign in with: with `berth_auth`, auth on and a fresh admin password.
+fn berth_auth_env(config: &CompareConfig) -> (Vec<(String, String)>, Option<Credentials>) {
+    let mut env = Vec::new();
+    let mut credentials = None;
+    if config.berth_auth {
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        env.push(("BERTH_AUTH__ENABLED".to_owned(), "true".to_owned()));
+        env.push(("BERTH_AUTH__ADMIN_PASSWORD".to_owned(), password.clone()));
+        credentials = Some(Credentials::new("admin", password));
+    }
+    env.extend(config.berth_env.iter().cloned());
+    (env, credentials)
 }
 
 /// Berth against Distribution, scenario by scenario, each on a fresh pair of
@@ -341,7 +366,11 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
         RegistryInfo {
             name: "Berth".to_owned(),
             version: machine::version_of(&config.berth_bin),
-            location: config.berth_bin.display().to_string(),
+            location: format!(
+                "{}, auth {}",
+                config.berth_bin.display(),
+                if config.berth_auth { "on, signed in with tokens" } else { "off, like Distribution" }
+            ),
         },
         RegistryInfo {
             name: "Distribution".to_owned(),
@@ -352,12 +381,13 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
     progress("measuring this machine's ceilings");
     let (ceilings, ceilings_error) = measure_ceilings(config.ceilings.clone()).await;
     let bench = make_bench(config.params.clone(), config.scenarios.clone(), "bench".to_owned()).await?;
+    let (berth_env, berth_credentials) = berth_auth_env(config);
     let rounds = config.rounds.max(1);
     let mut scenarios = Vec::new();
     for &scenario in &config.scenarios {
         let scenario_started = Instant::now();
         progress(&format!("[{scenario}] starting a fresh Berth and Distribution"));
-        let berth = ServerProcess::start_berth(&config.berth_bin, &config.data_root, &config.berth_env).await;
+        let berth = ServerProcess::start_berth(&config.berth_bin, &config.data_root, &berth_env).await;
         let distribution = ServerProcess::start_distribution(&config.distribution_bin, &config.data_root).await;
         let mut runs: Vec<RegistryRuns> = ["Berth", "Distribution"]
             .into_iter()
@@ -385,8 +415,14 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
             }
         };
         if !servers.is_empty() {
-            let targets =
-                servers.iter().map(|s| Target::new(s.url().clone())).collect::<Result<Vec<_>, BenchError>>()?;
+            // Berth first, then Distribution (which never has credentials).
+            let credentials = [berth_credentials.clone(), None];
+            let mut targets = Vec::new();
+            for (server, credentials) in servers.iter().zip(credentials) {
+                let target = Target::new(server.url().clone(), credentials)?;
+                target.sign_in().await?;
+                targets.push(target);
+            }
             let mut states: Vec<TargetState> = servers.iter().map(|_| TargetState::new()).collect();
             let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
             for round in 0..rounds {

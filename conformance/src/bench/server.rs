@@ -123,8 +123,9 @@ fn strip_env(cmd: &mut Command, prefix: &str) {
 
 impl ServerProcess {
     /// Starts `bin serve --listen 127.0.0.1:PORT --data-dir DIR` with
-    /// `BERTH_LOG__LEVEL=warn` plus `extra_env`, in a fresh directory under
-    /// `data_root`, and waits until `/v2/` answers.
+    /// `BERTH_LOG__LEVEL=warn` and `BERTH_AUTH__ENABLED=false` (Distribution runs
+    /// without auth too) plus `extra_env`, which may turn auth back on, in a fresh
+    /// directory under `data_root`, and waits until `/v2/` answers.
     pub async fn start_berth(
         bin: &Path,
         data_root: &Path,
@@ -139,7 +140,7 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(dir.path().join("data"));
         strip_env(&mut cmd, "BERTH_");
-        cmd.env_remove("RUST_LOG").env("BERTH_LOG__LEVEL", "warn");
+        cmd.env_remove("RUST_LOG").env("BERTH_LOG__LEVEL", "warn").env("BERTH_AUTH__ENABLED", "false");
         for (key, value) in extra_env {
             cmd.env(key, value);
         }
@@ -183,7 +184,7 @@ impl ServerProcess {
     /// Polls `GET /v2/` every 50 ms until it answers, the process exits, or
     /// `deadline` passes.
     async fn wait_ready(&mut self, deadline: Duration) -> Result<(), BenchError> {
-        let target = Target::new(self.url.clone())?;
+        let target = Target::new(self.url.clone(), None)?;
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

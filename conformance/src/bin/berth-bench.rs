@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use berth_conformance::Url;
+use berth_conformance::auth::CredentialArgs;
 use berth_conformance::bench::ceilings::{self, CeilingParams};
 use berth_conformance::bench::report::{self, CompareConfig, Report, RunConfig};
 use berth_conformance::bench::{Params, Scenario};
@@ -90,6 +91,8 @@ struct RunArgs {
     /// Directory for the disk ceiling [default: the temp dir]
     #[arg(long)]
     disk_dir: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: CredentialArgs,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +118,10 @@ struct CompareArgs {
     /// Skip the ceilings measurement
     #[arg(long)]
     no_ceilings: bool,
+    /// Run Berth with auth on (fresh admin password, token sign-in) instead of off;
+    /// Distribution runs without auth either way
+    #[arg(long)]
+    berth_auth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ceilings: args
                     .ceilings
                     .then(|| args.common.ceiling_params(args.disk_dir.clone().unwrap_or_else(std::env::temp_dir))),
+                credentials: args.credentials.credentials(),
             };
             eprintln!("berth-bench run: {} (namespace {})", config.url, config.namespace);
             let report = report::run(&config, &mut progress()).await?;
@@ -231,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 params: args.common.params(),
                 rounds: args.rounds,
                 berth_env: args.berth_env.clone(),
+                berth_auth: args.berth_auth,
                 ceilings: (!args.no_ceilings).then(|| args.common.ceiling_params(data_root.clone())),
                 data_root,
             };

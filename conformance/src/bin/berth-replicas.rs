@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_conformance::Url;
+use berth_conformance::auth::CredentialArgs;
 use berth_conformance::replicas::{self, Config, Sizes};
 use clap::Parser;
 
@@ -39,6 +40,8 @@ struct Args {
     /// Small blobs only (kilobytes): a quick run
     #[arg(long)]
     small: bool,
+    #[command(flatten)]
+    credentials: CredentialArgs,
 }
 
 #[tokio::main]
@@ -58,6 +61,7 @@ async fn main() -> ExitCode {
     if args.small {
         config.sizes = Sizes::small();
     }
+    config.credentials = args.credentials.credentials();
     match replicas::run(&config, &mut |line: &str| println!("{line}")).await {
         Ok(report) if report.passed() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,

@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
+use crate::auth::Auth;
 use crate::check::CaseResult;
 use crate::config::{Flags, SuiteConfig};
 use crate::content::RandomSource;
 use crate::ctx::{Ctx, Shared};
 use crate::report::{CaseReport, Group, Report, Skipped};
 
+mod auth;
 mod discovery;
 mod errors;
 mod management;
@@ -33,11 +35,14 @@ enum Need {
     TagParam,
     ReferrersAndManifestDelete,
     PlainHttp,
+    /// Credentials, and a registry that signs in with tokens.
+    TokenAuth,
 }
 
 impl Need {
-    /// `None` when the case may run, else why it is skipped.
-    fn missing(self, flags: Flags, https: bool) -> Option<&'static str> {
+    /// `None` when the case may run, else why it is skipped. `signed_in`:
+    /// the run has credentials.
+    fn missing(self, flags: Flags, https: bool, signed_in: bool) -> Option<&'static str> {
         match self {
             Self::Nothing => None,
             Self::Referrers if !flags.referrers => Some("referrers disabled (--no-referrers)"),
@@ -48,11 +53,14 @@ impl Need {
                 Some("manifest delete disabled (--no-delete-manifests)")
             }
             Self::PlainHttp if https => Some("the registry URL is https"),
+            Self::TokenAuth if !signed_in => Some("no credentials given (--username/--password)"),
+            Self::TokenAuth if !flags.token_auth => Some("the registry takes Basic credentials only (--no-token-auth)"),
             Self::Referrers
             | Self::NoReferrers
             | Self::TagParam
             | Self::ReferrersAndManifestDelete
-            | Self::PlainHttp => None,
+            | Self::PlainHttp
+            | Self::TokenAuth => None,
         }
     }
 }
@@ -170,8 +178,15 @@ const TABLE: &[Case] = &[
     case!(Errors, errors::errors_bad_pagination_n_is_400),
     case!(Errors, errors::errors_odd_requests_are_4xx_not_5xx),
     case!(Errors, errors::tls_probe_on_plain_http_is_answered_fast, PlainHttp),
-    // Last, so it sees every answer of the run.
+    // auth
+    case!(Auth, auth::auth_1_anonymous_request_is_401_with_bearer_challenge, TokenAuth),
+    case!(Auth, auth::auth_2_token_grants_pull_push, TokenAuth),
+    case!(Auth, auth::auth_3_wrong_password_is_refused_at_token_endpoint, TokenAuth),
+    case!(Auth, auth::auth_4_token_for_other_repository_is_insufficient, TokenAuth),
+    case!(Auth, auth::auth_5_multiple_scopes_are_merged, TokenAuth),
+    // Last, so they see every answer of the run.
     case!(Errors, errors::errors_nothing_answered_5xx),
+    case!(Auth, auth::auth_6_tokens_fetched_up_front_are_never_refused, TokenAuth),
 ];
 
 pub(crate) async fn run(config: &SuiteConfig) -> Report {
@@ -184,24 +199,18 @@ pub async fn run_with_progress(config: &SuiteConfig, mut progress: impl FnMut(&C
     let mut report = Report {
         base_url: config.base_url.to_string(),
         namespace: config.namespace.clone(),
+        auth: String::new(),
         cases: Vec::new(),
         skipped: Vec::new(),
     };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(config.case_timeout)
-        .user_agent(concat!("berth-conformance/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let shared = http.map(|http| Shared {
-        http,
-        base: config.base_url.clone(),
-        namespace: config.namespace.trim_matches('/').to_owned(),
-        flags: config.flags,
-        rng: Arc::new(Mutex::new(RandomSource::new())),
-        server_errors: Arc::new(Mutex::new(Vec::new())),
-    });
+    let shared = connect(config).await;
+    report.auth = match &shared {
+        Ok((_, how)) => how.clone(),
+        Err(err) => err.clone(),
+    };
+    let shared = shared.map(|(shared, _)| shared);
     let https = config.base_url.scheme() == "https";
+    let signed_in = config.credentials.is_some();
 
     for case in TABLE {
         if let Some(filter) = &config.filter
@@ -210,7 +219,7 @@ pub async fn run_with_progress(config: &SuiteConfig, mut progress: impl FnMut(&C
         {
             continue;
         }
-        if let Some(reason) = case.need.missing(config.flags, https) {
+        if let Some(reason) = case.need.missing(config.flags, https, signed_in) {
             report.skipped.push(Skipped { name: case.name, reason });
             continue;
         }
@@ -225,7 +234,7 @@ pub async fn run_with_progress(config: &SuiteConfig, mut progress: impl FnMut(&C
                 };
                 (outcome, ctx.take_notes())
             }
-            Err(err) => (Err(format!("cannot build HTTP client: {err}")), Vec::new()),
+            Err(err) => (Err(err.clone()), Vec::new()),
         };
         let case_report = CaseReport {
             name: case.name,
@@ -239,6 +248,32 @@ pub async fn run_with_progress(config: &SuiteConfig, mut progress: impl FnMut(&C
         report.cases.push(case_report);
     }
     report
+}
+
+/// The client every case shares, signed in the way `GET /v2/` asks; with a line
+/// saying how. An error says why no case can run.
+async fn connect(config: &SuiteConfig) -> Result<(Shared, String), String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(config.case_timeout)
+        .user_agent(concat!("berth-conformance/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|err| format!("cannot build HTTP client: {err}"))?;
+    let base = config.base_url.clone();
+    let auth =
+        Auth::new(http.clone(), std::slice::from_ref(&base), config.credentials.clone()).map_err(|f| f.to_string())?;
+    let how = auth.discover(&base, config.case_timeout).await.map_err(|f| format!("signing in: {f}"))?;
+    let shared = Shared {
+        http,
+        auth,
+        base,
+        namespace: config.namespace.trim_matches('/').to_owned(),
+        flags: config.flags,
+        rng: Arc::new(Mutex::new(RandomSource::new())),
+        server_errors: Arc::new(Mutex::new(Vec::new())),
+    };
+    Ok((shared, how))
 }
 
 #[cfg(test)]
@@ -266,7 +301,8 @@ mod tests {
             let ok = case.name.starts_with("end_")
                 || case.name.starts_with("errors_")
                 || case.name.starts_with("catalog_")
-                || case.name.starts_with("tls_");
+                || case.name.starts_with("tls_")
+                || case.name.starts_with("auth_");
             assert!(ok, "{} does not start with a spec id", case.name);
         }
     }
@@ -274,14 +310,17 @@ mod tests {
     #[test]
     fn needs_follow_flags() {
         let all = Flags::default();
-        assert_eq!(Need::TagParam.missing(all, false), Some("tag parameters not enabled (--tag-param)"));
-        assert_eq!(Need::Referrers.missing(all, false), None);
-        assert!(Need::NoReferrers.missing(all, false).is_some());
+        assert_eq!(Need::TagParam.missing(all, false, true), Some("tag parameters not enabled (--tag-param)"));
+        assert_eq!(Need::Referrers.missing(all, false, true), None);
+        assert!(Need::NoReferrers.missing(all, false, true).is_some());
         let off = Flags { referrers: false, delete_manifests: false, ..all };
-        assert!(Need::Referrers.missing(off, false).is_some());
-        assert_eq!(Need::NoReferrers.missing(off, false), None);
-        assert!(Need::ReferrersAndManifestDelete.missing(off, false).is_some());
-        assert!(Need::PlainHttp.missing(all, true).is_some());
-        assert_eq!(Need::PlainHttp.missing(all, false), None);
+        assert!(Need::Referrers.missing(off, false, true).is_some());
+        assert_eq!(Need::NoReferrers.missing(off, false, true), None);
+        assert!(Need::ReferrersAndManifestDelete.missing(off, false, true).is_some());
+        assert!(Need::PlainHttp.missing(all, true, true).is_some());
+        assert_eq!(Need::PlainHttp.missing(all, false, true), None);
+        assert!(Need::TokenAuth.missing(all, false, false).is_some());
+        assert_eq!(Need::TokenAuth.missing(all, false, true), None);
+        assert!(Need::TokenAuth.missing(Flags { token_auth: false, ..all }, false, true).is_some());
     }
 }

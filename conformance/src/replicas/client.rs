@@ -1,7 +1,8 @@
 //! The replicas as the workload sees them: N base URLs behind one pooled HTTP client (and
 //! one without a pool, for racing chunks), every request addressed to one replica by
 //! index, every answer captured with that index so a message can say which replica said
-//! what.
+//! what. One [`Auth`] signs in for all replicas: tokens come from the realm the first
+//! replica names and are used on every replica, as behind a load balancer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Url};
 use sha2::{Digest as _, Sha256};
 
+use crate::auth::{Auth, Credentials};
 use crate::check::{CaseResult, Failure};
 use crate::content::ACCEPT_ALL_MANIFESTS;
 use crate::ctx::Resp;
@@ -35,6 +37,9 @@ pub(crate) struct Replicas {
     /// reading their body (a racing chunk). A server may then close the connection, and a
     /// dead connection must not go back to the shared pool and fail an unrelated request.
     isolated: reqwest::Client,
+    auth: Auth,
+    /// Bounds every request.
+    timeout: Duration,
     bases: Vec<Url>,
     pub(crate) stats: Stats,
 }
@@ -49,8 +54,9 @@ pub(crate) struct BlobRead {
 }
 
 impl Replicas {
-    /// One client for all `bases`; `timeout` bounds every request.
-    pub(crate) fn new(bases: &[Url], timeout: Duration) -> CaseResult<Self> {
+    /// One client for all `bases`; `timeout` bounds every request. Signs in with
+    /// `credentials` once [`Replicas::discover`] has learnt how.
+    pub(crate) fn new(bases: &[Url], timeout: Duration, credentials: Option<Credentials>) -> CaseResult<Self> {
         ensure!(!bases.is_empty(), "no replica URL given");
         let client = |idle: usize| {
             reqwest::Client::builder()
@@ -63,7 +69,20 @@ impl Replicas {
                 .user_agent(concat!("berth-replicas/", env!("CARGO_PKG_VERSION")))
                 .build()
         };
-        Ok(Self { http: client(64)?, isolated: client(0)?, bases: bases.to_vec(), stats: Stats::default() })
+        let http = client(64)?;
+        let auth = Auth::new(http.clone(), bases, credentials)?;
+        Ok(Self { http, isolated: client(0)?, auth, timeout, bases: bases.to_vec(), stats: Stats::default() })
+    }
+
+    /// Signed requests some replica answered 401: how many, and the first few.
+    pub(crate) fn auth_refusals(&self) -> (usize, Vec<String>) {
+        self.auth.refusals()
+    }
+
+    /// Learns from replica 0 how the registry wants to be signed in to; returns a line
+    /// saying how.
+    pub(crate) async fn discover(&self) -> CaseResult<String> {
+        self.auth.discover(self.base(0)?, self.timeout).await.map_err(|f| f.context(&self.label(0)))
     }
 
     /// How many replicas.
@@ -124,7 +143,7 @@ impl Replicas {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_sent.fetch_add(sent, Ordering::Relaxed);
         let on = || format!("{} {} on {}", method, url.path(), self.label(replica));
-        let response = client.execute(request).await.map_err(|e| Failure::from(e).context(&on()))?;
+        let response = self.auth.execute(&client, request).await.map_err(|f| f.context(&on()))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response
@@ -168,7 +187,8 @@ impl Replicas {
         let url = self.url(replica, &format!("/v2/{repo}/blobs/{digest}"))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let on = || format!("GET {} on {}", url.path(), self.label(replica));
-        let mut response = self.http.get(url.clone()).send().await.map_err(|e| Failure::from(e).context(&on()))?;
+        let request = self.http.get(url.clone()).build()?;
+        let mut response = self.auth.execute(&self.http, request).await.map_err(|f| f.context(&on()))?;
         let status = response.status().as_u16();
         let mut hasher = Sha256::new();
         let mut len = 0u64;
@@ -241,6 +261,7 @@ mod tests {
         let replicas = Replicas::new(
             &[Url::parse("http://127.0.0.1:5001")?, Url::parse("http://10.0.0.2:5002/prefix/")?],
             Duration::from_secs(1),
+            None,
         )?;
         let location = Url::parse("http://127.0.0.1:5001/v2/a/b/blobs/uploads/123?_state=x&y=1")?;
         assert_eq!(

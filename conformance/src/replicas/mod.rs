@@ -45,6 +45,7 @@ use reqwest::{Method, Url};
 pub use rng::Rng;
 pub use workload::{OpKind, plan};
 
+use crate::auth::Credentials;
 use crate::check::{CaseResult, Failure};
 use client::Replicas;
 use model::Model;
@@ -95,11 +96,13 @@ pub struct Config {
     pub timeout: Duration,
     /// Blob sizes.
     pub sizes: Sizes,
+    /// Who to sign in as when the registry asks.
+    pub credentials: Option<Credentials>,
 }
 
 impl Config {
     /// Defaults: a random seed, 200 operations, 8 at once, a fresh namespace, 3 s settle
-    /// time, 120 s per operation, [`Sizes::full`].
+    /// time, 120 s per operation, [`Sizes::full`], no credentials.
     pub fn new(urls: Vec<Url>) -> Self {
         let token = uuid::Uuid::new_v4().simple().to_string();
         Self {
@@ -111,6 +114,7 @@ impl Config {
             settle: Duration::from_secs(3),
             timeout: Duration::from_secs(120),
             sizes: Sizes::full(),
+            credentials: None,
         }
     }
 }
@@ -181,7 +185,7 @@ pub async fn run(config: &Config, progress: &mut (dyn FnMut(&str) + Send)) -> Ca
     if config.ops == 0 || config.concurrency == 0 {
         return Err(Failure::new("--ops and --concurrency must be at least 1"));
     }
-    let replicas = Replicas::new(&config.urls, config.timeout)?;
+    let replicas = Replicas::new(&config.urls, config.timeout, config.credentials.clone())?;
     let mut out = Reporter { report: Report { seed: config.seed, ..Report::default() }, progress };
     let names: Vec<String> = (0..replicas.count()).map(|i| replicas.label(i)).collect();
     out.phase(format!(
@@ -195,18 +199,20 @@ pub async fn run(config: &Config, progress: &mut (dyn FnMut(&str) + Send)) -> Ca
         config.settle.as_secs_f64()
     ));
 
+    let auth = replicas.discover().await?;
     for replica in 0..replicas.count() {
         let resp = replicas.send(replica, replicas.at(replica, Method::GET, "/v2/")?).await?;
         if resp.status != 200 {
             return Err(Failure::new(format!(
-                "{}: GET /v2/ answered {} ({}); berth-replicas needs a registry without authentication",
+                "{}: GET /v2/ answered {} ({}) when signed in{}",
                 replicas.label(replica),
                 resp.status,
-                resp.body_excerpt()
+                resp.body_excerpt(),
+                if config.credentials.is_none() { "; does the registry need --username/--password?" } else { "" }
             )));
         }
     }
-    out.phase(format!("reach: GET /v2/ answered 200 on all {} replicas", replicas.count()));
+    out.phase(format!("reach: GET /v2/ answered 200 on all {} replicas ({auth})", replicas.count()));
 
     let kinds = plan(config.seed, config.ops);
     let mut counts: BTreeMap<OpKind, usize> = BTreeMap::new();
@@ -222,6 +228,20 @@ pub async fn run(config: &Config, progress: &mut (dyn FnMut(&str) + Send)) -> Ca
     out.phase(format!("settle: waited {} s for replica caches", config.settle.as_secs_f64()));
 
     verify::verify(&replicas, &model, config.concurrency, &mut out).await;
+
+    // Every token comes from the realm replica 0 names and is used on every replica; the
+    // client retries a refused one with a fresh token, so a replica that refuses another's
+    // tokens would pass unnoticed if refusals were not counted here.
+    let (refused, examples) = replicas.auth_refusals();
+    if refused == 0 && config.credentials.is_some() {
+        out.phase("auth: no signed request was refused on any replica".to_owned());
+    }
+    if refused > 0 {
+        out.inconsistency(format!(
+            "{refused} signed requests were refused with 401 (a token must work on every replica until it expires): {}",
+            examples.join("; ")
+        ));
+    }
 
     let mut notes: BTreeMap<String, usize> = BTreeMap::new();
     for note in std::mem::take(&mut out.report.notes) {
