@@ -56,6 +56,13 @@ impl Access {
     pub fn scope(&self) -> Option<Scope> {
         match self {
             Access::None => None,
+            // Pushing clients also read (HEAD a blob, check a manifest), so the challenge
+            // for a push asks for both, as Distribution's does.
+            Access::Repository { name, action: Action::Push } => Some(Scope {
+                resource_type: "repository".into(),
+                name: name.to_string(),
+                actions: vec!["pull".into(), "push".into()],
+            }),
             Access::Repository { name, action } => Some(Scope {
                 resource_type: "repository".into(),
                 name: name.to_string(),
@@ -136,7 +143,7 @@ mod tests {
     #[test]
     fn access_renders_the_scope_to_ask_for() {
         let a = Access::Repository { name: "a/b".parse().unwrap(), action: Action::Push };
-        assert_eq!(a.scope().unwrap().to_string(), "repository:a/b:push");
+        assert_eq!(a.scope().unwrap().to_string(), "repository:a/b:pull,push");
         assert_eq!(Access::Registry { action: Action::Catalog }.scope().unwrap().to_string(), "registry:catalog:*");
         assert!(Access::None.scope().is_none());
     }

@@ -49,6 +49,10 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         None => match req.uri().path() {
             "/healthz" => ("healthz", None),
             "/readyz" => ("readyz", None),
+            "/token" => ("token", None),
+            "/token/jwks.json" | "/.well-known/jwks.json" => ("jwks", None),
+            "/api/v1/login-token" => ("login_token", None),
+            p if p.starts_with("/api/v1/") => ("admin", None),
             _ => ("unknown", None),
         },
     };

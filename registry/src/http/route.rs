@@ -171,7 +171,10 @@ mod tests {
         let blob = ok(&format!("/v2/a/blobs/{D}"));
         assert_eq!(blob.access(&Method::GET).scope().unwrap().to_string(), "repository:a:pull");
         assert_eq!(blob.access(&Method::DELETE).scope().unwrap().to_string(), "repository:a:delete");
-        assert_eq!(ok("/v2/a/blobs/uploads/").access(&Method::POST).scope().unwrap().to_string(), "repository:a:push");
+        assert_eq!(
+            ok("/v2/a/blobs/uploads/").access(&Method::POST).scope().unwrap().to_string(),
+            "repository:a:pull,push"
+        );
         assert_eq!(ok("/v2/").access(&Method::GET), Access::None);
     }
 }

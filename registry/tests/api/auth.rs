@@ -184,7 +184,7 @@ async fn token_flow_push_and_pull_with_merged_scopes() {
         t.client.post(t.url("/v2/team/b/blobs/uploads/")).header("authorization", bearer(&token)).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let c = r.headers()["www-authenticate"].to_str().unwrap();
-    assert!(c.contains("scope=\"repository:team/b:push\"") && c.contains("error=\"insufficient_scope\""), "{c}");
+    assert!(c.contains("scope=\"repository:team/b:pull,push\"") && c.contains("error=\"insufficient_scope\""), "{c}");
     // Another repository entirely.
     assert_eq!(t.pull_status("team/c", "v1", Some(&bearer(&token))).await, 401);
     // The public keys are published.
