@@ -243,7 +243,8 @@ async fn hash(password: &str) -> ApiResult<String> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-fn kind_of(target: &PolicyTarget) -> PolicyKind {
+/// Which rules a document attached to `target` follows.
+pub(crate) fn kind_of(target: &PolicyTarget) -> PolicyKind {
     match target {
         PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => PolicyKind::Identity,
         PolicyTarget::Repository(_) => PolicyKind::Repository,

@@ -16,12 +16,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_auth::policy::{Arns, Context, Decision, Policies, PolicyDocument, PolicyKind, Principal, Request, actions};
+use berth_auth::policy::{Arns, Context, Decision, Policies, PolicyDocument, Principal, Request, actions};
 use berth_auth::token::{Claims, Jwks, ResourceActions, SigningKey, TokenUse, Verifier};
 use berth_auth::{Access, Scope, credentials};
 use berth_oci::RepoName;
 use berth_storage::MetadataStore;
-use berth_storage::metadata::{PolicyRecord, PolicyTarget, SigningKeyRecord, unix_now};
+use berth_storage::metadata::{PolicyRecord, SigningKeyRecord, unix_now};
 use sha2::Digest as _;
 
 use crate::error::ApiError;
@@ -62,7 +62,7 @@ pub struct Caller {
     /// The access key signed in with, whose own policies also apply.
     pub access_key: Option<String>,
     /// A Bearer token's grant: then only this decides, no policy is read.
-    pub grant: Option<Vec<ResourceActions>>,
+    pub grant: Option<Arc<Claims>>,
     /// The request's condition keys that do not depend on the resource.
     pub origin: Origin,
 }
@@ -326,7 +326,8 @@ impl Authority {
         caller: &Caller,
         access: &Access,
     ) -> Result<Permit, ApiError> {
-        if let Some(grant) = &caller.grant {
+        if let Some(claims) = &caller.grant {
+            let grant = &claims.access;
             let covered = match access {
                 Access::None => true,
                 Access::Repository { name, action } => covers(grant, "repository", name.as_str(), action.as_str()),
@@ -359,23 +360,8 @@ impl Authority {
         repo: Option<&RepoName>,
         ecr_actions: &[&str],
     ) -> Result<Permit, ApiError> {
-        let set = self.policy_set(meta, caller, repo).await?;
-        let resource = match repo {
-            Some(r) => self.arns.repository(r.as_str()),
-            None => self.arns.repository("*"),
-        };
-        let context = self.context(caller, &set.2);
-        for action in ecr_actions {
-            let req = Request { principal: &caller.principal, action, resource: &resource, context: &context };
-            match berth_auth::policy::evaluate(&Policies { identity: &set.0, resource: &set.1 }, &req, &self.arns) {
-                Decision::Allow => {}
-                Decision::ExplicitDeny { sid } => {
-                    return Ok(Permit::Deny(Some(sid.unwrap_or_else(|| "(no Sid)".into()))));
-                }
-                Decision::ImplicitDeny => return Ok(Permit::Deny(None)),
-            }
-        }
-        Ok(Permit::Allow)
+        let loaded = self.load(meta, caller, repo).await?;
+        Ok(loaded.check(self, caller, ecr_actions, &self.repository_arn(repo)))
     }
 
     /// Evaluates one action on an arbitrary resource ARN (the admin API: users, keys).
@@ -386,14 +372,25 @@ impl Authority {
         action: &str,
         resource: &str,
     ) -> Result<Permit, ApiError> {
-        let set = self.policy_set(meta, caller, None).await?;
-        let context = self.context(caller, &Default::default());
-        let req = Request { principal: &caller.principal, action, resource, context: &context };
-        Ok(match berth_auth::policy::evaluate(&Policies { identity: &set.0, resource: &set.1 }, &req, &self.arns) {
-            Decision::Allow => Permit::Allow,
-            Decision::ExplicitDeny { sid } => Permit::Deny(Some(sid.unwrap_or_else(|| "(no Sid)".into()))),
-            Decision::ImplicitDeny => Permit::Deny(None),
-        })
+        let loaded = self.load(meta, caller, None).await?;
+        Ok(loaded.check(self, caller, &[action], resource))
+    }
+
+    /// A repository's ARN, or for registry-wide actions every repository's.
+    fn repository_arn(&self, repo: Option<&RepoName>) -> String {
+        self.arns.repository(repo.map(RepoName::as_str).unwrap_or("*"))
+    }
+
+    /// The policies that apply to `caller` on `repo`, read once and parsed, with the
+    /// request's condition keys.
+    async fn load(
+        &self,
+        meta: &dyn MetadataStore,
+        caller: &Caller,
+        repo: Option<&RepoName>,
+    ) -> Result<Loaded, ApiError> {
+        let (identity, resource, tags) = self.policy_set(meta, caller, repo).await?;
+        Ok(Loaded { identity, resource, context: self.context(caller, &tags) })
     }
 
     /// The documents that apply, parsed. A stored document that no longer parses fails the
@@ -413,12 +410,7 @@ impl Authority {
             records
                 .iter()
                 .map(|r| {
-                    let kind = match r.target {
-                        PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => PolicyKind::Identity,
-                        PolicyTarget::Repository(_) => PolicyKind::Repository,
-                        PolicyTarget::Registry => PolicyKind::Registry,
-                    };
-                    PolicyDocument::parse(&r.document, kind)
+                    PolicyDocument::parse(&r.document, admin::kind_of(&r.target))
                         .map_err(|e| ApiError::Internal(format!("stored policy {:?} {}: {e}", r.target, r.name)))
                 })
                 .collect()
@@ -485,10 +477,13 @@ impl Authority {
                 "registry" if name == "catalog" => None,
                 _ => continue,
             };
+            // One read of the policies per resource, however many actions were asked for.
+            let loaded = self.load(meta, &caller, repo.as_ref()).await?;
+            let arn = self.repository_arn(repo.as_ref());
             let mut actions_granted = Vec::new();
             for action in requested {
                 let Some(ecr) = actions::for_scope_action(&resource_type, &action) else { continue };
-                if self.decide(meta, &caller, repo.as_ref(), ecr).await? == Permit::Allow {
+                if loaded.check(self, &caller, ecr, &arn) == Permit::Allow {
                     actions_granted.push(action);
                 }
             }
@@ -497,6 +492,30 @@ impl Authority {
             }
         }
         Ok(granted)
+    }
+}
+
+/// Parsed policies and condition keys for one caller and resource.
+struct Loaded {
+    identity: Vec<PolicyDocument>,
+    resource: Vec<PolicyDocument>,
+    context: Context,
+}
+
+impl Loaded {
+    /// Allowed when every one of `ecr_actions` on `resource` is; the first explicit Deny is
+    /// reported with its Sid.
+    fn check(&self, auth: &Authority, caller: &Caller, ecr_actions: &[&str], resource: &str) -> Permit {
+        let policies = Policies { identity: &self.identity, resource: &self.resource };
+        for action in ecr_actions {
+            let req = Request { principal: &caller.principal, action, resource, context: &self.context };
+            match berth_auth::policy::evaluate(&policies, &req, &auth.arns) {
+                Decision::Allow => {}
+                Decision::ExplicitDeny { sid } => return Permit::Deny(Some(sid.unwrap_or_else(|| "(no Sid)".into()))),
+                Decision::ImplicitDeny => return Permit::Deny(None),
+            }
+        }
+        Permit::Allow
     }
 }
 

@@ -112,7 +112,7 @@ pub async fn authorize(State(reg): State<Arc<Registry>>, mut req: Request, next:
         _ => return next.run(req).await,
     };
     let origin = origin(req.extensions());
-    match decide(&reg, req.headers().clone(), origin, &access).await {
+    match decide(&reg, req.headers(), origin, &access).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -121,11 +121,11 @@ pub async fn authorize(State(reg): State<Arc<Registry>>, mut req: Request, next:
     }
 }
 
-async fn decide(reg: &Registry, headers: HeaderMap, origin: Origin, access: &Access) -> Result<Caller, ApiError> {
+async fn decide(reg: &Registry, headers: &HeaderMap, origin: Origin, access: &Access) -> Result<Caller, ApiError> {
     let auth = &reg.auth;
-    let realm = || realm(auth, &headers, origin.secure);
+    let realm = || realm(auth, headers, origin.secure);
     let creds =
-        credentials(&headers).map_err(|e| with_challenge(e, challenge(&realm(), auth.service(), access, None)))?;
+        credentials(headers).map_err(|e| with_challenge(e, challenge(&realm(), auth.service(), access, None)))?;
     let caller = match creds {
         Credentials::Bearer(token) => {
             let claims = auth.verify_access_token(&token).map_err(|e| ApiError::Unauthorized {
@@ -137,7 +137,7 @@ async fn decide(reg: &Registry, headers: HeaderMap, origin: Origin, access: &Acc
             } else {
                 berth_auth::policy::Principal::User { name: claims.sub.clone() }
             };
-            Caller { principal, access_key: None, grant: Some(claims.access.clone()), origin }
+            Caller { principal, access_key: None, grant: Some(claims), origin }
         }
         Credentials::Basic { user, secret } => {
             let signed_in = auth

@@ -298,6 +298,14 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// Files a policy read back from either store under identity or resource.
+    pub(crate) fn add(&mut self, policy: PolicyRecord) {
+        match policy.target {
+            PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => self.identity.push(policy),
+            PolicyTarget::Repository(_) | PolicyTarget::Registry => self.resource.push(policy),
+        }
+    }
+
     /// Puts the policies in the documented order, whatever order the database returned.
     pub(crate) fn sort(&mut self) {
         for list in [&mut self.identity, &mut self.resource] {

@@ -1259,11 +1259,7 @@ impl MetadataStore for PostgresStore {
                 set.resource_tags.insert(row.try_get(1)?, row.try_get(2)?);
                 continue;
             }
-            let policy = policy_record(row)?;
-            match policy.target {
-                PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => set.identity.push(policy),
-                PolicyTarget::Repository(_) | PolicyTarget::Registry => set.resource.push(policy),
-            }
+            set.add(policy_record(row)?);
         }
         set.sort();
         Ok(set)

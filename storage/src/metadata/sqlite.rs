@@ -1007,11 +1007,7 @@ impl MetadataStore for SqliteStore {
                     set.resource_tags.insert(row.1, row.2);
                     continue;
                 }
-                let policy = policy_record(row)?;
-                match policy.target {
-                    PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => set.identity.push(policy),
-                    PolicyTarget::Repository(_) | PolicyTarget::Registry => set.resource.push(policy),
-                }
+                set.add(policy_record(row)?);
             }
             set.sort();
             Ok(set)
