@@ -33,6 +33,8 @@ pub enum StartError {
     #[error("authentication: {0}")]
     Auth(String),
     /// The certificate or key file named in the message.
+    #[error("events: {0}")]
+    Events(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -96,7 +98,31 @@ impl App {
             tracing::warn!(listen = %config.listen,
                 "authentication is off (auth.enabled = false): anyone who can reach the listener can push, pull and delete");
         }
-        let registry = Arc::new(Registry { blobs, meta, settings, manifests: Default::default(), crypt, auth });
+        let subscriptions = crate::events::config::from_config(&config.events).map_err(StartError::Events)?;
+        meta.sync_config_subscriptions(&subscriptions).await.map_err(|e| match e {
+            berth_storage::Error::Conflict => StartError::Events(
+                "a webhook of events.webhooks has the name of one created through the admin API; rename one of them"
+                    .into(),
+            ),
+            e => StartError::Events(e.to_string()),
+        })?;
+        let events = Arc::new(crate::events::Events::new(
+            config.events.clone(),
+            &config.auth.account,
+            &config.auth.region,
+            &crate::events::host_name(),
+            &config.listen.to_string(),
+        ));
+        let registry = Arc::new(Registry {
+            blobs,
+            meta,
+            settings,
+            manifests: Default::default(),
+            crypt,
+            auth,
+            events,
+            hosts: config.hosts.clone(),
+        });
         prepare_default_key(&registry, config).await?;
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
@@ -113,6 +139,18 @@ impl App {
     }
 
     /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
+    /// Starts this process's webhook dispatcher, unless `events.enabled = false`.
+    pub fn spawn_dispatcher(&self) -> Option<JoinHandle<()>> {
+        let r = &self.registry;
+        if !r.events.config.enabled {
+            tracing::info!(
+                "webhook delivery is off in this process (events.enabled = false); events are still recorded"
+            );
+            return None;
+        }
+        Some(crate::events::dispatch::spawn(r.meta.clone(), r.events.clone()))
+    }
+
     pub fn spawn_maintenance(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let registry = self.registry.clone();
         tokio::spawn(async move {
@@ -171,6 +209,7 @@ pub struct RunningServer {
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
     maintenance: JoinHandle<()>,
+    dispatcher: Option<JoinHandle<()>>,
     /// The certificate in use when `tls` is configured, and the task polling its files.
     certs: Option<Arc<crate::tls::CertStore>>,
     tls_watch: Option<JoinHandle<()>>,
@@ -195,7 +234,8 @@ impl RunningServer {
             let _ = stopped.await;
         }));
         let maintenance = app.spawn_maintenance(config.uploads.purge_interval);
-        Ok(RunningServer { addr, app, stop, task, maintenance, certs, tls_watch })
+        let dispatcher = app.spawn_dispatcher();
+        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, certs, tls_watch })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -216,6 +256,9 @@ impl RunningServer {
     /// Stops accepting, drains connections and waits for the server to end.
     pub async fn stop(self) {
         self.maintenance.abort();
+        if let Some(d) = &self.dispatcher {
+            d.abort();
+        }
         if let Some(watch) = &self.tls_watch {
             watch.abort();
         }

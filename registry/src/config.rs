@@ -28,6 +28,10 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     pub tls: TlsConfig,
     pub auth: crate::auth::config::AuthConfig,
+    pub events: crate::events::EventsConfig,
+    /// Names clients use for this registry (`host` or `host:port`), besides the `Host` of
+    /// a request: image references on these hosts are this registry's (task definitions).
+    pub hosts: Vec<String>,
     pub log: LogConfig,
 }
 
@@ -345,6 +349,8 @@ impl Default for Config {
             encryption: EncryptionConfig::default(),
             tls: TlsConfig::default(),
             auth: Default::default(),
+            events: Default::default(),
+            hosts: Vec::new(),
             log: LogConfig::default(),
         }
     }

@@ -63,6 +63,9 @@ pub enum ApiError {
     /// The admin API: no such user, key or policy.
     #[error("{0}")]
     NotFound(String),
+    /// Task definition images that do not pin, each with its own code.
+    #[error("{} image(s) could not be pinned: {}", .0.len(), .0.iter().map(|u| u.message.as_str()).collect::<Vec<_>>().join("; "))]
+    ImagesUnresolved(Vec<crate::service::taskdef::Unresolved>),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// A bug or a failure of something underneath; the detail is logged, not sent.

@@ -8,6 +8,7 @@
 //! - [`tls`]: HTTPS on the same listener: certificate files, reloaded on change or SIGHUP.
 //! - [`http`]: the HTTP edge: routes, middleware, request parsing, the error table.
 //! - [`service`]: registry verbs over the stores (uploads, blobs, manifests, listings).
+//! - [`events`]: webhooks: subscriptions, payload formats, signatures, the dispatcher.
 //! - [`error`]: [`error::ApiError`], every failure in protocol terms.
 //!
 //! Invariants:
@@ -19,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod server;
 pub mod service;

@@ -1,6 +1,7 @@
 //! `berth`: the registry binary. Loads config, sets up logging, binds, serves.
 
 mod admin_cli;
+mod ops_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,42 @@ enum Command {
     },
     /// Print a login token for USER: the password of `docker login -u AWS`, valid
     /// auth.token.login_ttl (12 h), like `aws ecr get-login-password`.
+    /// Webhook subscriptions: list, create or replace, delete.
+    Webhooks {
+        #[command(subcommand)]
+        action: ops_cli::WebhooksAction,
+        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Webhook deliveries: list, show (with the delivery log), replay, purge.
+    Deliveries {
+        #[command(subcommand)]
+        action: ops_cli::DeliveriesAction,
+        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// ECS task definitions: pin their images to digests.
+    TaskDef {
+        #[command(subcommand)]
+        action: ops_cli::TaskDefAction,
+        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Repositories: delete.
+    Repository {
+        #[command(subcommand)]
+        action: ops_cli::RepositoryAction,
+        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     LoginToken {
         #[arg(long)]
         user: String,
@@ -177,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(),
                 tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "berth is serving");
             app.spawn_maintenance(config.uploads.purge_interval);
+            app.spawn_dispatcher();
             berth_registry::server::serve(listener, app.router(), tls, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
@@ -204,6 +242,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(&config).await?;
             admin_cli::admin(app.registry(), action).await?;
         }
+        Command::Webhooks { action, config, data_dir } => {
+            ops_cli::webhooks(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Deliveries { action, config, data_dir } => {
+            ops_cli::deliveries(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::TaskDef { action, config, data_dir } => {
+            ops_cli::task_def(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Repository { action, config, data_dir } => {
+            ops_cli::repository(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
         Command::LoginToken { user, config, data_dir } => {
             let overrides = Overrides { listen: None, data_dir };
             let config = config::load(config.as_deref(), config::environment(), &overrides)?;
@@ -217,6 +267,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads the configuration and opens the stores, for a command other than `serve`.
+async fn open_for_command(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<App> {
+    let overrides = Overrides { listen: None, data_dir };
+    let config = config::load(config.as_deref(), config::environment(), &overrides)?;
+    init_logging(&config);
+    Ok(App::open(&config).await?)
 }
 
 async fn keys(registry: &berth_registry::service::Registry, config: &Config, action: KeysAction) -> anyhow::Result<()> {

@@ -14,6 +14,10 @@
 //! | `GET`, `PUT`, `DELETE /api/v1/repositories/<name>/policy` | `ecr:GetRepositoryPolicy`, `ecr:SetRepositoryPolicy`, `ecr:DeleteRepositoryPolicy` |
 //! | `GET`, `PATCH /api/v1/repositories/<name>/tags` | `ecr:ListTagsForResource`, `ecr:TagResource` (+ `ecr:UntagResource`) |
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
+//! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
+//!
+//! Webhooks, deliveries and task definitions (`http::webhooks`) are served here too, and
+//! also with authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +49,16 @@ enum Target {
     Policies(PolicyTarget),
     Policy(PolicyTarget, Option<String>),
     Tags(RepoName),
+    /// `DELETE /api/v1/repositories?name=…`.
+    Repositories,
+    Events(super::webhooks::Target),
+}
+
+impl Target {
+    /// Identities and policies exist only with authentication on.
+    fn needs_auth(&self) -> bool {
+        !matches!(self, Target::Repositories | Target::Events(_))
+    }
 }
 
 fn parse(path: &str) -> ApiResult<Target> {
@@ -69,7 +83,8 @@ fn parse(path: &str) -> ApiResult<Target> {
             Target::Policy(PolicyTarget::Repository(repo(name)?), None)
         }
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
-        _ => return Err(unknown()),
+        ["repositories"] => Target::Repositories,
+        other => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
     })
 }
 
@@ -122,26 +137,69 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> ApiResult<Response> 
 }
 
 async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
-    if !reg.auth.enabled() {
-        return Err(ApiError::NotFound("authentication is off (auth.enabled = false): there is no admin API".into()));
-    }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix("/api/v1/").unwrap_or_default().to_owned();
     let target = parse(&path)?;
-    let method = parts.method.clone();
-    let origin = origin(&parts.extensions);
-    if matches!(credentials(&parts.headers)?, Credentials::None) {
-        return Err(ApiError::Unauthorized {
-            message: "sign in with Basic credentials (a user and password, or an access key)".into(),
-            challenge: Some(format!("Basic realm=\"{}\"", reg.auth.service())),
-        });
+    if !reg.auth.enabled() && target.needs_auth() {
+        return Err(ApiError::NotFound(
+            "authentication is off (auth.enabled = false): there are no users or policies".into(),
+        ));
     }
-    let who = sign_in(reg, &parts.headers, origin).await?.ok_or(ApiError::Internal("no sign-in".into()))?;
-    let caller =
-        Caller { principal: Authority::principal(Some(&who)), access_key: who.access_key.clone(), grant: None, origin };
+    let method = parts.method.clone();
+    let query: Vec<(String, String)> =
+        parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let caller = if reg.auth.enabled() {
+        let origin = origin(&parts.extensions);
+        if matches!(credentials(&parts.headers)?, Credentials::None) {
+            return Err(ApiError::Unauthorized {
+                message: "sign in with Basic credentials (a user and password, or an access key)".into(),
+                challenge: Some(format!("Basic realm=\"{}\"", reg.auth.service())),
+            });
+        }
+        let who = sign_in(reg, &parts.headers, origin).await?.ok_or(ApiError::Internal("no sign-in".into()))?;
+        Some(Caller {
+            principal: Authority::principal(Some(&who)),
+            access_key: who.access_key.clone(),
+            grant: None,
+            origin,
+        })
+    } else {
+        None
+    };
+    let event_origin = super::event_origin(
+        &method,
+        &parts.headers,
+        caller.as_ref(),
+        parts.extensions.get::<super::middleware::RequestId>(),
+        parts.extensions.get::<super::middleware::PeerAddr>(),
+    );
     let body = axum::body::to_bytes(body, BODY_LIMIT)
         .await
         .map_err(|_| ApiError::Invalid(format!("the request body must be under {BODY_LIMIT} bytes")))?;
+    let target = match target {
+        Target::Events(t) => {
+            let host = parts.headers.get(hyper::header::HOST).and_then(|v| v.to_str().ok());
+            let call = super::webhooks::Call { reg, caller: caller.as_ref(), query: &query, body: &body, host };
+            return super::webhooks::handle(call, &method, t).await;
+        }
+        Target::Repositories => {
+            let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();
+            let repo: RepoName = name
+                .parse()
+                .map_err(|e: berth_oci::name::NameError| ApiError::NameInvalid(format!("name {name:?}: {e}")))?;
+            let force = query.iter().any(|(k, v)| k == "force" && v == "true");
+            if method != Method::DELETE {
+                return Err(ApiError::Unsupported(format!("{method} is not a method of /api/v1/repositories")));
+            }
+            allow(reg, caller.as_ref(), "ecr:DeleteRepository", reg.auth.arns.repository(repo.as_str())).await?;
+            reg.delete_repository(&repo, force, &event_origin).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        t => t,
+    };
+    let Some(caller) = caller else {
+        return Err(ApiError::Internal("an identity endpoint without a caller".into()));
+    };
     let admin = Admin { meta: reg.meta.as_ref(), arns: &reg.auth.arns };
     let arns = &reg.auth.arns;
     // The resource of an access-key endpoint is its owner.
@@ -149,17 +207,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         let id = id.to_owned();
         async move { Ok::<_, ApiError>(arns.user(&admin_key_owner(reg, &id).await?)) }
     };
-    let allow = |action: &'static str, resource: String| {
-        let caller = &caller;
-        async move {
-            match reg.auth.decide_on(reg.meta.as_ref(), caller, action, &resource).await? {
-                Permit::Allow => Ok(()),
-                Permit::Deny(_) => {
-                    Err(ApiError::Denied { message: format!("{action} on {resource} is not allowed"), challenge: None })
-                }
-            }
-        }
-    };
+    let allow = |action: &'static str, resource: String| allow(reg, Some(&caller), action, resource);
     match (method, target) {
         (Method::GET, Target::Users) => {
             allow("iam:ListUsers", arns.user("*")).await?;
@@ -248,6 +296,18 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             ok(StatusCode::OK, admin.tag_repository(&repo, &change.set, &change.remove).await?)
         }
         (method, _) => Err(ApiError::Unsupported(format!("{method} is not a method of /api/v1/{path}"))),
+    }
+}
+
+/// Whether `caller` may do `action` on `resource`; with authentication off (no caller),
+/// anyone may.
+pub(crate) async fn allow(reg: &Registry, caller: Option<&Caller>, action: &str, resource: String) -> ApiResult<()> {
+    let Some(caller) = caller else { return Ok(()) };
+    match reg.auth.decide_on(reg.meta.as_ref(), caller, action, &resource).await? {
+        Permit::Allow => Ok(()),
+        Permit::Deny(_) => {
+            Err(ApiError::Denied { message: format!("{action} on {resource} is not allowed"), challenge: None })
+        }
     }
 }
 

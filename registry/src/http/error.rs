@@ -15,6 +15,17 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
         ApiError::Invalid(_) => return ("INVALID_REQUEST", StatusCode::BAD_REQUEST),
         ApiError::Conflict(_) => return ("CONFLICT", StatusCode::CONFLICT),
         ApiError::NotFound(_) => return ("NOT_FOUND", StatusCode::NOT_FOUND),
+        // Each image is listed with its own code; the status is the worst kind among them.
+        ApiError::ImagesUnresolved(list) => {
+            let status = if list.iter().any(|u| matches!(u.code, "NAME_UNKNOWN" | "MANIFEST_UNKNOWN")) {
+                StatusCode::NOT_FOUND
+            } else if list.iter().all(|u| u.code == "DENIED") {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return ("IMAGES_UNRESOLVED", status);
+        }
         ApiError::Unauthorized { .. } => (ErrorCode::Unauthorized, StatusCode::UNAUTHORIZED),
         ApiError::Denied { challenge: Some(_), .. } => (ErrorCode::Denied, StatusCode::UNAUTHORIZED),
         ApiError::Denied { challenge: None, .. } => (ErrorCode::Denied, StatusCode::FORBIDDEN),
@@ -63,7 +74,17 @@ impl IntoResponse for ApiError {
         if !detail.is_null() {
             entry["detail"] = detail;
         }
-        let body = serde_json::json!({ "errors": [entry] }).to_string();
+        let entries = match &self {
+            ApiError::ImagesUnresolved(list) => list
+                .iter()
+                .map(|u| {
+                    serde_json::json!({ "code": u.code, "message": u.message,
+                        "detail": { "container": u.container, "image": u.image } })
+                })
+                .collect(),
+            _ => vec![entry],
+        };
+        let body = serde_json::json!({ "errors": entries }).to_string();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

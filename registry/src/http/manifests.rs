@@ -63,7 +63,7 @@ pub async fn put(reg: &Registry, name: &RepoName, reference: &Reference, req: &R
     let content_type = req.header(CONTENT_TYPE).map(str::to_owned);
     let declared = req.header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
     let body = read_capped(body, declared).await?;
-    let pushed = reg.put_manifest(name, reference, content_type.as_deref(), body, extra_tags).await?;
+    let pushed = reg.put_manifest(name, reference, content_type.as_deref(), body, extra_tags, &req.origin).await?;
     let mut r = StatusCode::CREATED.into_response();
     let h = r.headers_mut();
     set(h, LOCATION, &format!("/v2/{name}/manifests/{}", pushed.digest));
@@ -82,7 +82,7 @@ pub async fn put(reg: &Registry, name: &RepoName, reference: &Reference, req: &R
     Ok(r)
 }
 
-pub async fn delete(reg: &Registry, name: &RepoName, reference: &Reference) -> ApiResult<Response> {
-    reg.delete_manifest(name, reference).await?;
+pub async fn delete(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req) -> ApiResult<Response> {
+    reg.delete_manifest(name, reference, &req.origin).await?;
     Ok(accepted())
 }

@@ -24,6 +24,10 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Secure(pub bool);
 
+/// The request's id, as logged and returned in `X-Request-Id` (a request extension).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// A request id from the client is kept when it is short and printable; else one is made.
 fn request_id(req: &Request) -> String {
     req.headers()
@@ -49,6 +53,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         None => match req.uri().path() {
             "/healthz" => ("healthz", None),
             "/readyz" => ("readyz", None),
+            "/metrics" => ("metrics", None),
             "/token" => ("token", None),
             "/token/jwks.json" | "/.well-known/jwks.json" => ("jwks", None),
             "/api/v1/login-token" => ("login_token", None),
@@ -61,6 +66,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     if let Some(p) = parsed {
         req.extensions_mut().insert(ParsedRoute(p));
     }
+    req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request.id = %id, http.method = %method, http.route = route);
     let req = req.map(super::drain::DrainOnDrop::wrap);
     let mut response = next.run(req).instrument(span.clone()).await;

@@ -13,21 +13,24 @@ pub mod headers;
 mod health;
 mod listing;
 mod manifests;
+mod metrics;
 pub(crate) mod middleware;
 pub mod route;
 mod token;
 mod uploads;
+mod webhooks;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use berth_storage::ByteStream;
+use berth_storage::metadata::Origin;
 use futures::TryStreamExt;
-use hyper::{HeaderMap, Method, StatusCode, Uri};
+use hyper::{HeaderMap, Method, StatusCode};
 
 use crate::error::ApiError;
 use crate::service::Registry;
@@ -38,6 +41,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/token", get(token::token).post(token::token))
         .route("/token/jwks.json", get(token::jwks))
         .route("/.well-known/jwks.json", get(token::jwks))
@@ -57,6 +61,8 @@ pub(crate) struct Req {
     pub query: Vec<(String, String)>,
     /// Who is calling, when authentication is on (left by `auth::authorize`).
     pub caller: Option<crate::auth::Caller>,
+    /// Who and what request, for the events a change records.
+    pub origin: Origin,
 }
 
 impl Req {
@@ -81,16 +87,10 @@ pub(crate) fn body_stream(body: Body) -> ByteStream {
 }
 
 /// The catch-all handler of `/v2/...`.
-async fn dispatch(
-    State(reg): State<Arc<Registry>>,
-    route: Option<Extension<ParsedRoute>>,
-    caller: Option<Extension<crate::auth::Caller>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let Some(Extension(ParsedRoute(route))) = route else {
+async fn dispatch(State(reg): State<Arc<Registry>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let axum::http::request::Parts { method, uri, headers, mut extensions, .. } = parts;
+    let Some(ParsedRoute(route)) = extensions.remove::<ParsedRoute>() else {
         return ApiError::RouteUnknown.into_response();
     };
     let route = match route {
@@ -98,7 +98,15 @@ async fn dispatch(
         Err(e) => return e.into_response(),
     };
     let query = uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    let req = Req { method, headers, query, caller: caller.map(|Extension(c)| c) };
+    let caller = extensions.remove::<crate::auth::Caller>();
+    let origin = event_origin(
+        &method,
+        &headers,
+        caller.as_ref(),
+        extensions.get::<middleware::RequestId>(),
+        extensions.get::<middleware::PeerAddr>(),
+    );
+    let req = Req { method, headers, query, caller, origin };
     let result = match (&req.method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(base()),
         (&Method::GET, Route::Catalog) => listing::catalog(&reg, &req).await,
@@ -110,7 +118,9 @@ async fn dispatch(
         (&Method::PUT, Route::Manifest { name, reference }) => {
             manifests::put(&reg, &name, &reference, &req, body).await
         }
-        (&Method::DELETE, Route::Manifest { name, reference }) => manifests::delete(&reg, &name, &reference).await,
+        (&Method::DELETE, Route::Manifest { name, reference }) => {
+            manifests::delete(&reg, &name, &reference, &req).await
+        }
         (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => blobs::get(&reg, &name, &digest, &req).await,
         (&Method::DELETE, Route::Blob { name, digest }) => blobs::delete(&reg, &name, &digest).await,
         (&Method::POST, Route::StartUpload { name }) => uploads::start(&reg, &name, &req, body).await,
@@ -123,6 +133,28 @@ async fn dispatch(
         }
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Who made a change and through which request, as its events record it.
+pub(crate) fn event_origin(
+    method: &Method,
+    headers: &HeaderMap,
+    caller: Option<&crate::auth::Caller>,
+    request_id: Option<&middleware::RequestId>,
+    peer: Option<&middleware::PeerAddr>,
+) -> Origin {
+    let header = |name: hyper::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Origin {
+        actor: caller.and_then(|c| match &c.principal {
+            berth_auth::policy::Principal::User { name } => Some(name.clone()),
+            berth_auth::policy::Principal::Anonymous => None,
+        }),
+        request_id: request_id.map(|r| r.0.clone()),
+        addr: peer.map(|p| p.0.to_string()),
+        method: Some(method.to_string()),
+        host: header(hyper::header::HOST),
+        user_agent: header(hyper::header::USER_AGENT),
+    }
 }
 
 /// The connection's peer address as a request extension (set by the server).

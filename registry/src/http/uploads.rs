@@ -60,7 +60,7 @@ pub async fn start(reg: &Registry, name: &RepoName, req: &Req, body: Body) -> Ap
                 &berth_auth::Access::Repository { name: from.clone(), action: berth_auth::Action::Pull },
             )
             .await?
-            && reg.mount_blob(name, &digest, &from).await?.is_some()
+            && reg.mount_blob(name, &digest, &from, &req.origin).await?.is_some()
         {
             return Ok(created(name, &digest));
         }
@@ -72,7 +72,7 @@ pub async fn start(reg: &Registry, name: &RepoName, req: &Req, body: Body) -> Ap
     if let Some(d) = req.param("digest") {
         // Monolithic upload: the whole blob is this request's body.
         let digest = parse_digest(d)?;
-        reg.monolithic_upload(name, &digest, body_stream(body)).await?;
+        reg.monolithic_upload(name, &digest, body_stream(body), &req.origin).await?;
         return Ok(created(name, &digest));
     }
     let up = reg.start_upload(name, algorithm.unwrap_or(Algorithm::Sha256)).await?;
@@ -95,7 +95,7 @@ pub async fn put(reg: &Registry, name: &RepoName, id: &UploadId, req: &Req, body
         req.param("digest").ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))?,
     )?;
     let range = chunk_range(reg, name, id, req).await?;
-    reg.finish_upload(name, id, range, body_stream(body), &digest).await?;
+    reg.finish_upload(name, id, range, body_stream(body), &digest, &req.origin).await?;
     Ok(created(name, &digest))
 }
 

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use berth_oci::{Digest, RepoName};
 use berth_storage::ByteStream;
-use berth_storage::metadata::BlobEntry;
+use berth_storage::metadata::{BlobEntry, Origin};
 use futures::StreamExt;
 
 use super::Registry;
@@ -61,7 +61,13 @@ impl Registry {
     /// Links `digest` from `from` into `repo` when `from` has it. `None` when it cannot be
     /// mounted (the client then uploads it). Between repositories with different keys the
     /// content is re-encrypted for the target's key (or decrypted for a plaintext one).
-    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> ApiResult<Option<u64>> {
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+        origin: &Origin,
+    ) -> ApiResult<Option<u64>> {
         let Some(source) = self.meta.repo_blob_entry(from, digest).await? else { return Ok(None) };
         let key = self.upload_key(repo).await?;
         let size = source.size;
@@ -88,8 +94,9 @@ impl Registry {
                 key.is_none()
             }
         };
-        self.ensure_repository(repo, key.as_deref()).await?;
-        self.meta.link_blob(repo, digest, size, plaintext).await?;
+        self.ensure_repository(repo, key.as_deref(), origin).await?;
+        self.meta.link_blob(repo, digest, size, plaintext, Some(from), origin).await?;
+        self.events.wake();
         tracing::info!(repo.name = %repo, blob.digest = %digest, mount.from = %from, "blob mounted");
         Ok(Some(size))
     }

@@ -2,7 +2,7 @@
 
 use berth_oci::manifest::{self, MAX_MANIFEST_BYTES};
 use berth_oci::{Digest, Reference, RepoName, Tag};
-use berth_storage::metadata::{ManifestRecord, NewManifest, Page, Referrer, RequiredContent};
+use berth_storage::metadata::{ManifestRecord, NewManifest, Origin, Page, Referrer, RequiredContent};
 
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
         extra_tags: Vec<Tag>,
+        origin: &Origin,
     ) -> ApiResult<Pushed> {
         if body.len() > MAX_MANIFEST_BYTES {
             return Err(ApiError::ManifestTooLarge { limit: MAX_MANIFEST_BYTES });
@@ -75,11 +76,12 @@ impl Registry {
         if record.blobs.is_empty() && record.manifests.is_empty() && self.meta.repository_key(repo).await?.is_none() {
             // Referencing nothing, this manifest may be the repository's first content: the
             // repository is created with the key it would get from a blob.
-            self.meta.create_repository(repo, self.crypt.key_for_new(repo).as_deref()).await?;
+            self.meta.create_repository(repo, self.crypt.key_for_new(repo).as_deref(), origin).await?;
         }
-        let stored = self.meta.put_manifest(&record).await;
+        let stored = self.meta.put_manifest(&record, origin).await;
         self.manifests.invalidate(repo);
         stored?;
+        self.events.wake();
         tracing::info!(repo.name = %repo, manifest.digest = %digest, manifest.media_type = %parsed.media_type,
             manifest.tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest pushed");
         Ok(Pushed { digest, subject, tags })
@@ -98,17 +100,18 @@ impl Registry {
     }
 
     /// Deletes a manifest (by digest, with its tags) or a tag (by tag, leaving the manifest).
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<()> {
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, origin: &Origin) -> ApiResult<()> {
         if !self.settings.delete_manifests {
             return Err(ApiError::Unsupported("manifest deletion is disabled on this registry".into()));
         }
         let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await,
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d, origin).await,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t, origin).await,
         };
         self.manifests.invalidate(repo);
         let deleted = deleted?;
         if deleted {
+            self.events.wake();
             tracing::info!(repo.name = %repo, manifest.reference = %reference, "manifest deleted");
             Ok(())
         } else {

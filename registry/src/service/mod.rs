@@ -6,6 +6,8 @@ pub mod cache;
 pub mod encryption;
 pub mod keys;
 pub mod manifests;
+pub mod repositories;
+pub mod taskdef;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -32,6 +34,9 @@ pub struct Registry {
     pub manifests: cache::ManifestCache,
     pub crypt: encryption::Encryption,
     pub auth: crate::auth::Authority,
+    pub events: Arc<crate::events::Events>,
+    /// Names clients use for this registry (config `hosts`).
+    pub hosts: Vec<String>,
 }
 
 /// The URL path of an upload session, as given in `Location`.

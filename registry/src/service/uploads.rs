@@ -8,7 +8,7 @@ use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
 use berth_storage::crypt::format::SEGMENT;
 use berth_storage::crypt::record::{OpenUpload, blob_wrap_context};
 use berth_storage::crypt::{Dek, Run, SealedBlob, Sealer, UploadSealing};
-use berth_storage::metadata::{UploadRecord, unix_now};
+use berth_storage::metadata::{Origin, UploadRecord, unix_now};
 use berth_storage::{ByteStream, Inbound, Target, Written, layout};
 
 use super::{Registry, upload_location};
@@ -57,11 +57,11 @@ impl Registry {
 
     /// Creates `repo` with key `key` unless it exists; fails when it exists with another key
     /// (it was created meanwhile), so a blob is never linked where it cannot be read.
-    pub(crate) async fn ensure_repository(&self, repo: &RepoName, key: Option<&str>) -> ApiResult<()> {
+    pub(crate) async fn ensure_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> ApiResult<()> {
         // Read first: creating is a write transaction (an fsync on SQLite), needed once.
         let actual = match self.meta.repository_key(repo).await? {
             Some(actual) => actual,
-            None => self.meta.create_repository(repo, key).await?,
+            None => self.meta.create_repository(repo, key, origin).await?,
         };
         // Also refused: a plaintext upload into a repository that got a key meanwhile
         // (`berth keys encrypt-existing`), whose plaintext may be deleted at any moment.
@@ -193,13 +193,14 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
         digest: &Digest,
+        origin: &Origin,
     ) -> ApiResult<u64> {
         let up = self.append_chunk(repo, id, range, body).await?;
         // Claim the session: of two racing finishers only one proceeds.
         if !self.meta.delete_upload(id).await? {
             return Err(ApiError::BlobUploadUnknown);
         }
-        let result = self.verify_and_commit(&up, digest).await;
+        let result = self.verify_and_commit(&up, digest, origin).await;
         if result.is_err() {
             // The session is gone; leave nothing of it behind.
             if let Err(e) = self.blobs.discard_upload(id).await {
@@ -216,16 +217,17 @@ impl Registry {
         Ok(Some(sealing.open(&kek, &up.id, up.offset)?))
     }
 
-    async fn verify_and_commit(&self, up: &UploadRecord, digest: &Digest) -> ApiResult<u64> {
+    async fn verify_and_commit(&self, up: &UploadRecord, digest: &Digest, origin: &Origin) -> ApiResult<u64> {
         let Some(open) = self.open_sealing(up).await? else {
             let actual = match DigestHasher::restore_state(&up.hash_state) {
                 Ok(h) if h.algorithm() == digest.algorithm() => h.finish(),
                 _ => self.blobs.hash_parts(&up.id, &up.parts, digest.algorithm()).await?,
             };
             check_digest(&actual, digest)?;
-            self.ensure_repository(&up.repo, None).await?;
+            self.ensure_repository(&up.repo, None, origin).await?;
             self.blobs.commit_verified(&up.id, &up.parts, digest).await?;
-            self.meta.link_blob(&up.repo, digest, up.offset, true).await?;
+            self.meta.link_blob(&up.repo, digest, up.offset, true, None, origin).await?;
+            self.events.wake();
             tracing::info!(repo.name = %up.repo, blob.digest = %digest, blob.size = up.offset, "blob committed");
             return Ok(up.offset);
         };
@@ -238,7 +240,7 @@ impl Registry {
         }
         check_digest(&open.hasher.clone().finish(), digest)?;
         let key_name = up.sealing.as_ref().map(|s| s.key_name.clone()).unwrap_or_default();
-        self.ensure_repository(&up.repo, Some(&key_name)).await?;
+        self.ensure_repository(&up.repo, Some(&key_name), origin).await?;
         if self.meta.blob_copy(digest, &key_name).await?.is_some() {
             // Already sealed for this key: share it.
             self.blobs.discard_upload(&up.id).await?;
@@ -252,7 +254,8 @@ impl Registry {
             self.blobs.commit(&up.id, &up.parts, Target::Sealed { path, trailer }).await?;
             self.record_copy(digest, &key_name, object, up.offset, &open.dek, runs).await?;
         }
-        self.meta.link_blob(&up.repo, digest, up.offset, false).await?;
+        self.meta.link_blob(&up.repo, digest, up.offset, false, None, origin).await?;
+        self.events.wake();
         tracing::info!(repo.name = %up.repo, blob.digest = %digest, blob.size = up.offset, key.name = %key_name,
             "blob committed, encrypted");
         Ok(up.offset)
@@ -280,11 +283,18 @@ impl Registry {
 
     /// A whole blob in one request (`POST ?digest=`): staged, verified and committed with no
     /// session record (a request that dies midway leaves a folder the purge removes).
-    pub async fn monolithic_upload(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> ApiResult<u64> {
+    pub async fn monolithic_upload(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        origin: &Origin,
+    ) -> ApiResult<u64> {
         let key = self.upload_key(repo).await?;
         let len = self.write_blob(digest, body, key.as_deref()).await?;
-        self.ensure_repository(repo, key.as_deref()).await?;
-        self.meta.link_blob(repo, digest, len, key.is_none()).await?;
+        self.ensure_repository(repo, key.as_deref(), origin).await?;
+        self.meta.link_blob(repo, digest, len, key.is_none(), None, origin).await?;
+        self.events.wake();
         tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
         Ok(len)
     }

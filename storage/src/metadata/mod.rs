@@ -9,7 +9,12 @@
 //! read: users, access keys (their secrets only as digests), policy documents attached to a
 //! user, an access key, a repository or the whole registry, repository tags (the condition
 //! keys of resource policies), and the token service's signing keys.
+//!
+//! And the webhooks' records ([`events`]): the outbox, to which each change a webhook reports
+//! writes its [`Event`]s in the transaction that makes it (fanned out there to one delivery
+//! per matching subscription), the subscriptions, the deliveries and their attempts.
 
+pub mod events;
 pub mod postgres;
 pub mod sqlite;
 
@@ -20,6 +25,10 @@ use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::crypt::{SealedBlob, UploadSealing};
 use crate::error::Result;
+pub use events::{
+    Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryState, Event, EventKind, Origin, Outcome,
+    PayloadFormat, Subscription, SubscriptionSource,
+};
 
 /// A stored manifest, byte-exact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,7 +365,17 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Records that blob `digest` (stored, verified) is readable in `repo`; creates the
     /// repository on first use (with no key: see [`MetadataStore::create_repository`]).
     /// `plaintext`: the content was stored unencrypted at the blob's plain address.
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, plaintext: bool) -> Result<()>;
+    /// Events: `blob.push`, or `blob.mount` when `from` is the repository it was mounted
+    /// from (after `repository.create` when the repository is new).
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        plaintext: bool,
+        from: Option<&RepoName>,
+        origin: &Origin,
+    ) -> Result<()>;
     /// The size of `digest` in `repo`, with the repository's key and its sealed copy.
     async fn repo_blob_entry(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobEntry>>;
     /// Every blob linked to `repo`, with its size.
@@ -366,8 +385,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// it stores plaintext.
     async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>>;
     /// Creates `repo` with key `key` (`None`: plaintext) unless it exists; returns the key
-    /// it has (fixed at creation).
-    async fn create_repository(&self, repo: &RepoName, key: Option<&str>) -> Result<Option<String>>;
+    /// it has (fixed at creation). Event: `repository.create` when it was created.
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>>;
+    /// Deletes `repo` with its tags, manifests, blob links, upload sessions, repository
+    /// tags and repository policies; refused while it holds manifests unless `force`.
+    /// Events: `repository.delete`.
+    async fn delete_repository(&self, repo: &RepoName, force: bool, origin: &Origin) -> Result<RepositoryDeleted>;
     /// Gives a plaintext repository a key (encrypting an existing registry); `false` when it
     /// has one already.
     async fn set_repository_key(&self, repo: &RepoName, key: &str) -> Result<bool>;
@@ -410,13 +433,16 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Stores a manifest, after checking in the same transaction that everything it
     /// references is in the repository; moves its tags. Pushing the same manifest again is
-    /// not an error.
-    async fn put_manifest(&self, manifest: &NewManifest) -> Result<()>;
+    /// not an error. Events: one `manifest.push` per tag in `manifest.tags` (one without a
+    /// tag when there are none), after `repository.create` when the repository is new.
+    async fn put_manifest(&self, manifest: &NewManifest, origin: &Origin) -> Result<()>;
     async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
     /// Deletes a manifest and every tag pointing at it; `false` when it was not there.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Events: a `tag.delete` per tag that went with it, then `manifest.delete`.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool>;
     /// Removes one tag, leaving the manifest; `false` when the tag was not there.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Event: `tag.delete` (with the digest it pointed at).
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool>;
     /// Tags of `repo` in byte order; `None` when the repository does not exist.
     async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>>;
     /// Repository names in byte order.
@@ -491,6 +517,60 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Records `candidate` as the token signing key unless one is recorded already, and
     /// returns every recorded key, oldest first: replicas starting at once agree on one key.
     async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>>;
+
+    // Webhooks: subscriptions, the outbox and deliveries (see [`events`]).
+
+    /// Creates or replaces the subscription named `s.name` (keeping its `created_at` and
+    /// deliveries); `true` when created.
+    async fn put_subscription(&self, s: &Subscription) -> Result<bool>;
+    /// Deletes a subscription with its deliveries and their attempts; `false` when absent.
+    async fn delete_subscription(&self, name: &str) -> Result<bool>;
+    /// Every subscription, by name.
+    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    /// Makes the `config`-sourced subscriptions exactly `subs` (each with source `Config`):
+    /// upserts them, deletes the other `config` ones. `api` subscriptions are untouched; a
+    /// name already used by an `api` subscription is an error (`Error::Conflict`).
+    async fn sync_config_subscriptions(&self, subs: &[Subscription]) -> Result<()>;
+    /// Outbox events with `seq > after_seq`, oldest first, at most `limit`.
+    async fn events(&self, after_seq: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Claims up to `limit` deliveries for `owner` until `now_ms + lease_ms`: each pending,
+    /// due (`next_attempt_ms <= now_ms`), not leased (or its lease expired; a live lease of
+    /// `owner` itself means in flight too), of an enabled subscription, and the oldest pending
+    /// delivery (by event `seq`) of its subscription and repository, so that each
+    /// (subscription, repository) line is delivered in order and by one owner at a time (an
+    /// unfinished head holds up its line). Oldest first.
+    async fn claim_deliveries(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>>;
+    /// Records one attempt of a delivery `owner` holds: appends it to the delivery log
+    /// (numbered after the log's last entry, which a replay keeps), counts it, applies the
+    /// outcome, releases the lease. `false` (and nothing written) when `owner` no longer
+    /// holds it.
+    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool>;
+    /// Deliveries matching `filter`, newest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
+    /// The attempts of one delivery, oldest first.
+    async fn delivery_attempts(&self, id: i64) -> Result<Vec<Attempt>>;
+    /// Sends the matching deliveries again: pending, attempts reset to 0, due at `now_ms`,
+    /// lease cleared. Returns how many.
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64>;
+    /// Deletes the matching deliveries (with their attempts). Returns how many.
+    async fn purge_deliveries(&self, filter: &DeliveryFilter) -> Result<u64>;
+    /// Deliveries per state, per subscription (every subscription listed, zeros included).
+    async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>>;
+    /// Housekeeping: deletes delivered deliveries last updated before `delivered_before_ms`,
+    /// dead ones before `dead_before_ms`, then events older than `delivered_before_ms`
+    /// that no delivery needs. Returns the deliveries and events deleted.
+    async fn prune_events(&self, delivered_before_ms: i64, dead_before_ms: i64) -> Result<(u64, u64)>;
+}
+
+/// What [`MetadataStore::delete_repository`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryDeleted {
+    Deleted,
+    NotFound,
+    /// Holds this many manifests and `force` was not given.
+    NotEmpty {
+        manifests: u64,
+    },
 }
 
 /// A digest read back from the database; a bad one means the stored data is corrupt.
@@ -524,4 +604,229 @@ pub(crate) fn check_reference(required: &RequiredContent, size: Option<u64>) -> 
 /// Seconds since the Unix epoch, as stored in records.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+// What both stores share of webhook records: the JSON they keep, the events each change
+// reports, and how an attempt's outcome lands in a delivery's columns.
+
+/// An event as its `payload` column (`seq` is the column's; the JSON carries 0).
+pub(crate) fn event_payload(event: &Event) -> Result<String> {
+    serde_json::to_string(&Event { seq: 0, ..event.clone() })
+        .map_err(|e| crate::Error::Corrupt(format!("event {}: {e}", event.id)))
+}
+
+/// An event read back from its `seq` and `payload` columns.
+pub(crate) fn event_from_payload(seq: i64, payload: &str) -> Result<Event> {
+    let mut event: Event =
+        serde_json::from_str(payload).map_err(|e| crate::Error::Corrupt(format!("event {seq}: {e}")))?;
+    event.seq = seq;
+    Ok(event)
+}
+
+/// A subscription's `definition` column: everything but what has a column of its own.
+pub(crate) fn subscription_definition(s: &Subscription) -> Result<String> {
+    serde_json::to_string(s).map_err(|e| crate::Error::Corrupt(format!("subscription {}: {e}", s.name)))
+}
+
+/// A subscription read back from its columns (which win over the JSON).
+pub(crate) fn subscription_from_columns(
+    name: String,
+    definition: &str,
+    enabled: bool,
+    source: &str,
+    created_at: i64,
+) -> Result<Subscription> {
+    let mut s: Subscription =
+        serde_json::from_str(definition).map_err(|e| crate::Error::Corrupt(format!("subscription {name}: {e}")))?;
+    s.source = source_from_column(source)?;
+    s.name = name;
+    s.enabled = enabled;
+    s.created_at = created_at;
+    Ok(s)
+}
+
+/// The `source` column.
+pub(crate) fn source_column(source: SubscriptionSource) -> &'static str {
+    match source {
+        SubscriptionSource::Api => "api",
+        SubscriptionSource::Config => "config",
+    }
+}
+
+fn source_from_column(s: &str) -> Result<SubscriptionSource> {
+    match s {
+        "api" => Ok(SubscriptionSource::Api),
+        "config" => Ok(SubscriptionSource::Config),
+        other => Err(crate::Error::Corrupt(format!("subscription source {other:?}"))),
+    }
+}
+
+/// A delivery's `state` column read back.
+pub(crate) fn delivery_state(s: &str) -> Result<DeliveryState> {
+    s.parse().map_err(crate::Error::Corrupt)
+}
+
+/// A delivery's columns as read (both stores select them in this order, then the event's
+/// `seq` and `payload`): id, subscription, state, attempts, next_attempt_ms, last_status,
+/// last_error, created_ms, updated_ms.
+pub(crate) struct DeliveryColumns {
+    pub id: i64,
+    pub subscription: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub event_seq: i64,
+    pub payload: String,
+}
+
+/// `d` is deliveries, `e` events: the columns of [`DeliveryColumns`], in order.
+pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, d.state, d.attempts, d.next_attempt_ms, \
+    d.last_status, d.last_error, d.created_ms, d.updated_ms, e.seq, e.payload";
+
+impl DeliveryColumns {
+    pub(crate) fn into_delivery(self) -> Result<Delivery> {
+        Ok(Delivery {
+            id: self.id,
+            subscription: self.subscription,
+            event: event_from_payload(self.event_seq, &self.payload)?,
+            state: delivery_state(&self.state)?,
+            attempts: u32::try_from(self.attempts).unwrap_or_default(),
+            next_attempt_ms: self.next_attempt_ms,
+            last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: self.last_error,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        })
+    }
+}
+
+/// An attempt's outcome as the columns it writes: the delivery's new state, its next
+/// attempt (when retried), and the attempt's status, error and duration.
+pub(crate) struct OutcomeColumns<'a> {
+    pub state: DeliveryState,
+    pub next_attempt_ms: Option<i64>,
+    pub status: Option<i32>,
+    pub error: Option<&'a str>,
+    pub duration_ms: i64,
+}
+
+impl<'a> OutcomeColumns<'a> {
+    pub(crate) fn of(outcome: &'a Outcome) -> OutcomeColumns<'a> {
+        let duration = |d: &u64| i64::try_from(*d).unwrap_or(i64::MAX);
+        match outcome {
+            Outcome::Delivered { status, duration_ms } => OutcomeColumns {
+                state: DeliveryState::Delivered,
+                next_attempt_ms: None,
+                status: Some(i32::from(*status)),
+                error: None,
+                duration_ms: duration(duration_ms),
+            },
+            Outcome::Retry { status, error, duration_ms, next_attempt_ms } => OutcomeColumns {
+                state: DeliveryState::Pending,
+                next_attempt_ms: Some(*next_attempt_ms),
+                status: status.map(i32::from),
+                error: Some(error),
+                duration_ms: duration(duration_ms),
+            },
+            Outcome::Dead { status, error, duration_ms } => OutcomeColumns {
+                state: DeliveryState::Dead,
+                next_attempt_ms: None,
+                status: status.map(i32::from),
+                error: Some(error),
+                duration_ms: duration(duration_ms),
+            },
+        }
+    }
+}
+
+/// An attempt read back: delivery, number, at_ms, status, error, duration_ms.
+pub(crate) fn attempt_from_columns(
+    delivery: i64,
+    number: i64,
+    at_ms: i64,
+    status: Option<i64>,
+    error: Option<String>,
+    duration_ms: i64,
+) -> Attempt {
+    Attempt {
+        delivery,
+        number: u32::try_from(number).unwrap_or_default(),
+        at_ms,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        error,
+        duration_ms: u64::try_from(duration_ms).unwrap_or_default(),
+    }
+}
+
+/// The event of a new repository.
+pub(crate) fn repository_created(repo: &RepoName, origin: &Origin) -> Event {
+    Event::new(EventKind::RepositoryCreate, repo.as_str(), origin)
+}
+
+/// The event of a blob linked to `repo`: pushed, or mounted `from` another repository.
+pub(crate) fn blob_linked(
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+    from: Option<&RepoName>,
+    origin: &Origin,
+) -> Event {
+    let kind = if from.is_some() { EventKind::BlobMount } else { EventKind::BlobPush };
+    let mut event = Event::new(kind, repo.as_str(), origin);
+    event.digest = Some(digest.to_string());
+    event.size = Some(size);
+    event.from_repository = from.map(|r| r.as_str().to_owned());
+    event
+}
+
+/// The events of a stored manifest: one per tag it moved (each tag once, in the order
+/// given), or one without a tag.
+pub(crate) fn manifest_pushed(m: &NewManifest, origin: &Origin) -> Vec<Event> {
+    let event = |tag: Option<&Tag>| {
+        let mut event = Event::new(EventKind::ManifestPush, m.repo.as_str(), origin);
+        event.digest = Some(m.digest.to_string());
+        event.media_type = Some(m.media_type.clone());
+        event.artifact_type = m.artifact_type.clone();
+        event.size = Some(m.content.len() as u64);
+        event.tag = tag.map(|t| t.as_str().to_owned());
+        event
+    };
+    if m.tags.is_empty() {
+        return vec![event(None)];
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    m.tags.iter().filter(|t| seen.insert(t.as_str())).map(|t| event(Some(t))).collect()
+}
+
+/// The event of a deleted tag, with the manifest it pointed at.
+pub(crate) fn tag_deleted(repo: &str, tag: &str, digest: &str, media_type: Option<String>, origin: &Origin) -> Event {
+    let mut event = Event::new(EventKind::TagDelete, repo, origin);
+    event.tag = Some(tag.to_owned());
+    event.digest = Some(digest.to_owned());
+    event.media_type = media_type;
+    event
+}
+
+/// The events of a deleted manifest: its tags' (sorted as given), then its own.
+pub(crate) fn manifest_deleted(
+    repo: &RepoName,
+    digest: &Digest,
+    media_type: &str,
+    size: u64,
+    tags: &[String],
+    origin: &Origin,
+) -> Vec<Event> {
+    let digest = digest.to_string();
+    let mut events: Vec<Event> =
+        tags.iter().map(|t| tag_deleted(repo.as_str(), t, &digest, Some(media_type.to_owned()), origin)).collect();
+    let mut event = Event::new(EventKind::ManifestDelete, repo.as_str(), origin);
+    event.digest = Some(digest);
+    event.media_type = Some(media_type.to_owned());
+    event.size = Some(size);
+    events.push(event);
+    events
 }

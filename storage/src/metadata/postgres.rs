@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: the metadata store in PostgreSQL, shared by several Berth replicas.
 //!
-//! The same tables as SQLite (`postgres_v1.sql`, `postgres_v3.sql`, `postgres_v4.sql`), reached through a pool of
+//! The same tables as SQLite (`postgres_v1.sql`, `postgres_v3.sql`, `postgres_v4.sql`,
+//! `postgres_v5.sql`), reached through a pool of
 //! `tokio-postgres` connections (`deadpool-postgres`). Names, tags and digests are
 //! `COLLATE "C"`, so listings sort and paginate by bytes exactly as SQLite does.
 //!
@@ -46,6 +47,25 @@
 //! - `ensure_signing_key` locks `signing_keys` (EXCLUSIVE: readers pass, writers queue) before
 //!   it checks for a key, so of replicas starting at once the first records its candidate and
 //!   the others, checking after it committed, find it.
+//! - `delete_repository` locks the repository's row `FOR UPDATE` before it counts and deletes;
+//!   `link_blob` and `put_manifest` hold it `FOR KEY SHARE` (`ensure_repo`) from their start to
+//!   their commit. So a push either commits first (and the deletion, in later statements, sees
+//!   and deletes what it wrote) or waits, finds the row gone, and creates the repository anew
+//!   (with its own `repository.create`). `delete_manifest` locks the manifest `FOR UPDATE`, then
+//!   its tags: a push pointing a tag at it waits (the tag's foreign key share-locks it), one
+//!   moving a tag away commits first and the tag is no longer listed as deleted with it.
+//! - Events (`emit`) are the last statements of the transaction that makes the change: the
+//!   matching subscriptions are share-locked (a concurrent `delete_subscription` waits, then
+//!   takes these deliveries with it), then an advisory lock per repository is held until
+//!   commit, so events of one repository commit in `seq` order and a later one is never
+//!   delivered before an earlier one still in flight. Across repositories `seq` is assigned
+//!   in insertion order but may commit out of order (a global lock would serialize every
+//!   push's commit).
+//! - `claim_deliveries` locks its candidates `FOR UPDATE SKIP LOCKED` (replicas claiming at
+//!   once split the work instead of queueing), then leases them with an `UPDATE` that checks
+//!   every condition again in a new snapshot, so a delivery another owner leased or finished
+//!   meanwhile is left alone: no two owners ever hold one delivery. `finish_delivery` locks
+//!   the delivery before it checks the lease.
 //!
 //! SERIALIZABLE would give the same outcomes with less reasoning, but would abort and retry
 //! pushes that merely read the same rows (every push of a popular base layer), and all
@@ -77,9 +97,13 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    AccessKeyRecord, BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, PolicyRecord,
-    PolicySet, PolicyTarget, Referrer, RequiredContent, RetireRefused, SigningKeyRecord, UploadRecord, UserRecord,
-    check_reference, db_size, parse_digest, size_of, unix_now,
+    AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
+    DeliveryFilter, DeliveryState, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
+    Origin, Outcome, OutcomeColumns, Page, PolicyRecord, PolicySet, PolicyTarget, Referrer, RepositoryDeleted,
+    RequiredContent, RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadRecord, UserRecord,
+    attempt_from_columns, blob_linked, check_reference, db_size, event_from_payload, event_payload, manifest_deleted,
+    manifest_pushed, parse_digest, repository_created, size_of, source_column, subscription_definition,
+    subscription_from_columns, tag_deleted, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
@@ -106,7 +130,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("postgres_v2.sql")),
     (3, include_str!("postgres_v3.sql")),
     (4, include_str!("postgres_v4.sql")),
+    (5, include_str!("postgres_v5.sql")),
 ];
+
+/// The advisory lock class (the first key of the two-key form) that event writers take per
+/// repository ("beve" in ASCII); the second key is the hash of the repository's name.
+const EVENTS_LOCK: i32 = 0x6265_7665;
 
 /// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
 const CHANGES_CHANNEL: &str = "berth_manifests";
@@ -269,22 +298,203 @@ async fn listen(config: tokio_postgres::Config, tx: broadcast::Sender<Change>) {
     }
 }
 
-/// The repository's id, creating the repository on first use.
-async fn ensure_repo(tx: &impl GenericClient, repo: &RepoName) -> Result<i64> {
-    let inserted = tx
-        .query_opt(
-            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
-            &[&repo.as_str(), &unix_now()],
+/// The repository's id, creating the repository on first use; `true` when it was created.
+///
+/// An existing repository's row is share-locked (`FOR KEY SHARE`) until commit: a
+/// `delete_repository` (which locks it `FOR UPDATE`) waits for this transaction and then
+/// deletes what it wrote, or this one waits for the deletion, finds the row gone, and creates
+/// the repository anew.
+async fn ensure_repo(tx: &impl GenericClient, repo: &RepoName) -> Result<(i64, bool)> {
+    for _ in 0..ATTEMPTS {
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&repo.as_str(), &unix_now()],
+            )
+            .await?;
+        if let Some(row) = inserted {
+            return Ok((row.try_get(0)?, true));
+        }
+        // Another transaction inserted it and committed (ON CONFLICT waited for it); this new
+        // statement's snapshot sees it, unless a deletion committed meanwhile: then again.
+        let row = tx.query_opt("SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE", &[&repo.as_str()]).await?;
+        if let Some(row) = row {
+            return Ok((row.try_get(0)?, false));
+        }
+    }
+    Err(Error::Conflict)
+}
+
+/// Writes `events` to the outbox, in order, and fans each out to one delivery per enabled
+/// subscription it matches: the last step of every transaction that makes a change a webhook
+/// reports, so the events commit with the change or not at all.
+///
+/// The subscriptions that matched are share-locked until commit (as the deliveries' foreign
+/// key would lock them), so a concurrent deletion either waits and takes these deliveries
+/// with it, or commits first and gets none. Then a transaction-scoped advisory lock per
+/// repository, held until commit, makes `seq` order commit order within each repository: a
+/// later event of a repository never becomes visible (and deliverable) before an earlier one.
+/// Taken last, after the change's own row locks, so it serializes only these inserts and the
+/// commit, and no transaction waits for a row lock while holding it.
+async fn emit(tx: &impl GenericClient, events: &[Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let subscriptions = read_subscriptions(tx, "WHERE enabled").await?;
+    let matched: Vec<Vec<&str>> = events
+        .iter()
+        .map(|e| subscriptions.iter().filter(|s| s.matches(e)).map(|s| s.name.as_str()).collect())
+        .collect();
+    let wanted: BTreeSet<&str> = matched.iter().flatten().copied().collect();
+    let alive: BTreeSet<String> = if wanted.is_empty() {
+        BTreeSet::new()
+    } else {
+        let wanted: Vec<&str> = wanted.into_iter().collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT name FROM subscriptions WHERE name = ANY($1) AND enabled ORDER BY name COLLATE \"C\" \
+                 FOR KEY SHARE",
+            )
+            .await?;
+        tx.query(&stmt, &[&wanted]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?
+    };
+    let repositories: BTreeSet<&str> = events.iter().map(|e| e.repository.as_str()).collect();
+    let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))").await?;
+    for repository in repositories {
+        tx.query(&lock, &[&EVENTS_LOCK, &repository]).await?;
+    }
+    let insert_event = tx
+        .prepare_cached(
+            "INSERT INTO events (id, kind, repository, created_ms, payload) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
         )
         .await?;
-    if let Some(row) = inserted {
-        return Ok(row.try_get(0)?);
+    let insert_deliveries = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (subscription, event_seq, repository, state, attempts, next_attempt_ms, \
+             created_ms, updated_ms) SELECT unnest($1::text[]), $2, $3, 'pending', 0, $4, $4, $4",
+        )
+        .await?;
+    for (event, names) in events.iter().zip(matched) {
+        let row = tx
+            .query_one(
+                &insert_event,
+                &[&event.id, &event.kind.as_str(), &event.repository, &event.time_ms, &event_payload(event)?],
+            )
+            .await?;
+        let seq: i64 = row.try_get(0)?;
+        let names: Vec<&str> = names.into_iter().filter(|n| alive.contains(*n)).collect();
+        if !names.is_empty() {
+            tx.execute(&insert_deliveries, &[&names, &seq, &event.repository, &event.time_ms]).await?;
+        }
     }
-    // Another transaction inserted it and committed (ON CONFLICT waited for it); this new
-    // statement's snapshot sees it.
-    let row = tx.query_opt("SELECT id FROM repositories WHERE name = $1", &[&repo.as_str()]).await?;
-    row.map(|r| r.try_get(0)).transpose()?.ok_or(Error::Conflict)
+    Ok(())
 }
+
+const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source, created_at";
+
+/// Subscriptions (`filter`: a WHERE clause or empty), by name.
+async fn read_subscriptions(tx: &impl GenericClient, filter: &str) -> Result<Vec<Subscription>> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions {filter} ORDER BY name COLLATE \"C\""
+        ))
+        .await?;
+    tx.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(|r| subscription_from_columns(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?))
+        .collect()
+}
+
+/// Inserts or replaces `s` with `source`, keeping an existing one's `created_at`: `Some(true)`
+/// when created, `Some(false)` when replaced, `None` (and nothing written) when `keep_api`
+/// and the name belongs to an `api` subscription.
+async fn upsert_subscription(
+    tx: &impl GenericClient,
+    s: &Subscription,
+    source: SubscriptionSource,
+    keep_api: bool,
+) -> Result<Option<bool>> {
+    let s = Subscription { source, ..s.clone() };
+    let definition = subscription_definition(&s)?;
+    for _ in 0..ATTEMPTS {
+        let existing = tx.query_opt("SELECT source FROM subscriptions WHERE name = $1 FOR UPDATE", &[&s.name]).await?;
+        match existing {
+            Some(row) => {
+                if keep_api && row.try_get::<_, &str>(0)? == source_column(SubscriptionSource::Api) {
+                    return Ok(None);
+                }
+                tx.execute(
+                    "UPDATE subscriptions SET definition = $2, enabled = $3, source = $4 WHERE name = $1",
+                    &[&s.name, &definition, &s.enabled, &source_column(source)],
+                )
+                .await?;
+                return Ok(Some(false));
+            }
+            None => {
+                // A racing insert of the same name commits first: then it is there to replace.
+                let n = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (name) DO NOTHING"
+                        ),
+                        &[&s.name, &definition, &s.enabled, &source_column(source), &unix_now()],
+                    )
+                    .await?;
+                if n > 0 {
+                    return Ok(Some(true));
+                }
+            }
+        }
+    }
+    Err(Error::Conflict)
+}
+
+fn delivery_columns(r: &tokio_postgres::Row) -> Result<DeliveryColumns> {
+    Ok(DeliveryColumns {
+        id: r.try_get(0)?,
+        subscription: r.try_get(1)?,
+        state: r.try_get(2)?,
+        attempts: i64::from(r.try_get::<_, i32>(3)?),
+        next_attempt_ms: r.try_get(4)?,
+        last_status: r.try_get::<_, Option<i32>>(5)?.map(i64::from),
+        last_error: r.try_get(6)?,
+        created_ms: r.try_get(7)?,
+        updated_ms: r.try_get(8)?,
+        event_seq: r.try_get(9)?,
+        payload: r.try_get(10)?,
+    })
+}
+
+/// The deliveries (`d`, joined with their events `e`) a [`DeliveryFilter`] takes, bound as
+/// $1 subscription, $2 state, $3 repository, $4 id, $5 event id (NULL: any).
+const DELIVERY_FILTER: &str = "($1::text IS NULL OR d.subscription = $1) AND ($2::text IS NULL OR d.state = $2) \
+    AND ($3::text IS NULL OR d.repository = $3) AND ($4::bigint IS NULL OR d.id = $4) \
+    AND ($5::text IS NULL OR e.id = $5)";
+
+/// The filter's parameters, in the order of [`DELIVERY_FILTER`].
+type FilterParams<'a> = (Option<&'a str>, Option<&'static str>, Option<&'a str>, Option<i64>, Option<&'a str>);
+
+fn filter_params(f: &DeliveryFilter) -> FilterParams<'_> {
+    (
+        f.subscription.as_deref(),
+        f.state.map(DeliveryState::as_str),
+        f.repository.as_deref(),
+        f.id,
+        f.event_id.as_deref(),
+    )
+}
+
+/// A delivery `d` is claimable at $1 (now) when it is pending, due, not leased (or its lease
+/// ran out), its subscription is enabled, and no earlier delivery of its line (subscription,
+/// repository) is pending.
+const CLAIMABLE: &str = "d.state = 'pending' AND d.next_attempt_ms <= $1 \
+    AND (d.lease_owner IS NULL OR d.lease_until_ms <= $1) \
+    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = d.subscription AND s.enabled) \
+    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription = d.subscription \
+    AND p.repository = d.repository AND p.state = 'pending' \
+    AND (p.event_seq < d.event_seq OR (p.event_seq = d.event_seq AND p.id < d.id)))";
 
 fn db_limit(page: &Page) -> i64 {
     i64::try_from(page.limit).unwrap_or(i64::MAX)
@@ -449,10 +659,18 @@ impl MetadataStore for PostgresStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?.map(size_of))
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, plaintext: bool) -> Result<()> {
-        let digest = digest.to_string();
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        plaintext: bool,
+        from: Option<&RepoName>,
+        origin: &Origin,
+    ) -> Result<()> {
+        let column = digest.to_string();
         transaction!(self, |tx| {
-            let id = ensure_repo(&tx, repo).await?;
+            let (id, created) = ensure_repo(&tx, repo).await?;
             let now = unix_now();
             // Once flagged, plaintext stays flagged until `drop_plaintext`. DO UPDATE locks the
             // row even when its WHERE leaves it unchanged: a concurrent `drop_plaintext` waits
@@ -460,15 +678,21 @@ impl MetadataStore for PostgresStore {
             tx.execute(
                 "INSERT INTO blobs (digest, size, created_at, plain) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (digest) DO UPDATE SET plain = true WHERE excluded.plain AND NOT blobs.plain",
-                &[&digest, &db_size(size), &now, &plaintext],
+                &[&column, &db_size(size), &now, &plaintext],
             )
             .await?;
             tx.execute(
                 "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
-                &[&id, &digest, &now],
+                &[&id, &column, &now],
             )
             .await?;
+            let mut events = Vec::with_capacity(2);
+            if created {
+                events.push(repository_created(repo, origin));
+            }
+            events.push(blob_linked(repo, digest, size, from, origin));
+            emit(&tx, &events).await?;
         })
     }
 
@@ -485,7 +709,7 @@ impl MetadataStore for PostgresStore {
         Ok(n > 0)
     }
 
-    async fn put_manifest(&self, m: &NewManifest) -> Result<()> {
+    async fn put_manifest(&self, m: &NewManifest, origin: &Origin) -> Result<()> {
         let digest = m.digest.to_string();
         let annotations = m.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
         let subject = m.subject.as_ref().map(|s| s.to_string());
@@ -494,7 +718,7 @@ impl MetadataStore for PostgresStore {
         // Sorted: concurrent pushes lock shared tags in the same order, so they cannot deadlock.
         let tags: Vec<&str> = m.tags.iter().map(Tag::as_str).collect::<BTreeSet<_>>().into_iter().collect();
         transaction!(self, |tx| {
-            let id = ensure_repo(&tx, &m.repo).await?;
+            let (id, created) = ensure_repo(&tx, &m.repo).await?;
             // The checks hold until commit: the rows stay locked against unlink and delete.
             if !m.blobs.is_empty() {
                 let found = tx
@@ -572,6 +796,12 @@ impl MetadataStore for PostgresStore {
                 )
                 .await?;
             }
+            let mut events = Vec::with_capacity(m.tags.len() + 1);
+            if created {
+                events.push(repository_created(&m.repo, origin));
+            }
+            events.extend(manifest_pushed(m, origin));
+            emit(&tx, &events).await?;
         })
     }
 
@@ -609,30 +839,67 @@ impl MetadataStore for PostgresStore {
         .transpose()
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        // Tags and references go with the manifest (ON DELETE CASCADE), in the same statement.
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "DELETE FROM manifests WHERE digest = $2 \
-                 AND repository_id = (SELECT id FROM repositories WHERE name = $1)",
-                &[&repo.as_str(), &digest.to_string()],
-            )
-            .await?;
-        Ok(n > 0)
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool> {
+        let column = digest.to_string();
+        transaction!(self, |tx| {
+            // The manifest first: a push that would point a tag at it (which share-locks it
+            // through the tag's foreign key, or keeps it when it exists) waits for this
+            // deletion, or this one for the push.
+            let found = tx
+                .query_opt(
+                    "SELECT m.repository_id, m.media_type, m.size FROM manifests m \
+                     JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2 \
+                     FOR UPDATE OF m",
+                    &[&repo.as_str(), &column],
+                )
+                .await?;
+            match found {
+                None => false,
+                Some(row) => {
+                    let (id, media_type, size): (i64, String, i64) =
+                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                    // Locked too: a push moving one of them elsewhere commits first, and then
+                    // the tag is no longer this manifest's (re-checked on the new row).
+                    let tags: Vec<String> = tx
+                        .query(
+                            "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 \
+                             ORDER BY name COLLATE \"C\" FOR UPDATE",
+                            &[&id, &column],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()?;
+                    // Tags and references go with the manifest (ON DELETE CASCADE).
+                    tx.execute("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", &[&id, &column])
+                        .await?;
+                    emit(&tx, &manifest_deleted(repo, digest, &media_type, size_of(size), &tags, origin)).await?;
+                    true
+                }
+            }
+        })
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "DELETE FROM tags WHERE name = $2 AND repository_id = (SELECT id FROM repositories WHERE name = $1)",
-                &[&repo.as_str(), &tag.as_str()],
-            )
-            .await?;
-        Ok(n > 0)
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool> {
+        transaction!(self, |tx| {
+            let deleted = tx
+                .query_opt(
+                    "DELETE FROM tags t USING repositories r WHERE r.id = t.repository_id AND r.name = $1 \
+                     AND t.name = $2 RETURNING t.digest, (SELECT m.media_type FROM manifests m \
+                     WHERE m.repository_id = t.repository_id AND m.digest = t.digest)",
+                    &[&repo.as_str(), &tag.as_str()],
+                )
+                .await?;
+            match deleted {
+                None => false,
+                Some(row) => {
+                    let digest: String = row.try_get(0)?;
+                    let event = tag_deleted(repo.as_str(), tag.as_str(), &digest, row.try_get(1)?, origin);
+                    emit(&tx, &[event]).await?;
+                    true
+                }
+            }
+        })
     }
 
     async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>> {
@@ -811,24 +1078,68 @@ impl MetadataStore for PostgresStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    async fn create_repository(&self, repo: &RepoName, key: Option<&str>) -> Result<Option<String>> {
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>> {
         transaction!(self, |tx| {
-            let inserted = tx
-                .query_opt(
-                    "INSERT INTO repositories (name, created_at, key_name) VALUES ($1, $2, $3) \
-                     ON CONFLICT (name) DO NOTHING RETURNING key_name",
-                    &[&repo.as_str(), &unix_now(), &key],
-                )
-                .await?;
-            match inserted {
-                Some(row) => row.try_get::<_, Option<String>>(0)?,
+            let mut found = None;
+            for _ in 0..ATTEMPTS {
+                let inserted = tx
+                    .query_opt(
+                        "INSERT INTO repositories (name, created_at, key_name) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO NOTHING RETURNING key_name",
+                        &[&repo.as_str(), &unix_now(), &key],
+                    )
+                    .await?;
+                if let Some(row) = inserted {
+                    emit(&tx, &[repository_created(repo, origin)]).await?;
+                    found = Some(row.try_get::<_, Option<String>>(0)?);
+                    break;
+                }
                 // Another transaction created it and committed (ON CONFLICT waited for it); this
-                // new statement's snapshot sees it.
-                None => tx
-                    .query_opt("SELECT key_name FROM repositories WHERE name = $1", &[&repo.as_str()])
-                    .await?
-                    .ok_or(Error::Conflict)?
-                    .try_get(0)?,
+                // new statement's snapshot sees it, unless a deletion committed meanwhile.
+                let existing =
+                    tx.query_opt("SELECT key_name FROM repositories WHERE name = $1", &[&repo.as_str()]).await?;
+                if let Some(row) = existing {
+                    found = Some(row.try_get(0)?);
+                    break;
+                }
+            }
+            found.ok_or(Error::Conflict)?
+        })
+    }
+
+    async fn delete_repository(&self, repo: &RepoName, force: bool, origin: &Origin) -> Result<RepositoryDeleted> {
+        let name = repo.as_str();
+        transaction!(self, |tx| {
+            // Locked for deletion first: a push holding the row's share lock (`ensure_repo`)
+            // commits before this goes on, and what it wrote is deleted below (new statements,
+            // new snapshots); a push that comes later waits, then finds the row gone and
+            // creates the repository anew.
+            let locked = tx.query_opt("SELECT id FROM repositories WHERE name = $1 FOR UPDATE", &[&name]).await?;
+            match locked {
+                None => RepositoryDeleted::NotFound,
+                Some(row) => {
+                    let id: i64 = row.try_get(0)?;
+                    let manifests: i64 = tx
+                        .query_one("SELECT count(*) FROM manifests WHERE repository_id = $1", &[&id])
+                        .await?
+                        .try_get(0)?;
+                    if manifests > 0 && !force {
+                        RepositoryDeleted::NotEmpty { manifests: size_of(manifests) }
+                    } else {
+                        tx.execute("DELETE FROM tags WHERE repository_id = $1", &[&id]).await?;
+                        // References go with their manifests (ON DELETE CASCADE).
+                        tx.execute("DELETE FROM manifests WHERE repository_id = $1", &[&id]).await?;
+                        // The blobs themselves stay: collecting them is the garbage collector's job.
+                        tx.execute("DELETE FROM repository_blobs WHERE repository_id = $1", &[&id]).await?;
+                        tx.execute("DELETE FROM uploads WHERE repository = $1", &[&name]).await?;
+                        tx.execute("DELETE FROM repository_tags WHERE repository = $1", &[&name]).await?;
+                        tx.execute("DELETE FROM policies WHERE target_kind = 'repository' AND target = $1", &[&name])
+                            .await?;
+                        tx.execute("DELETE FROM repositories WHERE id = $1", &[&id]).await?;
+                        emit(&tx, &[Event::new(EventKind::RepositoryDelete, name, origin)]).await?;
+                        RepositoryDeleted::Deleted
+                    }
+                }
             }
         })
     }
@@ -1313,6 +1624,253 @@ impl MetadataStore for PostgresStore {
                 .iter()
                 .map(|r| Ok(SigningKeyRecord { kid: r.try_get(0)?, pkcs8: r.try_get(1)?, created_at: r.try_get(2)? }))
                 .collect::<Result<Vec<_>>>()?
+        })
+    }
+
+    async fn put_subscription(&self, s: &Subscription) -> Result<bool> {
+        transaction!(self, |tx| upsert_subscription(&tx, s, s.source, false).await?.unwrap_or_default())
+    }
+
+    async fn delete_subscription(&self, name: &str) -> Result<bool> {
+        // Deliveries and their attempts go with it (ON DELETE CASCADE), after any transaction
+        // that is fanning an event out to it commits (it holds the row's share lock).
+        let n = self.client().await?.execute("DELETE FROM subscriptions WHERE name = $1", &[&name]).await?;
+        Ok(n > 0)
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        read_subscriptions(&self.client().await?, "").await
+    }
+
+    async fn sync_config_subscriptions(&self, subs: &[Subscription]) -> Result<()> {
+        // By name (the last of a name wins), so replicas syncing at once lock rows in one order.
+        let by_name: BTreeMap<&str, &Subscription> = subs.iter().map(|s| (s.name.as_str(), s)).collect();
+        let names: Vec<&str> = by_name.keys().copied().collect();
+        transaction!(self, |tx| {
+            for s in by_name.values() {
+                if upsert_subscription(&tx, s, SubscriptionSource::Config, true).await?.is_none() {
+                    // Dropping the transaction rolls back what this loop wrote so far.
+                    return Err(Error::Conflict);
+                }
+            }
+            tx.execute("DELETE FROM subscriptions WHERE source = 'config' AND NOT (name = ANY($1))", &[&names]).await?;
+        })
+    }
+
+    async fn events(&self, after_seq: i64, limit: usize) -> Result<Vec<Event>> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached("SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").await?;
+        let rows = client.query(&stmt, &[&after_seq, &db_count(limit)]).await?;
+        rows.iter().map(|r| event_from_payload(r.try_get(0)?, r.try_get(1)?)).collect()
+    }
+
+    async fn claim_deliveries(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>> {
+        let until = now_ms.saturating_add(lease_ms);
+        transaction!(self, |tx| {
+            // Candidates, locked; rows another claimer holds are skipped rather than waited for.
+            let candidates: Vec<i64> = tx
+                .query(
+                    &format!(
+                        "SELECT d.id FROM deliveries d WHERE {CLAIMABLE} ORDER BY d.event_seq, d.id LIMIT $2 \
+                         FOR UPDATE OF d SKIP LOCKED"
+                    ),
+                    &[&now_ms, &db_count(limit)],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            if candidates.is_empty() {
+                Vec::new()
+            } else {
+                // Checked again in a new statement, whose snapshot sees what committed while the
+                // candidates were being found (another owner's lease, a finished head): only
+                // what is still claimable is leased.
+                let leased: Vec<i64> = tx
+                    .query(
+                        &format!(
+                            "UPDATE deliveries d SET lease_owner = $3, lease_until_ms = $4 \
+                             WHERE d.id = ANY($2) AND {CLAIMABLE} RETURNING d.id"
+                        ),
+                        &[&now_ms, &candidates, &owner, &until],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, _>>()?;
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                             WHERE d.id = ANY($1) ORDER BY d.event_seq, d.id"
+                        ),
+                        &[&leased],
+                    )
+                    .await?;
+                let subscriptions: BTreeMap<String, Subscription> =
+                    read_subscriptions(&tx, "").await?.into_iter().map(|s| (s.name.clone(), s)).collect();
+                let mut claimed = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let delivery = delivery_columns(row)?.into_delivery()?;
+                    let subscription = subscriptions.get(&delivery.subscription).cloned().ok_or_else(|| {
+                        Error::Corrupt(format!("delivery {}: no subscription {}", delivery.id, delivery.subscription))
+                    })?;
+                    claimed.push(Claimed { delivery, subscription });
+                }
+                claimed
+            }
+        })
+    }
+
+    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
+        let o = OutcomeColumns::of(outcome);
+        transaction!(self, |tx| {
+            // Locked: a claim by another owner after the lease ran out, a replay or a purge
+            // either committed before (and this finds the lease gone) or waits for this.
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM deliveries WHERE id = $1 AND lease_owner = $2 AND state = 'pending' FOR UPDATE",
+                    &[&id, &owner],
+                )
+                .await?;
+            if held.is_some() {
+                // Numbered after the log's last entry: a replay resets `attempts`, not the log.
+                tx.execute(
+                    "INSERT INTO delivery_attempts (delivery, number, at_ms, status, error, duration_ms) \
+                     SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5 FROM delivery_attempts \
+                     WHERE delivery = $1",
+                    &[&id, &now_ms, &o.status, &o.error, &o.duration_ms],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, state = $2, \
+                     next_attempt_ms = COALESCE($3, next_attempt_ms), last_status = $4, last_error = $5, \
+                     lease_owner = NULL, lease_until_ms = NULL, updated_ms = $6 WHERE id = $1",
+                    &[&id, &o.state.as_str(), &o.next_attempt_ms, &o.status, &o.error, &now_ms],
+                )
+                .await?;
+            }
+            held.is_some()
+        })
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        let p = filter_params(filter);
+        let limit = (filter.limit > 0).then(|| db_count(filter.limit));
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE {DELIVERY_FILTER} ORDER BY d.id DESC LIMIT $6"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&p.0, &p.1, &p.2, &p.3, &p.4, &limit]).await?;
+        rows.iter().map(|r| delivery_columns(r)?.into_delivery()).collect()
+    }
+
+    async fn delivery_attempts(&self, id: i64) -> Result<Vec<Attempt>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT delivery, number, at_ms, status, error, duration_ms FROM delivery_attempts \
+                 WHERE delivery = $1 ORDER BY number",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&id]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(attempt_from_columns(
+                    r.try_get(0)?,
+                    i64::from(r.try_get::<_, i32>(1)?),
+                    r.try_get(2)?,
+                    r.try_get::<_, Option<i32>>(3)?.map(i64::from),
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64> {
+        let p = filter_params(filter);
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = $6, \
+                     lease_owner = NULL, lease_until_ms = NULL, updated_ms = $6 WHERE id IN \
+                     (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {DELIVERY_FILTER})"
+                ),
+                &[&p.0, &p.1, &p.2, &p.3, &p.4, &now_ms],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn purge_deliveries(&self, filter: &DeliveryFilter) -> Result<u64> {
+        let p = filter_params(filter);
+        // Attempts go with their deliveries (ON DELETE CASCADE).
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!(
+                    "DELETE FROM deliveries WHERE id IN \
+                     (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {DELIVERY_FILTER})"
+                ),
+                &[&p.0, &p.1, &p.2, &p.3, &p.4],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT s.name, \
+                 count(d.id) FILTER (WHERE d.state = 'pending' AND d.attempts = 0), \
+                 count(d.id) FILTER (WHERE d.state = 'pending' AND d.attempts > 0), \
+                 count(d.id) FILTER (WHERE d.state = 'delivered'), count(d.id) FILTER (WHERE d.state = 'dead') \
+                 FROM subscriptions s LEFT JOIN deliveries d ON d.subscription = s.name \
+                 GROUP BY s.name ORDER BY s.name COLLATE \"C\"",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryCounts {
+                    subscription: r.try_get(0)?,
+                    pending: size_of(r.try_get(1)?),
+                    retrying: size_of(r.try_get(2)?),
+                    delivered: size_of(r.try_get(3)?),
+                    dead: size_of(r.try_get(4)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_events(&self, delivered_before_ms: i64, dead_before_ms: i64) -> Result<(u64, u64)> {
+        transaction!(self, |tx| {
+            let deliveries = tx
+                .execute(
+                    "DELETE FROM deliveries WHERE (state = 'delivered' AND updated_ms < $1) \
+                     OR (state = 'dead' AND updated_ms < $2)",
+                    &[&delivered_before_ms, &dead_before_ms],
+                )
+                .await?;
+            // An event's deliveries are written with it, so one that no delivery references
+            // now never will be.
+            let events = tx
+                .execute(
+                    "DELETE FROM events e WHERE e.created_ms < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq)",
+                    &[&delivered_before_ms],
+                )
+                .await?;
+            (deliveries, events)
         })
     }
 }

@@ -14,9 +14,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
 
 use super::{
-    AccessKeyRecord, BlobEntry, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest, Page, PolicyRecord,
-    PolicySet, PolicyTarget, Referrer, RetireRefused, SigningKeyRecord, UploadRecord, UserRecord, check_reference,
-    db_size, parse_digest, size_of, unix_now,
+    AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
+    DeliveryFilter, DeliveryState, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
+    Origin, Outcome, OutcomeColumns, Page, PolicyRecord, PolicySet, PolicyTarget, Referrer, RepositoryDeleted,
+    RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadRecord, UserRecord, attempt_from_columns,
+    blob_linked, check_reference, db_size, event_from_payload, event_payload, manifest_deleted, manifest_pushed,
+    parse_digest, repository_created, size_of, source_column, subscription_definition, subscription_from_columns,
+    tag_deleted, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
@@ -25,8 +29,12 @@ use crate::error::{Error, Result};
 const POOL_SIZE: usize = 4;
 
 /// Schema versions, applied in order, each once. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("sqlite_v1.sql")), (2, include_str!("sqlite_v2.sql")), (3, include_str!("sqlite_v3.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sqlite_v1.sql")),
+    (2, include_str!("sqlite_v2.sql")),
+    (3, include_str!("sqlite_v3.sql")),
+    (4, include_str!("sqlite_v4.sql")),
+];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -129,13 +137,115 @@ fn repo_id(conn: &Connection, repo: &RepoName) -> Result<Option<i64>> {
     Ok(conn.query_row("SELECT id FROM repositories WHERE name = ?1", [repo.as_str()], |r| r.get(0)).optional()?)
 }
 
-fn ensure_repo(conn: &Connection, repo: &RepoName) -> Result<i64> {
-    conn.execute(
+/// The repository's id, creating the repository on first use; `true` when it was created.
+fn ensure_repo(conn: &Connection, repo: &RepoName) -> Result<(i64, bool)> {
+    let created = conn.execute(
         "INSERT INTO repositories (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
         params![repo.as_str(), unix_now()],
-    )?;
-    repo_id(conn, repo)?.ok_or(Error::Conflict)
+    )? > 0;
+    Ok((repo_id(conn, repo)?.ok_or(Error::Conflict)?, created))
 }
+
+/// Writes `events` to the outbox, in order, and fans each out to one delivery per enabled
+/// subscription it matches: the last step of every transaction that makes a change a webhook
+/// reports, so the events commit with the change or not at all. (The write lock taken by
+/// `BEGIN IMMEDIATE` makes `seq` order commit order.)
+fn emit(tx: &rusqlite::Transaction<'_>, events: &[Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let subscriptions = read_subscriptions(tx, "WHERE enabled = 1")?;
+    let mut insert_event = tx
+        .prepare_cached("INSERT INTO events (id, kind, repository, created_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut insert_delivery = tx.prepare_cached(
+        "INSERT INTO deliveries (subscription, event_seq, repository, state, attempts, next_attempt_ms, \
+         created_ms, updated_ms) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)",
+    )?;
+    for event in events {
+        insert_event.execute(params![
+            event.id,
+            event.kind.as_str(),
+            event.repository,
+            event.time_ms,
+            event_payload(event)?
+        ])?;
+        let seq = tx.last_insert_rowid();
+        for s in subscriptions.iter().filter(|s| s.matches(event)) {
+            insert_delivery.execute(params![s.name, seq, event.repository, event.time_ms])?;
+        }
+    }
+    Ok(())
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source, created_at";
+
+/// Subscriptions (`filter`: a WHERE clause or empty), by name.
+fn read_subscriptions(conn: &Connection, filter: &str) -> Result<Vec<Subscription>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions {filter} ORDER BY name"))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?, r.get(4)?))
+    })?;
+    rows.map(|r| {
+        let (name, definition, enabled, source, created_at) = r?;
+        subscription_from_columns(name, &definition, enabled, &source, created_at)
+    })
+    .collect()
+}
+
+/// Inserts or replaces `s` (with `source`), keeping `created_at` of one that exists;
+/// `true` when created.
+fn upsert_subscription(tx: &rusqlite::Transaction<'_>, s: &Subscription, source: SubscriptionSource) -> Result<bool> {
+    let s = Subscription { source, ..s.clone() };
+    let existed = tx.query_row("SELECT 1 FROM subscriptions WHERE name = ?1", [&s.name], |_| Ok(())).optional()?;
+    tx.execute(
+        &format!(
+            "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, enabled = excluded.enabled, \
+             source = excluded.source"
+        ),
+        params![s.name, subscription_definition(&s)?, s.enabled, source_column(source), unix_now()],
+    )?;
+    Ok(existed.is_none())
+}
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryColumns> {
+    Ok(DeliveryColumns {
+        id: r.get(0)?,
+        subscription: r.get(1)?,
+        state: r.get(2)?,
+        attempts: r.get(3)?,
+        next_attempt_ms: r.get(4)?,
+        last_status: r.get(5)?,
+        last_error: r.get(6)?,
+        created_ms: r.get(7)?,
+        updated_ms: r.get(8)?,
+        event_seq: r.get(9)?,
+        payload: r.get(10)?,
+    })
+}
+
+/// The deliveries (`d`, joined with their events `e`) a [`DeliveryFilter`] takes, bound as
+/// ?1 subscription, ?2 state, ?3 repository, ?4 id, ?5 event id (NULL: any).
+const DELIVERY_FILTER: &str = "(?1 IS NULL OR d.subscription = ?1) AND (?2 IS NULL OR d.state = ?2) \
+    AND (?3 IS NULL OR d.repository = ?3) AND (?4 IS NULL OR d.id = ?4) AND (?5 IS NULL OR e.id = ?5)";
+
+/// The filter's parameters, in the order of [`DELIVERY_FILTER`].
+type FilterParams = (Option<String>, Option<&'static str>, Option<String>, Option<i64>, Option<String>);
+
+fn filter_params(f: &DeliveryFilter) -> FilterParams {
+    (f.subscription.clone(), f.state.map(DeliveryState::as_str), f.repository.clone(), f.id, f.event_id.clone())
+}
+
+/// A delivery is claimable (`d`, at ?1 now) when it is pending, due, not leased (or its lease
+/// ran out), its subscription is enabled, and no earlier delivery of its line is pending.
+const CLAIMABLE: &str = "SELECT d.id FROM deliveries d JOIN subscriptions s ON s.name = d.subscription \
+    WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 \
+    AND (d.lease_owner IS NULL OR d.lease_until_ms <= ?1) AND s.enabled = 1 \
+    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription = d.subscription \
+    AND p.repository = d.repository AND p.state = 'pending' \
+    AND (p.event_seq < d.event_seq OR (p.event_seq = d.event_seq AND p.id < d.id))) \
+    ORDER BY d.event_seq, d.id LIMIT ?2";
 
 /// The columns of [`UPLOAD_COLUMNS`], as read.
 type UploadRow = (String, String, i64, Vec<u8>, String, i64, i64, Option<String>);
@@ -258,22 +368,36 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, plaintext: bool) -> Result<()> {
-        let (repo, digest) = (repo.clone(), digest.to_string());
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        plaintext: bool,
+        from: Option<&RepoName>,
+        origin: &Origin,
+    ) -> Result<()> {
+        let (repo, digest, from, origin) = (repo.clone(), digest.clone(), from.cloned(), origin.clone());
         self.write(move |tx| {
-            let id = ensure_repo(tx, &repo)?;
+            let (id, created) = ensure_repo(tx, &repo)?;
             let now = unix_now();
+            let column = digest.to_string();
             tx.execute(
                 "INSERT INTO blobs (digest, size, created_at, plain) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (digest) DO UPDATE SET plain = MAX(plain, excluded.plain)",
-                params![digest, db_size(size), now, i64::from(plaintext)],
+                params![column, db_size(size), now, i64::from(plaintext)],
             )?;
             tx.execute(
                 "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT DO NOTHING",
-                params![id, digest, now],
+                params![id, column, now],
             )?;
-            Ok(())
+            let mut events = Vec::with_capacity(2);
+            if created {
+                events.push(repository_created(&repo, &origin));
+            }
+            events.push(blob_linked(&repo, &digest, size, from.as_ref(), &origin));
+            emit(tx, &events)
         })
         .await
     }
@@ -291,10 +415,10 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn put_manifest(&self, m: &NewManifest) -> Result<()> {
-        let m = m.clone();
+    async fn put_manifest(&self, m: &NewManifest, origin: &Origin) -> Result<()> {
+        let (m, origin) = (m.clone(), origin.clone());
         self.write(move |tx| {
-            let id = ensure_repo(tx, &m.repo)?;
+            let (id, created) = ensure_repo(tx, &m.repo)?;
             for required in &m.blobs {
                 let size: Option<i64> = tx
                     .query_row(
@@ -351,7 +475,12 @@ impl MetadataStore for SqliteStore {
                     params![id, tag.as_str(), digest, now],
                 )?;
             }
-            Ok(())
+            let mut events = Vec::with_capacity(m.tags.len() + 1);
+            if created {
+                events.push(repository_created(&m.repo, &origin));
+            }
+            events.extend(manifest_pushed(&m, &origin));
+            emit(tx, &events)
         })
         .await
     }
@@ -388,28 +517,54 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let (repo, digest) = (repo.to_string(), digest.to_string());
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool> {
+        let (repo, digest, origin) = (repo.clone(), digest.clone(), origin.clone());
         self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else { return Ok(false) };
+            let column = digest.to_string();
+            let found: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT media_type, size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                    params![id, column],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((media_type, size)) = found else { return Ok(false) };
+            let tags: Vec<String> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2 ORDER BY name")?;
+                let rows = stmt.query_map(params![id, column], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
             // Tags and references go with the manifest (ON DELETE CASCADE).
-            let n = tx.execute(
-                "DELETE FROM manifests WHERE digest = ?2 \
-                 AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
-                params![repo, digest],
-            )?;
-            Ok(n > 0)
+            tx.execute("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2", params![id, column])?;
+            emit(tx, &manifest_deleted(&repo, &digest, &media_type, size_of(size), &tags, &origin))?;
+            Ok(true)
         })
         .await
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let (repo, tag) = (repo.to_string(), tag.to_string());
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool> {
+        let (repo, tag, origin) = (repo.clone(), tag.to_string(), origin.clone());
         self.write(move |tx| {
-            let n = tx.execute(
-                "DELETE FROM tags WHERE name = ?2 AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
-                params![repo, tag],
-            )?;
-            Ok(n > 0)
+            let Some(id) = repo_id(tx, &repo)? else { return Ok(false) };
+            let deleted: Option<String> = tx
+                .query_row(
+                    "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 RETURNING digest",
+                    params![id, tag],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(digest) = deleted else { return Ok(false) };
+            let media_type: Option<String> = tx
+                .query_row(
+                    "SELECT media_type FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                    params![id, digest],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            emit(tx, &[tag_deleted(repo.as_str(), &tag, &digest, media_type, &origin)])?;
+            Ok(true)
         })
         .await
     }
@@ -599,14 +754,43 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn create_repository(&self, repo: &RepoName, key: Option<&str>) -> Result<Option<String>> {
-        let (repo, key) = (repo.to_string(), key.map(str::to_owned));
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>> {
+        let (repo, key, origin) = (repo.clone(), key.map(str::to_owned), origin.clone());
         self.write(move |tx| {
-            tx.execute(
+            let created = tx.execute(
                 "INSERT INTO repositories (name, created_at, key_name) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                params![repo, unix_now(), key],
-            )?;
-            Ok(tx.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo], |r| r.get(0))?)
+                params![repo.as_str(), unix_now(), key],
+            )? > 0;
+            let key = tx.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo.as_str()], |r| r.get(0))?;
+            if created {
+                emit(tx, &[repository_created(&repo, &origin)])?;
+            }
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn delete_repository(&self, repo: &RepoName, force: bool, origin: &Origin) -> Result<RepositoryDeleted> {
+        let (repo, origin) = (repo.clone(), origin.clone());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else { return Ok(RepositoryDeleted::NotFound) };
+            let manifests: i64 =
+                tx.query_row("SELECT COUNT(*) FROM manifests WHERE repository_id = ?1", [id], |r| r.get(0))?;
+            if manifests > 0 && !force {
+                return Ok(RepositoryDeleted::NotEmpty { manifests: size_of(manifests) });
+            }
+            let name = repo.as_str();
+            tx.execute("DELETE FROM tags WHERE repository_id = ?1", [id])?;
+            // References go with their manifests (ON DELETE CASCADE).
+            tx.execute("DELETE FROM manifests WHERE repository_id = ?1", [id])?;
+            // The blobs themselves stay: collecting them is the garbage collector's job.
+            tx.execute("DELETE FROM repository_blobs WHERE repository_id = ?1", [id])?;
+            tx.execute("DELETE FROM uploads WHERE repository = ?1", [name])?;
+            tx.execute("DELETE FROM repository_tags WHERE repository = ?1", [name])?;
+            delete_policies_of(tx, "repository", name)?;
+            tx.execute("DELETE FROM repositories WHERE id = ?1", [id])?;
+            emit(tx, &[Event::new(EventKind::RepositoryDelete, name, &origin)])?;
+            Ok(RepositoryDeleted::Deleted)
         })
         .await
     }
@@ -1058,6 +1242,229 @@ impl MetadataStore for SqliteStore {
             let rows = stmt
                 .query_map([], |r| Ok(SigningKeyRecord { kid: r.get(0)?, pkcs8: r.get(1)?, created_at: r.get(2)? }))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn put_subscription(&self, s: &Subscription) -> Result<bool> {
+        let s = s.clone();
+        self.write(move |tx| upsert_subscription(tx, &s, s.source)).await
+    }
+
+    async fn delete_subscription(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        // Deliveries and their attempts go with it (ON DELETE CASCADE).
+        self.write(move |tx| Ok(tx.execute("DELETE FROM subscriptions WHERE name = ?1", [name])? > 0)).await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.with_conn(|c| read_subscriptions(c, "")).await
+    }
+
+    async fn sync_config_subscriptions(&self, subs: &[Subscription]) -> Result<()> {
+        let subs = subs.to_vec();
+        self.write(move |tx| {
+            for s in &subs {
+                let source: Option<String> = tx
+                    .query_row("SELECT source FROM subscriptions WHERE name = ?1", [&s.name], |r| r.get(0))
+                    .optional()?;
+                if source.as_deref() == Some(source_column(SubscriptionSource::Api)) {
+                    // Returning the error rolls back what this loop wrote so far.
+                    return Err(Error::Conflict);
+                }
+                upsert_subscription(tx, s, SubscriptionSource::Config)?;
+            }
+            let names: Vec<&str> = subs.iter().map(|s| s.name.as_str()).collect();
+            tx.execute(
+                "DELETE FROM subscriptions WHERE source = 'config' AND name NOT IN (SELECT value FROM json_each(?1))",
+                [serde_json::to_string(&names).unwrap_or_default()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events(&self, after_seq: i64, limit: usize) -> Result<Vec<Event>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows =
+                stmt.query_map(params![after_seq, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|r| {
+                let (seq, payload) = r?;
+                event_from_payload(seq, &payload)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn claim_deliveries(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>> {
+        let owner = owner.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One writer at a time (BEGIN IMMEDIATE): what this finds claimable is still so when
+        // it leases it.
+        self.write(move |tx| {
+            let ids: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(CLAIMABLE)?;
+                let rows = stmt.query_map(params![now_ms, limit], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let until = now_ms.saturating_add(lease_ms);
+            let subscriptions: BTreeMap<String, Subscription> =
+                read_subscriptions(tx, "")?.into_iter().map(|s| (s.name.clone(), s)).collect();
+            let mut lease =
+                tx.prepare_cached("UPDATE deliveries SET lease_owner = ?2, lease_until_ms = ?3 WHERE id = ?1")?;
+            let mut read = tx.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1"
+            ))?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                lease.execute(params![id, owner, until])?;
+                let delivery = read.query_row([id], delivery_from_row)?.into_delivery()?;
+                let subscription = subscriptions
+                    .get(&delivery.subscription)
+                    .cloned()
+                    .ok_or_else(|| Error::Corrupt(format!("delivery {id}: no subscription")))?;
+                claimed.push(Claimed { delivery, subscription });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
+        let (owner, outcome) = (owner.to_owned(), outcome.clone());
+        self.write(move |tx| {
+            let held = tx
+                .query_row(
+                    "SELECT 1 FROM deliveries WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
+                    params![id, owner],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if held.is_none() {
+                return Ok(false);
+            }
+            let o = OutcomeColumns::of(&outcome);
+            // Numbered after the log's last entry: a replay resets `attempts`, not the log.
+            tx.execute(
+                "INSERT INTO delivery_attempts (delivery, number, at_ms, status, error, duration_ms) \
+                 SELECT ?1, COALESCE(MAX(number), 0) + 1, ?2, ?3, ?4, ?5 FROM delivery_attempts WHERE delivery = ?1",
+                params![id, now_ms, o.status, o.error, o.duration_ms],
+            )?;
+            tx.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, state = ?2, \
+                 next_attempt_ms = COALESCE(?3, next_attempt_ms), last_status = ?4, last_error = ?5, \
+                 lease_owner = NULL, lease_until_ms = NULL, updated_ms = ?6 WHERE id = ?1",
+                params![id, o.state.as_str(), o.next_attempt_ms, o.status, o.error, now_ms],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        let params = filter_params(filter);
+        let limit = if filter.limit == 0 { -1 } else { i64::try_from(filter.limit).unwrap_or(i64::MAX) };
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE {DELIVERY_FILTER} ORDER BY d.id DESC LIMIT ?6"
+            ))?;
+            let rows =
+                stmt.query_map(params![params.0, params.1, params.2, params.3, params.4, limit], delivery_from_row)?;
+            rows.map(|r| r?.into_delivery()).collect()
+        })
+        .await
+    }
+
+    async fn delivery_attempts(&self, id: i64) -> Result<Vec<Attempt>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT delivery, number, at_ms, status, error, duration_ms FROM delivery_attempts \
+                 WHERE delivery = ?1 ORDER BY number",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok(attempt_from_columns(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64> {
+        let params = filter_params(filter);
+        self.write(move |tx| {
+            let n = tx.execute(
+                &format!(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = ?6, \
+                     lease_owner = NULL, lease_until_ms = NULL, updated_ms = ?6 WHERE id IN \
+                     (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {DELIVERY_FILTER})"
+                ),
+                params![params.0, params.1, params.2, params.3, params.4, now_ms],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn purge_deliveries(&self, filter: &DeliveryFilter) -> Result<u64> {
+        let params = filter_params(filter);
+        self.write(move |tx| {
+            // Attempts go with their deliveries (ON DELETE CASCADE).
+            let n = tx.execute(
+                &format!(
+                    "DELETE FROM deliveries WHERE id IN \
+                     (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {DELIVERY_FILTER})"
+                ),
+                params![params.0, params.1, params.2, params.3, params.4],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT s.name, \
+                 COALESCE(SUM(d.state = 'pending' AND d.attempts = 0), 0), \
+                 COALESCE(SUM(d.state = 'pending' AND d.attempts > 0), 0), \
+                 COALESCE(SUM(d.state = 'delivered'), 0), COALESCE(SUM(d.state = 'dead'), 0) \
+                 FROM subscriptions s LEFT JOIN deliveries d ON d.subscription = s.name \
+                 GROUP BY s.name ORDER BY s.name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DeliveryCounts {
+                    subscription: r.get(0)?,
+                    pending: size_of(r.get(1)?),
+                    retrying: size_of(r.get(2)?),
+                    delivered: size_of(r.get(3)?),
+                    dead: size_of(r.get(4)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn prune_events(&self, delivered_before_ms: i64, dead_before_ms: i64) -> Result<(u64, u64)> {
+        self.write(move |tx| {
+            let deliveries = tx.execute(
+                "DELETE FROM deliveries WHERE (state = 'delivered' AND updated_ms < ?1) \
+                 OR (state = 'dead' AND updated_ms < ?2)",
+                params![delivered_before_ms, dead_before_ms],
+            )?;
+            let events = tx.execute(
+                "DELETE FROM events WHERE created_ms < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)",
+                [delivered_before_ms],
+            )?;
+            Ok((deliveries as u64, events as u64))
         })
         .await
     }

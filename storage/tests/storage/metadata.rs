@@ -4,11 +4,17 @@ use berth_oci::{Algorithm, Digest, DigestHasher, Reference, RepoName, Tag, Uploa
 use berth_storage::crypt::{Kek, Run, SealedBlob, UploadSealing};
 use std::collections::BTreeMap;
 
+use berth_storage::metadata::events::unix_now_ms;
 use berth_storage::metadata::{
-    AccessKeyRecord, BlobEntry, KeyRecord, KeyState, NewManifest, Page, PolicyRecord, PolicySet, PolicyTarget,
-    RESOURCE_POLICY, RequiredContent, RetireRefused, SigningKeyRecord, UploadRecord, UserRecord,
+    AccessKeyRecord, BlobEntry, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryState, Event, EventKind,
+    KeyRecord, KeyState, NewManifest, Origin, Outcome, Page, PayloadFormat, PolicyRecord, PolicySet, PolicyTarget,
+    RESOURCE_POLICY, RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription,
+    SubscriptionSource, UploadRecord, UserRecord,
 };
 use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
+
+/// The origin of changes whose events a test does not look at.
+const ANON: &Origin = &Origin { actor: None, request_id: None, addr: None, method: None, host: None, user_agent: None };
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
@@ -40,8 +46,8 @@ async fn blobs_and_links(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"blob");
     assert_eq!(store.repo_blob(&a, &d).await.unwrap(), None);
     assert_eq!(store.any_blob(&d).await.unwrap(), None);
-    store.link_blob(&a, &d, 4, true).await.unwrap();
-    store.link_blob(&a, &d, 4, true).await.unwrap(); // idempotent
+    store.link_blob(&a, &d, 4, true, None, ANON).await.unwrap();
+    store.link_blob(&a, &d, 4, true, None, ANON).await.unwrap(); // idempotent
     assert_eq!(store.repo_blob(&a, &d).await.unwrap(), Some(4));
     assert_eq!(store.repo_blob(&b, &d).await.unwrap(), None, "links are per repository");
     assert_eq!(store.any_blob(&d).await.unwrap(), Some(4));
@@ -57,18 +63,21 @@ async fn manifests_tags_and_references(store: &dyn MetadataStore) {
     let need = vec![RequiredContent { digest: layer.clone(), size: 5 }];
 
     // A missing reference refuses the whole manifest.
-    let err = store.put_manifest(&manifest(&r, body, need.clone(), &["latest"])).await.unwrap_err();
+    let err = store.put_manifest(&manifest(&r, body, need.clone(), &["latest"]), ANON).await.unwrap_err();
     assert!(matches!(err, Error::MissingReference(ref d) if *d == layer), "{err:?}");
     assert!(store.get_manifest(&r, &Reference::Tag(tag("latest"))).await.unwrap().is_none());
 
     // A size that disagrees with the stored blob is refused.
-    store.link_blob(&r, &layer, 5, true).await.unwrap();
+    store.link_blob(&r, &layer, 5, true, None, ANON).await.unwrap();
     let wrong = vec![RequiredContent { digest: layer.clone(), size: 6 }];
-    assert!(matches!(store.put_manifest(&manifest(&r, body, wrong, &[])).await, Err(Error::ReferenceSize { .. })));
+    assert!(matches!(
+        store.put_manifest(&manifest(&r, body, wrong, &[]), ANON).await,
+        Err(Error::ReferenceSize { .. })
+    ));
 
     let m = manifest(&r, body, need.clone(), &["latest", "v1"]);
-    store.put_manifest(&m).await.unwrap();
-    store.put_manifest(&m).await.unwrap(); // pushing again is fine
+    store.put_manifest(&m, ANON).await.unwrap();
+    store.put_manifest(&m, ANON).await.unwrap(); // pushing again is fine
     let by_tag = store.get_manifest(&r, &Reference::Tag(tag("latest"))).await.unwrap().unwrap();
     assert_eq!(by_tag.content, body.as_bytes(), "byte-exact");
     assert_eq!(by_tag.digest, m.digest);
@@ -78,13 +87,16 @@ async fn manifests_tags_and_references(store: &dyn MetadataStore) {
     // Moving a tag.
     let body2 = r#"{"v": 2}"#;
     let m2 = manifest(&r, body2, need, &["latest"]);
-    store.put_manifest(&m2).await.unwrap();
+    store.put_manifest(&m2, ANON).await.unwrap();
     let moved = store.get_manifest(&r, &Reference::Tag(tag("latest"))).await.unwrap().unwrap();
     assert_eq!(moved.digest, m2.digest);
 
     // Tags sorted bytewise, paginated.
     store
-        .put_manifest(&manifest(&r, body, vec![RequiredContent { digest: layer.clone(), size: 5 }], &["B", "a", "_z"]))
+        .put_manifest(
+            &manifest(&r, body, vec![RequiredContent { digest: layer.clone(), size: 5 }], &["B", "a", "_z"]),
+            ANON,
+        )
         .await
         .unwrap();
     let all = store.list_tags(&r, &page(None, 100)).await.unwrap().unwrap();
@@ -93,27 +105,27 @@ async fn manifests_tags_and_references(store: &dyn MetadataStore) {
     assert_eq!(store.list_tags(&repo("suite/none"), &page(None, 10)).await.unwrap(), None);
 
     // Untag leaves the manifest; deleting the manifest takes its tags.
-    assert!(store.delete_tag(&r, &tag("v1")).await.unwrap());
-    assert!(!store.delete_tag(&r, &tag("v1")).await.unwrap());
+    assert!(store.delete_tag(&r, &tag("v1"), ANON).await.unwrap());
+    assert!(!store.delete_tag(&r, &tag("v1"), ANON).await.unwrap());
     assert!(store.get_manifest(&r, &Reference::Digest(m.digest.clone())).await.unwrap().is_some());
-    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
-    assert!(!store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert!(store.delete_manifest(&r, &m.digest, ANON).await.unwrap());
+    assert!(!store.delete_manifest(&r, &m.digest, ANON).await.unwrap());
     assert_eq!(store.list_tags(&r, &page(None, 100)).await.unwrap().unwrap(), ["latest"]);
 }
 
 async fn index_children_and_referrers(store: &dyn MetadataStore) {
     let r = repo("suite/idx");
     let cfg = Digest::sha256_of(b"cfg");
-    store.link_blob(&r, &cfg, 3, true).await.unwrap();
+    store.link_blob(&r, &cfg, 3, true, None, ANON).await.unwrap();
     let child = manifest(&r, r#"{"child":1}"#, vec![RequiredContent { digest: cfg.clone(), size: 3 }], &[]);
     let child_size = child.content.len() as u64;
 
     let mut index = manifest(&r, r#"{"index":1}"#, vec![], &["multi"]);
     index.media_type = "application/vnd.oci.image.index.v1+json".into();
     index.manifests = vec![RequiredContent { digest: child.digest.clone(), size: child_size }];
-    assert!(matches!(store.put_manifest(&index).await, Err(Error::MissingReference(_))));
-    store.put_manifest(&child).await.unwrap();
-    store.put_manifest(&index).await.unwrap();
+    assert!(matches!(store.put_manifest(&index, ANON).await, Err(Error::MissingReference(_))));
+    store.put_manifest(&child, ANON).await.unwrap();
+    store.put_manifest(&index, ANON).await.unwrap();
 
     // Referrers: a manifest whose subject does not exist yet is fine.
     let mut sig = manifest(&r, r#"{"sig":1}"#, vec![RequiredContent { digest: cfg.clone(), size: 3 }], &[]);
@@ -123,8 +135,8 @@ async fn index_children_and_referrers(store: &dyn MetadataStore) {
     let mut sbom = manifest(&r, r#"{"sbom":1}"#, vec![RequiredContent { digest: cfg, size: 3 }], &[]);
     sbom.subject = Some(child.digest.clone());
     sbom.artifact_type = Some("application/x.sbom".into());
-    store.put_manifest(&sig).await.unwrap();
-    store.put_manifest(&sbom).await.unwrap();
+    store.put_manifest(&sig, ANON).await.unwrap();
+    store.put_manifest(&sbom, ANON).await.unwrap();
     let all = store.referrers(&r, &child.digest, None).await.unwrap();
     assert_eq!(all.len(), 2);
     let sigs = store.referrers(&r, &child.digest, Some("application/x.sig")).await.unwrap();
@@ -132,7 +144,7 @@ async fn index_children_and_referrers(store: &dyn MetadataStore) {
     assert_eq!(sigs[0].digest, sig.digest);
     assert_eq!(sigs[0].annotations.as_ref().unwrap()["k"], "v");
     assert_eq!(sigs[0].size, sig.content.len() as u64);
-    store.delete_manifest(&r, &sig.digest).await.unwrap();
+    store.delete_manifest(&r, &sig.digest, ANON).await.unwrap();
     assert_eq!(store.referrers(&r, &child.digest, None).await.unwrap().len(), 1);
     assert!(store.referrers(&repo("suite/other"), &child.digest, None).await.unwrap().is_empty());
 }
@@ -140,7 +152,7 @@ async fn index_children_and_referrers(store: &dyn MetadataStore) {
 async fn catalog(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"x");
     for name in ["cat/b", "cat/a", "cat/c/d"] {
-        store.link_blob(&repo(name), &d, 1, true).await.unwrap();
+        store.link_blob(&repo(name), &d, 1, true, None, ANON).await.unwrap();
     }
     let names = store.list_repositories(&page(Some("cat/"), 10)).await.unwrap();
     let ours: Vec<_> = names.iter().filter(|n| n.starts_with("cat/")).collect();
@@ -209,12 +221,12 @@ async fn concurrent_writers(store: &dyn MetadataStore) {
 
     let r = repo("race/tags");
     let layer = Digest::sha256_of(b"race-layer");
-    store.link_blob(&r, &layer, 10, true).await.unwrap();
+    store.link_blob(&r, &layer, 10, true, None, ANON).await.unwrap();
     let need = vec![RequiredContent { digest: layer, size: 10 }];
     let pushes: Vec<NewManifest> =
         (0..8).map(|i| manifest(&r, &format!("{{\"race\":{i}}}"), need.clone(), &["latest", "stable"])).collect();
     let same: Vec<NewManifest> = (0..8).map(|_| manifest(&r, r#"{"same":1}"#, need.clone(), &["same"])).collect();
-    let results = futures::future::join_all(pushes.iter().chain(&same).map(|m| store.put_manifest(m))).await;
+    let results = futures::future::join_all(pushes.iter().chain(&same).map(|m| store.put_manifest(m, ANON))).await;
     for result in results {
         result.unwrap();
     }
@@ -259,16 +271,16 @@ async fn repository_key_names(store: &dyn MetadataStore) {
     let (enc, plain, late) = (repo("rk/enc"), repo("rk/plain"), repo("rk/late"));
     let alpha = Some("alpha".to_string());
     assert_eq!(store.repository_key(&enc).await.unwrap(), None, "no repository yet");
-    assert_eq!(store.create_repository(&enc, Some("alpha")).await.unwrap(), alpha);
-    assert_eq!(store.create_repository(&enc, Some("beta")).await.unwrap(), alpha, "fixed at creation");
-    assert_eq!(store.create_repository(&enc, None).await.unwrap(), alpha);
+    assert_eq!(store.create_repository(&enc, Some("alpha"), ANON).await.unwrap(), alpha);
+    assert_eq!(store.create_repository(&enc, Some("beta"), ANON).await.unwrap(), alpha, "fixed at creation");
+    assert_eq!(store.create_repository(&enc, None, ANON).await.unwrap(), alpha);
     assert_eq!(store.repository_key(&enc).await.unwrap(), Some(alpha.clone()));
-    assert_eq!(store.create_repository(&plain, None).await.unwrap(), None);
-    assert_eq!(store.create_repository(&plain, Some("alpha")).await.unwrap(), None, "plaintext stays plaintext");
+    assert_eq!(store.create_repository(&plain, None, ANON).await.unwrap(), None);
+    assert_eq!(store.create_repository(&plain, Some("alpha"), ANON).await.unwrap(), None, "plaintext stays plaintext");
     assert_eq!(store.repository_key(&plain).await.unwrap(), Some(None));
 
     // A repository made by its first link has no key; it can be given one, once.
-    store.link_blob(&late, &Digest::sha256_of(b"rk"), 2, true).await.unwrap();
+    store.link_blob(&late, &Digest::sha256_of(b"rk"), 2, true, None, ANON).await.unwrap();
     assert_eq!(store.repository_key(&late).await.unwrap(), Some(None));
     assert!(store.set_repository_key(&late, "alpha").await.unwrap());
     assert!(!store.set_repository_key(&late, "beta").await.unwrap(), "only from no key");
@@ -284,7 +296,7 @@ async fn repository_key_names(store: &dyn MetadataStore) {
     // Racing creations with different keys: one wins, and every caller is told its key.
     let race = repo("rk/race");
     let names: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
-    let got = futures::future::join_all(names.iter().map(|k| store.create_repository(&race, Some(k)))).await;
+    let got = futures::future::join_all(names.iter().map(|k| store.create_repository(&race, Some(k), ANON))).await;
     let got: Vec<Option<String>> = got.into_iter().map(Result::unwrap).collect();
     let winner = store.repository_key(&race).await.unwrap().unwrap();
     assert!(winner.as_ref().is_some_and(|w| names.contains(w)));
@@ -292,7 +304,7 @@ async fn repository_key_names(store: &dyn MetadataStore) {
 
     // Racing key assignments: exactly one wins.
     let plain_race = repo("rk/plain-race");
-    store.create_repository(&plain_race, None).await.unwrap();
+    store.create_repository(&plain_race, None, ANON).await.unwrap();
     let won = futures::future::join_all(names.iter().map(|k| store.set_repository_key(&plain_race, k))).await;
     assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
 }
@@ -301,10 +313,10 @@ async fn repository_key_names(store: &dyn MetadataStore) {
 async fn blob_copies(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"copies");
     let (enc, other, plain, nocopy) = (repo("bc/enc"), repo("bc/other"), repo("bc/plain"), repo("bc/nocopy"));
-    store.create_repository(&enc, Some("ka")).await.unwrap();
-    store.create_repository(&other, Some("kb")).await.unwrap();
-    store.create_repository(&plain, None).await.unwrap();
-    store.create_repository(&nocopy, Some("kc")).await.unwrap();
+    store.create_repository(&enc, Some("ka"), ANON).await.unwrap();
+    store.create_repository(&other, Some("kb"), ANON).await.unwrap();
+    store.create_repository(&plain, None, ANON).await.unwrap();
+    store.create_repository(&nocopy, Some("kc"), ANON).await.unwrap();
 
     assert_eq!(store.blob_copy(&d, "ka").await.unwrap(), None);
     let a = sealed("ka", "ka.1", 6, "obj-a");
@@ -320,9 +332,9 @@ async fn blob_copies(store: &dyn MetadataStore) {
     assert_eq!(store.any_blob(&d).await.unwrap(), None);
     assert_eq!(store.repo_blob_entry(&enc, &d).await.unwrap(), None);
 
-    store.link_blob(&enc, &d, 6, false).await.unwrap();
-    store.link_blob(&plain, &d, 6, true).await.unwrap();
-    store.link_blob(&nocopy, &d, 6, false).await.unwrap();
+    store.link_blob(&enc, &d, 6, false, None, ANON).await.unwrap();
+    store.link_blob(&plain, &d, 6, true, None, ANON).await.unwrap();
+    store.link_blob(&nocopy, &d, 6, false, None, ANON).await.unwrap();
     let entry =
         |key: Option<&str>, copy: Option<SealedBlob>| BlobEntry { size: 6, key_name: key.map(Into::into), copy };
     assert_eq!(store.repo_blob_entry(&enc, &d).await.unwrap(), Some(entry(Some("ka"), Some(a))));
@@ -333,7 +345,7 @@ async fn blob_copies(store: &dyn MetadataStore) {
 
     // Every blob linked to a repository, in digest order.
     let e = Digest::sha256_of(b"copies-2");
-    store.link_blob(&enc, &e, 8, false).await.unwrap();
+    store.link_blob(&enc, &e, 8, false, None, ANON).await.unwrap();
     let mut want = vec![(d.clone(), 6), (e, 8)];
     want.sort_by_key(|(digest, _)| digest.to_string());
     assert_eq!(store.repository_blobs(&enc).await.unwrap(), want);
@@ -474,9 +486,9 @@ async fn key_records(store: &dyn MetadataStore) {
 async fn redundant_plaintext(store: &dyn MetadataStore) {
     let (pa, pb) = (repo("pt/a"), repo("pt/b"));
     let (d, e) = (Digest::sha256_of(b"pt-1"), Digest::sha256_of(b"pt-2"));
-    store.link_blob(&pa, &d, 5, true).await.unwrap();
-    store.link_blob(&pa, &e, 5, true).await.unwrap();
-    store.link_blob(&pb, &e, 5, true).await.unwrap();
+    store.link_blob(&pa, &d, 5, true, None, ANON).await.unwrap();
+    store.link_blob(&pa, &e, 5, true, None, ANON).await.unwrap();
+    store.link_blob(&pb, &e, 5, true, None, ANON).await.unwrap();
     let redundant = || async { store.redundant_plaintext(10_000).await.unwrap() };
     assert!(!redundant().await.contains(&d));
 
@@ -500,11 +512,11 @@ async fn redundant_plaintext(store: &dyn MetadataStore) {
 
     // Linking without plaintext leaves it dropped; a link that stored plaintext flags it again
     // (and it stays flagged, whatever links follow), needed while a plaintext repository links it.
-    store.link_blob(&pa, &d, 5, false).await.unwrap();
+    store.link_blob(&pa, &d, 5, false, None, ANON).await.unwrap();
     assert!(!redundant().await.contains(&d));
     let pc = repo("pt/c");
-    store.link_blob(&pc, &d, 5, true).await.unwrap();
-    store.link_blob(&pa, &d, 5, false).await.unwrap();
+    store.link_blob(&pc, &d, 5, true, None, ANON).await.unwrap();
+    store.link_blob(&pa, &d, 5, false, None, ANON).await.unwrap();
     assert!(!redundant().await.contains(&d));
     assert!(!store.drop_plaintext(&d).await.unwrap());
     assert!(store.set_repository_key(&pc, "pk").await.unwrap());
@@ -514,13 +526,13 @@ async fn redundant_plaintext(store: &dyn MetadataStore) {
     // A blob known only through its copy has no plaintext object.
     let f = Digest::sha256_of(b"pt-3");
     store.add_blob_copy(&f, &sealed("pk", "pk.1", 5, "pf")).await.unwrap();
-    store.link_blob(&pa, &f, 5, false).await.unwrap();
+    store.link_blob(&pa, &f, 5, false, None, ANON).await.unwrap();
     assert!(!redundant().await.contains(&f));
     assert!(!store.drop_plaintext(&f).await.unwrap());
 
     // A blob no repository links is not redundant here (collecting it is someone else's job).
     let g = Digest::sha256_of(b"pt-4");
-    store.link_blob(&pa, &g, 5, true).await.unwrap();
+    store.link_blob(&pa, &g, 5, true, None, ANON).await.unwrap();
     store.add_blob_copy(&g, &sealed("pk", "pk.1", 5, "pg")).await.unwrap();
     assert!(redundant().await.contains(&g));
     store.unlink_blob(&pa, &g).await.unwrap();
@@ -532,11 +544,11 @@ async fn redundant_plaintext(store: &dyn MetadataStore) {
     // flags the plaintext again; when the link does, the drop sees it and changes nothing.
     for i in 0..10 {
         let h = Digest::sha256_of(format!("pt-race-{i}").as_bytes());
-        store.link_blob(&pa, &h, 5, true).await.unwrap();
+        store.link_blob(&pa, &h, 5, true, None, ANON).await.unwrap();
         store.add_blob_copy(&h, &sealed("pk", "pk.1", 5, "ph")).await.unwrap();
         let late = repo(&format!("pt/late-{i}"));
         let (linked, dropped) =
-            futures::future::join(store.link_blob(&late, &h, 5, true), store.drop_plaintext(&h)).await;
+            futures::future::join(store.link_blob(&late, &h, 5, true, None, ANON), store.drop_plaintext(&h)).await;
         linked.unwrap();
         dropped.unwrap();
         assert!(!redundant().await.contains(&h), "needed by {late}");
@@ -985,6 +997,16 @@ async fn suite(store: &dyn MetadataStore) {
     repository_tags(store).await;
     signing_keys(store).await;
     user_deletion_races(store).await;
+    events_of_each_change(store).await;
+    subscription_records(store).await;
+    fan_out_filters(store).await;
+    claim_order_and_leases(store).await;
+    claim_races(store).await;
+    delivery_admin(store).await;
+    config_subscriptions(store).await;
+    repository_deletion(store).await;
+    repository_deletion_races(store).await;
+    pruning(store).await;
 }
 
 #[tokio::test]
@@ -1028,7 +1050,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 4, "each migration recorded once");
+        assert_eq!(versions, 5, "each migration recorded once");
     })
     .await;
 
@@ -1039,4 +1061,836 @@ async fn metadata_on_postgres() {
     if let Err(e) = run {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+// Webhooks: the outbox, subscriptions and deliveries. Each test below deletes the
+// subscriptions it made, so the next one starts with no deliveries in the store (claims take
+// deliveries of every subscription).
+
+/// The seq of the newest event (0 when there is none).
+async fn last_seq(store: &dyn MetadataStore) -> i64 {
+    let mut after = 0;
+    loop {
+        match store.events(after, 1000).await.unwrap().last() {
+            Some(e) => after = e.seq,
+            None => return after,
+        }
+    }
+}
+
+/// The events after `*after` (which moves to the newest) in repositories starting with `prefix`.
+async fn new_events(store: &dyn MetadataStore, after: &mut i64, prefix: &str) -> Vec<Event> {
+    let all = store.events(*after, 1_000_000).await.unwrap();
+    if let Some(e) = all.last() {
+        *after = e.seq;
+    }
+    all.into_iter().filter(|e| e.repository.starts_with(prefix)).collect()
+}
+
+/// Each event's kind, repository and tag.
+fn kinds(events: &[Event]) -> Vec<(EventKind, &str, Option<&str>)> {
+    events.iter().map(|e| (e.kind, e.repository.as_str(), e.tag.as_deref())).collect()
+}
+
+fn hook(name: &str, repositories: &[&str]) -> Subscription {
+    Subscription {
+        name: name.into(),
+        url: format!("http://127.0.0.1:9/{name}"),
+        secret: format!("secret-{name}"),
+        events: vec![],
+        repositories: repositories.iter().map(|r| r.to_string()).collect(),
+        tags: vec![],
+        format: PayloadFormat::CloudEvents,
+        headers: BTreeMap::new(),
+        timeout_ms: 1000,
+        max_attempts: 5,
+        enabled: true,
+        source: SubscriptionSource::Api,
+        created_at: 0,
+    }
+}
+
+/// The deliveries of one subscription, oldest first.
+async fn deliveries_of(store: &dyn MetadataStore, subscription: &str) -> Vec<Delivery> {
+    let filter = DeliveryFilter { subscription: Some(subscription.into()), ..DeliveryFilter::default() };
+    let mut all = store.deliveries(&filter).await.unwrap();
+    all.reverse();
+    all
+}
+
+/// What a claim returned: (subscription, event id) of each.
+fn claimed_events(claimed: &[Claimed]) -> Vec<(String, String)> {
+    claimed.iter().map(|c| (c.delivery.subscription.clone(), c.delivery.event.id.clone())).collect()
+}
+
+fn pair(subscription: &str, event: &Event) -> (String, String) {
+    (subscription.to_string(), event.id.clone())
+}
+
+/// The delivery of `event` to `subscription`.
+async fn delivery_of(store: &dyn MetadataStore, subscription: &str, event: &Event) -> Delivery {
+    let filter = DeliveryFilter {
+        subscription: Some(subscription.into()),
+        event_id: Some(event.id.clone()),
+        ..DeliveryFilter::default()
+    };
+    let mut found = store.deliveries(&filter).await.unwrap();
+    assert_eq!(found.len(), 1, "{subscription} {event:?}");
+    found.remove(0)
+}
+
+fn delivered(status: u16) -> Outcome {
+    Outcome::Delivered { status, duration_ms: 7 }
+}
+
+/// Every change a webhook reports writes its events, with their fields, in the order made;
+/// refused and absent changes write none.
+async fn events_of_each_change(store: &dyn MetadataStore) {
+    let origin = Origin {
+        actor: Some("alice".into()),
+        request_id: Some("req-1".into()),
+        addr: Some("10.0.0.1:5000".into()),
+        method: Some("PUT".into()),
+        host: Some("registry.test".into()),
+        user_agent: Some("docker/27".into()),
+    };
+    let mut at = last_seq(store).await;
+    let (app, src) = (repo("ev/app"), repo("ev/src"));
+
+    // create_repository: an event when it creates, none when the repository exists.
+    store.create_repository(&app, None, &origin).await.unwrap();
+    store.create_repository(&app, Some("k"), &origin).await.unwrap();
+    let ev = new_events(store, &mut at, "ev/").await;
+    assert_eq!(kinds(&ev), [(EventKind::RepositoryCreate, "ev/app", None)]);
+    assert_eq!(ev[0].origin, origin);
+    assert!(ev[0].seq > 0 && ev[0].time_ms > 0);
+    assert!(uuid::Uuid::parse_str(&ev[0].id).is_ok(), "{}", ev[0].id);
+
+    // link_blob: repository.create first when new; blob.push every time; blob.mount with its source.
+    let d = Digest::sha256_of(b"ev-layer");
+    store.link_blob(&src, &d, 8, true, None, &origin).await.unwrap();
+    store.link_blob(&src, &d, 8, true, None, &origin).await.unwrap();
+    store.link_blob(&app, &d, 8, true, Some(&src), &origin).await.unwrap();
+    let ev = new_events(store, &mut at, "ev/").await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            (EventKind::RepositoryCreate, "ev/src", None),
+            (EventKind::BlobPush, "ev/src", None),
+            (EventKind::BlobPush, "ev/src", None),
+            (EventKind::BlobMount, "ev/app", None),
+        ]
+    );
+    assert!(ev.windows(2).all(|w| w[0].seq < w[1].seq), "seq increases");
+    assert_eq!((ev[1].digest.clone(), ev[1].size, ev[1].media_type.clone()), (Some(d.to_string()), Some(8), None));
+    assert_eq!(ev[1].from_repository, None);
+    assert_eq!((ev[3].digest.clone(), ev[3].size), (Some(d.to_string()), Some(8)));
+    assert_eq!(ev[3].from_repository.as_deref(), Some("ev/src"));
+    assert!(ev.iter().all(|e| e.origin == origin));
+    let ids: std::collections::BTreeSet<&str> = ev.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), ev.len(), "ids are unique");
+
+    // A refused push writes nothing, not even the repository it would have created.
+    let fresh = repo("ev/fresh");
+    let missing = vec![RequiredContent { digest: Digest::sha256_of(b"ev-missing"), size: 1 }];
+    let refused = manifest(&fresh, r#"{"ev":0}"#, missing, &["latest"]);
+    assert!(matches!(store.put_manifest(&refused, &origin).await, Err(Error::MissingReference(_))));
+    let wrong = manifest(&app, r#"{"ev":0}"#, vec![RequiredContent { digest: d.clone(), size: 9 }], &["latest"]);
+    assert!(matches!(store.put_manifest(&wrong, &origin).await, Err(Error::ReferenceSize { .. })));
+    assert_eq!(store.repository_key(&fresh).await.unwrap(), None);
+    assert!(new_events(store, &mut at, "ev/").await.is_empty());
+
+    // put_manifest: one manifest.push per tag in order, again when pushed again; one
+    // without a tag when there are none.
+    let need = vec![RequiredContent { digest: d.clone(), size: 8 }];
+    let m = manifest(&app, r#"{"ev":1}"#, need.clone(), &["v1", "latest"]);
+    store.put_manifest(&m, &origin).await.unwrap();
+    store.put_manifest(&m, &origin).await.unwrap();
+    let untagged = manifest(&app, r#"{"ev":2}"#, need.clone(), &[]);
+    store.put_manifest(&untagged, &origin).await.unwrap();
+    let ev = new_events(store, &mut at, "ev/").await;
+    let push = EventKind::ManifestPush;
+    assert_eq!(
+        kinds(&ev),
+        [
+            (push, "ev/app", Some("v1")),
+            (push, "ev/app", Some("latest")),
+            (push, "ev/app", Some("v1")),
+            (push, "ev/app", Some("latest")),
+            (push, "ev/app", None),
+        ]
+    );
+    for e in &ev[..4] {
+        assert_eq!(e.digest.as_deref(), Some(m.digest.to_string().as_str()));
+        assert_eq!(e.media_type.as_deref(), Some(m.media_type.as_str()));
+        assert_eq!(e.artifact_type, m.artifact_type);
+        assert_eq!(e.size, Some(m.content.len() as u64));
+        assert_eq!(e.from_repository, None);
+    }
+    assert_eq!(ev[4].digest, Some(untagged.digest.to_string()));
+
+    // Into a new repository: repository.create first.
+    let other = repo("ev/other");
+    store.put_manifest(&manifest(&other, r#"{"ev":3}"#, vec![], &["x"]), &origin).await.unwrap();
+    let ev = new_events(store, &mut at, "ev/").await;
+    assert_eq!(kinds(&ev), [(EventKind::RepositoryCreate, "ev/other", None), (push, "ev/other", Some("x"))]);
+
+    // delete_tag: tag.delete with the manifest it pointed at; nothing when absent.
+    assert!(!store.delete_tag(&app, &tag("absent"), &origin).await.unwrap());
+    assert!(!store.delete_tag(&repo("ev/none"), &tag("v1"), &origin).await.unwrap());
+    assert!(new_events(store, &mut at, "ev/").await.is_empty());
+    assert!(store.delete_tag(&app, &tag("v1"), &origin).await.unwrap());
+    let ev = new_events(store, &mut at, "ev/").await;
+    assert_eq!(kinds(&ev), [(EventKind::TagDelete, "ev/app", Some("v1"))]);
+    assert_eq!(ev[0].digest, Some(m.digest.to_string()));
+    assert_eq!(ev[0].media_type.as_deref(), Some(m.media_type.as_str()));
+    assert_eq!(ev[0].origin, origin);
+
+    // delete_manifest: a tag.delete per tag that went with it (by name), then manifest.delete.
+    store.put_manifest(&manifest(&app, r#"{"ev":1}"#, need, &["zeta", "Alpha"]), ANON).await.unwrap();
+    new_events(store, &mut at, "ev/").await;
+    assert!(store.delete_manifest(&app, &m.digest, &origin).await.unwrap());
+    let ev = new_events(store, &mut at, "ev/").await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            (EventKind::TagDelete, "ev/app", Some("Alpha")),
+            (EventKind::TagDelete, "ev/app", Some("latest")),
+            (EventKind::TagDelete, "ev/app", Some("zeta")),
+            (EventKind::ManifestDelete, "ev/app", None),
+        ]
+    );
+    assert!(ev.iter().all(|e| e.digest == Some(m.digest.to_string()) && e.origin == origin));
+    assert_eq!(ev[3].media_type.as_deref(), Some(m.media_type.as_str()));
+    assert_eq!(ev[3].size, Some(m.content.len() as u64));
+    assert!(!store.delete_manifest(&app, &m.digest, &origin).await.unwrap());
+    assert!(!store.delete_manifest(&repo("ev/none"), &m.digest, &origin).await.unwrap());
+    assert!(new_events(store, &mut at, "ev/").await.is_empty(), "nothing for what was not there");
+
+    // Untagged manifest: manifest.delete alone.
+    assert!(store.delete_manifest(&app, &untagged.digest, &origin).await.unwrap());
+    let ev = new_events(store, &mut at, "ev/").await;
+    assert_eq!(kinds(&ev), [(EventKind::ManifestDelete, "ev/app", None)]);
+
+    // Paged oldest first.
+    let from = last_seq(store).await;
+    for i in 0..3 {
+        store
+            .link_blob(&app, &Digest::sha256_of(format!("ev-page-{i}").as_bytes()), 1, true, None, ANON)
+            .await
+            .unwrap();
+    }
+    let first = store.events(from, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = store.events(first[1].seq, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(first[0].seq < first[1].seq && first[1].seq < rest[0].seq);
+}
+
+/// Subscriptions: upserted by name (keeping when they were created), listed by name, deleted.
+async fn subscription_records(store: &dyn MetadataStore) {
+    let mut b = hook("sr-b", &["x/*"]);
+    b.events = vec![EventKind::ManifestPush, EventKind::TagDelete];
+    b.tags = vec!["v*".into()];
+    b.format = PayloadFormat::Distribution;
+    b.headers = tags_of(&[("X-Team", "a"), ("Authorization", "Bearer t")]);
+    b.created_at = 5;
+    assert!(store.put_subscription(&b).await.unwrap(), "created");
+    let ours = |all: Vec<Subscription>| all.into_iter().filter(|s| s.name.starts_with("sr-")).collect::<Vec<_>>();
+    let stored = ours(store.subscriptions().await.unwrap());
+    assert_eq!(stored.len(), 1);
+    let created_at = stored[0].created_at;
+    assert!(created_at > 1_600_000_000, "set by the store, in seconds: {created_at}");
+    assert_eq!(stored[0], Subscription { created_at, ..b.clone() });
+
+    let changed = Subscription { url: "https://hooks.test/b".into(), enabled: false, max_attempts: 9, ..b.clone() };
+    assert!(!store.put_subscription(&changed).await.unwrap(), "replaced");
+    let stored = ours(store.subscriptions().await.unwrap());
+    assert_eq!(stored, [Subscription { created_at, ..changed }], "created_at kept");
+
+    assert!(store.put_subscription(&hook("sr-a", &[])).await.unwrap());
+    assert!(store.put_subscription(&hook("sr-C", &[])).await.unwrap());
+    let names: Vec<String> = ours(store.subscriptions().await.unwrap()).into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["sr-C", "sr-a", "sr-b"], "by bytes");
+
+    for name in ["sr-a", "sr-b", "sr-C"] {
+        assert!(store.delete_subscription(name).await.unwrap());
+        assert!(!store.delete_subscription(name).await.unwrap(), "already gone");
+    }
+    assert!(ours(store.subscriptions().await.unwrap()).is_empty());
+}
+
+/// Each event goes to the enabled subscriptions it matches (types, repository and tag globs),
+/// as one pending delivery each, in the transaction that writes it.
+async fn fan_out_filters(store: &dyn MetadataStore) {
+    let mut pushes = hook("fo-pushes", &["fo/*"]);
+    pushes.events = vec![EventKind::ManifestPush];
+    let team = hook("fo-team", &["fo/team/*", "elsewhere/*"]);
+    let mut tagged = hook("fo-tagged", &["fo/*"]);
+    tagged.tags = vec!["v*".into(), "rc?".into()];
+    let off = Subscription { enabled: false, ..hook("fo-off", &["fo/*"]) };
+    for s in [&hook("fo-all", &["fo/*"]), &pushes, &team, &tagged, &off] {
+        assert!(store.put_subscription(s).await.unwrap());
+    }
+    let mut at = last_seq(store).await;
+
+    let (app, other) = (repo("fo/team/app"), repo("fo/other"));
+    let d = Digest::sha256_of(b"fo-layer");
+    store.link_blob(&app, &d, 3, true, None, ANON).await.unwrap();
+    let need = vec![RequiredContent { digest: d.clone(), size: 3 }];
+    store.put_manifest(&manifest(&app, r#"{"fo":1}"#, need, &["v1", "latest", "rc1"]), ANON).await.unwrap();
+    store.put_manifest(&manifest(&other, r#"{"fo":2}"#, vec![], &[]), ANON).await.unwrap();
+    let missing = vec![RequiredContent { digest: Digest::sha256_of(b"fo-missing"), size: 1 }];
+    assert!(store.put_manifest(&manifest(&app, r#"{"fo":3}"#, missing, &["v2"]), ANON).await.is_err());
+    store.link_blob(&repo("nofo/x"), &d, 3, true, None, ANON).await.unwrap();
+    let ev = new_events(store, &mut at, "fo/").await;
+    assert_eq!(ev.len(), 7, "{:?}", kinds(&ev));
+
+    let got = |deliveries: Vec<Delivery>| deliveries.into_iter().map(|d| d.event).collect::<Vec<_>>();
+    assert_eq!(got(deliveries_of(store, "fo-all").await), ev, "everything, in order, the events as written");
+    assert_eq!(
+        got(deliveries_of(store, "fo-pushes").await),
+        [ev[2].clone(), ev[3].clone(), ev[4].clone(), ev[6].clone()]
+    );
+    assert_eq!(got(deliveries_of(store, "fo-team").await), ev[..5].to_vec(), "fo/team/* only");
+    assert_eq!(got(deliveries_of(store, "fo-tagged").await), [ev[2].clone(), ev[4].clone()], "v1 and rc1");
+    assert!(deliveries_of(store, "fo-off").await.is_empty(), "disabled");
+
+    for d in deliveries_of(store, "fo-all").await {
+        assert_eq!(d.state, DeliveryState::Pending);
+        assert_eq!((d.attempts, d.last_status, d.last_error.clone()), (0, None, None));
+        assert_eq!(d.next_attempt_ms, d.event.time_ms, "due at once");
+        assert!(d.created_ms > 0 && d.updated_ms == d.created_ms);
+    }
+
+    // A subscription created after an event does not get it; it gets the next ones.
+    assert!(store.put_subscription(&hook("fo-late", &["fo/*"])).await.unwrap());
+    assert!(deliveries_of(store, "fo-late").await.is_empty());
+    assert!(store.delete_tag(&app, &tag("latest"), ANON).await.unwrap());
+    let late = deliveries_of(store, "fo-late").await;
+    assert_eq!(
+        kinds(&late.iter().map(|d| d.event.clone()).collect::<Vec<_>>()),
+        [(EventKind::TagDelete, "fo/team/app", Some("latest"))]
+    );
+
+    let counts: Vec<DeliveryCounts> =
+        store.delivery_counts().await.unwrap().into_iter().filter(|c| c.subscription.starts_with("fo-")).collect();
+    let pending: Vec<(&str, u64)> = counts.iter().map(|c| (c.subscription.as_str(), c.pending)).collect();
+    assert_eq!(
+        pending,
+        [("fo-all", 8), ("fo-late", 1), ("fo-off", 0), ("fo-pushes", 4), ("fo-tagged", 2), ("fo-team", 6)]
+    );
+
+    // Deleting a subscription takes its deliveries.
+    for name in ["fo-all", "fo-pushes", "fo-team", "fo-tagged", "fo-off", "fo-late"] {
+        assert!(store.delete_subscription(name).await.unwrap());
+        assert!(deliveries_of(store, name).await.is_empty());
+    }
+}
+
+/// Claims: each (subscription, repository) line in event order, one delivery in flight at a
+/// time; other lines in parallel; leases that run out; finishing only by the holder.
+async fn claim_order_and_leases(store: &dyn MetadataStore) {
+    let (one, two) = (repo("cl/one"), repo("cl/two"));
+    store.create_repository(&one, None, ANON).await.unwrap();
+    store.create_repository(&two, None, ANON).await.unwrap();
+    let a = hook("cl-a", &["cl/*"]);
+    let b = hook("cl-b", &["cl/one"]);
+    store.put_subscription(&a).await.unwrap();
+    store.put_subscription(&b).await.unwrap();
+    let mut at = last_seq(store).await;
+    for (r, seed) in [(&one, "cl-1"), (&one, "cl-2"), (&two, "cl-3")] {
+        store.link_blob(r, &Digest::sha256_of(seed.as_bytes()), 1, true, None, ANON).await.unwrap();
+    }
+    let ev = new_events(store, &mut at, "cl/").await;
+    let (e1, e2, e3) = (&ev[0], &ev[1], &ev[2]);
+    let t = unix_now_ms() + 1000;
+
+    // The head of each line, oldest first; the subscription comes along.
+    let claimed = store.claim_deliveries("w1", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-a", e1), pair("cl-b", e1), pair("cl-a", e3)]);
+    let stored = store.subscriptions().await.unwrap();
+    for c in &claimed {
+        assert_eq!(Some(&c.subscription), stored.iter().find(|s| s.name == c.delivery.subscription));
+        assert_eq!(c.delivery.state, DeliveryState::Pending);
+    }
+    let (a1, b1, a3) = (claimed[0].delivery.id, claimed[1].delivery.id, claimed[2].delivery.id);
+
+    // In flight: nothing more for anyone, the same owner included.
+    assert!(store.claim_deliveries("w1", t, 30_000, 10).await.unwrap().is_empty());
+    assert!(store.claim_deliveries("w2", t, 30_000, 10).await.unwrap().is_empty());
+
+    // Only the holder finishes, once.
+    assert!(!store.finish_delivery(a1, "w2", &delivered(200), t).await.unwrap());
+    assert!(store.delivery_attempts(a1).await.unwrap().is_empty(), "nothing written");
+    assert!(store.finish_delivery(a1, "w1", &delivered(200), t + 1).await.unwrap());
+    assert!(!store.finish_delivery(a1, "w1", &delivered(200), t + 2).await.unwrap(), "the lease is released");
+
+    // The next of that line only; cl-b's line still waits for its head.
+    let claimed = store.claim_deliveries("w2", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-a", e2)]);
+    let a2 = claimed[0].delivery.id;
+
+    // A retry due later blocks its line until then.
+    let retry =
+        Outcome::Retry { status: Some(503), error: "unavailable".into(), duration_ms: 5, next_attempt_ms: t + 60_000 };
+    assert!(store.finish_delivery(b1, "w1", &retry, t + 3).await.unwrap());
+    assert!(store.claim_deliveries("w1", t + 4, 30_000, 10).await.unwrap().is_empty());
+    let b1_row = delivery_of(store, "cl-b", e1).await;
+    assert_eq!((b1_row.state, b1_row.attempts, b1_row.next_attempt_ms), (DeliveryState::Pending, 1, t + 60_000));
+    assert_eq!((b1_row.last_status, b1_row.last_error.as_deref()), (Some(503), Some("unavailable")));
+
+    // Leases that ran out are claimed again (by anyone, the holder too).
+    let claimed = store.claim_deliveries("w2", t + 30_000, 100_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-a", e2), pair("cl-a", e3)]);
+    assert!(!store.finish_delivery(a3, "w1", &delivered(200), t + 30_001).await.unwrap(), "w1 lost it");
+    let dead = Outcome::Dead { status: None, error: "connection refused".into(), duration_ms: 3 };
+    assert!(store.finish_delivery(a3, "w2", &dead, t + 30_002).await.unwrap());
+
+    // The retry, once due.
+    let claimed = store.claim_deliveries("w1", t + 60_000, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-b", e1)]);
+    assert!(store.finish_delivery(b1, "w1", &delivered(204), t + 60_001).await.unwrap());
+    let claimed = store.claim_deliveries("w1", t + 60_002, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-b", e2)]);
+    assert!(store.finish_delivery(claimed[0].delivery.id, "w1", &delivered(200), t + 60_003).await.unwrap());
+    assert!(store.finish_delivery(a2, "w2", &delivered(200), t + 60_004).await.unwrap());
+    assert!(store.claim_deliveries("w1", t + 60_005, 30_000, 10).await.unwrap().is_empty());
+
+    // What each delivery ended as, and its log.
+    let b1_row = delivery_of(store, "cl-b", e1).await;
+    assert_eq!((b1_row.state, b1_row.attempts, b1_row.last_status), (DeliveryState::Delivered, 2, Some(204)));
+    assert_eq!(b1_row.last_error, None);
+    assert_eq!(b1_row.updated_ms, t + 60_001);
+    let log = store.delivery_attempts(b1).await.unwrap();
+    let log: Vec<_> =
+        log.iter().map(|a| (a.delivery, a.number, a.at_ms, a.status, a.error.as_deref(), a.duration_ms)).collect();
+    assert_eq!(log, [(b1, 1, t + 3, Some(503), Some("unavailable"), 5), (b1, 2, t + 60_001, Some(204), None, 7)]);
+    let a3_row = delivery_of(store, "cl-a", e3).await;
+    assert_eq!((a3_row.state, a3_row.attempts, a3_row.last_status), (DeliveryState::Dead, 1, None));
+    assert_eq!(a3_row.last_error.as_deref(), Some("connection refused"));
+
+    // A disabled subscription's deliveries wait (its lines do not block others).
+    store.link_blob(&one, &Digest::sha256_of(b"cl-4"), 1, true, None, ANON).await.unwrap();
+    let e4 = new_events(store, &mut at, "cl/").await.remove(0);
+    store.put_subscription(&Subscription { enabled: false, ..b.clone() }).await.unwrap();
+    let t = unix_now_ms() + 1000;
+    let claimed = store.claim_deliveries("w1", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-a", &e4)]);
+    store.put_subscription(&b).await.unwrap();
+    let claimed = store.claim_deliveries("w1", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("cl-b", &e4)]);
+
+    // A limit.
+    for seed in ["cl-5", "cl-6"] {
+        store.link_blob(&two, &Digest::sha256_of(seed.as_bytes()), 1, true, None, ANON).await.unwrap();
+    }
+    store
+        .purge_deliveries(&DeliveryFilter { state: Some(DeliveryState::Pending), ..DeliveryFilter::default() })
+        .await
+        .unwrap();
+    store.link_blob(&one, &Digest::sha256_of(b"cl-7"), 1, true, None, ANON).await.unwrap();
+    store.link_blob(&two, &Digest::sha256_of(b"cl-8"), 1, true, None, ANON).await.unwrap();
+    assert_eq!(store.claim_deliveries("w1", t + 1, 30_000, 1).await.unwrap().len(), 1);
+    assert_eq!(store.claim_deliveries("w1", t + 1, 30_000, 10).await.unwrap().len(), 2, "the other two lines");
+
+    for name in ["cl-a", "cl-b"] {
+        assert!(store.delete_subscription(name).await.unwrap());
+    }
+}
+
+/// Owners racing for deliveries never get the same one, and each line is still delivered
+/// in order, once each.
+async fn claim_races(store: &dyn MetadataStore) {
+    store.put_subscription(&hook("race-hook", &["clr/*"])).await.unwrap();
+    store.put_subscription(&hook("race-hook-2", &["clr/r1*"])).await.unwrap();
+    let mut at = last_seq(store).await;
+    let repos: Vec<RepoName> = (0..12).map(|i| repo(&format!("clr/r{i}"))).collect();
+    for round in 0..3 {
+        let links = repos.iter().map(|r| {
+            let d = Digest::sha256_of(format!("{r}-{round}").as_bytes());
+            async move { store.link_blob(r, &d, 1, true, None, ANON).await.unwrap() }
+        });
+        futures::future::join_all(links).await;
+    }
+    let events = new_events(store, &mut at, "clr/").await;
+    let seq_of: BTreeMap<String, i64> = events.iter().map(|e| (e.id.clone(), e.seq)).collect();
+    let total = deliveries_of(store, "race-hook").await.len() + deliveries_of(store, "race-hook-2").await.len();
+    assert_eq!(total, 12 * 4 + 3 * 4, "repository.create and three blob.push per repository");
+
+    let t = unix_now_ms() + 1000;
+    let mut delivered_in_order: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..50 {
+        let claims = (0..8).map(|task| {
+            let owner = if task % 2 == 0 { "owner-a" } else { "owner-b" };
+            async move { (owner, store.claim_deliveries(owner, t + round, 600_000, 5).await.unwrap()) }
+        });
+        let results = futures::future::join_all(claims).await;
+        let mut this_round = std::collections::BTreeSet::new();
+        let mut lines = std::collections::BTreeSet::new();
+        for (_, claimed) in &results {
+            for c in claimed {
+                assert!(this_round.insert(c.delivery.id), "delivery {} claimed twice", c.delivery.id);
+                assert!(seen.insert(c.delivery.id), "delivery {} claimed again after it was delivered", c.delivery.id);
+                let line = (c.delivery.subscription.clone(), c.delivery.event.repository.clone());
+                assert!(lines.insert(line.clone()), "two deliveries of {line:?} in flight");
+            }
+        }
+        if this_round.is_empty() {
+            break;
+        }
+        for (owner, claimed) in results {
+            for c in claimed {
+                let line = (c.delivery.subscription.clone(), c.delivery.event.repository.clone());
+                delivered_in_order.entry(line).or_default().push(seq_of[&c.delivery.event.id]);
+                assert!(store.finish_delivery(c.delivery.id, owner, &delivered(200), t + round).await.unwrap());
+            }
+        }
+    }
+    assert_eq!(seen.len(), total, "every delivery claimed once");
+    assert_eq!(delivered_in_order.len(), 12 + 3);
+    for (line, seqs) in &delivered_in_order {
+        assert_eq!(seqs.len(), 4, "{line:?}");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{line:?} out of order: {seqs:?}");
+    }
+    for name in ["race-hook", "race-hook-2"] {
+        assert!(
+            deliveries_of(store, name).await.iter().all(|d| d.state == DeliveryState::Delivered && d.attempts == 1)
+        );
+        assert!(store.delete_subscription(name).await.unwrap());
+    }
+}
+
+/// Listing by every filter, counts per state, replay and purge.
+async fn delivery_admin(store: &dyn MetadataStore) {
+    let (one, two) = (repo("ad/one"), repo("ad/two"));
+    store.create_repository(&one, None, ANON).await.unwrap();
+    store.create_repository(&two, None, ANON).await.unwrap();
+    for s in [hook("ad-a", &["ad/*"]), hook("ad-b", &["ad/one"]), hook("ad-z", &["nothing/*"])] {
+        store.put_subscription(&s).await.unwrap();
+    }
+    let mut at = last_seq(store).await;
+    for (r, seed) in [(&one, "ad-1"), (&two, "ad-2"), (&one, "ad-3")] {
+        store.link_blob(r, &Digest::sha256_of(seed.as_bytes()), 1, true, None, ANON).await.unwrap();
+    }
+    let ev = new_events(store, &mut at, "ad/").await;
+    let (e1, e2, e3) = (&ev[0], &ev[1], &ev[2]);
+    let list = |filter: DeliveryFilter| async move {
+        let found = store.deliveries(&filter).await.unwrap();
+        found.iter().map(|d| (d.subscription.clone(), d.event.id.clone())).collect::<Vec<_>>()
+    };
+    let all = DeliveryFilter::default();
+    let by_sub = |s: &str| DeliveryFilter { subscription: Some(s.into()), ..DeliveryFilter::default() };
+
+    // Newest first, by every filter.
+    assert_eq!(
+        list(all.clone()).await,
+        [pair("ad-b", e3), pair("ad-a", e3), pair("ad-a", e2), pair("ad-b", e1), pair("ad-a", e1)]
+    );
+    assert_eq!(list(by_sub("ad-a")).await, [pair("ad-a", e3), pair("ad-a", e2), pair("ad-a", e1)]);
+    assert_eq!(list(DeliveryFilter { limit: 2, ..by_sub("ad-a") }).await, [pair("ad-a", e3), pair("ad-a", e2)]);
+    assert_eq!(list(DeliveryFilter { limit: 1, ..all.clone() }).await, [pair("ad-b", e3)]);
+    let in_two = DeliveryFilter { repository: Some("ad/two".into()), ..all.clone() };
+    assert_eq!(list(in_two).await, [pair("ad-a", e2)]);
+    let of_e1 = DeliveryFilter { event_id: Some(e1.id.clone()), ..all.clone() };
+    assert_eq!(list(of_e1.clone()).await, [pair("ad-b", e1), pair("ad-a", e1)]);
+    let a_e2 = delivery_of(store, "ad-a", e2).await.id;
+    assert_eq!(list(DeliveryFilter { id: Some(a_e2), ..all.clone() }).await, [pair("ad-a", e2)]);
+    assert!(list(DeliveryFilter { id: Some(-1), ..all.clone() }).await.is_empty());
+    assert!(list(DeliveryFilter { state: Some(DeliveryState::Delivered), ..all.clone() }).await.is_empty());
+    assert!(
+        list(DeliveryFilter { repository: Some("ad/one".into()), subscription: Some("ad-z".into()), ..all.clone() })
+            .await
+            .is_empty()
+    );
+
+    // One delivered, one dead, one retrying.
+    let t = unix_now_ms() + 1000;
+    let claimed = store.claim_deliveries("w", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("ad-a", e1), pair("ad-b", e1), pair("ad-a", e2)]);
+    let (a1, b1) = (claimed[0].delivery.id, claimed[1].delivery.id);
+    assert!(store.finish_delivery(a1, "w", &delivered(200), t).await.unwrap());
+    let dead = Outcome::Dead { status: Some(410), error: "gone".into(), duration_ms: 1 };
+    assert!(store.finish_delivery(b1, "w", &dead, t).await.unwrap());
+    let retry = Outcome::Retry { status: Some(500), error: "oops".into(), duration_ms: 1, next_attempt_ms: t + 5000 };
+    assert!(store.finish_delivery(a_e2, "w", &retry, t).await.unwrap());
+
+    let counts: Vec<DeliveryCounts> =
+        store.delivery_counts().await.unwrap().into_iter().filter(|c| c.subscription.starts_with("ad-")).collect();
+    let count = |s: &str, pending, retrying, delivered, dead| DeliveryCounts {
+        subscription: s.into(),
+        pending,
+        retrying,
+        delivered,
+        dead,
+    };
+    assert_eq!(counts, [count("ad-a", 1, 1, 1, 0), count("ad-b", 1, 0, 0, 1), count("ad-z", 0, 0, 0, 0)]);
+    assert_eq!(list(DeliveryFilter { state: Some(DeliveryState::Dead), ..all.clone() }).await, [pair("ad-b", e1)]);
+    let pending_a = DeliveryFilter { state: Some(DeliveryState::Pending), ..by_sub("ad-a") };
+    assert_eq!(list(pending_a).await, [pair("ad-a", e3), pair("ad-a", e2)]);
+
+    // Replay: pending again from the first attempt, due now, the last error kept; the log goes on.
+    let dead_ones = DeliveryFilter { state: Some(DeliveryState::Dead), limit: 1, ..all.clone() };
+    assert_eq!(store.replay_deliveries(&dead_ones, t + 10).await.unwrap(), 1);
+    let b1_row = delivery_of(store, "ad-b", e1).await;
+    assert_eq!((b1_row.state, b1_row.attempts, b1_row.next_attempt_ms), (DeliveryState::Pending, 0, t + 10));
+    assert_eq!(b1_row.last_error.as_deref(), Some("gone"));
+    // (ad-a's line in ad/one moved on to e3 once e1 was delivered.)
+    let claimed = store.claim_deliveries("w", t + 10, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("ad-b", e1), pair("ad-a", e3)]);
+    assert!(store.finish_delivery(claimed[1].delivery.id, "w", &delivered(200), t + 10).await.unwrap());
+    // Replaying what is leased clears the lease: the holder can no longer finish it.
+    assert_eq!(store.replay_deliveries(&DeliveryFilter { id: Some(b1), ..all.clone() }, t + 11).await.unwrap(), 1);
+    assert!(!store.finish_delivery(b1, "w", &delivered(200), t + 12).await.unwrap());
+    let claimed = store.claim_deliveries("w2", t + 12, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("ad-b", e1)]);
+    assert!(store.finish_delivery(b1, "w2", &delivered(202), t + 13).await.unwrap());
+    let numbers: Vec<u32> = store.delivery_attempts(b1).await.unwrap().iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(delivery_of(store, "ad-b", e1).await.attempts, 1, "counted since the replay");
+
+    // Replaying a delivered head puts its line back in order: it goes again before the next.
+    assert_eq!(store.replay_deliveries(&of_e1, t + 20).await.unwrap(), 2);
+    let claimed = store.claim_deliveries("w", t + 20, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("ad-a", e1), pair("ad-b", e1)]);
+
+    // Purge: the deliveries and their attempts.
+    assert_eq!(store.purge_deliveries(&by_sub("ad-b")).await.unwrap(), 2);
+    assert!(list(by_sub("ad-b")).await.is_empty());
+    assert!(store.delivery_attempts(b1).await.unwrap().is_empty());
+    assert_eq!(store.purge_deliveries(&DeliveryFilter { id: Some(a_e2), ..all.clone() }).await.unwrap(), 1);
+    assert_eq!(list(by_sub("ad-a")).await, [pair("ad-a", e3), pair("ad-a", e1)]);
+    assert_eq!(store.purge_deliveries(&by_sub("ad-b")).await.unwrap(), 0);
+    let counts: Vec<DeliveryCounts> =
+        store.delivery_counts().await.unwrap().into_iter().filter(|c| c.subscription.starts_with("ad-")).collect();
+    assert_eq!(counts, [count("ad-a", 1, 0, 1, 0), count("ad-b", 0, 0, 0, 0), count("ad-z", 0, 0, 0, 0)]);
+
+    for name in ["ad-a", "ad-b", "ad-z"] {
+        assert!(store.delete_subscription(name).await.unwrap());
+    }
+}
+
+/// The configuration's subscriptions are replaced as a whole; `api` ones are never touched.
+async fn config_subscriptions(store: &dyn MetadataStore) {
+    let ours = |all: Vec<Subscription>| {
+        all.into_iter().filter(|s| s.name.starts_with("cfg-")).map(|s| (s.name.clone(), s)).collect::<BTreeMap<_, _>>()
+    };
+    let api = hook("cfg-api", &[]);
+    assert!(store.put_subscription(&api).await.unwrap());
+    let (one, two) = (hook("cfg-one", &["cfg/*"]), hook("cfg-two", &[]));
+    store.sync_config_subscriptions(&[one.clone(), two.clone()]).await.unwrap();
+    let now = ours(store.subscriptions().await.unwrap());
+    assert_eq!(now.keys().collect::<Vec<_>>(), ["cfg-api", "cfg-one", "cfg-two"]);
+    assert_eq!(now["cfg-api"].source, SubscriptionSource::Api);
+    assert_eq!(now["cfg-one"].source, SubscriptionSource::Config, "forced");
+    assert_eq!(now["cfg-one"].url, one.url);
+    let (api_created, one_created) = (now["cfg-api"].created_at, now["cfg-one"].created_at);
+
+    // A config subscription's deliveries go when it does.
+    store.link_blob(&repo("cfg/x"), &Digest::sha256_of(b"cfg"), 1, true, None, ANON).await.unwrap();
+    assert_eq!(deliveries_of(store, "cfg-one").await.len(), 2);
+
+    // Changed and added ones are upserted, vanished ones deleted.
+    let one_changed = Subscription { url: "https://hooks.test/one".into(), ..one.clone() };
+    let three = hook("cfg-three", &[]);
+    store.sync_config_subscriptions(&[three.clone(), one_changed.clone()]).await.unwrap();
+    let now = ours(store.subscriptions().await.unwrap());
+    assert_eq!(now.keys().collect::<Vec<_>>(), ["cfg-api", "cfg-one", "cfg-three"]);
+    assert_eq!(now["cfg-one"].url, "https://hooks.test/one");
+    assert_eq!(now["cfg-one"].created_at, one_created, "kept");
+    assert_eq!(deliveries_of(store, "cfg-one").await.len(), 2, "kept with it");
+    assert_eq!(now["cfg-api"], Subscription { created_at: api_created, ..api.clone() });
+
+    // A name an api subscription holds: refused, and nothing changes.
+    let before = ours(store.subscriptions().await.unwrap());
+    let clash = Subscription { url: "https://hooks.test/clash".into(), ..hook("cfg-api", &[]) };
+    let three_changed = Subscription { url: "https://hooks.test/three".into(), ..three.clone() };
+    let err = store.sync_config_subscriptions(&[three_changed, clash]).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict), "{err:?}");
+    assert_eq!(ours(store.subscriptions().await.unwrap()), before);
+
+    // Nothing configured: only the api one is left.
+    store.sync_config_subscriptions(&[]).await.unwrap();
+    assert_eq!(ours(store.subscriptions().await.unwrap()).keys().collect::<Vec<_>>(), ["cfg-api"]);
+    assert!(deliveries_of(store, "cfg-one").await.is_empty());
+    assert!(store.delete_subscription("cfg-api").await.unwrap());
+}
+
+/// Deleting a repository: refused while it holds manifests unless forced; takes its tags,
+/// manifests, blob links, uploads, repository tags and policy, leaves the blobs and every
+/// other repository; reports repository.delete.
+async fn repository_deletion(store: &dyn MetadataStore) {
+    let origin = Origin::command("berth admin");
+    let (r, keep) = (repo("rd/app"), repo("rd/keep"));
+    let d = Digest::sha256_of(b"rd-layer");
+    store.link_blob(&r, &d, 4, true, None, ANON).await.unwrap();
+    store.link_blob(&keep, &d, 4, true, None, ANON).await.unwrap();
+    let copy = sealed("rdk", "rdk.1", 4, "rd-obj");
+    store.add_blob_copy(&d, &copy).await.unwrap();
+    let need = vec![RequiredContent { digest: d.clone(), size: 4 }];
+    let m = manifest(&r, r#"{"rd":1}"#, need.clone(), &["v1", "latest"]);
+    store.put_manifest(&m, ANON).await.unwrap();
+    store.put_manifest(&manifest(&keep, r#"{"rd":1}"#, need, &["v1"]), ANON).await.unwrap();
+    let upload = |r: &RepoName| UploadRecord {
+        id: uuid::Uuid::new_v4().to_string().parse().unwrap(),
+        repo: r.clone(),
+        offset: 0,
+        hash_state: vec![],
+        parts: vec![],
+        created_at: 1,
+        updated_at: 1,
+        sealing: None,
+    };
+    let (up, up_keep) = (upload(&r), upload(&keep));
+    store.create_upload(&up).await.unwrap();
+    store.create_upload(&up_keep).await.unwrap();
+    store.tag_repository(&r, &tags_of(&[("team", "a")]), &[]).await.unwrap();
+    store.tag_repository(&keep, &tags_of(&[("team", "b")]), &[]).await.unwrap();
+    for target in [repo_target("rd/app"), repo_target("rd/keep")] {
+        assert!(store.put_policy(&target, RESOURCE_POLICY, "{}").await.unwrap());
+    }
+    let mut at = last_seq(store).await;
+
+    assert_eq!(store.delete_repository(&repo("rd/none"), true, &origin).await.unwrap(), RepositoryDeleted::NotFound);
+    assert_eq!(
+        store.delete_repository(&r, false, &origin).await.unwrap(),
+        RepositoryDeleted::NotEmpty { manifests: 1 }
+    );
+    assert_eq!(store.list_tags(&r, &page(None, 10)).await.unwrap().unwrap(), ["latest", "v1"], "nothing changed");
+    assert!(store.get_upload(&up.id).await.unwrap().is_some());
+    assert!(new_events(store, &mut at, "rd/").await.is_empty());
+
+    assert_eq!(store.delete_repository(&r, true, &origin).await.unwrap(), RepositoryDeleted::Deleted);
+    let ev = new_events(store, &mut at, "rd/").await;
+    assert_eq!(kinds(&ev), [(EventKind::RepositoryDelete, "rd/app", None)]);
+    assert_eq!(ev[0].origin, origin);
+    assert_eq!(store.repository_key(&r).await.unwrap(), None);
+    assert_eq!(store.list_tags(&r, &page(None, 10)).await.unwrap(), None);
+    assert!(store.get_manifest(&r, &Reference::Digest(m.digest.clone())).await.unwrap().is_none());
+    assert!(store.get_manifest(&r, &Reference::Tag(tag("v1"))).await.unwrap().is_none());
+    assert_eq!(store.repo_blob(&r, &d).await.unwrap(), None);
+    assert!(store.repository_blobs(&r).await.unwrap().is_empty());
+    assert!(store.get_upload(&up.id).await.unwrap().is_none());
+    assert!(store.repository_tags(&r).await.unwrap().is_empty());
+    assert!(store.policies(&repo_target("rd/app")).await.unwrap().is_empty());
+    assert!(!store.list_repositories(&page(Some("rd/"), 100)).await.unwrap().contains(&"rd/app".to_string()));
+
+    // The blob stays, and every other repository as it was.
+    assert_eq!(store.blob_copy(&d, "rdk").await.unwrap(), Some(copy));
+    assert_eq!(store.any_blob(&d).await.unwrap(), Some(4));
+    assert_eq!(store.repo_blob(&keep, &d).await.unwrap(), Some(4));
+    assert_eq!(store.list_tags(&keep, &page(None, 10)).await.unwrap().unwrap(), ["v1"]);
+    assert!(store.get_upload(&up_keep.id).await.unwrap().is_some());
+    assert_eq!(store.repository_tags(&keep).await.unwrap(), tags_of(&[("team", "b")]));
+    assert_eq!(store.policies(&repo_target("rd/keep")).await.unwrap().len(), 1);
+
+    assert_eq!(store.delete_repository(&r, true, &origin).await.unwrap(), RepositoryDeleted::NotFound);
+    // An empty repository needs no force.
+    let empty = repo("rd/empty");
+    store.create_repository(&empty, None, ANON).await.unwrap();
+    assert_eq!(store.delete_repository(&empty, false, &origin).await.unwrap(), RepositoryDeleted::Deleted);
+
+    // Pushing again creates it again.
+    new_events(store, &mut at, "rd/").await;
+    store.link_blob(&r, &d, 4, true, None, ANON).await.unwrap();
+    let ev = new_events(store, &mut at, "rd/").await;
+    assert_eq!(kinds(&ev), [(EventKind::RepositoryCreate, "rd/app", None), (EventKind::BlobPush, "rd/app", None)]);
+    assert_eq!(store.list_tags(&r, &page(None, 10)).await.unwrap(), Some(vec![]));
+}
+
+/// A push racing a deletion of its repository commits either before it (and is deleted with
+/// it) or after it (and creates the repository again, with its own repository.create).
+async fn repository_deletion_races(store: &dyn MetadataStore) {
+    let mut at = last_seq(store).await;
+    let base = Digest::sha256_of(b"rdr-base");
+    for i in 0..10 {
+        let r = repo(&format!("rdr/r{i}"));
+        store.link_blob(&r, &base, 1, true, None, ANON).await.unwrap();
+        store.put_manifest(&manifest(&r, &format!("{{\"rdr\":{i}}}"), vec![], &["old"]), ANON).await.unwrap();
+        new_events(store, &mut at, "rdr/").await;
+
+        let d = Digest::sha256_of(format!("rdr-{i}").as_bytes());
+        let pushed = manifest(&r, &format!("{{\"rdr-new\":{i}}}"), vec![], &["new"]);
+        let (deleted, linked, put) = futures::join!(
+            store.delete_repository(&r, true, ANON),
+            store.link_blob(&r, &d, 1, true, None, ANON),
+            store.put_manifest(&pushed, ANON),
+        );
+        assert_eq!(deleted.unwrap(), RepositoryDeleted::Deleted);
+        linked.unwrap();
+        put.unwrap();
+
+        let ev: Vec<Event> = new_events(store, &mut at, "rdr/").await;
+        let position =
+            |kind: EventKind, tag: Option<&str>| ev.iter().position(|e| e.kind == kind && e.tag.as_deref() == tag);
+        let deletion = position(EventKind::RepositoryDelete, None).unwrap();
+        let link = position(EventKind::BlobPush, None).unwrap();
+        let push = position(EventKind::ManifestPush, Some("new")).unwrap();
+        // What committed after the deletion is there, and began by creating the repository.
+        assert_eq!(store.repo_blob(&r, &d).await.unwrap().is_some(), link > deletion, "{:?}", kinds(&ev));
+        let found = store.get_manifest(&r, &Reference::Tag(tag("new"))).await.unwrap();
+        assert_eq!(found.is_some(), push > deletion, "{:?}", kinds(&ev));
+        assert!(store.get_manifest(&r, &Reference::Tag(tag("old"))).await.unwrap().is_none());
+        let after: Vec<EventKind> = ev[deletion + 1..].iter().map(|e| e.kind).collect();
+        if after.is_empty() {
+            assert_eq!(store.repository_key(&r).await.unwrap(), None);
+        } else {
+            assert_eq!(after[0], EventKind::RepositoryCreate, "{:?}", kinds(&ev));
+            assert_eq!(after.iter().filter(|k| **k == EventKind::RepositoryCreate).count(), 1);
+        }
+        let before = &ev[..deletion];
+        assert!(before.iter().all(|e| e.kind != EventKind::RepositoryCreate), "{:?}", kinds(&ev));
+    }
+}
+
+/// Housekeeping: finished deliveries past their keep time go, then events nothing needs.
+async fn pruning(store: &dyn MetadataStore) {
+    store.put_subscription(&hook("pr-hook", &["prn/*"])).await.unwrap();
+    let mut at = last_seq(store).await;
+    let (a, b) = (repo("prn/a"), repo("prn/b"));
+    store.link_blob(&a, &Digest::sha256_of(b"prn-1"), 1, true, None, ANON).await.unwrap();
+    store.link_blob(&b, &Digest::sha256_of(b"prn-2"), 1, true, None, ANON).await.unwrap();
+    let ev = new_events(store, &mut at, "prn/").await;
+    assert_eq!(ev.len(), 4);
+    let (a_create, a_push, b_create, b_push) = (&ev[0], &ev[1], &ev[2], &ev[3]);
+
+    let t = unix_now_ms() + 1000;
+    let claimed = store.claim_deliveries("w", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("pr-hook", a_create), pair("pr-hook", b_create)]);
+    assert!(store.finish_delivery(claimed[0].delivery.id, "w", &delivered(200), t).await.unwrap());
+    let dead = Outcome::Dead { status: Some(500), error: "no".into(), duration_ms: 1 };
+    assert!(store.finish_delivery(claimed[1].delivery.id, "w", &dead, t).await.unwrap());
+    let claimed = store.claim_deliveries("w", t, 30_000, 10).await.unwrap();
+    assert_eq!(claimed_events(&claimed), [pair("pr-hook", a_push), pair("pr-hook", b_push)]);
+    assert!(store.finish_delivery(claimed[0].delivery.id, "w", &delivered(200), t + 10_000).await.unwrap());
+    let events_now =
+        || async { store.events(0, 1_000_000).await.unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>() };
+
+    // Delivered before t + 5000: a_create's delivery; then its event, and every older event
+    // no delivery needs (the rest of the suite's). The dead one (updated at t) is kept: dead
+    // ones before t only.
+    let (deliveries, events) = store.prune_events(t + 5000, t).await.unwrap();
+    assert_eq!(deliveries, 1);
+    assert!(events >= 1, "{events}");
+    let left = events_now().await;
+    assert!(!left.contains(&a_create.id));
+    for e in [a_push, b_create, b_push] {
+        assert!(left.contains(&e.id), "{e:?} is still needed");
+    }
+    assert_eq!(store.prune_events(t + 5000, t).await.unwrap(), (0, 0), "nothing more");
+
+    let (deliveries, events) = store.prune_events(t + 20_000, t + 1).await.unwrap();
+    assert_eq!((deliveries, events), (2, 2), "a_push delivered, b_create dead");
+    assert_eq!(events_now().await, std::slice::from_ref(&b_push.id), "only the pending one's event is left");
+    assert_eq!(deliveries_of(store, "pr-hook").await.len(), 1);
+
+    // Once nothing needs even the newest event, it goes too, and seq never goes back.
+    assert!(store.delete_subscription("pr-hook").await.unwrap());
+    assert_eq!(store.prune_events(t + 20_000, t + 20_000).await.unwrap(), (0, 1));
+    assert!(store.events(0, 10).await.unwrap().is_empty());
+    store.link_blob(&a, &Digest::sha256_of(b"prn-3"), 1, true, None, ANON).await.unwrap();
+    let next = store.events(0, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].seq > b_push.seq, "{} after {}", next[0].seq, b_push.seq);
 }

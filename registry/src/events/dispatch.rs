@@ -1,0 +1,204 @@
+//! The dispatcher: claims due deliveries from the metadata store with a lease, sends each
+//! (rendered in its subscription's format, signed), and records the attempt. Any number of
+//! processes may run one against the same store: a claim takes only the oldest pending
+//! delivery of each (subscription, repository) line, so lines are delivered in order, one
+//! request at a time, and a process that dies leaves its claims to others when the lease ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_storage::MetadataStore;
+use berth_storage::metadata::events::unix_now_ms;
+use berth_storage::metadata::{Claimed, Outcome};
+use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{Events, payload, signature};
+
+/// How often delivered and dead deliveries past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Starts the dispatcher of this process.
+pub fn spawn(meta: Arc<dyn MetadataStore>, events: Arc<Events>) -> JoinHandle<()> {
+    let owner =
+        format!("{}:{}:{}", super::host_name(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("Berth-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    tracing::info!(events.owner = %owner, events.concurrency = events.config.concurrency, "webhook dispatcher started");
+    tokio::spawn(run(Dispatcher { meta, events, client, owner: Arc::from(owner) }))
+}
+
+#[derive(Clone)]
+struct Dispatcher {
+    meta: Arc<dyn MetadataStore>,
+    events: Arc<Events>,
+    client: reqwest::Client,
+    owner: Arc<str>,
+}
+
+async fn run(d: Dispatcher) {
+    let config = &d.events.config;
+    let concurrency = config.concurrency.max(1);
+    let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
+    let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut last_prune: Option<Instant> = None;
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let free = concurrency - inflight.len().min(concurrency);
+        if free > 0 {
+            match d.meta.claim_deliveries(&d.owner, unix_now_ms(), lease_ms, free).await {
+                Ok(claimed) => {
+                    failing_since = None;
+                    for c in claimed {
+                        let d = d.clone();
+                        inflight.spawn(async move { d.deliver(c).await });
+                    }
+                }
+                Err(e) => {
+                    // Logged once a minute while the store keeps failing.
+                    if failing_since.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(error = %e, "webhook dispatcher cannot claim deliveries");
+                        failing_since = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            d.prune().await;
+        }
+        tokio::select! {
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            () = d.events.woken() => {}
+            () = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+impl Dispatcher {
+    async fn deliver(&self, claimed: Claimed) {
+        let Claimed { delivery, subscription: sub } = claimed;
+        let event = &delivery.event;
+        let rendered = payload::render(sub.format, event, &self.events.context);
+        let attempt = delivery.attempts + 1;
+        let sent_at = unix_now_ms() / 1000;
+        let mut request = self
+            .client
+            .post(&sub.url)
+            .timeout(Duration::from_millis(sub.timeout_ms))
+            .header(CONTENT_TYPE, rendered.content_type)
+            .header(signature::HEADER, signature::sign(&sub.secret, sent_at, &rendered.body))
+            .header("berth-event-id", &event.id)
+            .header("idempotency-key", &event.id)
+            .header("berth-event-type", event.kind.as_str())
+            .header("berth-delivery", delivery.id.to_string())
+            .header("berth-delivery-attempt", attempt.to_string());
+        for (k, v) in &sub.headers {
+            request = request.header(k, v);
+        }
+        let started = Instant::now();
+        let result = request.body(rendered.body).send().await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (status, error, retry_after) = match result {
+            Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None, None),
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                (Some(status.as_u16()), Some(format!("the receiver answered {status}")), retry_after)
+            }
+            Err(e) => (None, Some(describe(&e, sub.timeout_ms)), None),
+        };
+        let now = unix_now_ms();
+        let outcome = match error {
+            None => Outcome::Delivered { status: status.unwrap_or(200), duration_ms },
+            Some(error) if attempt >= sub.max_attempts => Outcome::Dead { status, error, duration_ms },
+            Some(error) => {
+                let delay = self.backoff(attempt, retry_after);
+                let next_attempt_ms = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                Outcome::Retry { status, error, duration_ms, next_attempt_ms }
+            }
+        };
+        let counters = &self.events.counters;
+        let counter = match &outcome {
+            Outcome::Delivered { .. } => &counters.delivered,
+            Outcome::Retry { .. } => &counters.failed,
+            Outcome::Dead { .. } => &counters.dead,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &outcome {
+            Outcome::Delivered { status, .. } => tracing::info!(webhook = %sub.name, delivery.id = delivery.id,
+                event.id = %event.id, event.kind = %event.kind, repo.name = %event.repository, attempt, http.status = status,
+                duration_ms, "webhook delivered"),
+            Outcome::Retry { error, next_attempt_ms, .. } => tracing::warn!(webhook = %sub.name,
+                delivery.id = delivery.id, event.id = %event.id, attempt, max_attempts = sub.max_attempts, error = %error,
+                retry_in_ms = next_attempt_ms - now, "webhook delivery failed; will retry"),
+            Outcome::Dead { error, .. } => tracing::error!(webhook = %sub.name, delivery.id = delivery.id,
+                event.id = %event.id, attempt, error = %error,
+                "webhook delivery failed for the last time: dead-lettered (berth deliveries replay to resend)"),
+        }
+        match self.meta.finish_delivery(delivery.id, &self.owner, &outcome, now).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(webhook = %sub.name, delivery.id = delivery.id,
+                "the delivery's lease ended before its attempt was recorded; another process may send it again"),
+            Err(e) => tracing::warn!(webhook = %sub.name, delivery.id = delivery.id, error = %e,
+                "could not record a webhook attempt; it will be sent again when the lease ends"),
+        }
+    }
+
+    /// The delay before attempt `attempt + 1`: `backoff_initial × 2^(attempt-1)` capped at
+    /// `backoff_max`, drawn uniformly from its upper half (jitter, so that receivers coming
+    /// back are not hit by every sender at once); at least what `Retry-After` asked for.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let c = &self.events.config;
+        let exp = c.backoff_initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(c.backoff_max);
+        let half = exp / 2;
+        let jitter = half.mul_f64(rand_unit());
+        let delay = half + jitter;
+        match retry_after {
+            Some(r) => delay.max(r.min(c.backoff_max)),
+            None => delay,
+        }
+    }
+
+    async fn prune(&self) {
+        let c = &self.events.config;
+        let now = unix_now_ms();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
+        match self.meta.prune_events(now - ms(c.retention), now - ms(c.dead_retention)).await {
+            Ok((0, 0)) => {}
+            Ok((deliveries, events)) => tracing::info!(deliveries, events, "pruned old webhook deliveries and events"),
+            Err(e) => tracing::warn!(error = %e, "pruning webhook deliveries failed"),
+        }
+    }
+}
+
+/// A failed request in a few words (no URL: it may carry a token in its query).
+fn describe(e: &reqwest::Error, timeout_ms: u64) -> String {
+    if e.is_timeout() {
+        return format!("no answer within the {timeout_ms} ms timeout");
+    }
+    let mut text = if e.is_connect() { "could not connect".to_owned() } else { "request failed".to_owned() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A uniform draw from [0, 1).
+fn rand_unit() -> f64 {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    let n = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
+    (n >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,498 @@
+//! Events and their delivery, as records: the outbox, webhook subscriptions, deliveries and
+//! the attempts log.
+//!
+//! Every change a webhook reports is written as an [`Event`] by the same metadata transaction
+//! that makes the change, and fanned out in that transaction to one [`Delivery`] per enabled
+//! [`Subscription`] it matches. A dispatcher (in the registry) claims deliveries with a lease,
+//! sends them, and records each attempt. So a crash can neither lose an event nor report a
+//! change that did not commit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A manifest was pushed; one event per tag it moved (or one without a tag).
+    #[serde(rename = "manifest.push")]
+    ManifestPush,
+    /// A manifest was deleted by digest (its tags went with it).
+    #[serde(rename = "manifest.delete")]
+    ManifestDelete,
+    /// A tag was deleted; the manifest stays.
+    #[serde(rename = "tag.delete")]
+    TagDelete,
+    /// A blob upload completed.
+    #[serde(rename = "blob.push")]
+    BlobPush,
+    /// A blob was mounted from another repository.
+    #[serde(rename = "blob.mount")]
+    BlobMount,
+    #[serde(rename = "repository.create")]
+    RepositoryCreate,
+    #[serde(rename = "repository.delete")]
+    RepositoryDelete,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::ManifestPush,
+        EventKind::ManifestDelete,
+        EventKind::TagDelete,
+        EventKind::BlobPush,
+        EventKind::BlobMount,
+        EventKind::RepositoryCreate,
+        EventKind::RepositoryDelete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ManifestPush => "manifest.push",
+            EventKind::ManifestDelete => "manifest.delete",
+            EventKind::TagDelete => "tag.delete",
+            EventKind::BlobPush => "blob.push",
+            EventKind::BlobMount => "blob.mount",
+            EventKind::RepositoryCreate => "repository.create",
+            EventKind::RepositoryDelete => "repository.delete",
+        }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<EventKind, String> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown event type {s:?} (known: {})", all.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who made a change and through which request. Every field is optional: a change made by
+/// a command (`berth admin …`) has no request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The signed-in principal's name (`None` when anonymous or with authentication off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The request id (`X-Request-Id`), as the registry logged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The client's address (`ip:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The `Host` the client asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    /// A change made by a command rather than a request, e.g. `Origin::command("berth admin")`.
+    pub fn command(actor: &str) -> Origin {
+        Origin { actor: Some(actor.to_owned()), ..Origin::default() }
+    }
+}
+
+/// One outbox entry. Stored as JSON beside a few indexed columns; `seq` is the store's
+/// insertion order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Assigned by the store: increasing in insertion order.
+    #[serde(default)]
+    pub seq: i64,
+    /// A UUID (v4), unique per event: consumers' idempotency key.
+    pub id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub kind: EventKind,
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The tag moved (manifest.push) or deleted (tag.delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Bytes of the manifest or blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// blob.mount: where the blob came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_repository: Option<String>,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+impl Event {
+    /// A new event of `kind` in `repository`, stamped now with a fresh id; the caller fills
+    /// in the rest.
+    pub fn new(kind: EventKind, repository: &str, origin: &Origin) -> Event {
+        Event {
+            seq: 0,
+            id: uuid::Uuid::new_v4().to_string(),
+            time_ms: unix_now_ms(),
+            kind,
+            repository: repository.to_owned(),
+            digest: None,
+            media_type: None,
+            artifact_type: None,
+            tag: None,
+            size: None,
+            from_repository: None,
+            origin: origin.clone(),
+        }
+    }
+}
+
+/// How a subscription's requests are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PayloadFormat {
+    /// CloudEvents 1.0, structured JSON (`application/cloudevents+json`).
+    #[default]
+    #[serde(rename = "cloudevents")]
+    CloudEvents,
+    /// The CNCF Distribution notification envelope
+    /// (`application/vnd.docker.distribution.events.v2+json`).
+    #[serde(rename = "distribution")]
+    Distribution,
+    /// Amazon EventBridge's "ECR Image Action" event.
+    #[serde(rename = "ecr")]
+    Ecr,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::CloudEvents => "cloudevents",
+            PayloadFormat::Distribution => "distribution",
+            PayloadFormat::Ecr => "ecr",
+        }
+    }
+}
+
+impl std::str::FromStr for PayloadFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PayloadFormat, String> {
+        match s {
+            "cloudevents" => Ok(PayloadFormat::CloudEvents),
+            "distribution" => Ok(PayloadFormat::Distribution),
+            "ecr" => Ok(PayloadFormat::Ecr),
+            other => Err(format!("unknown payload format {other:?} (known: cloudevents, distribution, ecr)")),
+        }
+    }
+}
+
+/// Where a subscription was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SubscriptionSource {
+    /// The admin API or `berth webhooks`.
+    #[default]
+    #[serde(rename = "api")]
+    Api,
+    /// The configuration file: replaced at every start, not editable through the API.
+    #[serde(rename = "config")]
+    Config,
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Unique; `[A-Za-z0-9._-]{1,64}`.
+    pub name: String,
+    pub url: String,
+    /// The HMAC-SHA256 key of the `Berth-Signature` header.
+    pub secret: String,
+    /// Event types to send; empty = all.
+    #[serde(default)]
+    pub events: Vec<EventKind>,
+    /// Repository name patterns (`*` any run of characters, `?` one); empty = all.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Tag patterns; empty = all events. When set, only events with a matching tag are sent.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout.
+    pub timeout_ms: u64,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    pub enabled: bool,
+    #[serde(default)]
+    pub source: SubscriptionSource,
+    /// Unix seconds; set by the store on first insert.
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+impl Subscription {
+    /// Whether `event` is for this subscription (ignores `enabled`).
+    pub fn matches(&self, event: &Event) -> bool {
+        if !self.events.is_empty() && !self.events.contains(&event.kind) {
+            return false;
+        }
+        if !self.repositories.is_empty() && !self.repositories.iter().any(|p| glob_match(p, &event.repository)) {
+            return false;
+        }
+        if !self.tags.is_empty() {
+            let Some(tag) = &event.tag else { return false };
+            if !self.tags.iter().any(|p| glob_match(p, tag)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `pattern` against `text`: `*` matches any run of characters (`/` included), `?` exactly
+/// one, everything else itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and how much text it has swallowed so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeliveryState {
+    /// Not yet delivered: waiting for its turn, its next attempt, or in flight.
+    #[serde(rename = "pending")]
+    Pending,
+    #[serde(rename = "delivered")]
+    Delivered,
+    /// Out of attempts; kept until replayed or purged.
+    #[serde(rename = "dead")]
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DeliveryState, String> {
+        match s {
+            "pending" => Ok(DeliveryState::Pending),
+            "delivered" => Ok(DeliveryState::Delivered),
+            "dead" => Ok(DeliveryState::Dead),
+            other => Err(format!("unknown delivery state {other:?} (known: pending, delivered, dead)")),
+        }
+    }
+}
+
+/// One event owed to one subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub subscription: String,
+    pub event: Event,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix milliseconds before which it is not tried again.
+    pub next_attempt_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One try at a delivery, as the delivery log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    pub delivery: i64,
+    /// 1 for the first try.
+    pub number: u32,
+    pub at_ms: i64,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// What went wrong (connection refused, timeout, a non-2xx status…), when it did.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// How an attempt ended, as the dispatcher reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        status: u16,
+        duration_ms: u64,
+    },
+    /// Failed; try again at `next_attempt_ms`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        duration_ms: u64,
+        next_attempt_ms: i64,
+    },
+    /// Failed for the last time: dead-lettered.
+    Dead {
+        status: Option<u16>,
+        error: String,
+        duration_ms: u64,
+    },
+}
+
+/// A delivery the dispatcher has claimed, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub subscription: Subscription,
+}
+
+/// Which deliveries a listing, replay or purge takes. Unset fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub subscription: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub repository: Option<String>,
+    /// One delivery by id.
+    pub id: Option<i64>,
+    /// The deliveries of one event (by its UUID).
+    pub event_id: Option<String>,
+    /// Listings only: at most this many, newest first (0 = no limit).
+    pub limit: usize,
+}
+
+/// Deliveries per state for one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryCounts {
+    pub subscription: String,
+    /// Waiting for their first attempt (or in flight).
+    pub pending: u64,
+    /// Pending after at least one failed attempt.
+    pub retrying: u64,
+    pub delivered: u64,
+    pub dead: u64,
+}
+
+/// Unix milliseconds, now.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, t, want) in [
+            ("*", "", true),
+            ("*", "a/b/c", true),
+            ("team/*", "team/app", true),
+            ("team/*", "team/app/web", true),
+            ("team/*", "teams/app", false),
+            ("v?", "v1", true),
+            ("v?", "v10", false),
+            ("v*-rc", "v1.2-rc", true),
+            ("v*-rc", "v1.2-rc1", false),
+            ("*a*b", "xxaxxb", true),
+            ("*a*b", "xxaxxbx", false),
+            ("latest", "latest", true),
+            ("latest", "latest2", false),
+            ("", "", true),
+            ("", "a", false),
+        ] {
+            assert_eq!(glob_match(p, t), want, "{p:?} vs {t:?}");
+        }
+    }
+
+    fn sub() -> Subscription {
+        Subscription {
+            name: "s".into(),
+            url: "http://127.0.0.1:9/".into(),
+            secret: "k".into(),
+            events: vec![],
+            repositories: vec![],
+            tags: vec![],
+            format: PayloadFormat::CloudEvents,
+            headers: BTreeMap::new(),
+            timeout_ms: 1000,
+            max_attempts: 3,
+            enabled: true,
+            source: SubscriptionSource::Api,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let mut push = Event::new(EventKind::ManifestPush, "team/app", &Origin::default());
+        push.tag = Some("v1".into());
+        let blob = Event::new(EventKind::BlobPush, "team/app", &Origin::default());
+        let mut s = sub();
+        assert!(s.matches(&push) && s.matches(&blob));
+        s.events = vec![EventKind::ManifestPush];
+        assert!(s.matches(&push) && !s.matches(&blob));
+        s.repositories = vec!["other/*".into(), "team/*".into()];
+        assert!(s.matches(&push));
+        s.repositories = vec!["other/*".into()];
+        assert!(!s.matches(&push));
+        s.repositories = vec![];
+        s.events = vec![];
+        s.tags = vec!["v*".into()];
+        assert!(s.matches(&push), "tag matches");
+        assert!(!s.matches(&blob), "an event without a tag does not match a tag filter");
+        s.tags = vec!["latest".into()];
+        assert!(!s.matches(&push));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(k.as_str().parse::<EventKind>(), Ok(k));
+            assert_eq!(serde_json::to_value(k).ok(), Some(serde_json::Value::String(k.as_str().into())));
+        }
+        assert!("manifest.pushed".parse::<EventKind>().is_err());
+        for f in [PayloadFormat::CloudEvents, PayloadFormat::Distribution, PayloadFormat::Ecr] {
+            assert_eq!(f.as_str().parse::<PayloadFormat>(), Ok(f));
+        }
+    }
+}
