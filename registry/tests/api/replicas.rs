@@ -201,3 +201,73 @@ async fn cached_manifests_follow_changes_made_on_another_replica() {
     }
     schema.drop().await;
 }
+
+/// A webhook receiver recording every event it accepts (answering 200 after a short pause,
+/// so deliveries overlap between replicas).
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                record.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn replicas_share_webhook_deliveries_without_sending_twice() {
+    let Some(schema) = Schema::create().await else { return };
+    let blobs = tempfile::tempdir().unwrap();
+    let rs = replicas(&schema, blobs.path(), 3).await;
+    let (url, seen) = receiver().await;
+    let hook = serde_json::json!({"url": url, "secret": "replica-secret-0123456789", "events": ["manifest.push"]});
+    let r = rs[0].client.put(rs[0].url("/api/v1/webhooks/all")).json(&hook).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // Three repositories, ten tags each, pushed in turn through the three replicas.
+    let repos = ["replicas/hooks-a", "replicas/hooks-b", "replicas/hooks-c"];
+    let mut pushed = 0u8;
+    for round in 0..10u8 {
+        for (i, repo) in repos.iter().enumerate() {
+            let t = &rs[(usize::from(round) + i) % rs.len()];
+            push_manifest(t, repo, &format!("t{round:02}"), round * 3 + i as u8).await;
+            pushed += 1;
+        }
+    }
+    let all = within(Duration::from_secs(30), async || seen.lock().unwrap().len() >= usize::from(pushed)).await;
+    // A little longer, to catch a late duplicate.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(all.is_some(), "{} of {pushed} events arrived", seen.len());
+    let mut ids: Vec<&str> = seen.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let received = ids.len();
+    ids.dedup();
+    assert_eq!(received, ids.len(), "an event was delivered twice in the normal case");
+    assert_eq!(ids.len(), usize::from(pushed));
+    for repo in repos {
+        let tags: Vec<&str> = seen
+            .iter()
+            .filter(|e| e["data"]["repository"] == repo)
+            .map(|e| e["data"]["tag"].as_str().unwrap())
+            .collect();
+        let mut sorted = tags.clone();
+        sorted.sort_unstable();
+        assert_eq!(tags, sorted, "{repo}: events out of order");
+    }
+    println!("{pushed} events delivered once each, in order per repository, in {all:?}");
+    for r in rs {
+        r.server.stop().await;
+    }
+    schema.drop().await;
+}
