@@ -32,9 +32,9 @@ pub enum StartError {
     Keys(String),
     #[error("authentication: {0}")]
     Auth(String),
-    /// The certificate or key file named in the message.
     #[error("events: {0}")]
     Events(String),
+    /// The certificate or key file named in the message.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -138,7 +138,6 @@ impl App {
         crate::http::router(self.registry.clone())
     }
 
-    /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
     /// Starts this process's webhook dispatcher, unless `events.enabled = false`.
     pub fn spawn_dispatcher(&self) -> Option<JoinHandle<()>> {
         let r = &self.registry;
@@ -151,6 +150,7 @@ impl App {
         Some(crate::events::dispatch::spawn(r.meta.clone(), r.events.clone()))
     }
 
+    /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
     pub fn spawn_maintenance(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let registry = self.registry.clone();
         tokio::spawn(async move {

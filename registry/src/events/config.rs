@@ -142,7 +142,8 @@ impl WebhookConfig {
             tags: self.tags.clone(),
             format: self.format.clone(),
             headers: self.headers.clone(),
-            timeout: Some(humantime::format_duration(self.timeout).to_string()),
+            // The default is left unsaid, so that a short `events.lease` shortens it.
+            timeout: (self.timeout != DEFAULT_TIMEOUT).then(|| humantime::format_duration(self.timeout).to_string()),
             max_attempts: Some(self.max_attempts),
             enabled: Some(self.enabled),
         }
@@ -202,11 +203,11 @@ pub fn validate(
         reqwest::header::HeaderValue::from_str(v)
             .map_err(|_| format!("header {k}: value is not a valid header value"))?;
     }
+    let max_timeout = lease.saturating_sub(Duration::from_secs(1)).min(Duration::from_secs(300));
     let timeout = match &spec.timeout {
-        None => DEFAULT_TIMEOUT,
+        None => DEFAULT_TIMEOUT.min(max_timeout),
         Some(t) => humantime::parse_duration(t).map_err(|e| format!("timeout {t:?}: {e}"))?,
     };
-    let max_timeout = lease.saturating_sub(Duration::from_secs(1)).min(Duration::from_secs(300));
     if timeout < Duration::from_millis(100) || timeout > max_timeout {
         return Err(format!(
             "timeout: from 100ms to {} (events.lease less a second)",

@@ -11,6 +11,7 @@ mod concurrency;
 mod config_switches;
 mod early_answers;
 mod encryption;
+mod events;
 mod replicas;
 mod restart;
 mod streaming;

@@ -550,7 +550,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// The attempts of one delivery, oldest first.
     async fn delivery_attempts(&self, id: i64) -> Result<Vec<Attempt>>;
     /// Sends the matching deliveries again: pending, attempts reset to 0, due at `now_ms`,
-    /// lease cleared. Returns how many.
+    /// lease cleared. A delivery in flight (pending under a live lease) is left alone, so a
+    /// replay never sends one twice at once. Returns how many.
     async fn replay_deliveries(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64>;
     /// Deletes the matching deliveries (with their attempts). Returns how many.
     async fn purge_deliveries(&self, filter: &DeliveryFilter) -> Result<u64>;

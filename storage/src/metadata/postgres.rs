@@ -1801,7 +1801,8 @@ impl MetadataStore for PostgresStore {
                 &format!(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = $6, \
                      lease_owner = NULL, lease_until_ms = NULL, updated_ms = $6 WHERE id IN \
-                     (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {DELIVERY_FILTER})"
+                     (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {DELIVERY_FILTER} \
+                     AND NOT (d.state = 'pending' AND d.lease_owner IS NOT NULL AND d.lease_until_ms > $6))"
                 ),
                 &[&p.0, &p.1, &p.2, &p.3, &p.4, &now_ms],
             )
