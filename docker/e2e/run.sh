@@ -13,7 +13,7 @@
 #   E2E_LARGE_MIB      size of the large random layer (default 512)
 #   E2E_KEEP=1         keep the scratch folder even when everything passed
 #   E2E_ONLY="auth tls ..."  run only these groups of checks (skopeo docker podman buildah
-#                      ctr oras auth tls large image health); the sign-ins always run.
+#                      ctr oras auth tls large image deploy health); the sign-ins always run.
 #                      Groups use content earlier ones pushed: for quick local iterations.
 #   E2E_HOST_IP        a non-loopback address of this machine for docker's verified-TLS
 #                      checks (default: the first global IPv4 address)
@@ -759,6 +759,9 @@ berth_image_checks() {
     cp -L "$lib" "$ctx/rootfs$lib"
   done
   echo "berth:x:10001:10001:berth:/var/lib/berth:/sbin/nologin" >"$ctx/rootfs/etc/passwd"
+  # CA certificates, for webhooks over HTTPS.
+  mkdir -p "$ctx/rootfs/etc/ssl/certs"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ctx/rootfs/etc/ssl/certs/"
   echo "berth:x:10001:" >"$ctx/rootfs/etc/group"
   cp "$ROOT/docker/Dockerfile.local" "$ctx/Dockerfile"
   export IMAGE_PORT
@@ -775,6 +778,9 @@ server_health_checks() {
   check berth_answered_no_5xx 2 "! grep -hE 'http.status=5[0-9][0-9]' $LAB/berth.log $LAB/berth-tls.log"
   check berth_catalog_lists_e2e_repos "$STEP" "api '/v2/_catalog?n=1000' | jq -e '[.repositories[]|select(startswith(\"e2e/\"))]|length>=15' || api '/v2/_catalog?n=1000'"
 }
+
+# The deployer (docker/deployer/): task definitions, webhooks and rolling updates.
+source "$HERE/deploy.sh"
 
 # ---------------------------------------------------------------------------------------
 
@@ -809,6 +815,7 @@ main() {
     large_layer_checks
   fi
   group image berth_image_checks
+  group deploy deploy_checks
   group health server_health_checks
   FINISHED=1
   echo "$PASSED passed, $FAILED failed"

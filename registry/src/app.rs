@@ -147,7 +147,7 @@ impl App {
             );
             return None;
         }
-        Some(crate::events::dispatch::spawn(r.meta.clone(), r.events.clone()))
+        crate::events::dispatch::spawn(r.meta.clone(), r.events.clone())
     }
 
     /// Purges stale upload sessions every `interval`, for as long as the runtime lives.

@@ -18,18 +18,28 @@ use super::{Events, payload, signature};
 /// How often delivered and dead deliveries past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Starts the dispatcher of this process.
-pub fn spawn(meta: Arc<dyn MetadataStore>, events: Arc<Events>) -> JoinHandle<()> {
+/// Starts the dispatcher of this process; `None` (logged) when no HTTP client can be built,
+/// e.g. with no CA certificates on the machine. Events are still recorded then, for another
+/// process or a restart to deliver.
+pub fn spawn(meta: Arc<dyn MetadataStore>, events: Arc<Events>) -> Option<JoinHandle<()>> {
     let owner =
         format!("{}:{}:{}", super::host_name(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Berth-Webhooks/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
+        .build();
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e,
+                "webhook delivery is off in this process: no HTTP client (are CA certificates installed, \
+                 e.g. /etc/ssl/certs/ca-certificates.crt?); events are still recorded");
+            return None;
+        }
+    };
     tracing::info!(events.owner = %owner, events.concurrency = events.config.concurrency, "webhook dispatcher started");
-    tokio::spawn(run(Dispatcher { meta, events, client, owner: Arc::from(owner) }))
+    Some(tokio::spawn(run(Dispatcher { meta, events, client, owner: Arc::from(owner) })))
 }
 
 #[derive(Clone)]
