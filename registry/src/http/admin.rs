@@ -179,7 +179,8 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
     let target = match target {
         Target::Events(t) => {
             let host = parts.headers.get(hyper::header::HOST).and_then(|v| v.to_str().ok());
-            let call = super::webhooks::Call { reg, caller: caller.as_ref(), query: &query, body: &body, host };
+            let call =
+                super::webhooks::Call { reg, caller: caller.as_ref(), query: &query, body: &body, host, path: &path };
             return super::webhooks::handle(call, &method, t).await;
         }
         Target::Repositories => {

@@ -58,6 +58,8 @@ pub struct Call<'a> {
     pub body: &'a [u8],
     /// The request's `Host`: image references on it are this registry's.
     pub host: Option<&'a str>,
+    /// The path after `/api/v1/`, for messages.
+    pub path: &'a str,
 }
 
 fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> ApiResult<Response> {
@@ -136,6 +138,6 @@ pub async fn handle(call: Call<'_>, method: &Method, target: Target) -> ApiResul
             hosts.extend(call.host.map(str::to_owned));
             ok(StatusCode::OK, reg.pin_task_definition(doc, &hosts, keep_foreign, call.caller).await?)
         }
-        (method, target) => Err(ApiError::Unsupported(format!("{method} is not a method of {target:?}"))),
+        (method, _) => Err(ApiError::Unsupported(format!("{method} is not a method of /api/v1/{}", call.path))),
     }
 }

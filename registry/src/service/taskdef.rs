@@ -97,7 +97,8 @@ impl Registry {
                 });
                 continue;
             };
-            match self.pin_image(&image, hosts, keep_foreign, caller).await {
+            // A store or policy failure is the request's error (500/503), not the image's.
+            match self.pin_image(&image, hosts, keep_foreign, caller).await? {
                 Ok(Some(pinned)) => def["image"] = Value::String(pinned),
                 Ok(None) => {}
                 Err((code, message)) => problems.push(Unresolved { container, image, code, message }),
@@ -106,55 +107,77 @@ impl Registry {
         if problems.is_empty() { Ok(doc) } else { Err(ApiError::ImagesUnresolved(problems)) }
     }
 
-    /// `Ok(None)`: a foreign image kept as it is.
+    /// `Ok(Ok(None))`: a foreign image kept as it is; `Ok(Err(..))`: what is wrong with the
+    /// image; `Err`: the registry failed.
     async fn pin_image(
         &self,
         image: &str,
         hosts: &[String],
         keep_foreign: bool,
         caller: Option<&Caller>,
-    ) -> Result<Option<String>, (&'static str, String)> {
-        let parsed = ImageRef::parse(image).ok_or(("NAME_INVALID", format!("{image}: not an image reference")))?;
+    ) -> ApiResult<Result<Option<String>, (&'static str, String)>> {
+        Ok(match self.try_pin(image, hosts, keep_foreign, caller).await {
+            Ok(pinned) => Ok(pinned),
+            Err(Failure::Image(code, message)) => Err((code, message)),
+            Err(Failure::Registry(e)) => return Err(e),
+        })
+    }
+
+    async fn try_pin(
+        &self,
+        image: &str,
+        hosts: &[String],
+        keep_foreign: bool,
+        caller: Option<&Caller>,
+    ) -> Result<Option<String>, Failure> {
+        let bad = |code: &'static str, message: String| Failure::Image(code, message);
+        let parsed =
+            ImageRef::parse(image).ok_or_else(|| bad("NAME_INVALID", format!("{image}: not an image reference")))?;
         let ours = parsed.host.as_deref().is_some_and(|h| hosts.iter().any(|o| o.eq_ignore_ascii_case(h)));
         let Some(host) = parsed.host.as_deref().filter(|_| ours) else {
             if keep_foreign {
                 return Ok(None);
             }
             let on = parsed.host.as_deref().unwrap_or("Docker Hub");
-            return Err((
+            return Err(bad(
                 "UNSUPPORTED",
                 format!("{image}: on {on}, not this registry ({}); pass foreign=keep to leave it", hosts.join(", ")),
             ));
         };
         let repo: RepoName =
-            parsed.repository.parse().map_err(|e| ("NAME_INVALID", format!("{image}: repository name: {e}")))?;
+            parsed.repository.parse().map_err(|e| bad("NAME_INVALID", format!("{image}: repository name: {e}")))?;
         if let Some(caller) = caller {
-            match self.auth.decide(self.meta.as_ref(), caller, Some(&repo), actions::PULL).await {
-                Ok(Permit::Allow) => {}
-                Ok(Permit::Deny(_)) => return Err(("DENIED", format!("{image}: not allowed to pull {repo}"))),
-                Err(e) => return Err(("UNKNOWN", format!("{image}: {e}"))),
+            let permit = self.auth.decide(self.meta.as_ref(), caller, Some(&repo), actions::PULL).await;
+            if let Permit::Deny(_) = permit.map_err(Failure::Registry)? {
+                return Err(bad("DENIED", format!("{image}: not allowed to pull {repo}")));
             }
         }
         let reference = match (&parsed.digest, &parsed.tag) {
             (Some(d), _) => {
-                Reference::Digest(d.parse::<Digest>().map_err(|e| ("DIGEST_INVALID", format!("{image}: {e}")))?)
+                Reference::Digest(d.parse::<Digest>().map_err(|e| bad("DIGEST_INVALID", format!("{image}: {e}")))?)
             }
-            (None, Some(t)) => Reference::Tag(t.parse().map_err(|e| ("TAG_INVALID", format!("{image}: {e}")))?),
-            (None, None) => Reference::Tag("latest".parse().map_err(|e| ("TAG_INVALID", format!("{image}: {e}")))?),
+            (None, Some(t)) => Reference::Tag(t.parse().map_err(|e| bad("TAG_INVALID", format!("{image}: {e}")))?),
+            (None, None) => Reference::Tag("latest".parse().map_err(|e| bad("TAG_INVALID", format!("{image}: {e}")))?),
         };
         match self.get_manifest(&repo, &reference).await {
             Ok(m) => Ok(Some(format!("{host}/{repo}@{}", m.digest))),
             Err(ApiError::ManifestUnknown) => {
-                let exists = self.meta.repository_key(&repo).await.map_err(|e| ("UNKNOWN", e.to_string()))?.is_some();
+                let exists = self.meta.repository_key(&repo).await.map_err(|e| Failure::Registry(e.into()))?.is_some();
                 if exists {
-                    Err(("MANIFEST_UNKNOWN", format!("{image}: {reference} is not in repository {repo}")))
+                    Err(bad("MANIFEST_UNKNOWN", format!("{image}: {reference} is not in repository {repo}")))
                 } else {
-                    Err(("NAME_UNKNOWN", format!("{image}: repository {repo} does not exist")))
+                    Err(bad("NAME_UNKNOWN", format!("{image}: repository {repo} does not exist")))
                 }
             }
-            Err(e) => Err(("UNKNOWN", format!("{image}: {e}"))),
+            Err(e) => Err(Failure::Registry(e)),
         }
     }
+}
+
+/// Why an image did not pin: the image itself, or the registry.
+enum Failure {
+    Image(&'static str, String),
+    Registry(ApiError),
 }
 
 #[cfg(test)]
