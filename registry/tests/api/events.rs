@@ -243,38 +243,6 @@ async fn eventually<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut()
     }
 }
 
-/// Pushes a config blob (monolithic) and a manifest referencing it as `repo:tag`; returns
-/// the manifest's digest and size.
-async fn push_manifest(t: &TestServer, repo: &str, tag: &str, seed: &str) -> (String, usize) {
-    let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
-    let digest = sha256(&config);
-    let r = t
-        .client
-        .post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-        .body(config.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
-        "layers": []
-    })
-    .to_string();
-    let r = t
-        .client
-        .put(t.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    (sha256(manifest.as_bytes()), manifest.len())
-}
-
 async fn send_json(r: reqwest::RequestBuilder) -> (u16, Value) {
     let r = r.send().await.unwrap();
     let status = r.status().as_u16();
@@ -283,8 +251,8 @@ async fn send_json(r: reqwest::RequestBuilder) -> (u16, Value) {
     (status, value)
 }
 
-/// PUTs webhook `name`; with a 1 s timeout unless `spec` says otherwise (the default, 5 s,
-/// is longer than these tests' lease allows).
+/// PUTs webhook `name`; with a 1 s timeout unless `spec` says otherwise (short, to match
+/// these tests' short lease).
 async fn put_webhook(t: &TestServer, name: &str, mut spec: Value) -> (u16, Value) {
     if spec.get("timeout").is_none() {
         spec["timeout"] = json!("1s");

@@ -125,36 +125,6 @@ async fn an_upload_moves_between_replicas_and_survives_a_restart() {
     schema.drop().await;
 }
 
-async fn push_manifest(t: &TestServer, repo: &str, reference: &str, seed: u8) -> String {
-    let config = format!("{{\"seed\":{seed}}}").into_bytes();
-    let digest = sha256(&config);
-    let r = t
-        .client
-        .post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-        .body(config.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
-        "layers": []
-    })
-    .to_string();
-    let r = t
-        .client
-        .put(t.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    sha256(manifest.as_bytes())
-}
-
 async fn manifest_digest(t: &TestServer, repo: &str, reference: &str) -> Option<String> {
     let r = t.client.get(t.url(&format!("/v2/{repo}/manifests/{reference}"))).send().await.unwrap();
     (r.status() == 200).then(|| r.headers()["docker-content-digest"].to_str().unwrap().to_owned())
@@ -179,13 +149,13 @@ async fn cached_manifests_follow_changes_made_on_another_replica() {
     let rs = replicas(&schema, blobs.path(), 2).await;
     let (a, b) = (&rs[0], &rs[1]);
     let repo = "replicas/cache";
-    let v1 = push_manifest(a, repo, "latest", 1).await;
+    let v1 = push_manifest(a, repo, "latest", "1").await.0;
     // B reads (and caches) the tag and the digest.
     assert_eq!(manifest_digest(b, repo, "latest").await.as_deref(), Some(v1.as_str()));
     assert_eq!(manifest_digest(b, repo, &v1).await.as_deref(), Some(v1.as_str()));
 
     // A moves the tag: B follows long before its cache entry would expire.
-    let v2 = push_manifest(a, repo, "latest", 2).await;
+    let v2 = push_manifest(a, repo, "latest", "2").await.0;
     let moved =
         within(Duration::from_secs(5), async || manifest_digest(b, repo, "latest").await.as_deref() == Some(&v2)).await;
     assert!(moved.is_some(), "B still serves the old tag");
@@ -240,7 +210,7 @@ async fn replicas_share_webhook_deliveries_without_sending_twice() {
     for round in 0..10u8 {
         for (i, repo) in repos.iter().enumerate() {
             let t = &rs[(usize::from(round) + i) % rs.len()];
-            push_manifest(t, repo, &format!("t{round:02}"), round * 3 + i as u8).await;
+            push_manifest(t, repo, &format!("t{round:02}"), &(round * 3 + i as u8).to_string()).await;
             pushed += 1;
         }
     }

@@ -61,3 +61,35 @@ pub fn data(len: usize, seed: u8) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Pushes a config blob (monolithic) and a manifest referencing it as `repo:tag`; returns
+/// the manifest's digest and size.
+pub async fn push_manifest(t: &TestServer, repo: &str, tag: &str, seed: &str) -> (String, usize) {
+    let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
+    let digest = sha256(&config);
+    let r = t
+        .client
+        .post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .body(config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+        "layers": []
+    })
+    .to_string();
+    let r = t
+        .client
+        .put(t.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    (sha256(manifest.as_bytes()), manifest.len())
+}
