@@ -5,7 +5,7 @@
 //! request at a time, and a process that dies leaves its claims to others when the lease ends.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_storage::MetadataStore;
 use berth_storage::metadata::events::unix_now_ms;
@@ -121,8 +121,7 @@ impl Dispatcher {
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 (Some(status.as_u16()), Some(format!("the receiver answered {status}")), retry_after)
             }
             Err(e) => (None, Some(describe(&e, sub.timeout_ms)), None),
@@ -206,9 +205,40 @@ fn describe(e: &reqwest::Error, timeout_ms: u64) -> String {
     text
 }
 
+/// `Retry-After` (RFC 9110 §10.2.3): whole seconds, or an HTTP-date, which counts from `now`
+/// (a date already past asks for no wait). Anything else is ignored, as if the header were absent.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// A uniform draw from [0, 1).
 fn rand_unit() -> f64 {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     let n = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
     (n >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap_or(SystemTime::UNIX_EPOCH);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:51:07 GMT", now), Some(Duration::from_secs(90)));
+        // The obsolete forms RFC 9110 still asks recipients to accept.
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:50:37 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:47 1994", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
 }
