@@ -531,7 +531,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// upserts them, deletes the other `config` ones. `api` subscriptions are untouched; a
     /// name already used by an `api` subscription is an error (`Error::Conflict`).
     async fn sync_config_subscriptions(&self, subs: &[Subscription]) -> Result<()>;
-    /// Outbox events with `seq > after_seq`, oldest first, at most `limit`.
+    /// Outbox events with `seq > after_seq`, oldest first, at most `limit`. A feed: no event
+    /// with a lower `seq` than one returned ever commits later.
     async fn events(&self, after_seq: i64, limit: usize) -> Result<Vec<Event>>;
     /// Claims up to `limit` deliveries for `owner` until `now_ms + lease_ms`: each pending,
     /// due (`next_attempt_ms <= now_ms`), not leased (or its lease expired; a live lease of

@@ -58,9 +58,12 @@
 //!   matching subscriptions are share-locked (a concurrent `delete_subscription` waits, then
 //!   takes these deliveries with it), then an advisory lock per repository is held until
 //!   commit, so events of one repository commit in `seq` order and a later one is never
-//!   delivered before an earlier one still in flight. Across repositories `seq` is assigned
-//!   in insertion order but may commit out of order (a global lock would serialize every
-//!   push's commit).
+//!   delivered before an earlier one still in flight. Across repositories `seq` may commit
+//!   out of order; so that the feed (`events(after)`) never shows a later event before an
+//!   earlier one commits, writers also hold a shared advisory lock (`FEED_LOCK`) from their
+//!   `seq` to their commit, and a feed read takes it exclusively first: it waits for every
+//!   transaction that holds a `seq` to end, and no new one is handed out until it has read.
+//!   Writers never wait for each other on it, only (briefly) for a feed read.
 //! - `claim_deliveries` locks its candidates `FOR UPDATE SKIP LOCKED` (replicas claiming at
 //!   once split the work instead of queueing), then leases them with an `UPDATE` that checks
 //!   every condition again in a new snapshot, so a delivery another owner leased or finished
@@ -136,6 +139,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// The advisory lock class (the first key of the two-key form) that event writers take per
 /// repository ("beve" in ASCII); the second key is the hash of the repository's name.
 const EVENTS_LOCK: i32 = 0x6265_7665;
+
+/// The advisory lock (single-key form, "berth-ev" in ASCII) that event writers hold shared
+/// from taking a `seq` to commit, and a read of the feed takes exclusively: see the module's
+/// notes on locking.
+const FEED_LOCK: i64 = 0x6265_7274_682d_6576;
 
 /// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
 const CHANGES_CHANNEL: &str = "berth_manifests";
@@ -333,9 +341,10 @@ async fn ensure_repo(tx: &impl GenericClient, repo: &RepoName) -> Result<(i64, b
 /// key would lock them), so a concurrent deletion either waits and takes these deliveries
 /// with it, or commits first and gets none. Then a transaction-scoped advisory lock per
 /// repository, held until commit, makes `seq` order commit order within each repository: a
-/// later event of a repository never becomes visible (and deliverable) before an earlier one.
-/// Taken last, after the change's own row locks, so it serializes only these inserts and the
-/// commit, and no transaction waits for a row lock while holding it.
+/// later event of a repository never becomes visible (and deliverable) before an earlier one;
+/// and `FEED_LOCK` shared, so that a read of the feed waits for this commit. Taken last,
+/// after the change's own row locks, so they serialize only these inserts and the commit, and
+/// no transaction waits for a row lock while holding them.
 async fn emit(tx: &impl GenericClient, events: &[Event]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -363,6 +372,7 @@ async fn emit(tx: &impl GenericClient, events: &[Event]) -> Result<()> {
     for repository in repositories {
         tx.query(&lock, &[&EVENTS_LOCK, &repository]).await?;
     }
+    tx.query("SELECT pg_advisory_xact_lock_shared($1)", &[&FEED_LOCK]).await?;
     let insert_event = tx
         .prepare_cached(
             "INSERT INTO events (id, kind, repository, created_ms, payload) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
@@ -1658,10 +1668,14 @@ impl MetadataStore for PostgresStore {
     }
 
     async fn events(&self, after_seq: i64, limit: usize) -> Result<Vec<Event>> {
-        let client = self.client().await?;
-        let stmt =
-            client.prepare_cached("SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").await?;
-        let rows = client.query(&stmt, &[&after_seq, &db_count(limit)]).await?;
+        // Exclusively: every transaction that took a `seq` has ended when this holds it, and
+        // none takes one until it is released, so nothing commits later behind what this reads.
+        let rows = transaction!(self, |tx| {
+            tx.query("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK]).await?;
+            let stmt =
+                tx.prepare_cached("SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2").await?;
+            tx.query(&stmt, &[&after_seq, &db_count(limit)]).await?
+        })?;
         rows.iter().map(|r| event_from_payload(r.try_get(0)?, r.try_get(1)?)).collect()
     }
 

@@ -1006,6 +1006,7 @@ async fn suite(store: &dyn MetadataStore) {
     config_subscriptions(store).await;
     repository_deletion(store).await;
     repository_deletion_races(store).await;
+    events_feed_has_no_gaps(store).await;
     pruning(store).await;
 }
 
@@ -1844,6 +1845,54 @@ async fn repository_deletion_races(store: &dyn MetadataStore) {
         let before = &ev[..deletion];
         assert!(before.iter().all(|e| e.kind != EventKind::RepositoryCreate), "{:?}", kinds(&ev));
     }
+}
+
+/// A reader tailing `events(after)` while writers in other repositories commit sees every
+/// event: nothing commits behind its cursor (a `seq` lower than one already read).
+async fn events_feed_has_no_gaps(store: &dyn MetadataStore) {
+    const WRITERS: usize = 8;
+    const PUSHES: usize = 25;
+    let start = last_seq(store).await;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let writers = futures::future::join_all((0..WRITERS).map(|w| {
+        let done = &done;
+        async move {
+            let r = repo(&format!("feed/w{w}"));
+            for i in 0..PUSHES {
+                let m = manifest(&r, &format!("{{\"feed\":[{w},{i}]}}"), vec![], &["t"]);
+                store.put_manifest(&m, ANON).await.unwrap();
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }));
+    let reader = async {
+        let mut seen = Vec::new();
+        let mut after = start;
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst) == WRITERS;
+            let batch = store.events(after, 1000).await.unwrap();
+            if let Some(e) = batch.last() {
+                after = e.seq;
+            }
+            seen.extend(batch.into_iter().filter(|e| e.repository.starts_with("feed/")).map(|e| e.seq));
+            if finished {
+                return seen;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let (_, seen) = futures::join!(writers, reader);
+    let all: Vec<i64> = store
+        .events(start, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.repository.starts_with("feed/"))
+        .map(|e| e.seq)
+        .collect();
+    // A repository.create and a manifest.push per writer's first push, a manifest.push after.
+    assert_eq!(all.len(), WRITERS * (PUSHES + 1));
+    assert_eq!(seen, all, "the tailing reader missed events that committed behind its cursor");
 }
 
 /// Housekeeping: finished deliveries past their keep time go, then events nothing needs.
