@@ -50,14 +50,27 @@ struct Dispatcher {
     owner: Arc<str>,
 }
 
+/// An attempt made, to be recorded.
+struct Finished {
+    id: i64,
+    webhook: String,
+    outcome: Outcome,
+}
+
 async fn run(d: Dispatcher) {
     let config = &d.events.config;
     let concurrency = config.concurrency.max(1);
     let lease_ms = i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX);
-    let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut inflight: JoinSet<Finished> = JoinSet::new();
+    let mut finished: Vec<Finished> = Vec::new();
     let mut last_prune: Option<Instant> = None;
     let mut failing_since: Option<Instant> = None;
     loop {
+        // Every attempt that ended since the last turn, in one transaction, before claiming:
+        // a line's next delivery is claimable only once its head is recorded.
+        if !finished.is_empty() {
+            d.record(std::mem::take(&mut finished)).await;
+        }
         let free = concurrency - inflight.len().min(concurrency);
         if free > 0 {
             match d.meta.claim_deliveries(&d.owner, unix_now_ms(), lease_ms, free).await {
@@ -82,7 +95,12 @@ async fn run(d: Dispatcher) {
             d.prune().await;
         }
         tokio::select! {
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                finished.extend(done);
+                while let Some(done) = inflight.try_join_next() {
+                    finished.extend(done);
+                }
+            }
             () = d.events.woken() => {}
             () = tokio::time::sleep(config.poll_interval) => {}
         }
@@ -90,7 +108,30 @@ async fn run(d: Dispatcher) {
 }
 
 impl Dispatcher {
-    async fn deliver(&self, claimed: Claimed) {
+    /// Records attempts that ended, all in one transaction of the store.
+    async fn record(&self, finished: Vec<Finished>) {
+        let now = unix_now_ms();
+        let batch: Vec<(i64, Outcome)> = finished.iter().map(|f| (f.id, f.outcome.clone())).collect();
+        match self.meta.finish_deliveries(&self.owner, &batch, now).await {
+            Ok(held) => {
+                for (f, held) in finished.iter().zip(held) {
+                    if !held {
+                        tracing::warn!(webhook = %f.webhook, delivery.id = f.id,
+                            "the delivery's lease ended before its attempt was recorded; another process may send it again");
+                    }
+                }
+            }
+            Err(e) => {
+                for f in &finished {
+                    tracing::warn!(webhook = %f.webhook, delivery.id = f.id, error = %e,
+                        "could not record a webhook attempt; it will be sent again when the lease ends");
+                }
+            }
+        }
+    }
+
+    /// Sends one delivery and says how it went (`record` stores that).
+    async fn deliver(&self, claimed: Claimed) -> Finished {
         let Claimed { delivery, subscription: sub } = claimed;
         let event = &delivery.event;
         let rendered = payload::render(sub.format, event, &self.events.context);
@@ -154,13 +195,7 @@ impl Dispatcher {
                 event.id = %event.id, attempt, error = %error,
                 "webhook delivery failed for the last time: dead-lettered (berth deliveries replay to resend)"),
         }
-        match self.meta.finish_delivery(delivery.id, &self.owner, &outcome, now).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(webhook = %sub.name, delivery.id = delivery.id,
-                "the delivery's lease ended before its attempt was recorded; another process may send it again"),
-            Err(e) => tracing::warn!(webhook = %sub.name, delivery.id = delivery.id, error = %e,
-                "could not record a webhook attempt; it will be sent again when the lease ends"),
-        }
+        Finished { id: delivery.id, webhook: sub.name, outcome }
     }
 
     /// The delay before attempt `attempt + 1`: `backoff_initial × 2^(attempt-1)` capped at

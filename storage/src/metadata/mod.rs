@@ -545,7 +545,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// (numbered after the log's last entry, which a replay keeps), counts it, applies the
     /// outcome, releases the lease. `false` (and nothing written) when `owner` no longer
     /// holds it.
-    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool>;
+    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
+        let held = self.finish_deliveries(owner, &[(id, outcome.clone())], now_ms).await?;
+        Ok(held.first().copied().unwrap_or(false))
+    }
+    /// `finish_delivery` for each of `finished` (delivery id, outcome), in one transaction:
+    /// the attempts that ended together cost one commit. `held[i]` is `finish_delivery`'s
+    /// answer for `finished[i]`.
+    async fn finish_deliveries(&self, owner: &str, finished: &[(i64, Outcome)], now_ms: i64) -> Result<Vec<bool>>;
     /// Deliveries matching `filter`, newest first.
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
     /// The attempts of one delivery, oldest first.

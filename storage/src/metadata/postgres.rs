@@ -134,6 +134,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("postgres_v3.sql")),
     (4, include_str!("postgres_v4.sql")),
     (5, include_str!("postgres_v5.sql")),
+    (6, include_str!("postgres_v6.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -503,8 +504,7 @@ const CLAIMABLE: &str = "d.state = 'pending' AND d.next_attempt_ms <= $1 \
     AND (d.lease_owner IS NULL OR d.lease_until_ms <= $1) \
     AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = d.subscription AND s.enabled) \
     AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription = d.subscription \
-    AND p.repository = d.repository AND p.state = 'pending' \
-    AND (p.event_seq < d.event_seq OR (p.event_seq = d.event_seq AND p.id < d.id)))";
+    AND p.repository = d.repository AND p.state = 'pending' AND p.event_seq < d.event_seq)";
 
 fn db_limit(page: &Page) -> i64 {
     i64::try_from(page.limit).unwrap_or(i64::MAX)
@@ -1737,35 +1737,45 @@ impl MetadataStore for PostgresStore {
         })
     }
 
-    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
-        let o = OutcomeColumns::of(outcome);
+    async fn finish_deliveries(&self, owner: &str, finished: &[(i64, Outcome)], now_ms: i64) -> Result<Vec<bool>> {
+        // In id order, so that two batches never lock the same rows in opposite orders.
+        let mut order: Vec<usize> = (0..finished.len()).collect();
+        order.sort_by_key(|&i| finished[i].0);
         transaction!(self, |tx| {
-            // Locked: a claim by another owner after the lease ran out, a replay or a purge
-            // either committed before (and this finds the lease gone) or waits for this.
-            let held = tx
-                .query_opt(
+            let held_stmt = tx
+                .prepare_cached(
                     "SELECT 1 FROM deliveries WHERE id = $1 AND lease_owner = $2 AND state = 'pending' FOR UPDATE",
-                    &[&id, &owner],
                 )
                 .await?;
-            if held.is_some() {
-                // Numbered after the log's last entry: a replay resets `attempts`, not the log.
-                tx.execute(
+            let log = tx
+                .prepare_cached(
                     "INSERT INTO delivery_attempts (delivery, number, at_ms, status, error, duration_ms) \
                      SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5 FROM delivery_attempts \
                      WHERE delivery = $1",
-                    &[&id, &now_ms, &o.status, &o.error, &o.duration_ms],
                 )
                 .await?;
-                tx.execute(
+            let apply = tx
+                .prepare_cached(
                     "UPDATE deliveries SET attempts = attempts + 1, state = $2, \
                      next_attempt_ms = COALESCE($3, next_attempt_ms), last_status = $4, last_error = $5, \
                      lease_owner = NULL, lease_until_ms = NULL, updated_ms = $6 WHERE id = $1",
-                    &[&id, &o.state.as_str(), &o.next_attempt_ms, &o.status, &o.error, &now_ms],
                 )
                 .await?;
+            let mut held = vec![false; finished.len()];
+            for &i in &order {
+                let (id, outcome) = &finished[i];
+                // Locked: a claim by another owner after the lease ran out, a replay or a purge
+                // either committed before (and this finds the lease gone) or waits for this.
+                if tx.query_opt(&held_stmt, &[id, &owner]).await?.is_none() {
+                    continue;
+                }
+                let o = OutcomeColumns::of(outcome);
+                // Numbered after the log's last entry: a replay resets `attempts`, not the log.
+                tx.execute(&log, &[id, &now_ms, &o.status, &o.error, &o.duration_ms]).await?;
+                tx.execute(&apply, &[id, &o.state.as_str(), &o.next_attempt_ms, &o.status, &o.error, &now_ms]).await?;
+                held[i] = true;
             }
-            held.is_some()
+            held
         })
     }
 

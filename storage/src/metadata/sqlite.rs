@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("sqlite_v2.sql")),
     (3, include_str!("sqlite_v3.sql")),
     (4, include_str!("sqlite_v4.sql")),
+    (5, include_str!("sqlite_v5.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -239,12 +240,14 @@ fn filter_params(f: &DeliveryFilter) -> FilterParams {
 
 /// A delivery is claimable (`d`, at ?1 now) when it is pending, due, not leased (or its lease
 /// ran out), its subscription is enabled, and no earlier delivery of its line is pending.
-const CLAIMABLE: &str = "SELECT d.id FROM deliveries d JOIN subscriptions s ON s.name = d.subscription \
+/// Walks the pending deliveries in claim order and stops at the limit, each check an index
+/// lookup: a claim costs what it takes, not the backlog (sqlite_v5.sql).
+const CLAIMABLE: &str = "SELECT d.id FROM deliveries d INDEXED BY deliveries_pending \
     WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 \
-    AND (d.lease_owner IS NULL OR d.lease_until_ms <= ?1) AND s.enabled = 1 \
+    AND (d.lease_owner IS NULL OR d.lease_until_ms <= ?1) \
+    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = d.subscription AND s.enabled = 1) \
     AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.subscription = d.subscription \
-    AND p.repository = d.repository AND p.state = 'pending' \
-    AND (p.event_seq < d.event_seq OR (p.event_seq = d.event_seq AND p.id < d.id))) \
+    AND p.repository = d.repository AND p.state = 'pending' AND p.event_seq < d.event_seq) \
     ORDER BY d.event_seq, d.id LIMIT ?2";
 
 /// The columns of [`UPLOAD_COLUMNS`], as read.
@@ -1342,33 +1345,10 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
-        let (owner, outcome) = (owner.to_owned(), outcome.clone());
+    async fn finish_deliveries(&self, owner: &str, finished: &[(i64, Outcome)], now_ms: i64) -> Result<Vec<bool>> {
+        let (owner, finished) = (owner.to_owned(), finished.to_vec());
         self.write(move |tx| {
-            let held = tx
-                .query_row(
-                    "SELECT 1 FROM deliveries WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
-                    params![id, owner],
-                    |_| Ok(()),
-                )
-                .optional()?;
-            if held.is_none() {
-                return Ok(false);
-            }
-            let o = OutcomeColumns::of(&outcome);
-            // Numbered after the log's last entry: a replay resets `attempts`, not the log.
-            tx.execute(
-                "INSERT INTO delivery_attempts (delivery, number, at_ms, status, error, duration_ms) \
-                 SELECT ?1, COALESCE(MAX(number), 0) + 1, ?2, ?3, ?4, ?5 FROM delivery_attempts WHERE delivery = ?1",
-                params![id, now_ms, o.status, o.error, o.duration_ms],
-            )?;
-            tx.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, state = ?2, \
-                 next_attempt_ms = COALESCE(?3, next_attempt_ms), last_status = ?4, last_error = ?5, \
-                 lease_owner = NULL, lease_until_ms = NULL, updated_ms = ?6 WHERE id = ?1",
-                params![id, o.state.as_str(), o.next_attempt_ms, o.status, o.error, now_ms],
-            )?;
-            Ok(true)
+            finished.iter().map(|(id, outcome)| finish_one(tx, *id, &owner, outcome, now_ms)).collect()
         })
         .await
     }
@@ -1491,3 +1471,28 @@ const REDUNDANT: &str = "b.plain = 1 AND EXISTS (SELECT 1 FROM repository_blobs 
     AND NOT EXISTS (SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
     WHERE rb.digest = b.digest AND (r.key_name IS NULL OR NOT EXISTS \
     (SELECT 1 FROM blob_copies c WHERE c.digest = b.digest AND c.key_name = r.key_name)))";
+
+/// Records one attempt of delivery `id` if `owner` holds it (`finish_delivery`).
+fn finish_one(tx: &rusqlite::Transaction<'_>, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
+    let held = tx
+        .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'")?
+        .query_row(params![id, owner], |_| Ok(()))
+        .optional()?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    let o = OutcomeColumns::of(outcome);
+    // Numbered after the log's last entry: a replay resets `attempts`, not the log.
+    tx.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery, number, at_ms, status, error, duration_ms) \
+         SELECT ?1, COALESCE(MAX(number), 0) + 1, ?2, ?3, ?4, ?5 FROM delivery_attempts WHERE delivery = ?1",
+    )?
+    .execute(params![id, now_ms, o.status, o.error, o.duration_ms])?;
+    tx.prepare_cached(
+        "UPDATE deliveries SET attempts = attempts + 1, state = ?2, \
+         next_attempt_ms = COALESCE(?3, next_attempt_ms), last_status = ?4, last_error = ?5, \
+         lease_owner = NULL, lease_until_ms = NULL, updated_ms = ?6 WHERE id = ?1",
+    )?
+    .execute(params![id, o.state.as_str(), o.next_attempt_ms, o.status, o.error, now_ms])?;
+    Ok(true)
+}

@@ -1051,7 +1051,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 5, "each migration recorded once");
+        assert_eq!(versions, 6, "each migration recorded once");
     })
     .await;
 
@@ -1446,7 +1446,11 @@ async fn claim_order_and_leases(store: &dyn MetadataStore) {
     assert_eq!(claimed_events(&claimed), [pair("cl-a", e2), pair("cl-a", e3)]);
     assert!(!store.finish_delivery(a3, "w1", &delivered(200), t + 30_001).await.unwrap(), "w1 lost it");
     let dead = Outcome::Dead { status: None, error: "connection refused".into(), duration_ms: 3 };
-    assert!(store.finish_delivery(a3, "w2", &dead, t + 30_002).await.unwrap());
+    // A batch records, in one transaction, each attempt whose delivery its owner holds, and
+    // answers for each in the order given (a1 was finished before: not held, not logged).
+    let held = store.finish_deliveries("w2", &[(a3, dead.clone()), (a1, delivered(201))], t + 30_002).await.unwrap();
+    assert_eq!(held, [true, false]);
+    assert_eq!(store.delivery_attempts(a1).await.unwrap().len(), 1);
 
     // The retry, once due.
     let claimed = store.claim_deliveries("w1", t + 60_000, 30_000, 10).await.unwrap();
