@@ -96,9 +96,9 @@ async fn run(d: Dispatcher) {
         }
         tokio::select! {
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                finished.extend(done);
+                finished.extend(joined(done));
                 while let Some(done) = inflight.try_join_next() {
-                    finished.extend(done);
+                    finished.extend(joined(done));
                 }
             }
             () = d.events.woken() => {}
@@ -223,6 +223,15 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "pruning webhook deliveries failed"),
         }
     }
+}
+
+/// What a delivery task returned; a task that panicked is logged, and its delivery is sent
+/// again when its lease ends.
+fn joined(done: Result<Finished, tokio::task::JoinError>) -> Option<Finished> {
+    done.map_err(
+        |e| tracing::error!(error = %e, "a webhook delivery task failed; it is sent again when its lease ends"),
+    )
+    .ok()
 }
 
 /// A failed request in a few words (no URL: it may carry a token in its query).
