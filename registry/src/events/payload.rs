@@ -138,6 +138,7 @@ fn distribution(e: &Event, ctx: &Context) -> Value {
     insert(&mut target, "tag", e.tag.clone());
     insert(&mut target, "fromRepository", e.from_repository.clone());
     let o = &e.origin;
+    insert(&mut target, "url", target_url(e));
     let entry = json!({
         "id": e.id,
         "timestamp": rfc3339_ms(e.time_ms),
@@ -154,6 +155,20 @@ fn distribution(e: &Event, ctx: &Context) -> Value {
         "source": { "addr": ctx.addr, "instanceID": ctx.instance },
     });
     json!({ "events": [entry] })
+}
+
+/// Where the pushed content can be fetched, as the pushing client addressed this registry:
+/// `<scheme>://<host>/v2/<repository>/{manifests|blobs}/<digest>`. `None` without a digest
+/// or a `Host` (a change made by a command), and for deletions.
+fn target_url(e: &Event) -> Option<String> {
+    let kind = match e.kind {
+        EventKind::ManifestPush => "manifests",
+        EventKind::BlobPush | EventKind::BlobMount => "blobs",
+        _ => return None,
+    };
+    let (host, digest) = (e.origin.host.as_deref()?, e.digest.as_deref()?);
+    let scheme = e.origin.scheme.as_deref().unwrap_or("http");
+    Some(format!("{scheme}://{host}/v2/{}/{kind}/{digest}", e.repository))
 }
 
 fn ecr(e: &Event, ctx: &Context) -> Value {
@@ -203,6 +218,7 @@ mod tests {
             addr: Some("10.0.0.7:40000".into()),
             method: Some("PUT".into()),
             host: Some("reg.example:5000".into()),
+            scheme: Some("https".into()),
             user_agent: Some("docker/27".into()),
         };
         let mut e = Event::new(EventKind::ManifestPush, "team/app", &origin);
@@ -251,11 +267,14 @@ mod tests {
         assert_eq!(e["request"]["useragent"], "docker/27");
         assert_eq!(e["actor"]["name"], "alice");
         assert_eq!(e["source"]["instanceID"], "reg1");
+        let digest = e["target"]["digest"].as_str().unwrap();
+        assert_eq!(e["target"]["url"], format!("https://reg.example:5000/v2/team/app/manifests/{digest}"));
         let mut mount = Event::new(EventKind::BlobMount, "b", &Origin::default());
         mount.digest = Some("sha256:bb".into());
         mount.size = Some(3);
         mount.from_repository = Some("a".into());
         let (_, v) = body(PayloadFormat::Distribution, &mount);
+        assert!(v["events"][0]["target"].get("url").is_none(), "no Host: no URL");
         assert_eq!(v["events"][0]["action"], "mount");
         assert_eq!(v["events"][0]["target"]["fromRepository"], "a");
         assert_eq!(v["events"][0]["target"]["mediaType"], "application/octet-stream");

@@ -105,6 +105,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, request: axum::extract::Requ
         caller.as_ref(),
         extensions.get::<middleware::RequestId>(),
         extensions.get::<middleware::PeerAddr>(),
+        extensions.get::<middleware::Secure>(),
     );
     let req = Req { method, headers, query, caller, origin };
     let result = match (&req.method, route) {
@@ -142,6 +143,7 @@ pub(crate) fn event_origin(
     caller: Option<&crate::auth::Caller>,
     request_id: Option<&middleware::RequestId>,
     peer: Option<&middleware::PeerAddr>,
+    secure: Option<&middleware::Secure>,
 ) -> Origin {
     let header = |name: hyper::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     Origin {
@@ -153,6 +155,7 @@ pub(crate) fn event_origin(
         addr: peer.map(|p| p.0.to_string()),
         method: Some(method.to_string()),
         host: header(hyper::header::HOST),
+        scheme: Some(if secure.is_some_and(|s| s.0) { "https" } else { "http" }.to_owned()),
         user_agent: header(hyper::header::USER_AGENT),
     }
 }

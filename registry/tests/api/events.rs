@@ -631,6 +631,8 @@ async fn filters_choose_what_is_sent() {
     assert_eq!(e["target"]["digest"], digest);
     assert_eq!(e["target"]["size"], size);
     assert_eq!(e["target"]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    // As the pushing client addressed the registry.
+    assert_eq!(e["target"]["url"], format!("{}/v2/team/app/manifests/{digest}", t.server.url()));
     assert_eq!(
         dist.iter().filter(|h| h.json()["events"][0]["target"]["mediaType"] == "application/octet-stream").count(),
         3

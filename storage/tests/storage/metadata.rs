@@ -14,7 +14,8 @@ use berth_storage::metadata::{
 use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
 
 /// The origin of changes whose events a test does not look at.
-const ANON: &Origin = &Origin { actor: None, request_id: None, addr: None, method: None, host: None, user_agent: None };
+const ANON: &Origin =
+    &Origin { actor: None, request_id: None, addr: None, method: None, host: None, scheme: None, user_agent: None };
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
@@ -1153,6 +1154,7 @@ async fn events_of_each_change(store: &dyn MetadataStore) {
         addr: Some("10.0.0.1:5000".into()),
         method: Some("PUT".into()),
         host: Some("registry.test".into()),
+        scheme: Some("https".into()),
         user_agent: Some("docker/27".into()),
     };
     let mut at = last_seq(store).await;
