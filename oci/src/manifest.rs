@@ -14,6 +14,12 @@ use crate::media::{self, ManifestKind};
 /// Largest manifest Berth accepts (the spec asks registries to take at least 4 MB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most blobs and child manifests one manifest may reference: ECR's limit on layers per
+/// image (4,200). Each reference is checked against the repository and recorded when the
+/// manifest is pushed, so a 4 MiB body of tiny descriptors (about 25,000) must not make one
+/// push that much work.
+pub const MAX_REFERENCES: usize = 4_200;
+
 /// Why a manifest was refused. All map to `MANIFEST_INVALID`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
@@ -158,6 +164,12 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
             }
         }
     };
+    let references = parsed.blobs.len() + parsed.manifests.len();
+    if references > MAX_REFERENCES {
+        return Err(ManifestError::Invalid(format!(
+            "the manifest references {references} blobs and manifests; at most {MAX_REFERENCES} are accepted"
+        )));
+    }
     Ok(parsed)
 }
 
@@ -172,6 +184,21 @@ mod tests {
         format!(
             r#"{{"schemaVersion":2,"mediaType":"{media_type}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":5}}]{extra}}}"#
         )
+    }
+
+    #[test]
+    fn fan_out_is_bounded() {
+        let layer = format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":5}}"#);
+        let body = |layers: usize| {
+            let layers = vec![layer.as_str(); layers].join(",");
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},"layers":[{layers}]}}"#,
+                media::OCI_MANIFEST
+            )
+        };
+        assert!(parse(None, body(MAX_REFERENCES - 1).as_bytes()).is_ok());
+        let err = parse(None, body(MAX_REFERENCES).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("at most 4200"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl App {
             delete_manifests: config.delete.manifests,
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
+            uploads_per_repository: config.uploads.max_open_per_repository,
+            uploads_per_principal: config.uploads.max_open_per_principal,
         };
         let ring = KeyRing::load(Some(&config.key_dir()), std::env::var("BERTH_KEYS").ok().as_deref())
             .map_err(|e| StartError::Keys(e.to_string()))?;

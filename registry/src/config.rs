@@ -311,6 +311,12 @@ pub struct UploadsConfig {
     /// How often stale sessions are looked for.
     #[serde(with = "duration_text")]
     pub purge_interval: Duration,
+    /// Open sessions one repository may have; one more is refused (429) until some finish,
+    /// are cancelled or expire. Bounds what clients that never finish can make Berth hold.
+    pub max_open_per_repository: u64,
+    /// Open sessions one principal may have (anonymous clients, and everyone with
+    /// authentication off, count as one).
+    pub max_open_per_principal: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,7 +376,12 @@ impl Default for MetadataConfig {
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        UploadsConfig { max_age: Duration::from_secs(24 * 3600), purge_interval: Duration::from_secs(600) }
+        UploadsConfig {
+            max_age: Duration::from_secs(24 * 3600),
+            purge_interval: Duration::from_secs(600),
+            max_open_per_repository: 1_000,
+            max_open_per_principal: 5_000,
+        }
     }
 }
 

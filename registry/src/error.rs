@@ -54,6 +54,10 @@ pub enum ApiError {
     /// Too many failed sign-ins from this address or for this user.
     #[error("too many failed sign-ins: retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    /// A bound on what one client or repository may hold was reached (open upload
+    /// sessions); the message names the bound and what to do.
+    #[error("{0}")]
+    LimitReached(String),
     /// A request to the token service or the admin API that makes no sense.
     #[error("{0}")]
     Invalid(String),
@@ -82,6 +86,7 @@ impl From<berth_storage::Error> for ApiError {
                 "descriptor of {digest} says {declared} bytes, but the blob has {actual}"
             )),
             S::Body(e) => ApiError::BlobUploadInvalid(format!("request body could not be read: {e}")),
+            S::Limit(message) => ApiError::LimitReached(message),
             S::NotFound
             | S::Conflict
             | S::Corrupt(_)

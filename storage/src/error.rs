@@ -18,6 +18,10 @@ pub enum Error {
     /// A concurrent change won; the caller's view is stale.
     #[error("conflicting concurrent change")]
     Conflict,
+    /// A bound on what one client may hold was reached (open upload sessions...); the
+    /// message names the bound and what to do.
+    #[error("{0}")]
+    Limit(String),
     /// Stored data is not what it should be.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

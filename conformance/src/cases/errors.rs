@@ -97,19 +97,21 @@ pub async fn errors_malformed_digest_is_400_digest_invalid(ctx: &Ctx) -> CaseRes
 }
 
 /// A malformed digest in a blob path (upper-case hex, which the digest
-/// grammar forbids) → 400 `DIGEST_INVALID`; 404 is tolerated and noted.
+/// grammar forbids): a read of a blob that cannot exist → 404 `BLOB_UNKNOWN`, as for any
+/// absent blob; 400 `DIGEST_INVALID` is tolerated and noted.
 pub async fn errors_malformed_digest_in_path_is_rejected(ctx: &Ctx) -> CaseResult {
     let repo = ctx.repo();
     ctx.push_blob(&repo, &ctx.bytes(10)).await?;
     let upper = content::sha256(&ctx.bytes(8)).to_ascii_uppercase().replace("SHA256", "sha256");
     let resp = ctx.call(Method::GET, &format!("/v2/{repo}/blobs/{upper}")).await?;
     match resp.status {
-        400 => resp.expect_error(400, "DIGEST_INVALID"),
-        404 => {
-            ctx.note("answered 404 rather than 400 DIGEST_INVALID");
+        404 => resp.expect_error(404, "BLOB_UNKNOWN"),
+        400 => {
+            resp.expect_error(400, "DIGEST_INVALID")?;
+            ctx.note("answered 400 DIGEST_INVALID rather than 404 BLOB_UNKNOWN");
             Ok(())
         }
-        _ => fail!("{}: want 400 DIGEST_INVALID (or 404), got {} ({})", resp.what(), resp.status, resp.body_excerpt()),
+        _ => fail!("{}: want 404 BLOB_UNKNOWN (or 400), got {} ({})", resp.what(), resp.status, resp.body_excerpt()),
     }
 }
 

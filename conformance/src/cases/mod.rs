@@ -115,6 +115,7 @@ const TABLE: &[Case] = &[
     case!(Pull, pull::end_3_manifest_get_by_digest),
     case!(Pull, pull::end_3_manifest_head_by_tag_and_digest),
     case!(Pull, pull::end_3_unknown_manifest_is_404_manifest_unknown),
+    case!(Pull, pull::end_3_invalid_reference_read_is_404_manifest_unknown),
     // push: blobs
     case!(Push, upload::end_4a_post_then_single_put),
     case!(Push, upload::end_4b_single_post_monolithic_upload),
@@ -123,6 +124,7 @@ const TABLE: &[Case] = &[
     case!(Push, upload::end_5_chunked_upload_with_content_range),
     case!(Push, upload::end_5_out_of_order_chunk_is_416),
     case!(Push, upload::end_5_invalid_content_range_is_416),
+    case!(Push, upload::end_5_overflowing_content_range_is_416),
     case!(Push, upload::end_5_streamed_patch_without_content_range),
     case!(Push, upload::end_5_transfer_encoding_chunked_patch),
     case!(Push, upload::end_6_put_carries_final_chunk),

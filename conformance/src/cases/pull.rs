@@ -181,3 +181,24 @@ pub async fn end_3_unknown_manifest_is_404_manifest_unknown(ctx: &Ctx) -> CaseRe
     }
     Ok(())
 }
+
+/// end-3: a read of a reference that cannot exist (not a valid tag, not a valid digest) is a
+/// read of something absent: 404 `MANIFEST_UNKNOWN`, as the OCI conformance suite checks with
+/// `.INVALID_MANIFEST_NAME`. A write of such a tag is still refused as invalid (4xx).
+pub async fn end_3_invalid_reference_read_is_404_manifest_unknown(ctx: &Ctx) -> CaseResult {
+    let repo = ctx.repo();
+    let image = ctx.push_image(&repo, Some("v1")).await?;
+    for reference in [".INVALID_MANIFEST_NAME", "-leading-dash", "sha256:not-hex"] {
+        ctx.fetch_manifest(Method::GET, &repo, reference).await?.expect_error(404, "MANIFEST_UNKNOWN")?;
+        ctx.fetch_manifest(Method::HEAD, &repo, reference).await?.expect(404)?;
+    }
+    let resp = ctx.put_manifest(&repo, ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &image.manifest).await?;
+    ensure!(
+        (400..500).contains(&resp.status) && resp.status != 404,
+        "{}: a push to an invalid tag wants 400 TAG_INVALID, got {} ({})",
+        resp.what(),
+        resp.status,
+        resp.body_excerpt()
+    );
+    Ok(())
+}

@@ -241,6 +241,27 @@ pub async fn end_5_invalid_content_range_is_416(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
+/// end-5: a `Content-Range` whose length does not fit in 64 bits, on an empty `PATCH`, is
+/// not a range (a registry computing `end - start + 1` unchecked sees 0 bytes announced and
+/// 0 sent, and answers 202) → 416; so is a bound past 2^64.
+pub async fn end_5_overflowing_content_range_is_416(ctx: &Ctx) -> CaseResult {
+    let repo = ctx.repo();
+    let session = post_upload(ctx, &repo).await?.location()?;
+    for range in ["0-18446744073709551615", "0-18446744073709551616", "18446744073709551615-0"] {
+        let resp = ctx
+            .send(
+                ctx.request(Method::PATCH, session.clone())
+                    .header(header::CONTENT_TYPE, OCTET_STREAM)
+                    .header(header::CONTENT_RANGE, range)
+                    .header(header::CONTENT_LENGTH, "0")
+                    .body(Vec::new()),
+            )
+            .await?;
+        resp.expect(416).map_err(|f| f.context(&format!("Content-Range: {range}")))?;
+    }
+    Ok(())
+}
+
 /// end-5 (streamed): one `PATCH` with the whole blob and no
 /// `Content-Range`, then a body-less `PUT`. Not in the spec's endpoint
 /// table but used by clients and the OCI conformance suite.

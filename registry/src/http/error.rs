@@ -30,6 +30,7 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
         ApiError::Denied { challenge: Some(_), .. } => (ErrorCode::Denied, StatusCode::UNAUTHORIZED),
         ApiError::Denied { challenge: None, .. } => (ErrorCode::Denied, StatusCode::FORBIDDEN),
         ApiError::TooManyRequests { .. } => (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS),
+        ApiError::LimitReached(_) => (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS),
         ApiError::BlobUnknown => (ErrorCode::BlobUnknown, StatusCode::NOT_FOUND),
         ApiError::BlobUploadUnknown => (ErrorCode::BlobUploadUnknown, StatusCode::NOT_FOUND),
         ApiError::BlobUploadInvalid(_) => (ErrorCode::BlobUploadInvalid, StatusCode::BAD_REQUEST),

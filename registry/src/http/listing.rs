@@ -51,28 +51,47 @@ pub async fn catalog(reg: &Registry, req: &Req) -> ApiResult<Response> {
     Ok(with_next_link(body.into_response(), "/v2/_catalog", &listing, n))
 }
 
+/// The largest referrers answer, in bytes: clients read an image index up to the size of a
+/// manifest (4 MiB). Past it, the answer ends and its `Link` leads on.
+const MAX_REFERRERS_BYTES: usize = berth_oci::manifest::MAX_MANIFEST_BYTES;
+
 pub async fn referrers(reg: &Registry, name: &RepoName, subject: &Digest, req: &Req) -> ApiResult<Response> {
     let filter = req.param("artifactType").filter(|t| !t.is_empty());
-    let found = reg.referrers(name, subject, filter).await?;
-    let manifests: Vec<serde_json::Value> = found
-        .into_iter()
-        .map(|m| {
-            let mut d =
-                serde_json::json!({ "mediaType": m.media_type, "digest": m.digest.to_string(), "size": m.size });
-            if let Some(t) = m.artifact_type {
-                d["artifactType"] = t.into();
-            }
-            if let Some(a) = m.annotations {
-                d["annotations"] = serde_json::json!(a);
-            }
-            d
-        })
-        .collect();
+    let last = req.param("last").filter(|l| !l.is_empty()).map(str::to_owned);
+    let (found, mut more) = reg.referrers(name, subject, filter, last).await?;
+    let mut manifests: Vec<serde_json::Value> = Vec::with_capacity(found.len());
+    let mut bytes = 0;
+    let mut last_listed = None;
+    for m in found {
+        let mut d = serde_json::json!({ "mediaType": m.media_type, "digest": m.digest.to_string(), "size": m.size });
+        if let Some(t) = m.artifact_type {
+            d["artifactType"] = t.into();
+        }
+        if let Some(a) = m.annotations {
+            d["annotations"] = serde_json::json!(a);
+        }
+        // The first descriptor always goes: a page must make progress.
+        bytes += d.to_string().len() + 1;
+        if bytes > MAX_REFERRERS_BYTES && !manifests.is_empty() {
+            more = true;
+            break;
+        }
+        last_listed = Some(m.digest);
+        manifests.push(d);
+    }
     let body = serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests });
     let mut r = (StatusCode::OK, body.to_string()).into_response();
     set(r.headers_mut(), CONTENT_TYPE, media::OCI_INDEX);
     if filter.is_some() {
         set(r.headers_mut(), OCI_FILTERS_APPLIED, "artifactType");
+    }
+    if let (true, Some(last)) = (more, last_listed) {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(t) = filter {
+            query.append_pair("artifactType", t);
+        }
+        query.append_pair("last", &last.to_string());
+        set(r.headers_mut(), LINK, &format!("</v2/{name}/referrers/{subject}?{}>; rel=\"next\"", query.finish()));
     }
     Ok(r)
 }

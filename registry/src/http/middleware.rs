@@ -46,7 +46,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    let parsed = Route::parse(req.uri().path());
+    let parsed = Route::parse(&method, req.uri().path());
     let (route, access) = match &parsed {
         Some(Ok(r)) => (r.label(), r.access(&method).scope().map(|s| s.to_string())),
         Some(Err(_)) => ("invalid", None),

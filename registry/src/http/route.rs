@@ -42,7 +42,13 @@ pub enum Route {
 
 impl Route {
     /// Parses a request path. `None` when it is not a registry path at all.
-    pub fn parse(path: &str) -> Option<Result<Route, ApiError>> {
+    ///
+    /// A read (`GET`/`HEAD`) of a manifest or blob whose reference cannot exist (a tag or
+    /// digest that does not parse) answers what a read of anything absent answers, 404
+    /// `MANIFEST_UNKNOWN` / `BLOB_UNKNOWN`, as clients and the OCI conformance suite expect;
+    /// writes keep the 400 that says what is wrong with the reference.
+    pub fn parse(method: &Method, path: &str) -> Option<Result<Route, ApiError>> {
+        let read = method == Method::GET || method == Method::HEAD;
         let rest = path.strip_prefix("/v2")?;
         if rest.is_empty() || rest == "/" {
             return Some(Ok(Route::Base));
@@ -65,6 +71,7 @@ impl Route {
         } else if n >= 3 && at(n - 2) == "manifests" {
             name(n - 2).and_then(|name| {
                 let reference = at(n - 1).parse().map_err(|e: berth_oci::name::NameError| match e {
+                    _ if read => ApiError::ManifestUnknown,
                     berth_oci::name::NameError::Digest(d) => ApiError::DigestInvalid(d.to_string()),
                     other => ApiError::TagInvalid(other.to_string()),
                 })?;
@@ -80,7 +87,10 @@ impl Route {
                 Ok(Route::Upload { name, id })
             })
         } else if n >= 3 && at(n - 2) == "blobs" {
-            name(n - 2).and_then(|name| Ok(Route::Blob { name, digest: digest(at(n - 1))? }))
+            name(n - 2).and_then(|name| {
+                let digest = digest(at(n - 1)).map_err(|e| if read { ApiError::BlobUnknown } else { e })?;
+                Ok(Route::Blob { name, digest })
+            })
         } else if n >= 3 && at(n - 2) == "referrers" {
             name(n - 2).and_then(|name| Ok(Route::Referrers { name, digest: digest(at(n - 1))? }))
         } else {
@@ -129,7 +139,7 @@ mod tests {
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     fn ok(path: &str) -> Route {
-        Route::parse(path).unwrap().unwrap()
+        Route::parse(&Method::GET, path).unwrap().unwrap()
     }
 
     #[test]
@@ -156,14 +166,28 @@ mod tests {
 
     #[test]
     fn bad_parts_get_their_error() {
-        assert!(Route::parse("/healthz").is_none());
-        assert!(matches!(Route::parse("/v2/A/tags/list"), Some(Err(ApiError::NameInvalid(_)))));
-        assert!(matches!(Route::parse("/v2/a/blobs/sha256:xyz"), Some(Err(ApiError::DigestInvalid(_)))));
-        assert!(matches!(Route::parse("/v2/a/manifests/sha256:xyz"), Some(Err(ApiError::DigestInvalid(_)))));
-        assert!(matches!(Route::parse("/v2/a/manifests/-bad"), Some(Err(ApiError::TagInvalid(_)))));
-        assert!(matches!(Route::parse("/v2/a/blobs/uploads/../x"), Some(Err(_))));
-        assert!(matches!(Route::parse("/v2/a/unknown"), Some(Err(ApiError::RouteUnknown))));
-        assert!(matches!(Route::parse("/v2/a/blobs/uploads/a.b"), Some(Err(ApiError::BlobUploadUnknown))));
+        let parse = |path: &str| Route::parse(&Method::PUT, path);
+        assert!(parse("/healthz").is_none());
+        assert!(matches!(parse("/v2/A/tags/list"), Some(Err(ApiError::NameInvalid(_)))));
+        assert!(matches!(parse("/v2/a/blobs/sha256:xyz"), Some(Err(ApiError::DigestInvalid(_)))));
+        assert!(matches!(parse("/v2/a/manifests/sha256:xyz"), Some(Err(ApiError::DigestInvalid(_)))));
+        assert!(matches!(parse("/v2/a/manifests/-bad"), Some(Err(ApiError::TagInvalid(_)))));
+        assert!(matches!(parse("/v2/a/blobs/uploads/../x"), Some(Err(_))));
+        assert!(matches!(parse("/v2/a/unknown"), Some(Err(ApiError::RouteUnknown))));
+        assert!(matches!(parse("/v2/a/blobs/uploads/a.b"), Some(Err(ApiError::BlobUploadUnknown))));
+    }
+
+    #[test]
+    fn reads_of_references_that_cannot_exist_are_404() {
+        let get = |path: &str| Route::parse(&Method::GET, path);
+        let head = |path: &str| Route::parse(&Method::HEAD, path);
+        assert!(matches!(get("/v2/a/manifests/.INVALID_MANIFEST_NAME"), Some(Err(ApiError::ManifestUnknown))));
+        assert!(matches!(head("/v2/a/manifests/-bad"), Some(Err(ApiError::ManifestUnknown))));
+        assert!(matches!(get("/v2/a/manifests/sha256:xyz"), Some(Err(ApiError::ManifestUnknown))));
+        assert!(matches!(head("/v2/a/blobs/sha256:xyz"), Some(Err(ApiError::BlobUnknown))));
+        // Writes still say what is wrong; a bad repository name is a bad name either way.
+        assert!(matches!(Route::parse(&Method::DELETE, "/v2/a/manifests/-bad"), Some(Err(ApiError::TagInvalid(_)))));
+        assert!(matches!(get("/v2/A/manifests/latest"), Some(Err(ApiError::NameInvalid(_)))));
     }
 
     #[test]

@@ -54,9 +54,30 @@ fn check_service(reg: &Registry, service: Option<&str>) -> ApiResult<()> {
     }
 }
 
+/// The most resources (repositories, the catalog) one token request may name. Clients ask
+/// for one to a few (a push with mounts names its sources too). Each resource costs a
+/// policy read to grant and about 430 bytes of token, and a token must stay under the
+/// verifier's limit (`MAX_TOKEN_LEN`, 16 KiB) to be usable: 32 names of 255 characters
+/// with every action make about 14 KiB.
+pub const MAX_SCOPE_RESOURCES: usize = 32;
+
 /// Scopes as clients send them; ones that do not parse are ignored, like ones not granted.
-fn parse_scopes<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Scope> {
-    values.flat_map(|v| v.split(' ')).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+/// More than [`MAX_SCOPE_RESOURCES`] distinct resources are refused before any password is
+/// checked, with an error that says how many may be asked for.
+fn parse_scopes<'a>(values: impl Iterator<Item = &'a str>) -> ApiResult<Vec<Scope>> {
+    let scopes: Vec<Scope> =
+        values.flat_map(|v| v.split(' ')).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    let mut resources: Vec<(&str, &str)> = scopes.iter().map(|s| (s.resource_type.as_str(), s.name.as_str())).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    if resources.len() > MAX_SCOPE_RESOURCES {
+        return Err(ApiError::Invalid(format!(
+            "a token request may name at most {MAX_SCOPE_RESOURCES} resources, this one names {}: \
+             ask for the repositories of one operation per token",
+            resources.len()
+        )));
+    }
+    Ok(scopes)
 }
 
 async fn get(reg: &Registry, req: Request) -> ApiResult<Response> {
@@ -67,8 +88,8 @@ async fn get(reg: &Registry, req: Request) -> ApiResult<Response> {
     let param = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     check_service(reg, param("service"))?;
     let origin = origin(&req.extensions);
+    let scopes = parse_scopes(query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))?;
     let who = sign_in(reg, &req.headers, origin).await?;
-    let scopes = parse_scopes(query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
     let offline = param("offline_token") == Some("true") && who.is_some();
     answer(reg, who.as_ref(), origin, &scopes, offline, false).await
 }
@@ -85,6 +106,7 @@ async fn post(reg: &Registry, req: Request) -> ApiResult<Response> {
     if field("client_id").is_none_or(str::is_empty) {
         return Err(ApiError::Invalid("client_id is required".into()));
     }
+    let scopes = parse_scopes(form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))?;
     let who = match field("grant_type") {
         Some("password") => {
             let (Some(user), Some(password)) = (field("username"), field("password")) else {
@@ -101,7 +123,6 @@ async fn post(reg: &Registry, req: Request) -> ApiResult<Response> {
         }
         None => return Err(ApiError::Invalid("grant_type is required".into())),
     };
-    let scopes = parse_scopes(form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
     let offline = field("access_type") == Some("offline");
     answer(reg, Some(&who), origin, &scopes, offline, true).await
 }

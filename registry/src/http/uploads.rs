@@ -75,7 +75,7 @@ pub async fn start(reg: &Registry, name: &RepoName, req: &Req, body: Body) -> Ap
         reg.monolithic_upload(name, &digest, body_stream(body), &req.origin).await?;
         return Ok(created(name, &digest));
     }
-    let up = reg.start_upload(name, algorithm.unwrap_or(Algorithm::Sha256)).await?;
+    let up = reg.start_upload(name, algorithm.unwrap_or(Algorithm::Sha256), &req.origin).await?;
     Ok(in_progress(StatusCode::ACCEPTED, name, &up.id, up.offset))
 }
 

@@ -132,15 +132,27 @@ impl Registry {
         Ok(listing(self.meta.list_repositories(&page).await?, want))
     }
 
+    /// One page of the referrers of `subject`: at most [`REFERRERS_PAGE`], those after the
+    /// referrer `last`; `more` when another page follows.
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> ApiResult<Vec<Referrer>> {
-        Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+        last: Option<String>,
+    ) -> ApiResult<(Vec<Referrer>, bool)> {
+        let page = Page { last, limit: REFERRERS_PAGE + 1 };
+        let mut found = self.meta.referrers(repo, subject, artifact_type, &page).await?;
+        let more = found.len() > REFERRERS_PAGE;
+        found.truncate(REFERRERS_PAGE);
+        Ok((found, more))
     }
 }
+
+/// The most referrers one answer lists; more are on the pages its `Link` leads to. Each
+/// descriptor may carry up to a manifest's worth of annotations, so the answer is also cut
+/// by size (`http::listing`).
+pub const REFERRERS_PAGE: usize = 1_000;
 
 /// Asks the store for one entry more than wanted, to learn whether another page follows.
 fn page(last: Option<String>, n: Option<usize>) -> (Page, usize) {

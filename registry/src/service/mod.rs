@@ -22,6 +22,9 @@ pub struct Settings {
     pub delete_manifests: bool,
     pub delete_blobs: bool,
     pub upload_max_age: Duration,
+    /// `uploads.max_open_per_repository` and `uploads.max_open_per_principal`.
+    pub uploads_per_repository: u64,
+    pub uploads_per_principal: u64,
 }
 
 /// Everything a request needs: the stores, the settings and the manifest cache. Shared by

@@ -8,7 +8,7 @@ use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
 use berth_storage::crypt::format::SEGMENT;
 use berth_storage::crypt::record::{OpenUpload, blob_wrap_context};
 use berth_storage::crypt::{Dek, Run, SealedBlob, Sealer, UploadSealing};
-use berth_storage::metadata::{Origin, UploadRecord, unix_now};
+use berth_storage::metadata::{Origin, UploadQuota, UploadRecord, unix_now};
 use berth_storage::{ByteStream, Inbound, Target, Written, layout};
 
 use super::{Registry, upload_location};
@@ -23,16 +23,20 @@ pub struct ChunkRange {
 
 impl ChunkRange {
     /// Parses `start-end`, also accepting the `bytes ` / `bytes=` prefix some clients send.
+    /// A range whose length does not fit in 64 bits (`0-18446744073709551615`) is no range:
+    /// its length would wrap to 0 and pass for an empty chunk.
     pub fn parse(value: &str) -> Option<ChunkRange> {
         let v = value.trim();
         let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
         let (a, b) = v.split_once('-')?;
-        let (start, end) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-        (start <= end).then_some(ChunkRange { start, end })
+        let (start, end): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        end.checked_sub(start)?.checked_add(1)?;
+        Some(ChunkRange { start, end })
     }
 
+    /// The number of bytes the range announces; `parse` made sure it fits.
     fn len(self) -> u64 {
-        self.end - self.start + 1
+        (self.end - self.start).saturating_add(1)
     }
 }
 
@@ -74,8 +78,14 @@ impl Registry {
         }
     }
 
-    /// Opens a session hashing with `algorithm`.
-    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> ApiResult<UploadRecord> {
+    /// Opens a session hashing with `algorithm` for the principal of `origin`, within the
+    /// bounds on open sessions (`uploads.max_open_per_*`).
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+        origin: &Origin,
+    ) -> ApiResult<UploadRecord> {
         let now = unix_now();
         let id: UploadId =
             uuid::Uuid::new_v4().to_string().parse().map_err(|e| ApiError::Internal(format!("upload id: {e}")))?;
@@ -97,7 +107,12 @@ impl Registry {
             updated_at: now,
             sealing,
         };
-        self.meta.create_upload(&record).await?;
+        let quota = UploadQuota {
+            principal: origin.actor.clone().unwrap_or_default(),
+            per_repository: self.settings.uploads_per_repository,
+            per_principal: self.settings.uploads_per_principal,
+        };
+        self.meta.create_upload(&record, &quota).await?;
         Ok(record)
     }
 
@@ -386,5 +401,9 @@ mod tests {
         assert_eq!(ChunkRange::parse("x-5"), None);
         assert_eq!(ChunkRange::parse("5"), None);
         assert_eq!(ChunkRange::parse("0-0").map(ChunkRange::len), Some(1));
+        // A length that does not fit in 64 bits would wrap to 0 and pass for an empty chunk.
+        assert_eq!(ChunkRange::parse("0-18446744073709551615"), None);
+        assert_eq!(ChunkRange::parse("1-18446744073709551615").map(ChunkRange::len), Some(u64::MAX));
+        assert_eq!(ChunkRange::parse("0-18446744073709551616"), None);
     }
 }

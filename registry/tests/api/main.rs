@@ -7,6 +7,7 @@
 mod support;
 
 mod auth;
+mod bounds;
 mod concurrency;
 mod config_switches;
 mod early_answers;

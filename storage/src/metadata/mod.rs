@@ -81,6 +81,36 @@ pub struct Page {
     pub limit: usize,
 }
 
+/// Who opens an upload session, and how many open sessions a repository and a principal
+/// may hold: a client that starts sessions and never finishes them holds rows (and staged
+/// parts) until `uploads.max_age` removes them, so their number is bounded when one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadQuota {
+    /// The signed-in principal's name; `""` for anonymous clients and authentication off.
+    pub principal: String,
+    pub per_repository: u64,
+    pub per_principal: u64,
+}
+
+impl UploadQuota {
+    /// Refuses a new session when `open_in_repo` or `open_by_principal` sessions are open.
+    pub fn check(&self, open_in_repo: u64, open_by_principal: u64) -> Result<()> {
+        if open_in_repo >= self.per_repository {
+            return Err(crate::Error::Limit(format!(
+                "the repository has {open_in_repo} upload sessions open, the most allowed \
+                 (uploads.max_open_per_repository): finish or cancel some, or wait until idle ones expire"
+            )));
+        }
+        if open_by_principal >= self.per_principal {
+            return Err(crate::Error::Limit(format!(
+                "you have {open_by_principal} upload sessions open, the most allowed \
+                 (uploads.max_open_per_principal): finish or cancel some, or wait until idle ones expire"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// An upload session: where a chunked upload stands, so that any process can continue it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
@@ -447,10 +477,21 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>>;
     /// Repository names in byte order.
     async fn list_repositories(&self, page: &Page) -> Result<Vec<String>>;
-    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type.
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type, in
+    /// the order they were pushed: one page, the referrers after the one whose digest is
+    /// `page.last` (none when that one is gone), at most `page.limit`.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<Referrer>>;
 
-    async fn create_upload(&self, upload: &UploadRecord) -> Result<()>;
+    /// Opens a session for `quota.principal`, unless `upload.repo` or the principal already
+    /// holds as many open sessions as `quota` allows ([`Error::Limit`]). Concurrent starts
+    /// on PostgreSQL may pass the bound by as many as race.
+    async fn create_upload(&self, upload: &UploadRecord, quota: &UploadQuota) -> Result<()>;
     async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
     /// Replaces the session's progress if it still stands at `expected_offset` with
     /// `expected_parts` parts; `false` when another writer got there first.

@@ -103,10 +103,10 @@ use super::{
     AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
     DeliveryFilter, DeliveryState, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
     Origin, Outcome, OutcomeColumns, Page, PolicyRecord, PolicySet, PolicyTarget, Referrer, RepositoryDeleted,
-    RequiredContent, RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadRecord, UserRecord,
-    attempt_from_columns, blob_linked, check_reference, db_size, event_from_payload, event_payload, manifest_deleted,
-    manifest_pushed, parse_digest, repository_created, size_of, source_column, subscription_definition,
-    subscription_from_columns, tag_deleted, unix_now,
+    RequiredContent, RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadQuota, UploadRecord,
+    UserRecord, attempt_from_columns, blob_linked, check_reference, db_size, event_from_payload, event_payload,
+    manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of, source_column,
+    subscription_definition, subscription_from_columns, tag_deleted, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
@@ -135,6 +135,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("postgres_v4.sql")),
     (5, include_str!("postgres_v5.sql")),
     (6, include_str!("postgres_v6.sql")),
+    (7, include_str!("postgres_v7.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -946,17 +947,28 @@ impl MetadataStore for PostgresStore {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<Referrer>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m \
                  JOIN repositories r ON r.id = m.repository_id \
                  WHERE r.name = $1 AND m.subject = $2 AND ($3::text IS NULL OR m.artifact_type = $3) \
-                 ORDER BY m.created_at, m.digest COLLATE \"C\"",
+                 AND ($4::text IS NULL OR (m.created_at, m.digest COLLATE \"C\") > \
+                      (SELECT p.created_at, p.digest COLLATE \"C\" FROM manifests p \
+                       WHERE p.repository_id = r.id AND p.digest = $4)) \
+                 ORDER BY m.created_at, m.digest COLLATE \"C\" LIMIT $5",
             )
             .await?;
-        let rows = client.query(&stmt, &[&repo.as_str(), &subject.to_string(), &artifact_type]).await?;
+        let rows = client
+            .query(&stmt, &[&repo.as_str(), &subject.to_string(), &artifact_type, &page.last, &db_limit(page)])
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let annotations = row
@@ -974,14 +986,21 @@ impl MetadataStore for PostgresStore {
         Ok(out)
     }
 
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
+    async fn create_upload(&self, u: &UploadRecord, quota: &UploadQuota) -> Result<()> {
         let (sealing, sealing_kek) = sealing_columns(u);
-        self.client()
-            .await?
+        let client = self.client().await?;
+        let counts = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM uploads WHERE repository = $1), \
+                        (SELECT count(*) FROM uploads WHERE principal = $2)",
+                &[&u.repo.as_str(), &quota.principal],
+            )
+            .await?;
+        quota.check(size_of(counts.try_get(0)?), size_of(counts.try_get(1)?))?;
+        client
             .execute(
-                &format!(
-                    "INSERT INTO uploads ({UPLOAD_COLUMNS}, sealing_kek) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ),
+                "INSERT INTO uploads (id, repository, byte_offset, hash_state, parts, created_at, updated_at, \
+                 sealing, sealing_kek, principal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 &[
                     &u.id.as_str(),
                     &u.repo.as_str(),
@@ -992,6 +1011,7 @@ impl MetadataStore for PostgresStore {
                     &u.updated_at,
                     &sealing,
                     &sealing_kek,
+                    &quota.principal,
                 ],
             )
             .await?;

@@ -17,10 +17,10 @@ use super::{
     AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
     DeliveryFilter, DeliveryState, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
     Origin, Outcome, OutcomeColumns, Page, PolicyRecord, PolicySet, PolicyTarget, Referrer, RepositoryDeleted,
-    RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadRecord, UserRecord, attempt_from_columns,
-    blob_linked, check_reference, db_size, event_from_payload, event_payload, manifest_deleted, manifest_pushed,
-    parse_digest, repository_created, size_of, source_column, subscription_definition, subscription_from_columns,
-    tag_deleted, unix_now,
+    RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
+    attempt_from_columns, blob_linked, check_reference, db_size, event_from_payload, event_payload, manifest_deleted,
+    manifest_pushed, parse_digest, repository_created, size_of, source_column, subscription_definition,
+    subscription_from_columns, tag_deleted, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("sqlite_v3.sql")),
     (4, include_str!("sqlite_v4.sql")),
     (5, include_str!("sqlite_v5.sql")),
+    (6, include_str!("sqlite_v6.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -579,7 +580,8 @@ impl MetadataStore for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![id, page.last.unwrap_or_default(), page.limit as i64], |r| r.get(0))?;
+            let rows =
+                stmt.query_map(params![id, page.last.unwrap_or_default(), limit_of(page.limit)], |r| r.get(0))?;
             Ok(Some(rows.collect::<rusqlite::Result<Vec<String>>>()?))
         })
         .await
@@ -589,22 +591,31 @@ impl MetadataStore for SqliteStore {
         let page = page.clone();
         self.with_conn(move |c| {
             let mut stmt = c.prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")?;
-            let rows = stmt.query_map(params![page.last.unwrap_or_default(), page.limit as i64], |r| r.get(0))?;
+            let rows = stmt.query_map(params![page.last.unwrap_or_default(), limit_of(page.limit)], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<Referrer>> {
         let (repo, subject, filter) = (repo.to_string(), subject.to_string(), artifact_type.map(str::to_owned));
+        let (last, limit) = (page.last.clone(), limit_of(page.limit));
         self.with_conn(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m \
                  JOIN repositories r ON r.id = m.repository_id \
                  WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3) \
-                 ORDER BY m.created_at, m.digest",
+                 AND (?4 IS NULL OR (m.created_at, m.digest) > \
+                      (SELECT p.created_at, p.digest FROM manifests p WHERE p.repository_id = r.id AND p.digest = ?4)) \
+                 ORDER BY m.created_at, m.digest LIMIT ?5",
             )?;
-            let rows = stmt.query_map(params![repo, subject, filter], |r| {
+            let rows = stmt.query_map(params![repo, subject, filter, last, limit], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -632,13 +643,17 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        let u = u.clone();
+    async fn create_upload(&self, u: &UploadRecord, quota: &UploadQuota) -> Result<()> {
+        let (u, quota) = (u.clone(), quota.clone());
         self.write(move |tx| {
+            let open_in_repo: i64 =
+                tx.query_row("SELECT count(*) FROM uploads WHERE repository = ?1", [u.repo.as_str()], |r| r.get(0))?;
+            let open_by_principal: i64 =
+                tx.query_row("SELECT count(*) FROM uploads WHERE principal = ?1", [&quota.principal], |r| r.get(0))?;
+            quota.check(size_of(open_in_repo), size_of(open_by_principal))?;
             tx.execute(
-                &format!(
-                    "INSERT INTO uploads ({UPLOAD_COLUMNS}, sealing_kek) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
+                "INSERT INTO uploads (id, repository, byte_offset, hash_state, parts, created_at, updated_at, \
+                 sealing, sealing_kek, principal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     u.id.as_str(),
                     u.repo.as_str(),
@@ -648,7 +663,8 @@ impl MetadataStore for SqliteStore {
                     u.created_at,
                     u.updated_at,
                     sealing_text(&u).0,
-                    sealing_text(&u).1
+                    sealing_text(&u).1,
+                    quota.principal
                 ],
             )?;
             Ok(())
@@ -1495,4 +1511,10 @@ fn finish_one(tx: &rusqlite::Transaction<'_>, id: i64, owner: &str, outcome: &Ou
     )?
     .execute(params![id, o.state.as_str(), o.next_attempt_ms, o.status, o.error, now_ms])?;
     Ok(true)
+}
+
+/// A page size as SQL wants it. `usize` past `i64::MAX` must not become negative, which
+/// SQLite reads as "no limit".
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }

@@ -9,7 +9,7 @@ use berth_storage::metadata::{
     AccessKeyRecord, BlobEntry, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryState, Event, EventKind,
     KeyRecord, KeyState, NewManifest, Origin, Outcome, Page, PayloadFormat, PolicyRecord, PolicySet, PolicyTarget,
     RESOURCE_POLICY, RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription,
-    SubscriptionSource, UploadRecord, UserRecord,
+    SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
 };
 use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
 
@@ -23,6 +23,10 @@ fn repo(s: &str) -> RepoName {
 fn tag(s: &str) -> Tag {
     s.parse().unwrap()
 }
+/// Upload sessions without a bound, for tests about something else.
+const UNBOUNDED: UploadQuota =
+    UploadQuota { principal: String::new(), per_repository: u64::MAX, per_principal: u64::MAX };
+
 fn page(last: Option<&str>, limit: usize) -> Page {
     Page { last: last.map(str::to_owned), limit }
 }
@@ -138,16 +142,28 @@ async fn index_children_and_referrers(store: &dyn MetadataStore) {
     sbom.artifact_type = Some("application/x.sbom".into());
     store.put_manifest(&sig, ANON).await.unwrap();
     store.put_manifest(&sbom, ANON).await.unwrap();
-    let all = store.referrers(&r, &child.digest, None).await.unwrap();
+    let every = Page { last: None, limit: 100 };
+    let all = store.referrers(&r, &child.digest, None, &every).await.unwrap();
     assert_eq!(all.len(), 2);
-    let sigs = store.referrers(&r, &child.digest, Some("application/x.sig")).await.unwrap();
+    // Pages: at most `limit`, then the ones after `last`, in push order.
+    let first = store.referrers(&r, &child.digest, None, &Page { last: None, limit: 1 }).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].digest, all[0].digest);
+    let after = Page { last: Some(all[0].digest.to_string()), limit: 10 };
+    let rest = store.referrers(&r, &child.digest, None, &after).await.unwrap();
+    assert_eq!(rest.iter().map(|x| &x.digest).collect::<Vec<_>>(), vec![&all[1].digest]);
+    let past_end = Page { last: Some(all[1].digest.to_string()), limit: 10 };
+    assert!(store.referrers(&r, &child.digest, None, &past_end).await.unwrap().is_empty());
+    let huge = Page { last: None, limit: usize::MAX };
+    assert_eq!(store.referrers(&r, &child.digest, None, &huge).await.unwrap().len(), 2);
+    let sigs = store.referrers(&r, &child.digest, Some("application/x.sig"), &every).await.unwrap();
     assert_eq!(sigs.len(), 1);
     assert_eq!(sigs[0].digest, sig.digest);
     assert_eq!(sigs[0].annotations.as_ref().unwrap()["k"], "v");
     assert_eq!(sigs[0].size, sig.content.len() as u64);
     store.delete_manifest(&r, &sig.digest, ANON).await.unwrap();
-    assert_eq!(store.referrers(&r, &child.digest, None).await.unwrap().len(), 1);
-    assert!(store.referrers(&repo("suite/other"), &child.digest, None).await.unwrap().is_empty());
+    assert_eq!(store.referrers(&r, &child.digest, None, &every).await.unwrap().len(), 1);
+    assert!(store.referrers(&repo("suite/other"), &child.digest, None, &every).await.unwrap().is_empty());
 }
 
 async fn catalog(store: &dyn MetadataStore) {
@@ -173,7 +189,7 @@ async fn upload_sessions(store: &dyn MetadataStore) {
         updated_at: 100,
         sealing: None,
     };
-    store.create_upload(&u).await.unwrap();
+    store.create_upload(&u, &UNBOUNDED).await.unwrap();
     assert_eq!(store.get_upload(&id).await.unwrap().unwrap(), u);
 
     // Compare-and-swap on the offset: exactly one of two writers at the same offset wins.
@@ -199,6 +215,39 @@ async fn upload_sessions(store: &dyn MetadataStore) {
 /// Racing writers end as in some serial order: one of many chunks at the same offset wins;
 /// many pushes moving one tag leave it on one of the pushed manifests; identical pushes all
 /// succeed.
+/// Open sessions are bounded per repository and per principal when one starts; finishing
+/// (deleting) one makes room again.
+async fn upload_quotas(store: &dyn MetadataStore) {
+    let session = |r: &str| UploadRecord {
+        id: uuid::Uuid::new_v4().to_string().parse().unwrap(),
+        repo: repo(r),
+        offset: 0,
+        hash_state: vec![],
+        parts: vec![],
+        created_at: 1,
+        updated_at: 1,
+        sealing: None,
+    };
+    let quota = |who: &str| UploadQuota { principal: who.into(), per_repository: 3, per_principal: 4 };
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        let u = session("quota/a");
+        store.create_upload(&u, &quota("quota-alice")).await.unwrap();
+        alice.push(u);
+    }
+    // The repository is full, for anyone.
+    let err = store.create_upload(&session("quota/a"), &quota("quota-bob")).await.unwrap_err();
+    assert!(matches!(&err, Error::Limit(m) if m.contains("max_open_per_repository")), "{err:?}");
+    // Alice may open one more elsewhere, then she is full everywhere.
+    store.create_upload(&session("quota/b"), &quota("quota-alice")).await.unwrap();
+    let err = store.create_upload(&session("quota/c"), &quota("quota-alice")).await.unwrap_err();
+    assert!(matches!(&err, Error::Limit(m) if m.contains("max_open_per_principal")), "{err:?}");
+    store.create_upload(&session("quota/c"), &quota("quota-bob")).await.unwrap();
+    // A finished session makes room.
+    assert!(store.delete_upload(&alice[0].id).await.unwrap());
+    store.create_upload(&session("quota/a"), &quota("quota-alice")).await.unwrap();
+}
+
 async fn concurrent_writers(store: &dyn MetadataStore) {
     let id: UploadId = uuid::Uuid::new_v4().to_string().parse().unwrap();
     let start = UploadRecord {
@@ -211,7 +260,7 @@ async fn concurrent_writers(store: &dyn MetadataStore) {
         updated_at: 1,
         sealing: None,
     };
-    store.create_upload(&start).await.unwrap();
+    store.create_upload(&start, &UNBOUNDED).await.unwrap();
     let attempts: Vec<UploadRecord> = (0..16u64)
         .map(|i| UploadRecord { offset: 10 + i, parts: vec![format!("000000-{i}")], ..start.clone() })
         .collect();
@@ -432,7 +481,7 @@ async fn key_records(store: &dyn MetadataStore) {
         updated_at: 1,
         sealing: Some(sealing.clone()),
     };
-    store.create_upload(&upload).await.unwrap();
+    store.create_upload(&upload, &UNBOUNDED).await.unwrap();
     let x = keys_named(store, "x").await;
     assert_eq!((x[0].id.as_str(), x[0].blobs, x[0].uploads), ("x.1", 2, 1));
     assert_eq!((x[1].id.as_str(), x[1].blobs, x[1].uploads), ("x.2", 0, 0));
@@ -577,7 +626,7 @@ async fn sealed_upload_sessions(store: &dyn MetadataStore) {
         updated_at: 300,
         sealing: Some(sealing.clone()),
     };
-    store.create_upload(&u).await.unwrap();
+    store.create_upload(&u, &UNBOUNDED).await.unwrap();
     let back = store.get_upload(&id).await.unwrap().unwrap();
     assert_eq!(back, u);
     let open = back.sealing.as_ref().unwrap().open(&kek, &id, 0).unwrap();
@@ -984,6 +1033,7 @@ async fn suite(store: &dyn MetadataStore) {
     index_children_and_referrers(store).await;
     catalog(store).await;
     upload_sessions(store).await;
+    upload_quotas(store).await;
     concurrent_writers(store).await;
     repository_key_names(store).await;
     blob_copies(store).await;
@@ -1752,8 +1802,8 @@ async fn repository_deletion(store: &dyn MetadataStore) {
         sealing: None,
     };
     let (up, up_keep) = (upload(&r), upload(&keep));
-    store.create_upload(&up).await.unwrap();
-    store.create_upload(&up_keep).await.unwrap();
+    store.create_upload(&up, &UNBOUNDED).await.unwrap();
+    store.create_upload(&up_keep, &UNBOUNDED).await.unwrap();
     store.tag_repository(&r, &tags_of(&[("team", "a")]), &[]).await.unwrap();
     store.tag_repository(&keep, &tags_of(&[("team", "b")]), &[]).await.unwrap();
     for target in [repo_target("rd/app"), repo_target("rd/keep")] {
