@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use berth_storage::crypt::KeyRing;
 use berth_storage::crypt::keyring::KeySource;
+use berth_storage::crypt::{Kek, KeyRing};
 use berth_storage::metadata::KeyState;
 
 use crate::config::{Config, MetadataBackend, StorageBackend};
@@ -30,6 +30,9 @@ pub enum StartError {
     MissingMetadataUrl,
     #[error("encryption keys: {0}")]
     Keys(String),
+    /// The data folder or database file is open to other users (the message says the fix).
+    #[error("{0}")]
+    DataDir(String),
     #[error("authentication: {0}")]
     Auth(String),
     #[error("events: {0}")]
@@ -47,6 +50,7 @@ pub struct App {
 
 impl App {
     pub async fn open(config: &Config) -> Result<App, StartError> {
+        crate::data_dir::secure(config).map_err(StartError::DataDir)?;
         let blobs = match config.storage.backend {
             StorageBackend::Filesystem => {
                 let dir = config.blob_dir();
@@ -93,7 +97,9 @@ impl App {
         let enc = &config.encryption;
         let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();
         let crypt = Encryption::new(Arc::new(ring), enc.enabled, enc.default_key.clone(), rules);
-        let auth = crate::auth::Authority::open(&config.auth, meta.as_ref(), &config.data_dir)
+        let sealing = prepare_default_key(&crypt, meta.as_ref(), config).await?;
+        let secrets = crate::auth::SecretSealing { ring: crypt.ring.clone(), kek: sealing };
+        let auth = crate::auth::Authority::open(&config.auth, meta.as_ref(), &config.data_dir, &secrets)
             .await
             .map_err(StartError::Auth)?;
         if !config.auth.enabled {
@@ -125,7 +131,6 @@ impl App {
             events,
             hosts: config.hosts.clone(),
         });
-        prepare_default_key(&registry, config).await?;
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -168,31 +173,51 @@ impl App {
     }
 }
 
-/// With encryption on, makes sure the default key has an active version. On first start of
-/// a single-process registry with no key anywhere, one is generated into the key folder;
-/// replicas sharing PostgreSQL must be given the same key (a key generated on one machine
-/// would be missing on the others).
-async fn prepare_default_key(registry: &Registry, config: &Config) -> Result<(), StartError> {
-    let crypt = &registry.crypt;
-    if !crypt.enabled {
-        tracing::warn!("encryption at rest is off (encryption.enabled = false): new repositories store plaintext");
-        return Ok(());
-    }
+/// Makes sure the default key exists (generating it on a single machine) and returns the
+/// KEK that seals the secrets kept in the metadata store (the token signing key). With
+/// encryption off a key is still made for that; only on PostgreSQL without a shared key
+/// are secrets left unsealed, with a warning that names the fix. Replicas sharing PostgreSQL
+/// must be given the same key: a key generated on one machine would be missing on the others.
+async fn prepare_default_key(
+    crypt: &Encryption,
+    meta: &dyn MetadataStore,
+    config: &Config,
+) -> Result<Option<Arc<Kek>>, StartError> {
     let name = &crypt.default_key;
-    let keys = registry.meta.keys(false).await.map_err(|e| StartError::Keys(e.to_string()))?;
+    let keys = meta.keys(false).await.map_err(|e| StartError::Keys(e.to_string()))?;
     let recorded = keys.iter().any(|k| &k.name == name && k.state == KeyState::Active);
     let in_ring = crypt.ring.all().iter().any(|k| k.name() == name);
+    let shared_key_fix = format!(
+        "give every replica the same key (BERTH_KEYS={name}.1=<64 hex digits>, or a {name}.1.key file in \
+         encryption.key_dir)"
+    );
     if !recorded && !in_ring {
         if config.metadata.backend == MetadataBackend::Postgres {
-            return Err(StartError::Keys(format!(
-                "no key {name:?} for encryption at rest: give every replica the same key (BERTH_KEYS={name}.1=<64 hex \
-                 digits>, or a {name}.1.key file in encryption.key_dir), or set encryption.enabled = false"
-            )));
+            if crypt.enabled {
+                return Err(StartError::Keys(format!(
+                    "no key {name:?} for encryption at rest: {shared_key_fix}, or set encryption.enabled = false"
+                )));
+            }
+            tracing::warn!(
+                "no key-encryption key: the token signing key is kept unsealed in PostgreSQL, so a copy \
+                of the database can sign tokens; {shared_key_fix}"
+            );
+            return Ok(None);
         }
         let kek = crypt.ring.generate(name).map_err(|e| StartError::Keys(e.to_string()))?;
         tracing::info!(key.id = kek.id(), key.source = %kek.source(), "generated a key-encryption key");
     }
-    let kek = crypt.active(registry.meta.as_ref(), name).await.map_err(|e| StartError::Keys(e.to_string()))?;
+    if !crypt.enabled {
+        tracing::warn!("encryption at rest is off (encryption.enabled = false): new repositories store plaintext");
+    }
+    let kek = match crypt.active(meta, name).await {
+        Ok(kek) => kek,
+        Err(e) if crypt.enabled => return Err(StartError::Keys(e.to_string())),
+        Err(e) => {
+            tracing::warn!(error = %e, "the key-encryption key is not usable: the token signing key stays as stored");
+            return Ok(None);
+        }
+    };
     if let KeySource::File(path) = kek.source()
         && path.starts_with(&config.data_dir)
     {
@@ -200,7 +225,7 @@ async fn prepare_default_key(registry: &Registry, config: &Config) -> Result<(),
             "the key-encryption key is kept in the data directory, next to the data it protects; for production, \
              keep keys elsewhere (BERTH_KEYS, or encryption.key_dir on a secrets mount) and back them up apart from the data");
     }
-    Ok(())
+    Ok(Some(kek))
 }
 
 /// A registry serving in the background, for tests and embedding.

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`config`]: configuration from defaults, a TOML file, `BERTH_*` variables and flags.
+//! - [`data_dir`]: the data folder and database file kept private (0700, 0600).
 //! - [`app`]: opens the stores and assembles a running registry ([`app::App`],
 //!   [`app::RunningServer`]).
 //! - [`server`]: the accept loop (HTTP/1.1, graceful shutdown, TLS probes answered fast).
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod events;
 pub mod http;

@@ -10,6 +10,8 @@
 pub mod admin;
 mod bootstrap;
 pub mod config;
+mod gate;
+mod signing;
 mod throttle;
 
 use std::net::IpAddr;
@@ -21,11 +23,12 @@ use berth_auth::token::{Claims, Jwks, ResourceActions, SigningKey, TokenUse, Ver
 use berth_auth::{Access, Scope, credentials};
 use berth_oci::RepoName;
 use berth_storage::MetadataStore;
-use berth_storage::metadata::{PolicyRecord, SigningKeyRecord, unix_now};
+use berth_storage::metadata::{PolicyRecord, unix_now};
 use sha2::Digest as _;
 
 use crate::error::ApiError;
 use config::AuthConfig;
+pub use signing::SecretSealing;
 use throttle::Throttle;
 
 /// How far a token's times may be off before it is refused (clocks of replicas and clients).
@@ -37,6 +40,11 @@ const PASSWORD_MEMORY: Duration = Duration::from_secs(60);
 /// login tokens well under that.
 const MAX_SECRET: usize = 16 * 1024;
 
+/// The answer when the argon2 gate is full (`sign_in` turns it into [`SignInError::Busy`]).
+fn busy(_: gate::Busy) -> ApiError {
+    ApiError::Unavailable("too many sign-ins are being checked at once; retry in a moment".into())
+}
+
 /// The registry's authentication and authorization state, shared by all requests.
 pub struct Authority {
     pub config: AuthConfig,
@@ -47,6 +55,7 @@ pub struct Authority {
     throttle: Throttle,
     passwords: PasswordMemory,
     verified: VerifiedTokens,
+    argon2: gate::Argon2Gate,
 }
 
 impl std::fmt::Debug for Authority {
@@ -94,6 +103,8 @@ impl SignedIn {
 pub enum SignInError {
     Failed,
     Throttled(Duration),
+    /// Too many password checks in progress at once: not a failure of this caller's.
+    Busy,
 }
 
 impl From<SignInError> for ApiError {
@@ -101,6 +112,9 @@ impl From<SignInError> for ApiError {
         match e {
             SignInError::Failed => ApiError::Unauthorized { message: "invalid credentials".into(), challenge: None },
             SignInError::Throttled(wait) => ApiError::TooManyRequests { retry_after: wait.as_secs().max(1) },
+            SignInError::Busy => {
+                ApiError::Unavailable("too many sign-ins are being checked at once; retry in a moment".into())
+            }
         }
     }
 }
@@ -111,34 +125,9 @@ impl Authority {
         config: &AuthConfig,
         meta: &dyn MetadataStore,
         data_dir: &std::path::Path,
+        secrets: &SecretSealing,
     ) -> Result<Authority, String> {
-        let keys = match &config.token.signing_key_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("auth.token.signing_key_file {}: {e}", path.display()))?;
-                vec![
-                    SigningKey::from_pem(&text)
-                        .map_err(|e| format!("auth.token.signing_key_file {}: {e}", path.display()))?,
-                ]
-            }
-            None => {
-                let candidate = SigningKey::generate().map_err(|e| e.to_string())?;
-                let record = SigningKeyRecord {
-                    kid: candidate.kid().to_owned(),
-                    pkcs8: candidate.pkcs8_der().to_vec(),
-                    created_at: unix_now(),
-                };
-                let recorded = meta.ensure_signing_key(&record).await.map_err(|e| format!("token signing key: {e}"))?;
-                let mut keys = Vec::new();
-                for r in recorded {
-                    keys.push(
-                        SigningKey::from_pkcs8_der(&r.pkcs8)
-                            .map_err(|e| format!("stored signing key {}: {e}", r.kid))?,
-                    );
-                }
-                keys
-            }
-        };
+        let keys = signing::load(config, meta, secrets).await?;
         let Some(signer) = keys.last() else { return Err("no token signing key".into()) };
         let signer = SigningKey::from_pkcs8_der(signer.pkcs8_der()).map_err(|e| e.to_string())?;
         let verifier = Verifier::new(config.token.issuer.clone(), &keys, LEEWAY);
@@ -153,6 +142,7 @@ impl Authority {
             throttle: Throttle::new(config.max_failed_logins, config.lockout),
             passwords: PasswordMemory::new(),
             verified: VerifiedTokens::default(),
+            argon2: gate::Argon2Gate::per_core(),
         };
         bootstrap::admin(&authority, meta, data_dir).await?;
         Ok(authority)
@@ -187,6 +177,10 @@ impl Authority {
                 self.throttle.failed(&keys);
                 tracing::info!(auth.user = user, client.ip = %ip, "sign-in failed");
                 Err(SignInError::Failed)
+            }
+            Err(ApiError::Unavailable(_)) => {
+                tracing::warn!(auth.user = user, client.ip = %ip, "sign-in refused: too many password checks at once");
+                Err(SignInError::Busy)
             }
             Err(e) => {
                 tracing::error!(error = %e, "sign-in could not be checked");
@@ -226,15 +220,13 @@ impl Authority {
         let Some(hash) = record.as_ref().and_then(|u| u.password_hash.clone()) else {
             // Unknown user, or one without a password: spend the same time as a real check.
             let secret = secret.to_owned();
-            let _ = tokio::task::spawn_blocking(move || credentials::burn_password_check(&secret)).await;
+            self.argon2.run(move || credentials::burn_password_check(&secret)).await.map_err(busy)?;
             return Ok(None);
         };
         let remembered = self.passwords.recall(user, secret, &hash);
         let ok = remembered || {
             let (secret, phc) = (secret.to_owned(), hash.clone());
-            tokio::task::spawn_blocking(move || credentials::verify_password(&secret, &phc))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
+            self.argon2.run(move || credentials::verify_password(&secret, &phc)).await.map_err(busy)?
         };
         if !ok {
             return Ok(None);

@@ -222,6 +222,8 @@ async fn a_token_for_another_registry_is_refused() {
     let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
     std::fs::write(&key, format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
         .unwrap();
+    // A signing key file others may read is refused.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let dir_a = tempfile::tempdir().unwrap();
     let mut ca = auth_config(dir_a.path());
     ca.auth.token.signing_key_file = Some(key.clone());

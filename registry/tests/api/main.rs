@@ -15,6 +15,7 @@ mod encryption;
 mod events;
 mod replicas;
 mod restart;
+mod secrets;
 mod streaming;
 mod tls;
 mod tls_probe;

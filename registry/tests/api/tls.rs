@@ -63,6 +63,8 @@ impl Ca {
 impl Leaf {
     /// Writes `cert.pem` and `key.pem` in `dir`, each by a rename, as a deployment tool would.
     fn install(&self, dir: &Path) {
+        // Berth refuses a data folder others may enter once it holds files (tempdirs are 0755).
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         write_atomically(&dir.join("cert.pem"), self.cert.pem().as_bytes());
         write_atomically(&dir.join("key.pem"), self.key.serialize_pem().as_bytes());
     }

@@ -178,6 +178,9 @@ impl KeyRing {
             *last = Some(Instant::now());
         }
         let Some(dir) = &self.dir else { return Ok(()) };
+        if dir.exists() {
+            private_only(dir, "the key folder", "700")?;
+        }
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -189,6 +192,7 @@ impl KeyRing {
             let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".key")) else {
                 continue;
             };
+            private_only(&path, "key file", "600")?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::Key(format!("cannot read key file {}: {e}", path.display())))?;
             let raw = parse_material(&text, &path.display().to_string())?;
@@ -248,6 +252,23 @@ fn parse_material(text: &str, from: &str) -> Result<[u8; KEY_LEN]> {
     let bytes =
         hex::decode(text.trim()).map_err(|_| Error::Key(format!("{from}: key material must be 64 hex digits")))?;
     bytes.try_into().map_err(|_| Error::Key(format!("{from}: key material must be 32 bytes (64 hex digits)")))
+}
+
+/// Refuses a key file or folder that users other than its owner may read: any local user
+/// holding a KEK can open every blob sealed under it. `mode` is the `chmod` that fixes it.
+fn private_only(path: &Path, what: &str, mode: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::Key(format!("{what} {}: {e}", path.display())))?;
+    let bits = meta.permissions().mode() & 0o777;
+    if bits & 0o077 != 0 {
+        return Err(Error::Key(format!(
+            "{what} {} is open to other users (mode {bits:o}): run `chmod {mode} {}` (keys must be readable by \
+             Berth's user only)",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -317,5 +338,23 @@ mod tests {
         assert!(other.get("ops.1").is_err());
         assert!(KeyRing::load(None, Some("x.1=zz")).is_err());
         assert!(KeyRing::load(None, Some("nokey")).is_err());
+    }
+
+    #[test]
+    fn key_files_and_folders_open_to_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        KeyRing::load(Some(&keys), None).unwrap().generate("default").unwrap();
+        let file = keys.join("default.1.key");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = KeyRing::load(Some(&keys), None).unwrap_err().to_string();
+        assert!(err.contains("chmod 600") && err.contains("default.1.key"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = KeyRing::load(Some(&keys), None).unwrap_err().to_string();
+        assert!(err.contains("chmod 700"), "{err}");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(KeyRing::load(Some(&keys), None).unwrap().get("default.1").is_ok());
     }
 }

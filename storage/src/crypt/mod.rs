@@ -18,12 +18,15 @@
 //! - While an upload is in progress its data key, runs, running hash state and the last,
 //!   not yet sealed segment (held back until the end is known) live in the upload session,
 //!   the last two sealed under the data key ([`UploadSealing`]).
+//! - Small secrets the metadata store keeps (the token signing key) are sealed the same way,
+//!   a data key each, wrapped by a KEK ([`secret`]).
 
 pub mod format;
 pub mod keyring;
 pub mod open;
 pub mod record;
 pub mod seal;
+pub mod secret;
 
 pub use format::{SEGMENT, TAG};
 pub use keyring::{Kek, KeyRing};

@@ -358,8 +358,10 @@ impl PolicySet {
 pub struct SigningKeyRecord {
     /// The JWT `kid`: which key signed a token, so that verifiers pick the right one.
     pub kid: String,
-    /// The private key: stored here so every replica signs with the same key and tokens
-    /// survive restarts.
+    /// The private key (PKCS#8 DER), sealed under a KEK (`crypt::secret`): stored here so
+    /// every replica signs with the same key and tokens survive restarts, and sealed so that
+    /// the database alone cannot sign. Keys written before sealing are plain DER until the
+    /// next start seals them.
     pub pkcs8: Vec<u8>,
     /// Unix seconds; orders keys oldest first.
     pub created_at: i64,
@@ -558,6 +560,10 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Records `candidate` as the token signing key unless one is recorded already, and
     /// returns every recorded key, oldest first: replicas starting at once agree on one key.
     async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>>;
+    /// Replaces the stored form of signing key `kid` (sealed under another KEK, or sealed
+    /// for the first time) if it is still `expected`; `false` when another process changed
+    /// it first.
+    async fn reseal_signing_key(&self, kid: &str, expected: &[u8], sealed: &[u8]) -> Result<bool>;
 
     // Webhooks: subscriptions, the outbox and deliveries (see [`events`]).
 

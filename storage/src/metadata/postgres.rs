@@ -1657,6 +1657,15 @@ impl MetadataStore for PostgresStore {
         })
     }
 
+    async fn reseal_signing_key(&self, kid: &str, expected: &[u8], sealed: &[u8]) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("UPDATE signing_keys SET pkcs8 = $3 WHERE kid = $1 AND pkcs8 = $2", &[&kid, &expected, &sealed])
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn put_subscription(&self, s: &Subscription) -> Result<bool> {
         transaction!(self, |tx| upsert_subscription(&tx, s, s.source, false).await?.unwrap_or_default())
     }

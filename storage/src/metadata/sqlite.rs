@@ -1265,6 +1265,17 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn reseal_signing_key(&self, kid: &str, expected: &[u8], sealed: &[u8]) -> Result<bool> {
+        let (kid, expected, sealed) = (kid.to_owned(), expected.to_vec(), sealed.to_vec());
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE signing_keys SET pkcs8 = ?3 WHERE kid = ?1 AND pkcs8 = ?2",
+                params![kid, expected, sealed],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn put_subscription(&self, s: &Subscription) -> Result<bool> {
         let s = s.clone();
         self.write(move |tx| upsert_subscription(tx, &s, s.source)).await

@@ -996,6 +996,20 @@ async fn signing_keys(store: &dyn MetadataStore) {
     // Later starts keep it.
     let late = SigningKeyRecord { kid: "kid-late".into(), pkcs8: vec![9; 138], created_at: 1 };
     assert_eq!(store.ensure_signing_key(&late).await.unwrap(), got[0]);
+
+    // Re-sealing is a compare-and-swap on the stored bytes: of two racing starts one wins.
+    let kid = got[0][0].kid.clone();
+    let old = got[0][0].pkcs8.clone();
+    assert!(!store.reseal_signing_key(&kid, b"not what is stored", b"x").await.unwrap());
+    let (a, b) = futures::future::join(
+        store.reseal_signing_key(&kid, &old, b"sealed-a"),
+        store.reseal_signing_key(&kid, &old, b"sealed-b"),
+    )
+    .await;
+    assert!(a.unwrap() ^ b.unwrap(), "exactly one reseal wins");
+    let now = store.ensure_signing_key(&late).await.unwrap();
+    assert!(now[0].pkcs8 == b"sealed-a" || now[0].pkcs8 == b"sealed-b");
+    assert_eq!(now[0].kid, kid);
 }
 
 /// Deleting a user while its policies and keys are being written leaves nothing behind, in

@@ -1,0 +1,131 @@
+//! The data folder holds the metadata database (with the sealed token signing key, password
+//! hashes and webhook secrets), the admin password file and, by default, the key folder:
+//! no other local user may enter it.
+//!
+//! - A missing data folder is created `0700`; the SQLite database is created `0600` (SQLite
+//!   gives its `-wal` and `-shm` files the database's mode), and an existing one open to
+//!   others is narrowed to `0600`, with its `-wal`/`-shm`.
+//! - An existing data folder that others may enter is refused with the `chmod` that fixes
+//!   it, unless it is empty: a fresh `mkdir` or container volume holds nothing yet and is
+//!   narrowed to `0700` instead.
+//! - Key files and the key folder are checked by the key ring (`storage::crypt::keyring`),
+//!   the signing key file by `auth::signing`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::config::{Config, MetadataBackend};
+
+/// Prepares the data folder and the SQLite file's mode; `Err` names the path and the fix.
+pub fn secure(config: &Config) -> Result<(), String> {
+    private_dir(&config.data_dir, "data folder")?;
+    if config.metadata.backend == MetadataBackend::Sqlite {
+        let db = config.metadata_path();
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            create_private_dir(parent)?;
+        }
+        private_database(&db)?;
+    }
+    Ok(())
+}
+
+fn mode_of(path: &Path) -> Result<u32, String> {
+    Ok(std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode() & 0o777)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the folder {}: {e}", dir.display()))
+}
+
+fn private_dir(dir: &Path, what: &str) -> Result<(), String> {
+    if !dir.exists() {
+        return create_private_dir(dir);
+    }
+    let mode = mode_of(dir)?;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(dir).map_err(|e| format!("{what} {}: {e}", dir.display()))?.next().is_none();
+    if empty {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make the {what} {} private (chmod 700): {e}", dir.display()))?;
+        tracing::info!(path = %dir.display(), from = format!("{mode:o}"), "made the empty {what} private (0700)");
+        return Ok(());
+    }
+    Err(format!(
+        "the {what} {} is open to other users (mode {mode:o}); it holds the registry's secrets. Run \
+         `chmod 700 {}` (and `chmod 600` on the files in it), then start again",
+        dir.display(),
+        dir.display()
+    ))
+}
+
+/// Creates the SQLite file `0600` before SQLite does (it would use the umask), or narrows an
+/// existing one and its `-wal`/`-shm` files.
+fn private_database(db: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !db.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+            .map_err(|e| format!("cannot create the database {}: {e}", db.display()))?;
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = db.with_file_name(format!("{}{suffix}", db.file_name().and_then(|n| n.to_str()).unwrap_or("")));
+        if !path.exists() || mode_of(&path)? & 0o077 == 0 {
+            continue;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make {} private (chmod 600): {e}", path.display()))?;
+        tracing::warn!(path = %path.display(), "the metadata database was open to other users: made it 0600");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        Config { data_dir: dir.to_owned(), ..Config::default() }
+    }
+
+    #[test]
+    fn creates_private_and_refuses_open_folders_with_data() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("new");
+        secure(&config(&data)).unwrap();
+        assert_eq!(mode_of(&data).unwrap(), 0o700);
+        assert_eq!(mode_of(&data.join("metadata.db")).unwrap(), 0o600);
+
+        // Open to others, with data in it: refused, naming the path and the fix.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = secure(&config(&data)).unwrap_err();
+        assert!(err.contains(&format!("chmod 700 {}", data.display())), "{err}");
+
+        // Empty and open (a fresh mkdir, a new volume): narrowed.
+        let fresh = root.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        secure(&config(&fresh)).unwrap();
+        assert_eq!(mode_of(&fresh).unwrap(), 0o700);
+
+        // A database file open to others, in a private folder: narrowed with its WAL.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for f in ["metadata.db", "metadata.db-wal"] {
+            std::fs::write(data.join(f), b"").unwrap();
+            std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        secure(&config(&data)).unwrap();
+        assert_eq!(mode_of(&data.join("metadata.db")).unwrap(), 0o600);
+        assert_eq!(mode_of(&data.join("metadata.db-wal")).unwrap(), 0o600);
+    }
+}
