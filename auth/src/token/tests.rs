@@ -107,6 +107,21 @@ fn header_is_es256_jwt_with_the_kid_and_signature_is_64_bytes() {
 }
 
 #[test]
+fn user_id_and_generation_round_trip_and_are_absent_unless_bound() {
+    let key = key();
+    let access = claims(TokenUse::Access);
+    let json = serde_json::to_value(&access).unwrap();
+    assert!(json.get("berth_uid").is_none() && json.get("berth_gen").is_none(), "{json}");
+    let refresh = claims(TokenUse::Refresh).bound_to("AIDAAAAAAAAAAAAAAAAA", 3);
+    let json = serde_json::to_value(&refresh).unwrap();
+    assert_eq!((json["berth_uid"].as_str(), json["berth_gen"].as_i64()), (Some("AIDAAAAAAAAAAAAAAAAA"), Some(3)));
+    let token = key.sign(&refresh).unwrap();
+    let verified = verifier(&key).verify(&token, AUDIENCE, TokenUse::Refresh, NOW).unwrap();
+    assert_eq!(verified, refresh);
+    assert_eq!((verified.user_id.as_deref(), verified.generation), (Some("AIDAAAAAAAAAAAAAAAAA"), Some(3)));
+}
+
+#[test]
 fn claims_new_sets_times_and_a_random_jti() {
     let a = claims(TokenUse::Access);
     assert_eq!((a.iat, a.nbf, a.exp), (NOW, NOW, NOW + 300));

@@ -57,6 +57,10 @@ struct RawClaims {
     #[serde(default)]
     access: Vec<ResourceActions>,
     berth_use: TokenUse,
+    #[serde(default)]
+    berth_uid: Option<String>,
+    #[serde(default)]
+    berth_gen: Option<i64>,
 }
 
 impl Verifier {
@@ -149,6 +153,8 @@ impl Verifier {
             jti: claims.jti,
             access: claims.access,
             use_: claims.berth_use,
+            user_id: claims.berth_uid,
+            generation: claims.berth_gen,
         })
     }
 }
