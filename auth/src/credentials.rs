@@ -165,6 +165,19 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// The prefix of every Berth user id, as IAM's unique user ids start with `AIDA`.
+const USER_ID_PREFIX: &str = "AIDA";
+
+/// A fresh user id: `AIDA` and 16 characters of `[A-Z2-7]` (80 random bits). Unlike the
+/// name, it is never given to another user: tokens carry it, so a user deleted and created
+/// again under the same name does not inherit the old one's tokens. Not secret.
+pub fn generate_user_id() -> String {
+    let mut id = String::with_capacity(USER_ID_PREFIX.len() + ACCESS_KEY_RANDOM_LEN);
+    id.push_str(USER_ID_PREFIX);
+    id.push_str(&base32(&random_bytes::<10>()));
+    id
+}
+
 /// Whether `s` has the shape of an access key id, to tell access-key logins from user names.
 pub fn is_access_key_id(s: &str) -> bool {
     s.len() == ACCESS_KEY_PREFIX.len() + ACCESS_KEY_RANDOM_LEN
@@ -291,6 +304,18 @@ mod tests {
         assert_ne!(key.secret, other.secret);
         let shown = format!("{key:?}");
         assert!(shown.contains(&key.id) && !shown.contains(&key.secret), "{shown}");
+    }
+
+    #[test]
+    fn user_ids_are_aida_and_random_base32() {
+        let (a, b) = (generate_user_id(), generate_user_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 20, "{id}");
+            assert!(id.starts_with("AIDA"), "{id}");
+            assert!(id[4..].bytes().all(|c| BASE32_ALPHABET.contains(&c)), "{id}");
+            assert!(!is_access_key_id(&id));
+        }
     }
 
     #[test]

@@ -270,7 +270,7 @@ pub async fn admin(registry: &Registry, action: AdminAction) -> anyhow::Result<(
 pub async fn login_token(registry: &Registry, user: &str) -> anyhow::Result<()> {
     let record = registry.meta.user(user).await?.with_context(|| format!("no user {user}"))?;
     anyhow::ensure!(!record.disabled, "user {user} is disabled");
-    let who = SignedIn { user: user.to_owned(), access_key: None };
+    let who = SignedIn { user: user.to_owned(), access_key: None, user_id: record.id, generation: record.generation };
     let (token, _) = registry.auth.issue(TokenUse::Login, Some(&who), Vec::new())?;
     println!("{token}");
     Ok(())

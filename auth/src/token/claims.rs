@@ -1,5 +1,7 @@
 //! What a token says: the registered JWT claims the Docker token spec requires, the spec's
-//! `access` list, and Berth's `berth_use`, which keeps tokens for different purposes apart.
+//! `access` list, Berth's `berth_use`, which keeps tokens for different purposes apart, and
+//! for long-lived tokens `berth_uid` and `berth_gen`, which tie them to one user's current
+//! credentials.
 
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +30,16 @@ pub struct Claims {
     /// What the token is for; a token for one use is refused for any other.
     #[serde(rename = "berth_use")]
     pub use_: TokenUse,
+    /// The user's stable id (`AIDA…`), in refresh and login tokens: redeeming one checks
+    /// that the user of that name is still this one, not another created since under the
+    /// same name. Absent from access tokens.
+    #[serde(rename = "berth_uid", default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The user's credential generation when the token was issued, in refresh and login
+    /// tokens: a password change or removal, or disabling the user, moves it on, and a
+    /// token of an older generation is refused. Absent from access tokens.
+    #[serde(rename = "berth_gen", default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 impl Claims {
@@ -52,7 +64,15 @@ impl Claims {
             jti: hex::encode(crate::credentials::random_bytes::<16>()),
             access,
             use_,
+            user_id: None,
+            generation: None,
         }
+    }
+
+    /// These claims bound to a user's id and credential generation (refresh and login
+    /// tokens), so that redeeming them can check both are still current.
+    pub fn bound_to(self, user_id: impl Into<String>, generation: i64) -> Claims {
+        Claims { user_id: Some(user_id.into()), generation: Some(generation), ..self }
     }
 }
 

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use aws_lc_rs::digest::{SHA256, digest};
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 use super::claims::Claims;
@@ -22,7 +22,10 @@ pub(super) const ALG: &str = "ES256";
 
 /// An ECDSA P-256 key pair that signs tokens. `Debug` shows the kid only.
 pub struct SigningKey {
-    pair: EcdsaKeyPair,
+    /// The private key for `jsonwebtoken`, from the PKCS#8 DER below.
+    encoding: EncodingKey,
+    /// The uncompressed public point (`04 || x || y`), for verifiers.
+    public: Vec<u8>,
     /// The PKCS#8 DER the pair came from (or was converted to), for persisting it.
     pkcs8: Vec<u8>,
     jwk: Jwk,
@@ -77,27 +80,17 @@ impl SigningKey {
 
     /// The uncompressed SEC1 point (`04 || x || y`) that verifiers check signatures with.
     pub(super) fn public_key_bytes(&self) -> &[u8] {
-        self.pair.public_key().as_ref()
+        &self.public
     }
 
     /// The compact JWS of `claims`: `header.payload.signature`, each base64url without
-    /// padding, the signature being the 64-byte `r || s` that JWS ES256 specifies.
+    /// padding, the header `{"typ":"JWT","alg":"ES256","kid":…}`, the signature the 64-byte
+    /// `r || s` that JWS ES256 specifies.
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
-        let header = Header { alg: ALG, typ: "JWT", kid: &self.jwk.kid };
-        let header = serde_json::to_vec(&header).map_err(|e| TokenError::Key(format!("header: {e}")))?;
-        let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Key(format!("claims: {e}")))?;
-        let mut token = b64url_encode(&header);
-        token.push('.');
-        token.push_str(&b64url_encode(&payload));
-        // aws-lc draws the ECDSA nonce itself; the generator argument is only for *ring*
-        // compatibility.
-        let signature = self
-            .pair
-            .sign(&SystemRandom::new(), token.as_bytes())
-            .map_err(|_| TokenError::Key("signing failed".into()))?;
-        token.push('.');
-        token.push_str(&b64url_encode(signature.as_ref()));
-        Ok(token)
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.jwk.kid.clone());
+        // aws-lc draws the ECDSA nonce itself.
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| TokenError::Key(format!("signing: {e}")))
     }
 
     fn with_pkcs8_of(pair: EcdsaKeyPair) -> Result<SigningKey, TokenError> {
@@ -107,8 +100,10 @@ impl SigningKey {
     }
 
     fn assemble(pair: EcdsaKeyPair, pkcs8: Vec<u8>) -> Result<SigningKey, TokenError> {
-        let jwk = Jwk::for_p256_point(pair.public_key().as_ref())?;
-        Ok(SigningKey { pair, pkcs8, jwk })
+        let public = pair.public_key().as_ref().to_vec();
+        let jwk = Jwk::for_p256_point(&public)?;
+        // jsonwebtoken's aws-lc signer reads PKCS#8, which `pkcs8` always is.
+        Ok(SigningKey { encoding: EncodingKey::from_ec_der(&pkcs8), public, pkcs8, jwk })
     }
 }
 
@@ -116,14 +111,6 @@ impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey").field("kid", &self.jwk.kid).finish_non_exhaustive()
     }
-}
-
-/// The JWS header we write. Field order is the order written.
-#[derive(Serialize)]
-struct Header<'a> {
-    alg: &'a str,
-    typ: &'a str,
-    kid: &'a str,
 }
 
 /// A public key as a JSON Web Key (RFC 7517), with the members a JWKS consumer needs.

@@ -6,15 +6,21 @@
 //! Distribution v3 expects in `kid` and what a JWKS document ([`Jwks`]) publishes.
 //!
 //! Layout: `key` (key pairs, PEM loading, JWK and thumbprint), `claims` (what a token says),
-//! `verify` (the checks, in order), `tests` (round trips and every refusal).
+//! `verify` (the checks, in order), `tests` (round trips and every refusal). The JWS
+//! encoding, parsing and ES256 signatures are `jsonwebtoken`'s (on aws-lc-rs); what is
+//! Berth's is which keys, which claims, and the checks around them.
 //!
 //! Invariants:
-//! - One algorithm. Tokens are written and accepted with `alg` exactly `ES256`; there is no
-//!   algorithm negotiation, so `none`, HMAC-with-the-public-key and other confusions cannot
-//!   happen by construction. This is why JWTs are written here by hand and not with a JWT
-//!   crate that supports many algorithms.
+//! - One algorithm. Tokens are written with `alg` `ES256`, and accepted only with `alg`
+//!   exactly `ES256`: the header's `alg` is refused unless it is ES256 before any key is
+//!   chosen, the library's `Validation` lists ES256 alone, and the key is looked up by `kid`
+//!   among the trusted P-256 public keys only (never taken from the token's `jwk`, `jku`,
+//!   `x5u` or `x5c`). So `none`, HMAC-with-the-public-key and other confusions cannot
+//!   happen: no other algorithm is enabled and no other kind of key is ever held.
 //! - The signature is verified before a single claim is read: the payload of an unverified
-//!   token is never parsed.
+//!   token is never parsed (`jsonwebtoken::decode` checks the signature over the text as
+//!   sent, then deserializes the claims).
+//! - A token is refused by its length before any of it is decoded.
 //! - Every token says what it is for ([`TokenUse`]), and a token for one use is refused for
 //!   any other (a refresh token is not a bearer token for the registry).
 //! - Errors are safe to show to a client: they never carry key material or echo a token.

@@ -107,6 +107,21 @@ fn header_is_es256_jwt_with_the_kid_and_signature_is_64_bytes() {
 }
 
 #[test]
+fn user_id_and_generation_round_trip_and_are_absent_unless_bound() {
+    let key = key();
+    let access = claims(TokenUse::Access);
+    let json = serde_json::to_value(&access).unwrap();
+    assert!(json.get("berth_uid").is_none() && json.get("berth_gen").is_none(), "{json}");
+    let refresh = claims(TokenUse::Refresh).bound_to("AIDAAAAAAAAAAAAAAAAA", 3);
+    let json = serde_json::to_value(&refresh).unwrap();
+    assert_eq!((json["berth_uid"].as_str(), json["berth_gen"].as_i64()), (Some("AIDAAAAAAAAAAAAAAAAA"), Some(3)));
+    let token = key.sign(&refresh).unwrap();
+    let verified = verifier(&key).verify(&token, AUDIENCE, TokenUse::Refresh, NOW).unwrap();
+    assert_eq!(verified, refresh);
+    assert_eq!((verified.user_id.as_deref(), verified.generation), (Some("AIDAAAAAAAAAAAAAAAAA"), Some(3)));
+}
+
+#[test]
 fn claims_new_sets_times_and_a_random_jti() {
     let a = claims(TokenUse::Access);
     assert_eq!((a.iat, a.nbf, a.exp), (NOW, NOW, NOW + 300));
@@ -503,6 +518,89 @@ fn crit_wrong_typ_and_non_object_headers_are_refused() {
     // typ may be left out.
     let token = forge(&format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#), &payload, es256(&key));
     assert!(verifier(&key).verify(&token, AUDIENCE, TokenUse::Access, NOW).is_ok());
+}
+
+#[test]
+fn keys_and_extensions_a_header_carries_are_not_used() {
+    // A token that brings its own key (`jwk`), or points at one (`jku`, `x5u`), is checked
+    // against the trusted keys only; `crit` is refused even for the one extension
+    // (`b64`) that jsonwebtoken itself understands.
+    let (trusted, attacker) = (key(), key());
+    let payload = payload(&claims(TokenUse::Access));
+    let attacker_jwk = serde_json::to_string(&attacker.public_jwk()).unwrap();
+    let (tk, ak) = (trusted.kid(), attacker.kid());
+    let cases = [
+        (format!(r#"{{"alg":"ES256","kid":"{ak}","jwk":{attacker_jwk}}}"#), "own kid"),
+        (format!(r#"{{"alg":"ES256","kid":"{tk}","jwk":{attacker_jwk}}}"#), "trusted kid"),
+        (format!(r#"{{"alg":"ES256","kid":"{tk}","jku":"https://evil.example/jwks.json"}}"#), "jku"),
+        (format!(r#"{{"alg":"ES256","kid":"{tk}","x5u":"https://evil.example/cert.pem"}}"#), "x5u"),
+    ];
+    for (header, case) in cases {
+        let token = forge(&header, &payload, es256(&attacker));
+        let err = verifier(&trusted).verify(&token, AUDIENCE, TokenUse::Access, NOW).unwrap_err();
+        let expected = if case == "own kid" { TokenError::UnknownKey(ak.to_owned()) } else { TokenError::Signature };
+        assert_eq!(err, expected, "{case}");
+    }
+    for header in [
+        format!(r#"{{"alg":"ES256","kid":"{tk}","b64":true,"crit":["b64"]}}"#),
+        format!(r#"{{"alg":"ES256","kid":"{tk}","b64":false}}"#),
+    ] {
+        let token = forge(&header, &payload, es256(&trusted));
+        let err = verifier(&trusted).verify(&token, AUDIENCE, TokenUse::Access, NOW).unwrap_err();
+        assert!(matches!(err, TokenError::Malformed(_)), "{header}: {err:?}");
+    }
+}
+
+#[test]
+fn kid_of_the_wrong_type_and_claims_of_the_wrong_shape_are_refused() {
+    let key = key();
+    let payload_text = payload(&claims(TokenUse::Access));
+    let token = forge(r#"{"alg":"ES256","kid":7}"#, &payload_text, es256(&key));
+    let err = verifier(&key).verify(&token, AUDIENCE, TokenUse::Access, NOW).unwrap_err();
+    assert_eq!(err, TokenError::UnknownKey("kid is not a string".into()));
+
+    let header = header_with_alg("ES256", key.kid());
+    let mut shapes = Vec::new();
+    for (member, value) in [
+        ("aud", serde_json::json!(1234)),
+        ("aud", serde_json::json!([1, 2])),
+        ("exp", serde_json::json!("tomorrow")),
+        ("iss", serde_json::json!(null)),
+        ("sub", serde_json::json!(["alice"])),
+    ] {
+        let mut json: serde_json::Value = serde_json::to_value(claims(TokenUse::Access)).unwrap();
+        json[member] = value;
+        shapes.push(json.to_string());
+    }
+    // A payload that is a JSON array, and one that names a member twice.
+    shapes.push("[1,2,3]".into());
+    shapes.push(payload_text.replacen(r#""sub":"alice""#, r#""sub":"alice","sub":"admin""#, 1));
+    for claims_json in shapes {
+        let token = forge(&header, &claims_json, es256(&key));
+        let err = verifier(&key).verify(&token, AUDIENCE, TokenUse::Access, NOW).unwrap_err();
+        assert!(matches!(err, TokenError::Malformed(_) | TokenError::Audience(_)), "{claims_json}: {err:?}");
+    }
+}
+
+#[test]
+fn a_payload_that_is_not_base64url_is_refused_before_it_is_read() {
+    let key = key();
+    let token = key.sign(&claims(TokenUse::Access)).unwrap();
+    let p = parts(&token);
+    // Signed over the text as sent, so the signature is good; the payload is then not
+    // base64url at all, or base64url of something that is not JSON.
+    for payload_b64 in ["!!!!".to_owned(), b64(b"not json")] {
+        let token = forge_b64(&p[0], &payload_b64, es256(&key));
+        let err = verifier(&key).verify(&token, AUDIENCE, TokenUse::Access, NOW).unwrap_err();
+        assert!(matches!(err, TokenError::Malformed(_)), "{payload_b64}: {err:?}");
+    }
+}
+
+/// Like [`forge`], with the header and payload given already encoded.
+fn forge_b64(header_b64: &str, payload_b64: &str, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let input = format!("{header_b64}.{payload_b64}");
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(&signature))
 }
 
 #[test]

@@ -17,6 +17,8 @@ use crate::error::{ApiError, ApiResult};
 /// A user as shown to administrators: never the password hash.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct UserView {
+    /// The stable id (`AIDA…`): a user created again under the same name has another.
+    pub id: String,
     pub name: String,
     pub arn: String,
     pub password: bool,
@@ -51,6 +53,7 @@ pub struct Admin<'a> {
 
 fn user_view(u: UserRecord, arns: &berth_auth::policy::Arns) -> UserView {
     UserView {
+        id: u.id,
         arn: arns.user(&u.name),
         name: u.name,
         password: u.password_hash.is_some(),
@@ -73,7 +76,14 @@ impl Admin<'_> {
             }
             None => None,
         };
-        let user = UserRecord { name: name.to_owned(), password_hash, disabled: false, created_at: unix_now() };
+        let user = UserRecord {
+            id: credentials::generate_user_id(),
+            name: name.to_owned(),
+            password_hash,
+            disabled: false,
+            created_at: unix_now(),
+            generation: 0,
+        };
         if !self.meta.create_user(&user).await? {
             return Err(ApiError::Conflict(format!("user {name} exists")));
         }
@@ -91,7 +101,8 @@ impl Admin<'_> {
     }
 
     /// Enables or disables a user; a disabled user cannot sign in, and neither can its keys.
-    /// Tokens already issued stay valid until they expire (`auth.token.ttl`).
+    /// Disabling revokes its refresh and login tokens (for good: enabling it again does not
+    /// bring them back); registry tokens already issued live out `auth.token.ttl`.
     pub async fn set_disabled(&self, name: &str, disabled: bool) -> ApiResult<UserView> {
         if !self.meta.set_user_disabled(name, disabled).await? {
             return Err(no_user(name));
@@ -100,7 +111,8 @@ impl Admin<'_> {
         self.user(name).await
     }
 
-    /// Sets (or with `None` removes) a user's password.
+    /// Sets (or with `None` removes) a user's password, revoking the user's refresh and
+    /// login tokens (the store moves its credential generation on).
     pub async fn set_password(&self, name: &str, password: Option<&str>) -> ApiResult<UserView> {
         let hash = match password {
             Some(p) => {

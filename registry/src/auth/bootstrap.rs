@@ -42,7 +42,14 @@ pub(super) async fn admin(auth: &Authority, meta: &dyn MetadataStore, data_dir: 
         }
     };
     let hash = credentials::hash_password(&password).map_err(|e| e.to_string())?;
-    let user = UserRecord { name: name.clone(), password_hash: Some(hash), disabled: false, created_at: unix_now() };
+    let user = UserRecord {
+        id: credentials::generate_user_id(),
+        name: name.clone(),
+        password_hash: Some(hash),
+        disabled: false,
+        created_at: unix_now(),
+        generation: 0,
+    };
     let created = meta.create_user(&user).await.map_err(|e| format!("creating {name}: {e}"))?;
     if !created {
         // Another replica made it first; its password is the one that counts.

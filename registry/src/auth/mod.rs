@@ -23,7 +23,7 @@ use berth_auth::token::{Claims, Jwks, ResourceActions, SigningKey, TokenUse, Ver
 use berth_auth::{Access, Scope, credentials};
 use berth_oci::RepoName;
 use berth_storage::MetadataStore;
-use berth_storage::metadata::{PolicyRecord, unix_now};
+use berth_storage::metadata::{PolicyRecord, UserRecord, unix_now};
 use sha2::Digest as _;
 
 use crate::error::ApiError;
@@ -88,6 +88,10 @@ pub struct Origin {
 pub struct SignedIn {
     pub user: String,
     pub access_key: Option<String>,
+    /// The user's stable id and credential generation at sign-in, which refresh and login
+    /// tokens issued to it carry and which redeeming them checks are still current.
+    pub user_id: String,
+    pub generation: i64,
 }
 
 impl SignedIn {
@@ -204,17 +208,19 @@ impl Authority {
             let Ok(claims) = self.verifier.verify(secret, self.service(), TokenUse::Login, unix_now()) else {
                 return Ok(None);
             };
-            return self.subject_signed_in(meta, &claims.sub).await;
+            return self.redeem(meta, &claims).await;
         }
         if credentials::is_access_key_id(user) {
             let Some(key) = meta.access_key(user).await? else { return Ok(None) };
             if !credentials::verify_secret(secret, &key.secret_digest) || key.disabled {
                 return Ok(None);
             }
-            return Ok(self
-                .user_enabled(meta, &key.user)
-                .await?
-                .then_some(SignedIn { user: key.user, access_key: Some(key.id) }));
+            return Ok(self.enabled_user(meta, &key.user).await?.map(|u| SignedIn {
+                user: key.user,
+                access_key: Some(key.id),
+                user_id: u.id,
+                generation: u.generation,
+            }));
         }
         let record = meta.user(user).await?;
         let Some(hash) = record.as_ref().and_then(|u| u.password_hash.clone()) else {
@@ -234,27 +240,53 @@ impl Authority {
         if !remembered {
             self.passwords.remember(user, secret, &hash);
         }
-        let enabled = record.is_some_and(|u| !u.disabled);
-        Ok(enabled.then(|| SignedIn { user: user.to_owned(), access_key: None }))
+        Ok(record.filter(|u| !u.disabled).map(|u| SignedIn {
+            user: user.to_owned(),
+            access_key: None,
+            user_id: u.id,
+            generation: u.generation,
+        }))
     }
 
-    /// The sign-in a token's subject stands for, if that user (and key) is still enabled.
+    /// The sign-in a verified refresh or login token stands for: its subject (a user, or an
+    /// access key and its user) still enabled, and the user the same one (`berth_uid`, not
+    /// another created since under the same name) at the same credential generation
+    /// (`berth_gen`: no password change, removal or disabling since). A token without
+    /// these claims (issued before they existed) is refused.
+    async fn redeem(&self, meta: &dyn MetadataStore, claims: &Claims) -> Result<Option<SignedIn>, ApiError> {
+        let (Some(user_id), Some(generation)) = (claims.user_id.as_deref(), claims.generation) else {
+            return Ok(None);
+        };
+        let Some(now) = self.subject_signed_in(meta, &claims.sub).await? else { return Ok(None) };
+        if now.user_id != user_id || now.generation != generation {
+            tracing::info!(auth.user = %now.user, token.use_ = %claims.use_, "revoked token refused");
+            return Ok(None);
+        }
+        Ok(Some(now))
+    }
+
+    /// The sign-in a token's subject stands for, if that user (and key) is still enabled,
+    /// with the user's current id and generation.
     async fn subject_signed_in(&self, meta: &dyn MetadataStore, subject: &str) -> Result<Option<SignedIn>, ApiError> {
-        if credentials::is_access_key_id(subject) {
+        let (user, access_key) = if credentials::is_access_key_id(subject) {
             let Some(key) = meta.access_key(subject).await? else { return Ok(None) };
             if key.disabled {
                 return Ok(None);
             }
-            return Ok(self
-                .user_enabled(meta, &key.user)
-                .await?
-                .then_some(SignedIn { user: key.user, access_key: Some(key.id) }));
-        }
-        Ok(self.user_enabled(meta, subject).await?.then(|| SignedIn { user: subject.to_owned(), access_key: None }))
+            (key.user, Some(key.id))
+        } else {
+            (subject.to_owned(), None)
+        };
+        Ok(self.enabled_user(meta, &user).await?.map(|u| SignedIn {
+            user,
+            access_key,
+            user_id: u.id,
+            generation: u.generation,
+        }))
     }
 
-    async fn user_enabled(&self, meta: &dyn MetadataStore, user: &str) -> Result<bool, ApiError> {
-        Ok(meta.user(user).await?.is_some_and(|u| !u.disabled))
+    async fn enabled_user(&self, meta: &dyn MetadataStore, user: &str) -> Result<Option<UserRecord>, ApiError> {
+        Ok(meta.user(user).await?.filter(|u| !u.disabled))
     }
 
     /// A registry (Bearer) token's grant, when the token is valid. A client sends the same
@@ -278,8 +310,10 @@ impl Authority {
             .verifier
             .verify(token, self.service(), TokenUse::Refresh, unix_now())
             .map_err(|e| ApiError::Unauthorized { message: format!("refresh token refused: {e}"), challenge: None })?;
-        self.subject_signed_in(meta, &claims.sub).await?.ok_or(ApiError::Unauthorized {
-            message: "the user or access key of this refresh token is disabled or gone".into(),
+        self.redeem(meta, &claims).await?.ok_or(ApiError::Unauthorized {
+            message: "refresh token revoked: its user's password changed or was removed, or the user or access key \
+                      was disabled or deleted since it was issued; sign in again"
+                .into(),
             challenge: None,
         })
     }
@@ -297,8 +331,16 @@ impl Authority {
             TokenUse::Login => self.config.token.login_ttl,
         };
         let subject = who.map(SignedIn::subject).unwrap_or("");
-        let claims =
+        let mut claims =
             Claims::new(use_, self.config.token.issuer.clone(), subject, self.service(), unix_now(), ttl, access);
+        // Long-lived tokens are bound to the user's current credentials, so that revoking
+        // those (a password change, disabling, deleting) revokes them; registry tokens are
+        // short and checked from their claims alone.
+        if use_ != TokenUse::Access
+            && let Some(w) = who
+        {
+            claims = claims.bound_to(w.user_id.clone(), w.generation);
+        }
         let token = self.signer.sign(&claims).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok((token, claims))
     }

@@ -427,6 +427,162 @@ async fn access_keys_login_tokens_and_refresh_tokens() {
     assert_eq!(r.status(), 401);
 }
 
+impl TestServer {
+    /// A refresh token (`offline_token=true`) for Basic credentials `user:secret`.
+    async fn refresh_token(&self, user: &str, secret: &str) -> String {
+        let r = self
+            .client
+            .get(self.url("/token?service=berth&offline_token=true&client_id=test"))
+            .header("authorization", basic(user, secret))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "refresh token for {user}");
+        r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A login token (the password of `docker login -u AWS`) for Basic credentials.
+    async fn login_token(&self, user: &str, secret: &str) -> String {
+        let r =
+            self.client.get(self.url("/api/v1/login-token")).header("authorization", basic(user, secret)).send().await;
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200, "login token for {user}");
+        r.json::<Value>().await.unwrap()["password"].as_str().unwrap().to_owned()
+    }
+
+    /// The status of the OAuth2 refresh grant with `refresh`.
+    async fn redeem_refresh(&self, refresh: &str) -> u16 {
+        let form =
+            [("grant_type", "refresh_token"), ("refresh_token", refresh), ("service", "berth"), ("client_id", "t")];
+        let r = self
+            .client
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&form))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
+    /// The status of `GET /v2/` and of a token request, each signed in with a login token.
+    async fn redeem_login(&self, login: &str) -> (u16, u16) {
+        let v2 = self.client.get(self.url("/v2/")).header("authorization", basic("AWS", login)).send().await.unwrap();
+        let token = self
+            .client
+            .get(self.url("/token?service=berth"))
+            .header("authorization", basic("AWS", login))
+            .send()
+            .await
+            .unwrap();
+        (v2.status().as_u16(), token.status().as_u16())
+    }
+
+    async fn patch_user(&self, name: &str, change: Value) -> Value {
+        let r = self.admin_api(reqwest::Method::PATCH, &format!("users/{name}"), Some(change.to_string())).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        r.json().await.unwrap()
+    }
+}
+
+/// Refresh tokens (30 days) and login tokens (12 h) die with the credentials they came
+/// from: a password change, a password removal, disabling the user (for good: enabling it
+/// again does not revive them), deleting it (a new user of the same name is someone else,
+/// with its own id, and the old user's access keys do not come back). Fresh ones work.
+#[tokio::test]
+async fn refresh_and_login_tokens_are_revoked_with_their_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = auth_config(dir.path());
+    // Each revoked login token is a failed sign-in; the throttle is not what is tested.
+    c.auth.max_failed_logins = 1000;
+    let t = TestServer::start_with(dir, c).await;
+    let all = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:*"],"Resource":"*"}]});
+    let (ok, revoked) = ((200, 200), (401, 401));
+    t.create_user("rv", "first-password", Some(all.clone())).await;
+    let first: Value = t.admin_api(reqwest::Method::GET, "users/rv", None).await.json().await.unwrap();
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    assert!(first_id.starts_with("AIDA") && first_id.len() == 20, "{first}");
+
+    let (refresh, login) = (t.refresh_token("rv", "first-password").await, t.login_token("rv", "first-password").await);
+    assert_eq!(t.redeem_refresh(&refresh).await, 200, "fresh refresh token");
+    assert_eq!(t.redeem_login(&login).await, ok, "fresh login token");
+    // A login token signs in for another login token, which is bound the same way.
+    let chained = t.login_token("AWS", &login).await;
+
+    // A password change.
+    t.patch_user("rv", json!({"password": "second-password"})).await;
+    assert_eq!(t.redeem_refresh(&refresh).await, 401, "refresh token after a password change");
+    assert_eq!(t.redeem_login(&login).await, revoked, "login token after a password change");
+    assert_eq!(t.redeem_login(&chained).await, revoked, "chained login token after a password change");
+    let (refresh, login) =
+        (t.refresh_token("rv", "second-password").await, t.login_token("rv", "second-password").await);
+    assert_eq!(t.redeem_refresh(&refresh).await, 200);
+    assert_eq!(t.redeem_login(&login).await, ok);
+
+    // The password removed (access keys only).
+    let r = t.admin_api(reqwest::Method::POST, "users/rv/access-keys", None).await;
+    let key: Value = r.json().await.unwrap();
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["secret"].as_str().unwrap().to_owned());
+    t.patch_user("rv", json!({"password": null})).await;
+    assert_eq!(t.redeem_refresh(&refresh).await, 401, "refresh token after the password is removed");
+    assert_eq!(t.redeem_login(&login).await, revoked, "login token after the password is removed");
+    let (refresh, login) = (t.refresh_token(&id, &secret).await, t.login_token(&id, &secret).await);
+    assert_eq!(t.redeem_refresh(&refresh).await, 200, "tokens from the access key");
+    assert_eq!(t.redeem_login(&login).await, ok);
+
+    // Disabled, then enabled again.
+    t.patch_user("rv", json!({"disabled": true})).await;
+    assert_eq!(t.redeem_refresh(&refresh).await, 401, "refresh token of a disabled user");
+    assert_eq!(t.redeem_login(&login).await, revoked, "login token of a disabled user");
+    t.patch_user("rv", json!({"disabled": false, "password": "third-password"})).await;
+    assert_eq!(t.redeem_refresh(&refresh).await, 401, "refresh token from before the user was disabled");
+    assert_eq!(t.redeem_login(&login).await, revoked, "login token from before the user was disabled");
+    let (refresh, login) = (t.refresh_token("rv", "third-password").await, t.login_token("rv", "third-password").await);
+    let (key_refresh, key_login) = (t.refresh_token(&id, &secret).await, t.login_token(&id, &secret).await);
+    assert_eq!(t.redeem_refresh(&refresh).await, 200);
+    assert_eq!(t.redeem_login(&login).await, ok);
+
+    // Deleted, and created again under the same name with the same password and policy.
+    let r = t.admin_api(reqwest::Method::DELETE, "users/rv", None).await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    t.create_user("rv", "third-password", Some(all)).await;
+    let second: Value = t.admin_api(reqwest::Method::GET, "users/rv", None).await.json().await.unwrap();
+    assert_ne!(second["id"].as_str().unwrap(), first_id, "a new user, a new id");
+    for (what, token) in [("password", &refresh), ("access key", &key_refresh)] {
+        assert_eq!(t.redeem_refresh(token).await, 401, "the old user's refresh token ({what})");
+    }
+    for (what, token) in [("password", &login), ("access key", &key_login)] {
+        assert_eq!(t.redeem_login(token).await, revoked, "the old user's login token ({what})");
+    }
+    let r = t.client.get(t.url("/v2/")).header("authorization", basic(&id, &secret)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the old user's access key");
+    let keys: Value = t.admin_api(reqwest::Method::GET, "users/rv/access-keys", None).await.json().await.unwrap();
+    assert_eq!(keys, json!([]), "the new user has no keys");
+    let (refresh, login) = (t.refresh_token("rv", "third-password").await, t.login_token("rv", "third-password").await);
+    assert_eq!(t.redeem_refresh(&refresh).await, 200, "the new user's own tokens");
+    assert_eq!(t.redeem_login(&login).await, ok);
+}
+
+/// A user deleted and created again at once is at the same credential generation (0) as
+/// the old one: only the user id tells the old user's tokens from the new user's.
+#[tokio::test]
+async fn a_user_created_again_under_the_same_name_does_not_inherit_tokens() {
+    let t = start().await;
+    let all = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:*"],"Resource":"*"}]});
+    t.create_user("again", "same-password", Some(all.clone())).await;
+    let (refresh, login) =
+        (t.refresh_token("again", "same-password").await, t.login_token("again", "same-password").await);
+    let r = t.admin_api(reqwest::Method::DELETE, "users/again", None).await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    t.create_user("again", "same-password", Some(all)).await;
+    assert_eq!(t.redeem_refresh(&refresh).await, 401, "the old user's refresh token");
+    assert_eq!(t.redeem_login(&login).await, (401, 401), "the old user's login token");
+    let (refresh, login) =
+        (t.refresh_token("again", "same-password").await, t.login_token("again", "same-password").await);
+    assert_eq!(t.redeem_refresh(&refresh).await, 200);
+    assert_eq!(t.redeem_login(&login).await, (200, 200));
+}
+
 #[tokio::test]
 async fn mounts_need_pull_on_the_source() {
     let t = start().await;

@@ -209,6 +209,10 @@ pub enum Change {
 /// A person or service that signs in with a password and/or access keys.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
+    /// Stable and unique (`AIDA…`, like IAM's user ids), never reused: a user deleted and
+    /// created again under the same name gets a new one, so tokens that carry it (refresh
+    /// and login tokens) do not pass to the new user.
+    pub id: String,
     /// Unique; what policies and access keys are attached to.
     pub name: String,
     /// argon2id PHC string; None: no password login (access keys only).
@@ -218,16 +222,23 @@ pub struct UserRecord {
     pub disabled: bool,
     /// Unix seconds; shown in listings.
     pub created_at: i64,
+    /// The credential generation: starts at 0 and moves on with every password change or
+    /// removal and every disabling, in the same write. Refresh and login tokens carry the
+    /// generation they were issued at and are refused once it has moved on, so rotating a
+    /// leaked password cuts off every long-lived token derived from it.
+    pub generation: i64,
 }
 
 impl std::fmt::Debug for UserRecord {
     // A password hash can be attacked offline: it never goes to a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserRecord")
+            .field("id", &self.id)
             .field("name", &self.name)
             .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
             .field("disabled", &self.disabled)
             .field("created_at", &self.created_at)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -513,13 +524,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Every user, by name.
     async fn users(&self) -> Result<Vec<UserRecord>>;
     /// Disables or enables a user (keeping its keys and policies); false when there is no
-    /// such user.
+    /// such user. Disabling moves the user's credential generation on.
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
-    /// Replaces (or with `None` removes) the user's password hash; false when there is no
-    /// such user.
+    /// Replaces (or with `None` removes) the user's password hash and moves its credential
+    /// generation on; false when there is no such user.
     async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool>;
     /// Removes a user with its access keys and its and its keys' policies; false when absent.
-    /// Nothing of the user survives, so a new user of the same name starts empty.
+    /// Nothing of the user survives, so a new user of the same name starts empty (and with
+    /// a new id).
     async fn delete_user(&self, name: &str) -> Result<bool>;
     /// Records a new access key; false when its user does not exist (or the id is taken).
     async fn create_access_key(&self, key: &AccessKeyRecord) -> Result<bool>;

@@ -1,7 +1,7 @@
 //! [`PostgresStore`]: the metadata store in PostgreSQL, shared by several Berth replicas.
 //!
 //! The same tables as SQLite (`postgres_v1.sql`, `postgres_v3.sql`, `postgres_v4.sql`,
-//! `postgres_v5.sql`), reached through a pool of
+//! `postgres_v5.sql`, `postgres_v7.sql`), reached through a pool of
 //! `tokio-postgres` connections (`deadpool-postgres`). Names, tags and digests are
 //! `COLLATE "C"`, so listings sort and paginate by bytes exactly as SQLite does.
 //!
@@ -136,6 +136,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("postgres_v5.sql")),
     (6, include_str!("postgres_v6.sql")),
     (7, include_str!("postgres_v7.sql")),
+    (8, include_str!("postgres_v8.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -584,7 +585,7 @@ fn digests(required: &[RequiredContent]) -> Vec<String> {
     required.iter().map(|r| r.digest.to_string()).collect()
 }
 
-const USER_COLUMNS: &str = "name, password_hash, disabled, created_at";
+const USER_COLUMNS: &str = "name, password_hash, disabled, created_at, id, credential_generation";
 
 fn user_record(row: &tokio_postgres::Row) -> Result<UserRecord> {
     Ok(UserRecord {
@@ -592,6 +593,8 @@ fn user_record(row: &tokio_postgres::Row) -> Result<UserRecord> {
         password_hash: row.try_get(1)?,
         disabled: row.try_get(2)?,
         created_at: row.try_get(3)?,
+        id: row.try_get(4)?,
+        generation: row.try_get(5)?,
     })
 }
 
@@ -1412,8 +1415,10 @@ impl MetadataStore for PostgresStore {
             .client()
             .await?
             .execute(
-                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING"),
-                &[&user.name, &user.password_hash, &user.disabled, &user.created_at],
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING"
+                ),
+                &[&user.name, &user.password_hash, &user.disabled, &user.created_at, &user.id, &user.generation],
             )
             .await?;
         Ok(n > 0)
@@ -1433,8 +1438,17 @@ impl MetadataStore for PostgresStore {
     }
 
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let n =
-            self.client().await?.execute("UPDATE users SET disabled = $2 WHERE name = $1", &[&name, &disabled]).await?;
+        // Disabling moves the generation on, so tokens issued before stay refused after the
+        // user is enabled again.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE users SET disabled = $2, \
+                 credential_generation = credential_generation + (CASE WHEN $2 THEN 1 ELSE 0 END) WHERE name = $1",
+                &[&name, &disabled],
+            )
+            .await?;
         Ok(n > 0)
     }
 
@@ -1442,7 +1456,10 @@ impl MetadataStore for PostgresStore {
         let n = self
             .client()
             .await?
-            .execute("UPDATE users SET password_hash = $2 WHERE name = $1", &[&name, &password_hash])
+            .execute(
+                "UPDATE users SET password_hash = $2, credential_generation = credential_generation + 1 WHERE name = $1",
+                &[&name, &password_hash],
+            )
             .await?;
         Ok(n > 0)
     }

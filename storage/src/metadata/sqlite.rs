@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("sqlite_v4.sql")),
     (5, include_str!("sqlite_v5.sql")),
     (6, include_str!("sqlite_v6.sql")),
+    (7, include_str!("sqlite_v7.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -296,10 +297,17 @@ fn copy_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CopyRow
     Ok((row.get(at)?, row.get(at + 1)?, row.get(at + 2)?, row.get(at + 3)?, row.get(at + 4)?, row.get(at + 5)?))
 }
 
-const USER_COLUMNS: &str = "name, password_hash, disabled, created_at";
+const USER_COLUMNS: &str = "name, password_hash, disabled, created_at, id, credential_generation";
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
-    Ok(UserRecord { name: row.get(0)?, password_hash: row.get(1)?, disabled: row.get(2)?, created_at: row.get(3)? })
+    Ok(UserRecord {
+        name: row.get(0)?,
+        password_hash: row.get(1)?,
+        disabled: row.get(2)?,
+        created_at: row.get(3)?,
+        id: row.get(4)?,
+        generation: row.get(5)?,
+    })
 }
 
 const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at";
@@ -1024,8 +1032,10 @@ impl MetadataStore for SqliteStore {
         let user = user.clone();
         self.write(move |tx| {
             Ok(tx.execute(
-                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING"),
-                params![user.name, user.password_hash, user.disabled, user.created_at],
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING"
+                ),
+                params![user.name, user.password_hash, user.disabled, user.created_at, user.id, user.generation],
             )? > 0)
         })
         .await
@@ -1052,7 +1062,13 @@ impl MetadataStore for SqliteStore {
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
         let name = name.to_owned();
         self.write(move |tx| {
-            Ok(tx.execute("UPDATE users SET disabled = ?2 WHERE name = ?1", params![name, disabled])? > 0)
+            // Disabling moves the generation on, so tokens issued before stay refused after
+            // the user is enabled again.
+            Ok(tx.execute(
+                "UPDATE users SET disabled = ?2, \
+                 credential_generation = credential_generation + (CASE WHEN ?2 THEN 1 ELSE 0 END) WHERE name = ?1",
+                params![name, disabled],
+            )? > 0)
         })
         .await
     }
@@ -1060,7 +1076,10 @@ impl MetadataStore for SqliteStore {
     async fn set_user_password(&self, name: &str, password_hash: Option<&str>) -> Result<bool> {
         let (name, hash) = (name.to_owned(), password_hash.map(str::to_owned));
         self.write(move |tx| {
-            Ok(tx.execute("UPDATE users SET password_hash = ?2 WHERE name = ?1", params![name, hash])? > 0)
+            Ok(tx.execute(
+                "UPDATE users SET password_hash = ?2, credential_generation = credential_generation + 1 WHERE name = ?1",
+                params![name, hash],
+            )? > 0)
         })
         .await
     }

@@ -655,11 +655,18 @@ async fn sealed_upload_sessions(store: &dyn MetadataStore) {
 
 fn user(name: &str) -> UserRecord {
     UserRecord {
+        id: user_id(name),
         name: name.into(),
         password_hash: Some(format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}")),
         disabled: false,
         created_at: 50,
+        generation: 0,
     }
+}
+
+/// A user id unique to `seed`, of the shape the registry makes (`AIDA` and 16 characters).
+fn user_id(seed: &str) -> String {
+    format!("AIDA{}", hex_digest(seed)[..16].to_uppercase())
 }
 
 fn access_key(id: &str, user: &str) -> AccessKeyRecord {
@@ -706,19 +713,28 @@ async fn users(store: &dyn MetadataStore) {
     assert_eq!(ours(store.users().await.unwrap()), [zed.clone(), alice.clone(), bob.clone()], "by bytes");
     assert!(!format!("{alice:?}").contains("argon2"), "a password hash never reaches a log line");
 
+    // Each revocation of credentials moves the user's generation on, and nothing else does.
+    let generation = |name: &'static str| async move { store.user(name).await.unwrap().unwrap().generation };
+    assert_eq!(generation("au/alice").await, 0);
     assert!(store.set_user_disabled("au/alice", true).await.unwrap());
     assert!(store.user("au/alice").await.unwrap().unwrap().disabled);
+    assert_eq!(generation("au/alice").await, 1, "disabling revokes");
     assert!(!store.user("au/bob").await.unwrap().unwrap().disabled, "only that user");
     assert!(store.set_user_disabled("au/alice", false).await.unwrap());
     assert!(!store.user("au/alice").await.unwrap().unwrap().disabled);
+    assert_eq!(generation("au/alice").await, 1, "enabling again does not bring old tokens back");
     assert!(!store.set_user_disabled("au/none", true).await.unwrap());
 
     assert!(store.set_user_password("au/alice", Some("$argon2id$new")).await.unwrap());
     assert_eq!(store.user("au/alice").await.unwrap().unwrap().password_hash.as_deref(), Some("$argon2id$new"));
+    assert_eq!(generation("au/alice").await, 2, "a new password revokes");
     assert!(store.set_user_password("au/alice", None).await.unwrap(), "access keys only");
     assert_eq!(store.user("au/alice").await.unwrap().unwrap().password_hash, None);
+    assert_eq!(generation("au/alice").await, 3, "removing the password revokes");
     assert!(!store.set_user_password("au/none", Some("$argon2id$x")).await.unwrap());
     assert!(store.user("au/none").await.unwrap().is_none(), "not created by the attempt");
+    assert_eq!(generation("au/bob").await, 0, "only that user");
+    assert_eq!(store.user("au/alice").await.unwrap().unwrap().id, alice.id, "the id never changes");
 
     // Deleting a user takes its keys and its and its keys' policies, and nobody else's.
     let (ka, kb) = (access_key("AU-ALICE-1", "au/alice"), access_key("AU-BOB-1", "au/bob"));
@@ -738,9 +754,12 @@ async fn users(store: &dyn MetadataStore) {
     assert_eq!(store.policies(&user_target("au/bob")).await.unwrap().len(), 1);
     assert_eq!(store.policies(&key_target("AU-BOB-1")).await.unwrap().len(), 1);
 
-    // A new user of the same name starts with nothing.
-    assert!(store.create_user(&alice).await.unwrap());
+    // A new user of the same name starts with nothing, under its own id.
+    let again = UserRecord { id: user_id("au/alice again"), ..alice.clone() };
+    assert!(store.create_user(&again).await.unwrap());
+    assert_eq!(store.user("au/alice").await.unwrap(), Some(again));
     assert!(store.access_keys(Some("au/alice")).await.unwrap().is_empty());
+    assert!(store.access_key("AU-ALICE-1").await.unwrap().is_none(), "its old key is not revived");
     assert!(store.policies(&user_target("au/alice")).await.unwrap().is_empty());
     assert!(!store.put_policy(&key_target("AU-ALICE-1"), "inline", "{}").await.unwrap(), "its old key is gone");
 }
@@ -1085,6 +1104,116 @@ async fn metadata_on_sqlite() {
     assert!(again.any_blob(&Digest::sha256_of(b"x")).await.unwrap().is_some());
 }
 
+/// Users made before user ids and credential generations existed (schema v5) get an id
+/// each, all different, and generation 0.
+#[tokio::test]
+async fn sqlite_users_from_before_v6_get_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .unwrap();
+        let old = [
+            include_str!("../../src/metadata/sqlite_v1.sql"),
+            include_str!("../../src/metadata/sqlite_v2.sql"),
+            include_str!("../../src/metadata/sqlite_v3.sql"),
+            include_str!("../../src/metadata/sqlite_v4.sql"),
+            include_str!("../../src/metadata/sqlite_v5.sql"),
+        ];
+        for (version, sql) in (1..).zip(old) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version]).unwrap();
+        }
+        for name in ["old/a", "old/b", "old/c"] {
+            conn.execute(
+                "INSERT INTO users (name, password_hash, disabled, created_at) VALUES (?1, NULL, 0, 5)",
+                [name],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let users = store.users().await.unwrap();
+    assert_eq!(users.len(), 3);
+    for u in &users {
+        assert_eq!(u.generation, 0, "{u:?}");
+        assert_eq!(u.id.len(), 20, "{u:?}");
+        assert!(u.id.starts_with("AIDA") && u.id[4..].bytes().all(|b| b.is_ascii_alphanumeric()), "{u:?}");
+        assert_eq!(u.id, u.id.to_uppercase(), "{u:?}");
+    }
+    let mut ids: Vec<_> = users.iter().map(|u| u.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "every user its own id");
+}
+
+/// As [`sqlite_users_from_before_v6_get_ids`], on PostgreSQL (schema v6 to v7), in a fresh
+/// schema of the database at `BERTH_TEST_POSTGRES_URL`.
+#[tokio::test]
+async fn postgres_users_from_before_v7_get_ids() {
+    let Ok(url) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
+        println!("postgres_users_from_before_v7_get_ids skipped: set BERTH_TEST_POSTGRES_URL");
+        return;
+    };
+    let schema = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let run = tokio::spawn(async move {
+        let (c, conn) = tokio_postgres::connect(&scoped, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        c.batch_execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await
+            .unwrap();
+        let old = [
+            include_str!("../../src/metadata/postgres_v1.sql"),
+            include_str!("../../src/metadata/postgres_v2.sql"),
+            include_str!("../../src/metadata/postgres_v3.sql"),
+            include_str!("../../src/metadata/postgres_v4.sql"),
+            include_str!("../../src/metadata/postgres_v5.sql"),
+            include_str!("../../src/metadata/postgres_v6.sql"),
+        ];
+        for (version, sql) in (1i64..).zip(old) {
+            c.batch_execute(sql).await.unwrap();
+            c.execute("INSERT INTO schema_migrations VALUES ($1, 0)", &[&version]).await.unwrap();
+        }
+        for name in ["old/a", "old/b", "old/c"] {
+            c.execute(
+                "INSERT INTO users (name, password_hash, disabled, created_at) VALUES ($1, NULL, false, 5)",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        }
+        drop(c);
+        conn.await.unwrap().unwrap();
+
+        let store = PostgresStore::open(&scoped).await.unwrap();
+        let users = store.users().await.unwrap();
+        assert_eq!(users.len(), 3);
+        for u in &users {
+            assert_eq!(u.generation, 0, "{u:?}");
+            assert_eq!(u.id.len(), 20, "{u:?}");
+            assert!(u.id.starts_with("AIDA") && u.id[4..].bytes().all(|b| b.is_ascii_alphanumeric()), "{u:?}");
+            assert_eq!(u.id, u.id.to_uppercase(), "{u:?}");
+        }
+        let mut ids: Vec<_> = users.iter().map(|u| u.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "every user its own id");
+    })
+    .await;
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    drop(admin);
+    connection.await.unwrap().unwrap();
+    if let Err(e) = run {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 /// Runs the suite in a fresh schema of the database at `BERTH_TEST_POSTGRES_URL`
 /// (`.ci/postgres.sh` starts one), dropped at the end, so runs never collide.
 #[tokio::test]
@@ -1116,7 +1245,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 6, "each migration recorded once");
+        assert_eq!(versions, 8, "each migration recorded once");
     })
     .await;
 
