@@ -10,7 +10,7 @@
 pub mod admin;
 mod bootstrap;
 pub mod config;
-mod throttle;
+pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use sha2::Digest as _;
 
 use crate::error::ApiError;
 use config::AuthConfig;
-use throttle::Throttle;
+use throttle::{Attempt, Secret, Throttle};
 
 /// How far a token's times may be off before it is refused (clocks of replicas and clients).
 const LEEWAY: Duration = Duration::from_secs(30);
@@ -179,13 +179,30 @@ impl Authority {
         secret: &str,
         ip: IpAddr,
     ) -> Result<SignedIn, SignInError> {
-        let keys = [format!("ip:{ip}"), format!("user:{user}")];
-        self.throttle.check(&keys).map_err(SignInError::Throttled)?;
+        let kind = if user == "AWS" || credentials::is_access_key_id(user) { Secret::Random } else { Secret::Password };
+        // Decided before the secret is checked: a refused attempt costs no argon2 run and
+        // is not a failure.
+        let admission = match self.throttle.admit(Attempt::new(user, ip, kind), Instant::now()) {
+            Ok(a) => a,
+            Err(r) => {
+                tracing::info!(auth.user = user, client.ip = %ip, auth.throttle.reason = r.reason.as_str(),
+                    retry_after_s = r.wait.as_secs_f64().ceil() as u64, "sign-in refused: throttled");
+                return Err(SignInError::Throttled(r.wait));
+            }
+        };
         match self.check_secret(meta, user, secret).await {
-            Ok(Some(signed_in)) => Ok(signed_in),
+            Ok(Some(signed_in)) => {
+                admission.succeeded(Instant::now());
+                Ok(signed_in)
+            }
             Ok(None) => {
-                self.throttle.failed(&keys);
-                tracing::info!(auth.user = user, client.ip = %ip, "sign-in failed");
+                let known_good = admission.known_good();
+                let backoffs = admission.failed(Instant::now());
+                tracing::info!(auth.user = user, client.ip = %ip, auth.known_address = known_good, "sign-in failed");
+                for b in backoffs {
+                    tracing::warn!(auth.user = user, client.ip = %ip, auth.throttle.reason = b.reason.as_str(),
+                        auth.failures = b.failures, backoff_s = b.wait.as_secs_f64(), "sign-in back-off started");
+                }
                 Err(SignInError::Failed)
             }
             Err(e) => {
@@ -193,6 +210,11 @@ impl Authority {
                 Err(SignInError::Failed)
             }
         }
+    }
+
+    /// The throttle's counters, for `/metrics`.
+    pub fn throttle_counts(&self) -> throttle::Counts {
+        self.throttle.counts()
     }
 
     async fn check_secret(

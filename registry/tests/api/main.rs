@@ -15,6 +15,7 @@ mod events;
 mod replicas;
 mod restart;
 mod streaming;
+mod throttle;
 mod tls;
 mod tls_probe;
 mod uploads_maintenance;
