@@ -211,4 +211,22 @@ mod tests {
         let b: IpBlock = "10.1.0.0/16".parse().unwrap();
         assert_eq!(b.to_string(), "10.1.0.0/16");
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn trusted_proxies_from_the_file_and_the_environment() {
+        use crate::config::{Overrides, environment, load};
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::1\"]\n")?;
+            let c = load(Some(std::path::Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.auth.trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "fd00::1".parse().unwrap()]);
+            jail.set_env("BERTH_AUTH__TRUSTED_PROXIES", "[172.28.0.10, 192.168.0.0/16]");
+            let c = load(None, environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.auth.trusted_proxies, ["172.28.0.10".parse().unwrap(), "192.168.0.0/16".parse().unwrap()]);
+            jail.set_env("BERTH_AUTH__TRUSTED_PROXIES", "[nginx]");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("not an IP address"), "{err}");
+            Ok(())
+        });
+    }
 }

@@ -297,7 +297,7 @@ impl Throttle {
         if kept.len() >= MAX_ENTRIES * 7 / 8 {
             // Most significant first: backing off or in flight, most failures, latest.
             let rank = |e: &Entry| (e.until.is_some_and(|u| u > now) || e.pending > 0, e.failures, e.last);
-            kept.sort_unstable_by(|a, b| rank(&b.1).cmp(&rank(&a.1)));
+            kept.sort_unstable_by_key(|(_, e)| std::cmp::Reverse(rank(e)));
             kept.truncate(MAX_ENTRIES * 3 / 4);
         }
         // A new map rather than removals in place: a table left full of deleted slots makes
