@@ -100,7 +100,10 @@ impl From<SignInError> for ApiError {
     fn from(e: SignInError) -> Self {
         match e {
             SignInError::Failed => ApiError::Unauthorized { message: "invalid credentials".into(), challenge: None },
-            SignInError::Throttled(wait) => ApiError::TooManyRequests { retry_after: wait.as_secs().max(1) },
+            // Rounded up: a client retrying on the dot must find the back-off over.
+            SignInError::Throttled(wait) => {
+                ApiError::TooManyRequests { retry_after: (wait.as_secs_f64().ceil() as u64).max(1) }
+            }
         }
     }
 }
