@@ -202,9 +202,12 @@ impl Authority {
                 let known_good = admission.known_good();
                 let backoffs = admission.failed(Instant::now());
                 tracing::info!(auth.user = user, client.ip = %ip, auth.known_address = known_good, "sign-in failed");
-                for b in backoffs {
-                    tracing::warn!(auth.user = user, client.ip = %ip, auth.throttle.reason = b.reason.as_str(),
-                        auth.failures = b.failures, backoff_s = b.wait.as_secs_f64(), "sign-in back-off started");
+                // One line per decision: the longest back-off, and every count that started one.
+                if let Some(longest) = backoffs.iter().max_by_key(|b| b.wait) {
+                    let counts = backoffs.iter().map(|b| b.reason.as_str()).collect::<Vec<_>>().join(",");
+                    tracing::warn!(auth.user = user, client.ip = %ip, auth.throttle.reason = longest.reason.as_str(),
+                        auth.throttle.counts = counts, auth.failures = longest.failures,
+                        backoff_s = longest.wait.as_secs_f64(), "sign-in back-off started");
                 }
                 Err(SignInError::Failed)
             }
