@@ -12,7 +12,7 @@ mod bootstrap;
 pub mod config;
 mod gate;
 mod signing;
-mod throttle;
+pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use sha2::Digest as _;
 use crate::error::ApiError;
 use config::AuthConfig;
 pub use signing::SecretSealing;
-use throttle::Throttle;
+use throttle::{Attempt, Secret, Throttle};
 
 /// How far a token's times may be off before it is refused (clocks of replicas and clients).
 const LEEWAY: Duration = Duration::from_secs(30);
@@ -115,7 +115,10 @@ impl From<SignInError> for ApiError {
     fn from(e: SignInError) -> Self {
         match e {
             SignInError::Failed => ApiError::Unauthorized { message: "invalid credentials".into(), challenge: None },
-            SignInError::Throttled(wait) => ApiError::TooManyRequests { retry_after: wait.as_secs().max(1) },
+            // Rounded up: a client retrying on the dot must find the back-off over.
+            SignInError::Throttled(wait) => {
+                ApiError::TooManyRequests { retry_after: (wait.as_secs_f64().ceil() as u64).max(1) }
+            }
             SignInError::Busy => {
                 ApiError::Unavailable("too many sign-ins are being checked at once; retry in a moment".into())
             }
@@ -173,13 +176,33 @@ impl Authority {
         secret: &str,
         ip: IpAddr,
     ) -> Result<SignedIn, SignInError> {
-        let keys = [format!("ip:{ip}"), format!("user:{user}")];
-        self.throttle.check(&keys).map_err(SignInError::Throttled)?;
+        let kind = if user == "AWS" || credentials::is_access_key_id(user) { Secret::Random } else { Secret::Password };
+        // Decided before the secret is checked: a refused attempt costs no argon2 run and
+        // is not a failure.
+        let admission = match self.throttle.admit(Attempt::new(user, ip, kind), Instant::now()) {
+            Ok(a) => a,
+            Err(r) => {
+                tracing::info!(auth.user = user, client.ip = %ip, auth.throttle.reason = r.reason.as_str(),
+                    retry_after_s = r.wait.as_secs_f64().ceil() as u64, "sign-in refused: throttled");
+                return Err(SignInError::Throttled(r.wait));
+            }
+        };
         match self.check_secret(meta, user, secret).await {
-            Ok(Some(signed_in)) => Ok(signed_in),
+            Ok(Some(signed_in)) => {
+                admission.succeeded(Instant::now());
+                Ok(signed_in)
+            }
             Ok(None) => {
-                self.throttle.failed(&keys);
-                tracing::info!(auth.user = user, client.ip = %ip, "sign-in failed");
+                let known_good = admission.known_good();
+                let backoffs = admission.failed(Instant::now());
+                tracing::info!(auth.user = user, client.ip = %ip, auth.known_address = known_good, "sign-in failed");
+                // One line per decision: the longest back-off, and every count that started one.
+                if let Some(longest) = backoffs.iter().max_by_key(|b| b.wait) {
+                    let counts = backoffs.iter().map(|b| b.reason.as_str()).collect::<Vec<_>>().join(",");
+                    tracing::warn!(auth.user = user, client.ip = %ip, auth.throttle.reason = longest.reason.as_str(),
+                        auth.throttle.counts = counts, auth.failures = longest.failures,
+                        backoff_s = longest.wait.as_secs_f64(), "sign-in back-off started");
+                }
                 Err(SignInError::Failed)
             }
             Err(ApiError::Unavailable(_)) => {
@@ -191,6 +214,11 @@ impl Authority {
                 Err(SignInError::Failed)
             }
         }
+    }
+
+    /// The throttle's counters, for `/metrics`.
+    pub fn throttle_counts(&self) -> throttle::Counts {
+        self.throttle.counts()
     }
 
     async fn check_secret(

@@ -171,7 +171,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         &parts.headers,
         caller.as_ref(),
         parts.extensions.get::<super::middleware::RequestId>(),
-        parts.extensions.get::<super::middleware::PeerAddr>(),
+        parts.extensions.get::<super::middleware::ClientAddr>(),
         parts.extensions.get::<super::middleware::Secure>(),
     );
     let body = axum::body::to_bytes(body, BODY_LIMIT)

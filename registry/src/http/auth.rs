@@ -2,7 +2,6 @@
 //! before any handler reads the body; and the reading of credentials from headers, shared
 //! with the token service and the admin API.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -14,7 +13,7 @@ use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, HOST};
 
 use super::ParsedRoute;
-use super::middleware::{PeerAddr, Secure};
+use super::middleware::{ClientAddr, PeerAddr, Secure, client_addr};
 use crate::auth::{Authority, Caller, Origin, Permit, SignedIn};
 use crate::error::ApiError;
 use crate::service::Registry;
@@ -47,9 +46,13 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> 
     }
 }
 
-/// The client's address and transport.
+/// The client's address (as `middleware::observe` worked it out) and transport.
 pub(crate) fn origin(req_ext: &axum::http::Extensions) -> Origin {
-    let ip = req_ext.get::<PeerAddr>().map(|p| p.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = match req_ext.get::<ClientAddr>() {
+        Some(c) => c.ip,
+        // Not through the middleware: the peer itself, no proxy trusted.
+        None => client_addr(req_ext.get::<PeerAddr>().map(|p| p.0), &HeaderMap::new(), &[]).ip,
+    };
     let secure = req_ext.get::<Secure>().is_some_and(|s| s.0);
     Origin { ip, secure }
 }

@@ -1,6 +1,6 @@
 //! `/metrics`: Prometheus text. The webhook deliveries by subscription and state (read from
 //! the metadata store, so every replica reports the whole registry), and the attempts this
-//! process made by result.
+//! process made by result; sign-ins this process throttled and back-offs it started.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::StatusCode;
 use hyper::header::CONTENT_TYPE;
 
+use crate::auth::throttle::Reason;
 use crate::service::Registry;
 
 pub async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
@@ -36,6 +37,17 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
     out.push_str("# TYPE berth_webhook_attempts_total counter\n");
     for (result, n) in [("delivered", delivered), ("failed", failed), ("dead_lettered", dead)] {
         let _ = writeln!(out, "berth_webhook_attempts_total{{result=\"{result}\"}} {n}");
+    }
+    let throttle = reg.auth.throttle_counts();
+    out.push_str("# HELP berth_auth_throttled_total Sign-ins this process refused before checking their secret, by the count that refused them.\n");
+    out.push_str("# TYPE berth_auth_throttled_total counter\n");
+    for (reason, n) in Reason::ALL.iter().zip(throttle.refused) {
+        let _ = writeln!(out, "berth_auth_throttled_total{{reason=\"{}\"}} {n}", reason.as_str());
+    }
+    out.push_str("# HELP berth_auth_backoffs_total Sign-in back-offs (lockouts) this process started after failed sign-ins, by count.\n");
+    out.push_str("# TYPE berth_auth_backoffs_total counter\n");
+    for (reason, n) in Reason::ALL.iter().zip(throttle.backoffs) {
+        let _ = writeln!(out, "berth_auth_backoffs_total{{reason=\"{}\"}} {n}", reason.as_str());
     }
     (StatusCode::OK, [(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -49,7 +49,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/{*path}", axum::routing::any(admin::admin))
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(registry.clone(), auth::authorize))
-        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(axum::middleware::from_fn_with_state(registry.clone(), middleware::observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(middleware::panic_response))
         .with_state(registry)
 }
@@ -104,7 +104,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, request: axum::extract::Requ
         &headers,
         caller.as_ref(),
         extensions.get::<middleware::RequestId>(),
-        extensions.get::<middleware::PeerAddr>(),
+        extensions.get::<middleware::ClientAddr>(),
         extensions.get::<middleware::Secure>(),
     );
     let req = Req { method, headers, query, caller, origin };
@@ -142,7 +142,7 @@ pub(crate) fn event_origin(
     headers: &HeaderMap,
     caller: Option<&crate::auth::Caller>,
     request_id: Option<&middleware::RequestId>,
-    peer: Option<&middleware::PeerAddr>,
+    client: Option<&middleware::ClientAddr>,
     secure: Option<&middleware::Secure>,
 ) -> Origin {
     let header = |name: hyper::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -152,7 +152,7 @@ pub(crate) fn event_origin(
             berth_auth::policy::Principal::Anonymous => None,
         }),
         request_id: request_id.map(|r| r.0.clone()),
-        addr: peer.map(|p| p.0.to_string()),
+        addr: client.map(ToString::to_string),
         method: Some(method.to_string()),
         host: header(hyper::header::HOST),
         scheme: Some(if secure.is_some_and(|s| s.0) { "https" } else { "http" }.to_owned()),

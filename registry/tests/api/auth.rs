@@ -664,7 +664,8 @@ async fn failed_sign_ins_are_throttled() {
             .unwrap();
         assert_eq!(r.status(), 401);
     }
-    // Locked out: even the right password is refused for now, with a Retry-After.
+    // Backing off: from an address where admin never signed in, even the right password
+    // waits (it is indistinguishable from a guess), with a Retry-After.
     let r = t
         .client
         .get(t.url("/token?service=berth"))
@@ -673,7 +674,7 @@ async fn failed_sign_ins_are_throttled() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 50);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod replicas;
 mod restart;
 mod secrets;
 mod streaming;
+mod throttle;
 mod tls;
 mod tls_probe;
 mod uploads_maintenance;
