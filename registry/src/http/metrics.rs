@@ -1,6 +1,7 @@
 //! `/metrics`: Prometheus text. The webhook deliveries by subscription and state (read from
 //! the metadata store, so every replica reports the whole registry), and the attempts this
-//! process made by result.
+//! process made by result. Blob integrity: pulls stopped and damage the scrub found, and
+//! the scrubs this process completed.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
     for (result, n) in [("delivered", delivered), ("failed", failed), ("dead_lettered", dead)] {
         let _ = writeln!(out, "berth_webhook_attempts_total{{result=\"{result}\"}} {n}");
     }
+    reg.integrity.render(&mut out);
     (StatusCode::OK, [(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
