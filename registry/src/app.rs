@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use berth_storage::metadata::Change;
@@ -130,6 +131,7 @@ impl App {
             auth,
             events,
             hosts: config.hosts.clone(),
+            integrity: Default::default(),
         });
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
@@ -155,6 +157,32 @@ impl App {
             return None;
         }
         crate::events::dispatch::spawn(r.meta.clone(), r.events.clone())
+    }
+
+    /// Scrubs every `scrub.interval` (first at a random point within the first interval),
+    /// at `scrub.rate`, for as long as the runtime lives; `None` when the schedule is off.
+    pub fn spawn_scrub(&self, config: &crate::config::ScrubConfig) -> Option<JoinHandle<()>> {
+        if config.interval.is_zero() {
+            tracing::info!("the scheduled scrub is off (scrub.interval = \"off\")");
+            return None;
+        }
+        let (interval, rate) = (config.interval, config.rate);
+        // Uniform in [0, interval): a process that restarts more often than the interval
+        // still scrubs about once per interval on average, and replicas do not align.
+        let first = interval.mul_f64((uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0);
+        let registry = self.registry.clone();
+        tracing::info!(scrub.interval = %humantime::format_duration(interval), scrub.rate = rate,
+            scrub.first_in = %humantime::format_duration(Duration::from_secs(first.as_secs())), "scrub scheduled");
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(first).await;
+            let options = crate::service::scrub::ScrubOptions { repository: None, rate };
+            loop {
+                if let Err(e) = registry.scrub(&options).await {
+                    tracing::warn!(error = %e, "the scrub could not run to the end; it runs again at the next interval");
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }))
     }
 
     /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
@@ -237,6 +265,7 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     maintenance: JoinHandle<()>,
     dispatcher: Option<JoinHandle<()>>,
+    scrub: Option<JoinHandle<()>>,
     /// The certificate in use when `tls` is configured, and the task polling its files.
     certs: Option<Arc<crate::tls::CertStore>>,
     tls_watch: Option<JoinHandle<()>>,
@@ -262,7 +291,8 @@ impl RunningServer {
         }));
         let maintenance = app.spawn_maintenance(config.uploads.purge_interval);
         let dispatcher = app.spawn_dispatcher();
-        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, certs, tls_watch })
+        let scrub = app.spawn_scrub(&config.scrub);
+        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, scrub, certs, tls_watch })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -285,6 +315,9 @@ impl RunningServer {
         self.maintenance.abort();
         if let Some(d) = &self.dispatcher {
             d.abort();
+        }
+        if let Some(s) = &self.scrub {
+            s.abort();
         }
         if let Some(watch) = &self.tls_watch {
             watch.abort();

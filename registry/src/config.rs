@@ -33,6 +33,29 @@ pub struct Config {
     /// a request: image references on these hosts are this registry's (task definitions).
     pub hosts: Vec<String>,
     pub log: LogConfig,
+    pub scrub: ScrubConfig,
+}
+
+/// The scheduled scrub of `berth serve`: every stored blob re-read and checked against its
+/// digest (sealed copies opened), damage logged and counted, never repaired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// Time between scrubs; zero (`"off"`, `"0s"`) turns the schedule off. The first scrub
+    /// starts at a random point within the first interval, so a process restarted more often
+    /// than the interval still scrubs about once per interval, and replicas do not align.
+    #[serde(with = "duration_or_off")]
+    pub interval: Duration,
+    /// Bytes per second a scheduled scrub reads at most (`0`: no limit), so that it stays
+    /// cheap next to the pulls it shares the disk and CPU with. `berth scrub` takes `--rate`.
+    #[serde(with = "byte_rate")]
+    pub rate: u64,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig { interval: Duration::from_secs(7 * 24 * 3600), rate: 50 * 1024 * 1024 }
+    }
 }
 
 /// HTTPS on the same listener as plain HTTP. Docker refuses plain HTTP from any registry
@@ -358,6 +381,7 @@ impl Default for Config {
             events: Default::default(),
             hosts: Vec::new(),
             log: LogConfig::default(),
+            scrub: ScrubConfig::default(),
         }
     }
 }
@@ -543,9 +567,118 @@ pub(crate) mod duration_text {
     }
 }
 
+/// A duration as [`duration_text`], where `"off"` (or any zero duration) means never.
+pub(crate) mod duration_or_off {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.is_zero() { s.serialize_str("off") } else { super::duration_text::serialize(d, s) }
+    }
+
+    /// `0` may come as a number (`BERTH_SCRUB__INTERVAL=0`, or `interval = 0` in TOML).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = match Given::deserialize(d)? {
+            Given::Number(0) => return Ok(Duration::ZERO),
+            Given::Number(n) => return Err(serde::de::Error::custom(format!("{n} needs a unit, like {n}h or {n}d"))),
+            Given::Text(t) => t,
+        };
+        if matches!(text.trim(), "off" | "0") {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 12h or 7d, nor \"off\": {e}"))
+        })
+    }
+}
+
+/// Bytes per second, as `scrub.rate` takes them: `52428800`, `50MiB`, `200MB/s`.
+pub fn parse_byte_rate(text: &str) -> Option<u64> {
+    byte_rate::parse(text)
+}
+
+/// Bytes per second: a number, or text with a unit (`50MiB`, `200MB`, `1GiB/s`).
+pub(crate) mod byte_rate {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(rate: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*rate)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Given::deserialize(d)? {
+            Given::Number(n) => Ok(n),
+            Given::Text(t) => parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("{t:?} is not a rate in bytes per second like 52428800 or 50MiB"))
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(digits);
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KB" => 1000,
+            "M" | "MB" => 1000 * 1000,
+            "G" | "GB" => 1000 * 1000 * 1000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        number.parse::<u64>().ok()?.checked_mul(scale)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn scrub_interval_and_rate() {
+        assert_eq!(byte_rate::parse("50MiB"), Some(50 << 20));
+        assert_eq!(byte_rate::parse("200 MB/s"), Some(200_000_000));
+        assert_eq!(byte_rate::parse("1024"), Some(1024));
+        assert_eq!(byte_rate::parse("0"), Some(0));
+        for bad in ["", "MiB", "5 parsecs", "-1", "99999999999999999999GiB"] {
+            assert_eq!(byte_rate::parse(bad), None, "{bad}");
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "[scrub]\ninterval = \"off\"\nrate = \"10MiB\"\n")?;
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.scrub, ScrubConfig { interval: Duration::ZERO, rate: 10 << 20 });
+            jail.set_env("BERTH_SCRUB__INTERVAL", "12h");
+            jail.set_env("BERTH_SCRUB__RATE", "1000");
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.scrub, ScrubConfig { interval: Duration::from_secs(12 * 3600), rate: 1000 });
+            jail.set_env("BERTH_SCRUB__INTERVAL", "0");
+            assert!(load(None, environment(), &Overrides::default()).unwrap().scrub.interval.is_zero());
+            jail.set_env("BERTH_SCRUB__INTERVAL", "weekly");
+            assert!(load(None, environment(), &Overrides::default()).is_err());
+            Ok(())
+        });
+        let json = serde_json::to_value(ScrubConfig { interval: Duration::ZERO, rate: 5 }).unwrap();
+        assert_eq!(json, serde_json::json!({"interval": "off", "rate": 5}));
+    }
 
     #[test]
     fn defaults_need_nothing() {

@@ -101,6 +101,23 @@ enum Command {
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// Read back every stored blob and check it against its digest (sealed copies are
+    /// opened); print the damage, change nothing. Exit status 2 when damage is found.
+    Scrub {
+        /// Only this repository's blobs.
+        #[arg(long)]
+        repository: Option<String>,
+        /// Read at most this many bytes per second (e.g. 50MiB); default: no limit.
+        #[arg(long)]
+        rate: Option<String>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     LoginToken {
         #[arg(long)]
         user: String,
@@ -186,6 +203,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ops_cli::ScrubFoundDamage>().is_some() => {
+            eprintln!("berth: {e}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             // One line with the whole chain of causes, e.g. an unknown config key.
             eprintln!("berth: {e:#}");
@@ -215,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "berth is serving");
             app.spawn_maintenance(config.uploads.purge_interval);
             app.spawn_dispatcher();
+            let _scrub = app.spawn_scrub(&config.scrub);
             berth_registry::server::serve(listener, app.router(), tls, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
@@ -253,6 +275,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Repository { action, config, data_dir } => {
             ops_cli::repository(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Scrub { repository, rate, json, config, data_dir } => {
+            ops_cli::scrub(open_for_command(config, data_dir).await?.registry(), repository, rate, json).await?
         }
         Command::LoginToken { user, config, data_dir } => {
             let overrides = Overrides { listen: None, data_dir };

@@ -301,3 +301,51 @@ pub async fn repository(registry: &Registry, action: RepositoryAction) -> anyhow
     eprintln!("repository {repo} deleted");
     Ok(())
 }
+
+/// `berth scrub` found damage: the exit status says so (2), apart from failing to run (1).
+#[derive(Debug, thiserror::Error)]
+#[error("the scrub found {0} damaged object(s)")]
+pub struct ScrubFoundDamage(pub usize);
+
+/// `berth scrub`: reads back the stored blobs and prints what is damaged.
+pub async fn scrub(
+    registry: &Registry,
+    repository: Option<String>,
+    rate: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use berth_registry::service::scrub::ScrubOptions;
+    let repository = match repository {
+        Some(name) => Some(name.parse::<RepoName>().map_err(|e| anyhow::anyhow!("{name}: {e}"))?),
+        None => None,
+    };
+    let rate = match rate {
+        Some(r) => berth_registry::config::parse_byte_rate(&r)
+            .with_context(|| format!("--rate {r:?}: give bytes per second like 52428800 or 50MiB"))?,
+        None => 0,
+    };
+    let report = registry.scrub(&ScrubOptions { repository: repository.clone(), rate }).await.map_err(|e| {
+        match (e, &repository) {
+            (berth_registry::error::ApiError::NameUnknown, Some(r)) => anyhow::anyhow!("no repository {r}"),
+            (e, _) => anyhow::Error::from(e),
+        }
+    })?;
+    if json {
+        print_json(&report)?;
+    } else {
+        for d in &report.damaged {
+            println!("DAMAGED {} ({}): {}", d.digest, d.copy, d.problem);
+            println!("  object: {}", d.object);
+            println!("  linked by: {}", d.repositories.join(", "));
+        }
+        println!(
+            "scrubbed {} repositories: {} objects, {} bytes in {:.1} s; {} damaged",
+            report.repositories,
+            report.objects,
+            report.bytes,
+            report.seconds,
+            report.damaged.len()
+        );
+    }
+    if report.damaged.is_empty() { Ok(()) } else { Err(ScrubFoundDamage(report.damaged.len()).into()) }
+}

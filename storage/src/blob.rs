@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::s3::writer::PartWriter;
 use crate::s3::{MIN_PART, S3, S3Settings, concat::concat, raw::Completed};
+use crate::verify::verify_stream;
 
 /// A stream of body bytes coming in (a request body) or going out (a blob read).
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -169,6 +170,15 @@ impl BlobStore {
         BlobStore { write_chunk: LOCAL_WRITE_CHUNK, ..BlobStore::new(Arc::new(InMemory::new())) }
     }
 
+    /// Where `object` is, for an operator: the file on the local disk, else the object's key
+    /// (under the bucket's prefix).
+    pub fn location(&self, object: &object_store::path::Path) -> String {
+        match &self.local_root {
+            Some(root) => root.join(object.as_ref()).display().to_string(),
+            None => object.to_string(),
+        }
+    }
+
     /// Checks that the object store answers (a missing probe object is an answer).
     pub async fn check(&self) -> Result<()> {
         match self.store.head(&layout::probe()).await {
@@ -186,20 +196,40 @@ impl BlobStore {
         }
     }
 
-    /// Streams a committed blob, or the non-empty `range` of it.
+    /// Streams a committed blob, or the non-empty `range` of it. A whole read (`range` is
+    /// `None`) is checked against `digest` as it streams ([`verify_stream`]): its last piece
+    /// is held back until the digest matches, and replaced by an error when it does not. A
+    /// range is served as stored: checking it would cost reading the whole blob (the scrub
+    /// finds damage there).
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let whole = range.is_none();
+        let (_, stream) = self.read_object(digest, range).await?;
+        Ok(if whole { verify_stream(stream, digest.clone()) } else { stream })
+    }
+
+    /// The stored object of a plaintext blob, whole and unchecked, with its size: for the
+    /// scrub, which hashes it itself to say what is wrong.
+    pub async fn read_stored(&self, digest: &Digest) -> Result<(u64, ByteStream)> {
+        self.read_object(digest, None).await
+    }
+
+    /// The stored bytes of a plaintext blob's object, or of `range` of it, unchecked, and
+    /// the object's size.
+    async fn read_object(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<(u64, ByteStream)> {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
         let result = match self.store.get_opts(&layout::blob(digest), options).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound),
             Err(e) => return Err(e.into()),
         };
-        match result.payload {
+        let size = result.meta.size;
+        let stream = match result.payload {
             // object_store reads local files in 8 KiB pieces, one blocking-pool hop each;
             // larger reads keep a pull near disk and loopback speed.
-            object_store::GetResultPayload::File(file, _) => Ok(read_file_range(file, result.range)),
-            object_store::GetResultPayload::Stream(s) => Ok(s.map_err(std::io::Error::other).boxed()),
-        }
+            object_store::GetResultPayload::File(file, _) => read_file_range(file, result.range),
+            object_store::GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
+        };
+        Ok((size, stream))
     }
 
     /// Streams the plaintext of an encrypted copy of `digest`, or the non-empty `range` of
@@ -664,5 +694,64 @@ fn finish_sealing(
             Ok((Target::Sealed { path, trailer }, runs))
         }
         _ => Ok((Target::Plain(digest.clone()), Vec::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::verify::IntegrityFailure;
+
+    async fn drain(mut s: ByteStream) -> (Vec<u8>, Option<std::io::Error>) {
+        let mut got = Vec::new();
+        while let Some(piece) = s.next().await {
+            match piece {
+                Ok(p) => got.extend_from_slice(&p),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (got, None)
+    }
+
+    /// Whole reads of a local blob are checked; ranges are served as stored.
+    #[tokio::test]
+    async fn whole_reads_verify_and_ranges_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::local(dir.path(), false).unwrap();
+        let content: Vec<u8> = (0..(2 * READ_CHUNK as usize + 1000)).map(|i| (i % 253) as u8).collect();
+        let digest = Digest::sha256_of(&content);
+        let id: UploadId = "verify-1".parse().unwrap();
+        let body = futures::stream::iter(vec![Ok(Bytes::from(content.clone()))]).boxed();
+        assert_eq!(store.write_verified(&id, &digest, body).await.unwrap(), Written::Stored(content.len() as u64));
+        let (got, err) = drain(store.read(&digest, None).await.unwrap()).await;
+        assert!(err.is_none() && got == content);
+
+        let file = dir.path().join(layout::blob(&digest).as_ref());
+        let mut damaged = content.clone();
+        damaged[10] ^= 0x40;
+        std::fs::write(&file, &damaged).unwrap();
+
+        // The whole read: the first pieces go out, the last is withheld.
+        let (got, err) = drain(store.read(&digest, None).await.unwrap()).await;
+        assert!(err.is_some_and(|e| IntegrityFailure::is(&e)));
+        assert_eq!(got.len(), 2 * READ_CHUNK as usize);
+        // A range is not checked: it is served as stored (the scrub finds this).
+        let (got, err) = drain(store.read(&digest, Some(5..20)).await.unwrap()).await;
+        assert!(err.is_none());
+        assert_eq!(got, damaged[5..20]);
+        // Nor is a range that happens to cover the whole object: whoever asks for the whole
+        // blob as a range must read it whole (the registry does).
+        let (got, _) = drain(store.read(&digest, Some(0..content.len() as u64)).await.unwrap()).await;
+        assert_eq!(got, damaged);
+        // The scrub's view: the stored object as it is, with its size.
+        let (size, stream) = store.read_stored(&digest).await.unwrap();
+        assert_eq!(size, content.len() as u64);
+        assert_eq!(drain(stream).await.0, damaged);
+
+        std::fs::write(&file, &content).unwrap();
+        let (got, err) = drain(store.read(&digest, None).await.unwrap()).await;
+        assert!(err.is_none() && got == content);
     }
 }

@@ -9,12 +9,16 @@
 //!   ring of key-encryption keys, and the records kept about sealed content.
 //! - [`metadata`]: the [`MetadataStore`] trait (repositories, blob links, manifests, tags,
 //!   upload sessions) and its implementations on SQLite and PostgreSQL.
+//! - [`verify`]: whole plaintext reads checked against their digest as they stream, the
+//!   last piece held back until it checks.
 //!
 //! Invariants:
 //! - No HTTP type appears here; request bodies arrive as streams of `Bytes`.
 //! - A blob becomes visible at its content address only after its digest was verified, by an
 //!   atomic create-if-absent; readers never see a partial blob.
 //! - Bodies are streamed in bounded pieces, never buffered whole.
+//! - A whole read never yields all of a blob's bytes unless they hash to its digest (plaintext)
+//!   or every segment opened (sealed).
 
 pub mod blob;
 pub mod crypt;
@@ -22,7 +26,9 @@ pub mod error;
 pub mod layout;
 pub mod metadata;
 pub mod s3;
+pub mod verify;
 
 pub use blob::{BlobStore, ByteStream, Inbound, Target, Written};
 pub use error::{Error, Result};
 pub use metadata::{MetadataStore, postgres::PostgresStore, sqlite::SqliteStore};
+pub use verify::IntegrityFailure;

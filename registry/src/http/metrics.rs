@@ -1,6 +1,7 @@
 //! `/metrics`: Prometheus text. The webhook deliveries by subscription and state (read from
 //! the metadata store, so every replica reports the whole registry), and the attempts this
-//! process made by result; sign-ins this process throttled and back-offs it started.
+//! process made by result; sign-ins this process throttled and back-offs it started. Blob
+//! integrity: pulls stopped and damage the scrub found, and the scrubs this process completed.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
     for (reason, n) in Reason::ALL.iter().zip(throttle.backoffs) {
         let _ = writeln!(out, "berth_auth_backoffs_total{{reason=\"{}\"}} {n}", reason.as_str());
     }
+    reg.integrity.render(&mut out);
     (StatusCode::OK, [(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

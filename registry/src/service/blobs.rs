@@ -22,13 +22,17 @@ impl Registry {
     }
 
     /// The blob's bytes (plaintext), or the non-empty `range` of them. A sealed copy whose
-    /// first segment does not open is an error here; a later one ends the stream.
+    /// first segment does not open is an error here; a later one ends the stream. Whole reads
+    /// of plaintext are checked against the digest (the last piece is held back until it
+    /// matches), and so is a range that covers the whole blob; other ranges of plaintext
+    /// are served as stored (the scrub finds damage there). Integrity failures are counted.
     pub async fn open_blob(
         &self,
         digest: &Digest,
         entry: &BlobEntry,
         range: Option<Range<u64>>,
     ) -> ApiResult<ByteStream> {
+        let range = range.filter(|r| r.start > 0 || r.end < entry.size);
         let stream = match &entry.copy {
             Some(copy) => {
                 let kek = self.crypt.kek(self.meta.as_ref(), &copy.kek).await?;
@@ -41,7 +45,7 @@ impl Registry {
             None => self.blobs.read(digest, range).await,
         };
         let mut stream = match stream {
-            Ok(s) => s,
+            Ok(s) => self.integrity.counting(s),
             Err(berth_storage::Error::NotFound) => {
                 // Linked in the metadata but missing at rest: an operator must know.
                 tracing::error!(blob.digest = %digest, "blob is linked but its content is missing");

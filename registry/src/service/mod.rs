@@ -7,6 +7,7 @@ pub mod encryption;
 pub mod keys;
 pub mod manifests;
 pub mod repositories;
+pub mod scrub;
 pub mod taskdef;
 pub mod uploads;
 
@@ -40,6 +41,8 @@ pub struct Registry {
     pub events: Arc<crate::events::Events>,
     /// Names clients use for this registry (config `hosts`).
     pub hosts: Vec<String>,
+    /// Pulls stopped by an integrity failure, and what the scrubs found (`/metrics`).
+    pub integrity: Arc<scrub::IntegrityCounters>,
 }
 
 /// The URL path of an upload session, as given in `Location`.

@@ -13,6 +13,7 @@ mod config_switches;
 mod early_answers;
 mod encryption;
 mod events;
+mod integrity;
 mod replicas;
 mod restart;
 mod secrets;

@@ -165,10 +165,6 @@ impl Opener {
     }
 
     fn fail(&self, what: &str) -> std::io::Error {
-        tracing::error!(blob.digest = %self.digest, error = what, "sealed blob failed its integrity check; the read was stopped");
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("blob {} failed its integrity check: {what}", self.digest),
-        )
+        crate::verify::IntegrityFailure::report(&self.digest, format!("sealed copy: {what}"))
     }
 }
