@@ -41,7 +41,9 @@ for target in $(cargo fuzz list | grep -vx seeds); do
     echo "fuzz: $target: ok in $(($(date +%s) - t0)) s, $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$scratch/$target.log" | grep -o '[0-9]*$') inputs"
   else
     echo "fuzz: $target: FAILED after $(($(date +%s) - t0)) s"
-    tail -40 "$scratch/$target.log"
+    # The panic (or libFuzzer's reason: timeout, out of memory), then how it ended.
+    grep -m1 -A2 -E "panicked at|ERROR: libFuzzer" "$scratch/$target.log" || true
+    tail -25 "$scratch/$target.log"
     for input in "fuzz/artifacts/$target"/*; do
       [ -f "$input" ] && echo "fuzz: $target: crashing input: $input (cargo fuzz run ${FLAGS[*]} $target $input)"
     done
