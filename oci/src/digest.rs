@@ -200,15 +200,36 @@ impl DigestHasher {
     /// Restores a state written by [`DigestHasher::save_state`].
     pub fn restore_state(bytes: &[u8]) -> Result<DigestHasher, StateError> {
         if let Some(rest) = bytes.strip_prefix(STATE_FORMAT_SHA256) {
+            check_hashed_len(rest, 32, 8, 64)?;
             let st = SerializedState::<Sha256>::try_from(rest).map_err(|_| StateError)?;
             return Sha256::deserialize(&st).map(DigestHasher::Sha256).map_err(|_| StateError);
         }
         if let Some(rest) = bytes.strip_prefix(STATE_FORMAT_SHA512) {
+            check_hashed_len(rest, 64, 16, 128)?;
             let st = SerializedState::<Sha512>::try_from(rest).map_err(|_| StateError)?;
             return Sha512::deserialize(&st).map(DigestHasher::Sha512).map_err(|_| StateError);
         }
         Err(StateError)
     }
+}
+
+/// Most bytes a restored state may claim to have hashed: far beyond any upload, and low
+/// enough that continuing and finishing it cannot overflow the message bit length that
+/// sha2 computes unchecked (its states carry whatever block count they are given).
+const MAX_HASHED_LEN: u128 = 1 << 60;
+
+/// Refuses a saved sha2 state whose block count (`width` bytes little-endian, after the
+/// `words` bytes of chaining state; blocks of `block` bytes) says more than
+/// [`MAX_HASHED_LEN`] bytes were hashed. SHA-256: 32, 8, 64; SHA-512: 64, 16, 128.
+fn check_hashed_len(state: &[u8], words: usize, width: usize, block: u128) -> Result<(), StateError> {
+    let count = state.get(words..words + width).ok_or(StateError)?;
+    let mut le = [0u8; 16];
+    le[..width].copy_from_slice(count);
+    let blocks = u128::from_le_bytes(le);
+    if blocks.checked_mul(block).is_none_or(|len| len > MAX_HASHED_LEN) {
+        return Err(StateError);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -274,5 +295,32 @@ mod tests {
         saved[last] = 0xff; // buffer position byte out of range
         let _ = DigestHasher::restore_state(&saved); // must not panic
         assert!(DigestHasher::restore_state(b"garbage").is_err());
+    }
+
+    /// Found by the `names` fuzz target: a saved state claiming ~2^56 hashed blocks was
+    /// restored, and finishing it overflowed the message bit length inside sha2 (a panic
+    /// with overflow checks, a wrong digest without).
+    #[test]
+    fn state_claiming_an_impossible_length_is_refused() {
+        for (alg, core_state) in [(Algorithm::Sha256, 32), (Algorithm::Sha512, 64)] {
+            let saved = DigestHasher::new(alg).save_state();
+            let tag = saved.iter().position(|&b| b == b':').unwrap() + 1;
+            let at = tag + core_state;
+            for blocks in [1u64 << 56, u64::MAX] {
+                let mut bad = saved.clone();
+                bad[at..at + 8].copy_from_slice(&blocks.to_le_bytes());
+                assert_eq!(DigestHasher::restore_state(&bad).err(), Some(StateError), "{alg} with {blocks} blocks");
+            }
+            // The exact input the fuzzer found.
+            let mut found = DigestHasher::new(Algorithm::Sha256).save_state();
+            found[tag + 32..tag + 40].copy_from_slice(&[0, 0, 0, 0, 0, 0xf9, 0xff, 0]);
+            assert_eq!(DigestHasher::restore_state(&found).err(), Some(StateError));
+            // A long but possible upload still resumes.
+            let mut fine = saved.clone();
+            fine[at..at + 8].copy_from_slice(&(1u64 << 30).to_le_bytes());
+            let mut h = DigestHasher::restore_state(&fine).unwrap();
+            h.update(b"more");
+            let _ = h.finish();
+        }
     }
 }

@@ -15,6 +15,7 @@ mod listing;
 mod manifests;
 mod metrics;
 pub(crate) mod middleware;
+pub mod ranges;
 pub mod route;
 mod token;
 mod uploads;
