@@ -12,6 +12,7 @@ mod config_switches;
 mod early_answers;
 mod encryption;
 mod events;
+mod limits;
 mod replicas;
 mod restart;
 mod streaming;
