@@ -286,7 +286,8 @@ impl RunningServer {
         let router = app.router();
         let certs = tls.as_ref().map(|t| t.certs().clone());
         let tls_watch = certs.as_ref().map(|c| c.watch(config.tls.reload_interval));
-        let task = tokio::spawn(crate::server::serve(listener, router, tls, async move {
+        let limits = crate::server::Limits::from_config(&config.server);
+        let task = tokio::spawn(crate::server::serve(listener, router, tls, limits, async move {
             let _ = stopped.await;
         }));
         let maintenance = app.spawn_maintenance(config.uploads.purge_interval);

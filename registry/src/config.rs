@@ -34,6 +34,7 @@ pub struct Config {
     pub hosts: Vec<String>,
     pub log: LogConfig,
     pub scrub: ScrubConfig,
+    pub server: ServerConfig,
 }
 
 /// The scheduled scrub of `berth serve`: every stored blob re-read and checked against its
@@ -55,6 +56,57 @@ pub struct ScrubConfig {
 impl Default for ScrubConfig {
     fn default() -> Self {
         ScrubConfig { interval: Duration::from_secs(7 * 24 * 3600), rate: 50 * 1024 * 1024 }
+    }
+}
+
+/// What one client, or all of them together, may make the server hold before a request is
+/// authenticated: connections, and the bytes and time of request heads (see README "Limits").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections in all; beyond it the oldest connection that has not sent a complete
+    /// request yet is closed to make room, or the new one is when there is none. Also lowered
+    /// at start to fit the process's open-file limit.
+    pub max_connections: usize,
+    /// Open connections from one client address, so that one client cannot take them all;
+    /// beyond it that address's oldest connection with no complete request yet is closed
+    /// (or the new one when there is none). Behind a proxy every client has the proxy's
+    /// address: raise it to `max_connections` there.
+    pub max_connections_per_address: usize,
+    /// How long a connection has to send a complete request head: from accept for the first
+    /// request (TLS handshake included), from the end of the previous response for the next.
+    #[serde(with = "duration_text")]
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers); beyond it the answer is 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 4096,
+            max_connections_per_address: 1024,
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return Err(ConfigError(
+                "server.max_connections and server.max_connections_per_address must be at least 1".into(),
+            ));
+        }
+        if self.header_timeout.is_zero() {
+            return Err(ConfigError("server.header_timeout must be longer than zero, e.g. \"30s\"".into()));
+        }
+        // Below this, ordinary clients (a bearer token alone is ~1 KiB) would get 431.
+        if self.max_header_bytes < 8 * 1024 {
+            return Err(ConfigError("server.max_header_bytes must be at least 8192".into()));
+        }
+        Ok(())
     }
 }
 
@@ -382,6 +434,7 @@ impl Default for Config {
             hosts: Vec::new(),
             log: LogConfig::default(),
             scrub: ScrubConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -479,6 +532,7 @@ impl Config {
     /// Checks what single keys cannot: settings that only make sense together.
     fn validate(&self) -> Result<(), ConfigError> {
         self.tls.validate()?;
+        self.server.validate()?;
         self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
         for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {
@@ -851,5 +905,21 @@ mod tests {
         assert!(err.to_string().contains("soon"), "{err}");
         let missing = load(Some(&dir.path().join("nope.toml")), Env::prefixed("X_"), &Overrides::default());
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn server_limits_load_and_refuse_what_cannot_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        let env = || Env::prefixed("BERTH_TEST_UNSET_");
+        std::fs::write(&file, "[server]\nmax_connections = 100\nheader_timeout = \"5s\"\n").unwrap();
+        let c = load(Some(&file), env(), &Overrides::default()).unwrap();
+        assert_eq!((c.server.max_connections, c.server.header_timeout), (100, Duration::from_secs(5)));
+        assert_eq!(c.server.max_header_bytes, 64 * 1024);
+        for bad in ["max_header_bytes = 1024", "max_connections = 0", "header_timeout = \"0s\""] {
+            std::fs::write(&file, format!("[server]\n{bad}\n")).unwrap();
+            let err = load(Some(&file), env(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("server."), "{bad}: {err}");
+        }
     }
 }

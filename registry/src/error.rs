@@ -72,6 +72,10 @@ pub enum ApiError {
     ImagesUnresolved(Vec<crate::service::taskdef::Unresolved>),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A request body in a transfer coding other than `chunked` (hyper undoes `chunked`
+    /// only and passes the others on, e.g. the `gzip` of `gzip, chunked`).
+    #[error("transfer coding {0:?} is not supported; only chunked is")]
+    TransferCodingUnsupported(String),
     /// A bug or a failure of something underneath; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper::header::{CONTENT_LENGTH, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
 use tracing::Instrument;
 
 use super::ParsedRoute;
@@ -137,7 +137,10 @@ pub async fn observe(State(reg): State<Arc<Registry>>, mut req: Request, next: N
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request.id = %id, http.method = %method, http.route = route);
     let req = req.map(super::drain::DrainOnDrop::wrap);
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = match transfer_codings(req.headers()) {
+        Ok(()) => next.run(req).instrument(span.clone()).await,
+        Err(e) => e.into_response(),
+    };
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
@@ -154,6 +157,26 @@ pub async fn observe(State(reg): State<Arc<Registry>>, mut req: Request, next: N
             bytes.out = bytes_out, duration_ms, error, "request");
     }
     response
+}
+
+/// Refuses a body in any transfer coding but a single `chunked`. hyper decodes `chunked`
+/// when it is the last coding and leaves the others in the header for the application
+/// (RFC 9112 6.1: a server that does not understand a coding answers 501); reading such a
+/// body as plain bytes would store the still-encoded data.
+fn transfer_codings(headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+    let mut chunked = 0;
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| ApiError::TransferCodingUnsupported("(not text)".into()))?;
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let name = coding.split(';').next().unwrap_or(coding).trim();
+            if name.eq_ignore_ascii_case("chunked") && chunked == 0 {
+                chunked += 1;
+            } else {
+                return Err(ApiError::TransferCodingUnsupported(name.chars().take(64).collect()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A handler panicked: answer 500 in the spec's format (the panic is logged by tracing).

@@ -14,6 +14,7 @@ mod early_answers;
 mod encryption;
 mod events;
 mod integrity;
+mod limits;
 mod replicas;
 mod restart;
 mod secrets;
