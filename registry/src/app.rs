@@ -107,7 +107,10 @@ impl App {
             tracing::warn!(listen = %config.listen,
                 "authentication is off (auth.enabled = false): anyone who can reach the listener can push, pull and delete");
         }
-        let subscriptions = crate::events::config::from_config(&config.events).map_err(StartError::Events)?;
+        let mut subscriptions = crate::events::config::from_config(&config.events).map_err(StartError::Events)?;
+        for s in &mut subscriptions {
+            s.secret = crate::events::sealing::seal(&secrets, &s.name, &s.secret).map_err(StartError::Events)?;
+        }
         meta.sync_config_subscriptions(&subscriptions).await.map_err(|e| match e {
             berth_storage::Error::Conflict => StartError::Events(
                 "a webhook of events.webhooks has the name of one created through the admin API; rename one of them"
@@ -115,8 +118,10 @@ impl App {
             ),
             e => StartError::Events(e.to_string()),
         })?;
+        reseal_webhook_secrets(meta.as_ref(), &secrets).await;
         let events = Arc::new(crate::events::Events::new(
             config.events.clone(),
+            secrets,
             &config.auth.account,
             &config.auth.region,
             &crate::events::host_name(),
@@ -198,6 +203,36 @@ impl App {
                 }
             }
         })
+    }
+}
+
+/// Seals the secrets of admin-API webhooks stored unsealed (by an earlier release) or under
+/// a KEK that is no longer active. A failure is logged: the secret still signs as stored.
+async fn reseal_webhook_secrets(meta: &dyn MetadataStore, secrets: &crate::auth::SecretSealing) {
+    use berth_storage::metadata::SubscriptionSource;
+    let subscriptions = match meta.subscriptions().await {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "could not read webhooks to seal their secrets"),
+    };
+    for mut s in subscriptions {
+        if s.source != SubscriptionSource::Api || !crate::events::sealing::needs_reseal(secrets, &s.secret) {
+            continue;
+        }
+        let sealed = crate::events::sealing::open(secrets, &s.name, &s.secret)
+            .and_then(|plain| crate::events::sealing::seal(secrets, &s.name, &plain));
+        let result = match sealed {
+            Ok(sealed) => {
+                s.secret = sealed;
+                meta.put_subscription(&s).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(webhook = %s.name, "sealed the webhook's secret under the active key-encryption key")
+            }
+            Err(e) => tracing::warn!(webhook = %s.name, error = %e, "could not seal the webhook's secret"),
+        }
     }
 }
 

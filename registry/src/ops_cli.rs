@@ -152,7 +152,8 @@ fn origin() -> Origin {
 }
 
 pub async fn webhooks(registry: &Registry, action: WebhooksAction) -> anyhow::Result<()> {
-    let hooks = Webhooks { meta: registry.meta.as_ref(), config: &registry.events.config };
+    let hooks =
+        Webhooks { meta: registry.meta.as_ref(), config: &registry.events.config, sealing: &registry.events.sealing };
     match action {
         WebhooksAction::List { json } => {
             let list = hooks.list().await?;
@@ -226,7 +227,8 @@ pub async fn webhooks(registry: &Registry, action: WebhooksAction) -> anyhow::Re
 }
 
 pub async fn deliveries(registry: &Registry, action: DeliveriesAction) -> anyhow::Result<()> {
-    let hooks = Webhooks { meta: registry.meta.as_ref(), config: &registry.events.config };
+    let hooks =
+        Webhooks { meta: registry.meta.as_ref(), config: &registry.events.config, sealing: &registry.events.sealing };
     match action {
         DeliveriesAction::List { select, limit, json } => {
             let list = hooks.deliveries(&filter_from(&select.pairs(Some(limit)))?).await?;

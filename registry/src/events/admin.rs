@@ -66,6 +66,8 @@ pub struct DeliveryView {
 pub struct Webhooks<'a> {
     pub meta: &'a dyn MetadataStore,
     pub config: &'a EventsConfig,
+    /// Secrets are stored sealed ([`super::sealing`]).
+    pub sealing: &'a crate::auth::SecretSealing,
 }
 
 impl Webhooks<'_> {
@@ -91,12 +93,15 @@ impl Webhooks<'_> {
         }
         let generated = match (&spec.secret, &existing) {
             (Some(_), _) => None,
-            (None, Some(s)) => Some((s.secret.clone(), false)),
+            (None, Some(s)) => {
+                Some((super::sealing::open(self.sealing, name, &s.secret).map_err(ApiError::Internal)?, false))
+            }
             (None, None) => Some((new_secret(), true)),
         };
         let fallback = generated.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
-        let sub =
+        let mut sub =
             validate(name, spec, fallback, SubscriptionSource::Api, self.config.lease).map_err(ApiError::Invalid)?;
+        sub.secret = super::sealing::seal(self.sealing, name, &sub.secret).map_err(ApiError::Internal)?;
         let created = self.meta.put_subscription(&sub).await?;
         tracing::info!(webhook = %name, webhook.url = %sub.url, created, "webhook saved");
         let mut view = self.get(name).await?;

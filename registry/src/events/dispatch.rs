@@ -137,12 +137,20 @@ impl Dispatcher {
         let rendered = payload::render(sub.format, event, &self.events.context);
         let attempt = delivery.attempts + 1;
         let sent_at = unix_now_ms() / 1000;
+        let secret = match super::sealing::open(&self.events.sealing, &sub.name, &sub.secret) {
+            Ok(secret) => secret,
+            Err(e) => {
+                // Not sent unsigned: the attempt fails, is retried, and the log says why.
+                tracing::error!(webhook = %sub.name, error = %e, "cannot sign the delivery");
+                return self.failed_to_sign(&delivery, &sub, e);
+            }
+        };
         let mut request = self
             .client
             .post(&sub.url)
             .timeout(Duration::from_millis(sub.timeout_ms))
             .header(CONTENT_TYPE, rendered.content_type)
-            .header(signature::HEADER, signature::sign(&sub.secret, sent_at, &rendered.body))
+            .header(signature::HEADER, signature::sign(&secret, sent_at, &rendered.body))
             .header("berth-event-id", &event.id)
             .header("idempotency-key", &event.id)
             .header("berth-event-type", event.kind.as_str())
@@ -196,6 +204,28 @@ impl Dispatcher {
                 "webhook delivery failed for the last time: dead-lettered (berth deliveries replay to resend)"),
         }
         Finished { id: delivery.id, webhook: sub.name, outcome }
+    }
+
+    /// The outcome of a delivery whose secret does not open (its key is missing from this
+    /// process's ring): not sent, counted as a failed attempt, retried with backoff.
+    fn failed_to_sign(
+        &self,
+        delivery: &berth_storage::metadata::Delivery,
+        sub: &berth_storage::metadata::Subscription,
+        error: String,
+    ) -> Finished {
+        let attempt = delivery.attempts + 1;
+        let error = format!("not sent: {error}");
+        let outcome = if attempt >= sub.max_attempts {
+            self.events.counters.dead.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Outcome::Dead { status: None, error, duration_ms: 0 }
+        } else {
+            self.events.counters.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let delay = self.backoff(attempt, None);
+            let next_attempt_ms = unix_now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            Outcome::Retry { status: None, error, duration_ms: 0, next_attempt_ms }
+        };
+        Finished { id: delivery.id, webhook: sub.name.clone(), outcome }
     }
 
     /// The delay before attempt `attempt + 1`: `backoff_initial × 2^(attempt-1)` capped at

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod dispatch;
 pub mod payload;
+pub mod sealing;
 pub mod signature;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,8 @@ pub struct Events {
     /// rather than at the next poll.
     wake: Notify,
     pub counters: Counters,
+    /// Seals and opens subscription secrets at rest ([`sealing`]).
+    pub sealing: crate::auth::SecretSealing,
 }
 
 /// Attempts made by this process, by result (the `/metrics` counters).
@@ -46,7 +49,14 @@ impl Counters {
 
 impl Events {
     /// `instance` names this process in payloads (host name and listen address).
-    pub fn new(config: EventsConfig, account: &str, region: &str, instance: &str, addr: &str) -> Events {
+    pub fn new(
+        config: EventsConfig,
+        sealing: crate::auth::SecretSealing,
+        account: &str,
+        region: &str,
+        instance: &str,
+        addr: &str,
+    ) -> Events {
         let source = config.source.clone().unwrap_or_else(|| format!("/berth/{instance}"));
         let context = payload::Context {
             source,
@@ -56,7 +66,7 @@ impl Events {
             account: account.to_owned(),
             region: region.to_owned(),
         };
-        Events { config, context, wake: Notify::new(), counters: Counters::default() }
+        Events { config, context, wake: Notify::new(), counters: Counters::default(), sealing }
     }
 
     /// Tells the dispatcher that new deliveries may be waiting.

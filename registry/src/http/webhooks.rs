@@ -68,7 +68,7 @@ fn ok<T: serde::Serialize>(status: StatusCode, value: T) -> ApiResult<Response> 
 
 pub async fn handle(call: Call<'_>, method: &Method, target: Target) -> ApiResult<Response> {
     let reg = call.reg;
-    let hooks = Webhooks { meta: reg.meta.as_ref(), config: &reg.events.config };
+    let hooks = Webhooks { meta: reg.meta.as_ref(), config: &reg.events.config, sealing: &reg.events.sealing };
     let registry_arn = reg.auth.arns.registry();
     let allow = |action: &'static str| allow(reg, call.caller, action, registry_arn.clone());
     match (method, target) {

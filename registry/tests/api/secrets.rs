@@ -138,3 +138,41 @@ async fn open_folders_and_key_files_are_refused() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(start().await.is_none(), "starts once fixed");
 }
+
+/// Before: webhook secrets (which sign every delivery, so whoever reads one can forge
+/// deliveries its receiver trusts) were stored in the database as given. Now they are sealed;
+/// one stored plain by an earlier release is sealed at the next start.
+#[tokio::test]
+async fn webhook_secrets_are_sealed_at_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let secret = "webhook-secret-0123456789";
+    let t = TestServer::start_with(tempfile::tempdir().unwrap(), auth_config(&data)).await;
+    let r = t
+        .client
+        .put(t.url("/api/v1/webhooks/hook"))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .body(serde_json::json!({"url": "http://127.0.0.1:9/", "secret": secret}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    t.server.stop().await;
+    let db = data.join("metadata.db");
+    let stored =
+        |subs: Vec<berth_storage::metadata::Subscription>| subs.into_iter().find(|s| s.name == "hook").unwrap().secret;
+    let sealed = stored(SqliteStore::open(&db).await.unwrap().subscriptions().await.unwrap());
+    assert!(sealed.starts_with("sealed:v1:") && !sealed.contains(secret), "{sealed}");
+
+    // As an earlier release stored it: plain. The next start seals it.
+    {
+        let store = SqliteStore::open(&db).await.unwrap();
+        let mut sub = store.subscriptions().await.unwrap().into_iter().find(|s| s.name == "hook").unwrap();
+        sub.secret = secret.into();
+        store.put_subscription(&sub).await.unwrap();
+    }
+    let t = TestServer::start_with(tempfile::tempdir().unwrap(), auth_config(&data)).await;
+    t.server.stop().await;
+    let resealed = stored(SqliteStore::open(&db).await.unwrap().subscriptions().await.unwrap());
+    assert!(resealed.starts_with("sealed:v1:") && !resealed.contains(secret), "{resealed}");
+}
