@@ -702,18 +702,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::verify::IntegrityFailure;
-
-    async fn drain(mut s: ByteStream) -> (Vec<u8>, Option<std::io::Error>) {
-        let mut got = Vec::new();
-        while let Some(piece) = s.next().await {
-            match piece {
-                Ok(p) => got.extend_from_slice(&p),
-                Err(e) => return (got, Some(e)),
-            }
-        }
-        (got, None)
-    }
+    use crate::verify::{IntegrityFailure, drain};
 
     /// Whole reads of a local blob are checked; ranges are served as stored.
     #[tokio::test]

@@ -153,6 +153,20 @@ async fn check(mut hasher: PipelinedHasher, last: Option<Bytes>, digest: &Digest
     }
 }
 
+/// What a reader gets: the bytes before the stream ended, and whether it ended in error
+/// (tests of this module and of `blob`).
+#[cfg(test)]
+pub(crate) async fn drain(mut s: ByteStream) -> (Vec<u8>, Option<std::io::Error>) {
+    let mut got = Vec::new();
+    while let Some(piece) = s.next().await {
+        match piece {
+            Ok(p) => got.extend_from_slice(&p),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,18 +174,6 @@ mod tests {
     fn pieces(content: &[u8], size: usize) -> ByteStream {
         let owned: Vec<std::io::Result<Bytes>> = content.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
         futures::stream::iter(owned).boxed()
-    }
-
-    /// What a reader gets: the bytes before the stream ended, and whether it ended in error.
-    async fn drain(mut s: ByteStream) -> (Vec<u8>, Option<std::io::Error>) {
-        let mut got = Vec::new();
-        while let Some(piece) = s.next().await {
-            match piece {
-                Ok(p) => got.extend_from_slice(&p),
-                Err(e) => return (got, Some(e)),
-            }
-        }
-        (got, None)
     }
 
     fn content(len: usize) -> Vec<u8> {
