@@ -8,6 +8,7 @@
 //! Invariants: pure logic, no I/O; the registry loads records and passes them in.
 
 pub mod credentials;
+pub mod ip;
 pub mod policy;
 pub mod token;
 
