@@ -13,6 +13,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod effective;
+pub use effective::{Effective, Origin, effective};
+
 /// Everything Berth can be told. See README.md for the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -506,6 +509,11 @@ pub struct ConfigError(String);
 
 /// Loads the configuration from its sources, in order of precedence.
 pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Config, ConfigError> {
+    extract(&sources(file, env, overrides)?)
+}
+
+/// The sources merged, in order of precedence, not yet checked.
+fn sources(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Figment, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if let Some(file) = file {
         if !file.is_file() {
@@ -513,7 +521,11 @@ pub fn load(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Conf
         }
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment = figment.merge(env).merge(Serialized::defaults(overrides));
+    Ok(figment.merge(env).merge(Serialized::defaults(overrides)))
+}
+
+/// The configuration of merged sources, checked.
+fn extract(figment: &Figment) -> Result<Config, ConfigError> {
     let config: Config = figment.extract().map_err(|e| {
         let mut msg = String::new();
         for err in e {
@@ -593,15 +605,31 @@ impl TlsConfig {
     }
 }
 
-/// The `BERTH_*` environment provider. `BERTH_CONFIG` names the file and `BERTH_KEYS` holds
-/// key material (read by the key ring, never part of the configuration); neither is a key;
-/// `BERTH_TEST_*` belongs to the test harness (e.g. `BERTH_TEST_POSTGRES_URL`, exported for
-/// the whole CI run), so a registry started in the same environment does not reject it.
+/// Variables starting with `BERTH_` that are not configuration keys: `BERTH_CONFIG` names the
+/// file and `BERTH_KEYS` holds key material (read by the key ring, never part of the
+/// configuration).
+pub const NOT_KEYS: [&str; 2] = ["BERTH_CONFIG", "BERTH_KEYS"];
+
+/// Prefixes of the project's own variables that are not configuration keys either: the test
+/// harness (`BERTH_TEST_POSTGRES_URL`, exported for a whole CI run), CI (`BERTH_CI_KEEP_DEBUG`)
+/// and the conformance and benchmark tools (`BERTH_CONFORMANCE_URL`), so a registry started
+/// in the same environment does not reject them. Every other `BERTH_*` variable must name a
+/// key: a misspelt one stops startup.
+pub const NOT_KEY_PREFIXES: [&str; 4] = ["BERTH_TEST_", "BERTH_CI_", "BERTH_CONFORMANCE_", "BERTH_BENCH_"];
+
+/// Whether an environment variable is a configuration key (`BERTH_*` and not one of
+/// [`NOT_KEYS`] or [`NOT_KEY_PREFIXES`]).
+pub fn is_key_variable(name: &str) -> bool {
+    name.starts_with("BERTH_")
+        && !NOT_KEYS.contains(&name)
+        && !NOT_KEY_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// The `BERTH_*` environment provider: every variable [`is_key_variable`] accepts.
 pub fn environment() -> Env {
     Env::prefixed("BERTH_")
         .split("__")
-        .ignore(&["config", "keys"])
-        .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+        .filter(|key| is_key_variable(&format!("BERTH_{}", key.as_str().to_ascii_uppercase())))
 }
 
 /// Durations written as text: `90s`, `10m`, `24h`, `1h 30m`.
@@ -756,6 +784,59 @@ mod tests {
             jail.set_env("BERTH_LISTN", "127.0.0.1:1");
             let err = load(None, environment(), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("listn"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn the_projects_own_variables_are_not_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_CI_KEEP_DEBUG", "1");
+            jail.set_env("BERTH_CONFORMANCE_URL", "http://127.0.0.1:5000");
+            jail.set_env("BERTH_BENCH_ROUNDS", "3");
+            jail.set_env("BERTH_KEYS", "default.1=00");
+            jail.set_env("BERTH_TEST_S3_BUCKET", "test");
+            jail.set_env("BERTH_LOG__LEVEL", "debug");
+            let c = load(None, environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.log.level, "debug");
+            // A near miss of a real prefix is a key, and unknown.
+            jail.set_env("BERTH_CIS", "1");
+            let err = load(None, environment(), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("cis"), "{err}");
+            Ok(())
+        });
+        assert!(is_key_variable("BERTH_LISTEN") && is_key_variable("BERTH_STORAGE__S3__BUCKET"));
+        assert!(!is_key_variable("BERTH_CONFIG") && !is_key_variable("BERTH_CI_KEEP_DEBUG"));
+        assert!(!is_key_variable("PATH") && !is_key_variable("BERTH_TEST_POSTGRES_URL"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn effective_values_say_where_they_came_from() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "[uploads]\nmax_age = \"2h\"\n[metadata]\npath = \"/db/berth.db\"\n")?;
+            jail.set_env("BERTH_LOG__LEVEL", "debug");
+            let overrides = Overrides { data_dir: Some("/srv/berth".into()), ..Default::default() };
+            let e = effective(Some(Path::new("berth.toml")), environment(), &overrides).unwrap();
+            let find = |key: &str| e.keys.iter().find(|(k, ..)| k == key).cloned().unwrap();
+            assert_eq!(find("uploads.max_age").2, Origin::File("berth.toml".into()));
+            assert_eq!(find("log.level").2, Origin::Environment("BERTH_LOG__LEVEL".into()));
+            assert_eq!(find("data_dir").2, Origin::Flag("--data-dir"));
+            assert_eq!(find("listen").2, Origin::Default);
+            assert_eq!(find("metadata.path").1, serde_json::json!("/db/berth.db"), "set: not derived");
+            let (_, blobs, origin) = find("storage.path");
+            assert_eq!((blobs, origin), (serde_json::json!("/srv/berth/blobs"), Origin::Derived("<data_dir>/blobs")));
+            assert_eq!(find("encryption.key_dir").1, serde_json::json!("/srv/berth/keys"));
+            assert!(matches!(find("auth.token.realm").2, Origin::Derived(_)));
+            let json = e.to_json();
+            assert_eq!(json["storage"]["path"], "/srv/berth/blobs");
+            assert_eq!(json["uploads"]["max_age"], "2h");
+            // Every key once, and the JSON holds exactly the keys listed.
+            let mut names: Vec<_> = e.keys.iter().map(|(k, ..)| k.clone()).collect();
+            let count = names.len();
+            names.dedup();
+            assert_eq!(names.len(), count);
             Ok(())
         });
     }

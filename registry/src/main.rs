@@ -133,10 +133,22 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Print the configuration in effect (defaults, file, environment, flags) as JSON.
+    /// Print the configuration in effect as JSON: defaults, file, environment and flags
+    /// merged, with unset derived values (storage.path, metadata.path, ...) filled in.
     Config {
+        /// TOML configuration file.
         #[arg(long, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
+        /// Folder for blobs and the metadata database (as for `serve`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (as for `serve`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// A table instead: every key, its value and where it came from (default, file,
+        /// environment variable, flag, or derived).
+        #[arg(long)]
+        sources: bool,
     },
 }
 
@@ -297,9 +309,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(&config).await?;
             admin_cli::login_token(app.registry(), &user).await?;
         }
-        Command::Config { config } => {
-            let config = config::load(config.as_deref(), config::environment(), &Overrides::default())?;
-            print!("{}", config_json(&config)?);
+        Command::Config { config, data_dir, listen, sources } => {
+            let effective =
+                config::effective(config.as_deref(), config::environment(), &Overrides { listen, data_dir })?;
+            if sources {
+                print!("{}", sources_table(&effective));
+            } else {
+                println!("{:#}", effective.to_json());
+            }
         }
     }
     Ok(())
@@ -395,7 +412,15 @@ fn health(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-fn config_json(config: &Config) -> anyhow::Result<String> {
-    let value = serde_json::to_value(config)?;
-    Ok(format!("{value:#}\n"))
+/// `berth config --sources`: one line per key, aligned: key, value (JSON), origin.
+fn sources_table(effective: &config::Effective) -> String {
+    let rows: Vec<(String, String, String)> =
+        effective.keys.iter().map(|(k, v, o)| (k.clone(), v.to_string(), o.to_string())).collect();
+    let key_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(3);
+    let value_width = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).clamp(5, 40);
+    let mut out = format!("{:<key_width$}  {:<value_width$}  SOURCE\n", "KEY", "VALUE");
+    for (key, value, origin) in rows {
+        out.push_str(&format!("{key:<key_width$}  {value:<value_width$}  {origin}\n"));
+    }
+    out
 }

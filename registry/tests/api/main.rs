@@ -15,6 +15,7 @@ mod encryption;
 mod events;
 mod integrity;
 mod limits;
+mod readme;
 mod replicas;
 mod restart;
 mod secrets;

@@ -1,6 +1,7 @@
 //! Replicas: several registries sharing one PostgreSQL database and one blob store (S3 when
 //! `BERTH_TEST_S3_ENDPOINT` is set, else a shared folder), as behind a load balancer.
-//! Skipped unless `BERTH_TEST_POSTGRES_URL` is set (CI starts both servers).
+//! Ignored unless asked for: they need PostgreSQL (`BERTH_TEST_POSTGRES_URL`; CI starts it
+//! and S3, then runs `cargo test -- --ignored`).
 
 use std::time::{Duration, Instant};
 
@@ -16,18 +17,16 @@ struct Schema {
 }
 
 impl Schema {
-    async fn create() -> Option<Schema> {
-        let Ok(url) = std::env::var("BERTH_TEST_POSTGRES_URL") else {
-            println!("replica tests skipped: set BERTH_TEST_POSTGRES_URL (.ci/postgres.sh starts a server)");
-            return None;
-        };
+    async fn create() -> Schema {
+        let url = std::env::var("BERTH_TEST_POSTGRES_URL")
+            .expect("BERTH_TEST_POSTGRES_URL: run eval \"$(bash .ci/postgres.sh start)\" first");
         let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let name = format!("replicas_{}", uuid::Uuid::new_v4().simple());
         admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
         let separator = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{separator}options=-csearch_path%3D{name}");
-        Some(Schema { name, url, admin })
+        Schema { name, url, admin }
     }
 
     async fn drop(self) {
@@ -78,8 +77,9 @@ async fn replicas(schema: &Schema, blobs: &std::path::Path, n: usize) -> Vec<Tes
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
 async fn an_upload_moves_between_replicas_and_survives_a_restart() {
-    let Some(schema) = Schema::create().await else { return };
+    let schema = Schema::create().await;
     let blobs = tempfile::tempdir().unwrap();
     let mut rs = replicas(&schema, blobs.path(), 3).await;
     // Chunks under S3's 5 MiB part minimum and over it, each on another replica.
@@ -143,8 +143,9 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
 async fn cached_manifests_follow_changes_made_on_another_replica() {
-    let Some(schema) = Schema::create().await else { return };
+    let schema = Schema::create().await;
     let blobs = tempfile::tempdir().unwrap();
     let rs = replicas(&schema, blobs.path(), 2).await;
     let (a, b) = (&rs[0], &rs[1]);
@@ -196,8 +197,9 @@ async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
 async fn replicas_share_webhook_deliveries_without_sending_twice() {
-    let Some(schema) = Schema::create().await else { return };
+    let schema = Schema::create().await;
     let blobs = tempfile::tempdir().unwrap();
     let rs = replicas(&schema, blobs.path(), 3).await;
     let (url, seen) = receiver().await;
