@@ -178,6 +178,20 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_shown_as_given_with_relative_ones_marked() {
+        for (given, shown_as) in
+            [("berth-data", "./berth-data"), ("./d", "./d"), ("../d", "../d"), ("/srv/berth", "/srv/berth")]
+        {
+            assert_eq!(shown(Path::new(given)), shown_as);
+        }
+        let message = missing_registry(&config(Path::new("no/such/berth-data"))).unwrap();
+        assert_eq!(
+            message,
+            "no registry at ./no/such/berth-data (use --data-dir or --config; `berth serve` creates one)"
+        );
+    }
+
+    #[test]
     fn creates_private_and_refuses_open_folders_with_data() {
         let root = tempfile::tempdir().unwrap();
         let data = root.path().join("new");
