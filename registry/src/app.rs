@@ -34,6 +34,10 @@ pub enum StartError {
     /// The data folder or database file is open to other users (the message says the fix).
     #[error("{0}")]
     DataDir(String),
+    /// A command other than `serve` was pointed where no registry is; the message names the
+    /// path or database it looked at and the flags that name another.
+    #[error("{0}")]
+    NoRegistry(String),
     #[error("authentication: {0}")]
     Auth(String),
     #[error("events: {0}")]
@@ -49,43 +53,63 @@ pub struct App {
     registry: Arc<Registry>,
 }
 
+/// Who opens the stores, which decides what opening may create and what it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// `berth serve`: a first start creates the data folder, the metadata database, the
+    /// default key and (with authentication on) the administrator, and the start logs its
+    /// warnings about the settings (authentication or encryption off, keys beside the data).
+    Serve,
+    /// Every other command: works on a registry that exists, creates none
+    /// ([`StartError::NoRegistry`]), and logs only what goes wrong.
+    Command,
+}
+
 impl App {
+    /// Opens the registry for `berth serve`, creating it on a first start.
     pub async fn open(config: &Config) -> Result<App, StartError> {
-        crate::data_dir::secure(config).map_err(StartError::DataDir)?;
-        let blobs = match config.storage.backend {
-            StorageBackend::Filesystem => {
-                let dir = config.blob_dir();
-                BlobStore::local(&dir, config.storage.fsync)
-                    .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })?
+        App::open_as(config, Opening::Serve).await
+    }
+
+    /// Opens the registry that `config` names, for a command other than `serve`: refused
+    /// ([`StartError::NoRegistry`]), with nothing created, when it is not there.
+    pub async fn open_existing(config: &Config) -> Result<App, StartError> {
+        App::open_as(config, Opening::Command).await
+    }
+
+    async fn open_as(config: &Config, opening: Opening) -> Result<App, StartError> {
+        if opening == Opening::Command {
+            if let Some(missing) = crate::data_dir::missing_registry(config) {
+                return Err(StartError::NoRegistry(missing));
             }
-            StorageBackend::Memory => BlobStore::in_memory(),
-            StorageBackend::S3 => {
-                let s3 = &config.storage.s3;
-                let store = BlobStore::s3(&s3.settings())
-                    .map_err(|source| StartError::Storage { path: s3.location(), source })?;
-                store.check().await.map_err(|source| StartError::Storage { path: s3.location(), source })?;
-                tracing::info!(storage = %s3.location(), endpoint = s3.endpoint.as_deref().unwrap_or("AWS"), "blobs in S3");
-                store
-            }
+            crate::data_dir::check_existing(config).map_err(StartError::DataDir)?;
+        }
+        // What can fail without creating anything comes first (the webhooks of the
+        // configuration, the key ring, the remote stores), so a first start that cannot
+        // succeed leaves no data folder behind.
+        let mut subscriptions = crate::events::config::from_config(&config.events).map_err(StartError::Events)?;
+        let ring = KeyRing::load(Some(&config.key_dir()), std::env::var("BERTH_KEYS").ok().as_deref())
+            .map_err(|e| StartError::Keys(e.to_string()))?;
+        let remote_blobs = match config.storage.backend {
+            StorageBackend::S3 => Some(open_blobs(config, opening).await?),
+            StorageBackend::Filesystem | StorageBackend::Memory => None,
         };
-        let meta: Arc<dyn MetadataStore> = match config.metadata.backend {
-            MetadataBackend::Sqlite => {
-                let path = config.metadata_path();
-                Arc::new(
-                    SqliteStore::open(&path)
-                        .await
-                        .map_err(|source| StartError::Metadata { path: path.display().to_string(), source })?,
-                )
-            }
-            MetadataBackend::Postgres => {
-                let url = config.metadata.url.as_ref().ok_or(StartError::MissingMetadataUrl)?;
-                let store = PostgresStore::open(url.expose())
-                    .await
-                    .map_err(|source| StartError::Metadata { path: url.redacted(), source })?;
-                tracing::info!(metadata.url = %url, "metadata in PostgreSQL");
-                Arc::new(store)
-            }
+        let remote_meta = match config.metadata.backend {
+            MetadataBackend::Postgres => Some(open_metadata(config, opening).await?),
+            MetadataBackend::Sqlite => None,
         };
+        if opening == Opening::Serve {
+            crate::data_dir::secure(config).map_err(StartError::DataDir)?;
+        }
+        let meta = match remote_meta {
+            Some(meta) => meta,
+            None => open_metadata(config, opening).await?,
+        };
+        let blobs = match remote_blobs {
+            Some(blobs) => blobs,
+            None => open_blobs(config, opening).await?,
+        };
+        let serving = opening == Opening::Serve;
         let settings = Settings {
             delete_manifests: config.delete.manifests,
             delete_blobs: config.delete.blobs,
@@ -93,21 +117,21 @@ impl App {
             uploads_per_repository: config.uploads.max_open_per_repository,
             uploads_per_principal: config.uploads.max_open_per_principal,
         };
-        let ring = KeyRing::load(Some(&config.key_dir()), std::env::var("BERTH_KEYS").ok().as_deref())
-            .map_err(|e| StartError::Keys(e.to_string()))?;
         let enc = &config.encryption;
         let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();
         let crypt = Encryption::new(Arc::new(ring), enc.enabled, enc.default_key.clone(), rules);
-        let sealing = prepare_default_key(&crypt, meta.as_ref(), config).await?;
+        let sealing = prepare_default_key(&crypt, meta.as_ref(), config, opening).await?;
         let secrets = crate::auth::SecretSealing { ring: crypt.ring.clone(), kek: sealing };
-        let auth = crate::auth::Authority::open(&config.auth, meta.as_ref(), &config.data_dir, &secrets)
-            .await
-            .map_err(StartError::Auth)?;
-        if !config.auth.enabled {
-            tracing::warn!(listen = %config.listen,
-                "authentication is off (auth.enabled = false): anyone who can reach the listener can push, pull and delete");
+        let auth =
+            crate::auth::Authority::open(&config.auth, meta.as_ref(), &secrets).await.map_err(StartError::Auth)?;
+        match (serving, config.auth.enabled) {
+            // Only with authentication on: a registry run without it gets its administrator
+            // (and password file) at the first start with it on.
+            (true, true) => auth.create_first_admin(meta.as_ref(), &config.data_dir).await.map_err(StartError::Auth)?,
+            (true, false) => tracing::warn!(listen = %config.listen,
+                "authentication is off (auth.enabled = false): anyone who can reach the listener can push, pull and delete"),
+            (false, _) => {}
         }
-        let mut subscriptions = crate::events::config::from_config(&config.events).map_err(StartError::Events)?;
         for s in &mut subscriptions {
             s.secret = crate::events::sealing::seal(&secrets, &s.name, &s.secret).map_err(StartError::Events)?;
         }
@@ -206,6 +230,64 @@ impl App {
     }
 }
 
+/// The blob store `config` names. Only `serve` creates a missing blob folder.
+async fn open_blobs(config: &Config, opening: Opening) -> Result<BlobStore, StartError> {
+    if opening == Opening::Command
+        && let Some(missing) = crate::data_dir::missing_blobs(config)
+    {
+        return Err(StartError::NoRegistry(missing));
+    }
+    match config.storage.backend {
+        StorageBackend::Filesystem => {
+            let dir = config.blob_dir();
+            BlobStore::local(&dir, config.storage.fsync)
+                .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })
+        }
+        StorageBackend::Memory => Ok(BlobStore::in_memory()),
+        StorageBackend::S3 => {
+            let s3 = &config.storage.s3;
+            let store =
+                BlobStore::s3(&s3.settings()).map_err(|source| StartError::Storage { path: s3.location(), source })?;
+            store.check().await.map_err(|source| StartError::Storage { path: s3.location(), source })?;
+            if opening == Opening::Serve {
+                tracing::info!(storage = %s3.location(), endpoint = s3.endpoint.as_deref().unwrap_or("AWS"), "blobs in S3");
+            }
+            Ok(store)
+        }
+    }
+}
+
+/// The metadata store `config` names, its schema migrated. `serve` creates the database (or
+/// the schema in PostgreSQL); a command opens only one that holds a Berth schema.
+async fn open_metadata(config: &Config, opening: Opening) -> Result<Arc<dyn MetadataStore>, StartError> {
+    let no_registry = || StartError::NoRegistry(crate::data_dir::not_a_registry(config));
+    match config.metadata.backend {
+        MetadataBackend::Sqlite => {
+            let path = config.metadata_path();
+            let failed = |source| StartError::Metadata { path: path.display().to_string(), source };
+            let store = match opening {
+                Opening::Serve => SqliteStore::open(&path).await.map_err(failed)?,
+                Opening::Command => SqliteStore::open_existing(&path).await.map_err(failed)?.ok_or_else(no_registry)?,
+            };
+            Ok(Arc::new(store))
+        }
+        MetadataBackend::Postgres => {
+            let url = config.metadata.url.as_ref().ok_or(StartError::MissingMetadataUrl)?;
+            let failed = |source| StartError::Metadata { path: url.redacted(), source };
+            let store = match opening {
+                Opening::Serve => PostgresStore::open(url.expose()).await.map_err(failed)?,
+                Opening::Command => {
+                    PostgresStore::open_existing(url.expose()).await.map_err(failed)?.ok_or_else(no_registry)?
+                }
+            };
+            if opening == Opening::Serve {
+                tracing::info!(metadata.url = %url, "metadata in PostgreSQL");
+            }
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Seals the secrets of admin-API webhooks stored unsealed (by an earlier release) or under
 /// a KEK that is no longer active. A failure is logged: the secret still signs as stored.
 async fn reseal_webhook_secrets(meta: &dyn MetadataStore, secrets: &crate::auth::SecretSealing) {
@@ -241,11 +323,15 @@ async fn reseal_webhook_secrets(meta: &dyn MetadataStore, secrets: &crate::auth:
 /// encryption off a key is still made for that; only on PostgreSQL without a shared key
 /// are secrets left unsealed, with a warning that names the fix. Replicas sharing PostgreSQL
 /// must be given the same key: a key generated on one machine would be missing on the others.
+/// The warnings about how the keys are kept are `serve`'s, said once per start: a command
+/// that reads the keys changes nothing about where they are.
 async fn prepare_default_key(
     crypt: &Encryption,
     meta: &dyn MetadataStore,
     config: &Config,
+    opening: Opening,
 ) -> Result<Option<Arc<Kek>>, StartError> {
+    let serving = opening == Opening::Serve;
     let name = &crypt.default_key;
     let keys = meta.keys(false).await.map_err(|e| StartError::Keys(e.to_string()))?;
     let recorded = keys.iter().any(|k| &k.name == name && k.state == KeyState::Active);
@@ -261,16 +347,18 @@ async fn prepare_default_key(
                     "no key {name:?} for encryption at rest: {shared_key_fix}, or set encryption.enabled = false"
                 )));
             }
-            tracing::warn!(
-                "no key-encryption key: the token signing key is kept unsealed in PostgreSQL, so a copy \
-                of the database can sign tokens; {shared_key_fix}"
-            );
+            if serving {
+                tracing::warn!(
+                    "no key-encryption key: the token signing key is kept unsealed in PostgreSQL, so a copy \
+                    of the database can sign tokens; {shared_key_fix}"
+                );
+            }
             return Ok(None);
         }
         let kek = crypt.ring.generate(name).map_err(|e| StartError::Keys(e.to_string()))?;
         tracing::info!(key.id = kek.id(), key.source = %kek.source(), "generated a key-encryption key");
     }
-    if !crypt.enabled {
+    if serving && !crypt.enabled {
         tracing::warn!("encryption at rest is off (encryption.enabled = false): new repositories store plaintext");
     }
     let kek = match crypt.active(meta, name).await {
@@ -282,6 +370,7 @@ async fn prepare_default_key(
         }
     };
     if let KeySource::File(path) = kek.source()
+        && serving
         && path.starts_with(&config.data_dir)
     {
         tracing::warn!(key.id = kek.id(), key.file = %path.display(),

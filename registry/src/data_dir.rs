@@ -10,11 +10,15 @@
 //!   narrowed to `0700` instead.
 //! - Key files and the key folder are checked by the key ring (`storage::crypt::keyring`),
 //!   the signing key file by `auth::signing`.
+//!
+//! Only `berth serve` creates a registry. The other commands open one that exists: a missing
+//! data folder, metadata database (or Berth schema in PostgreSQL) or blob folder is refused
+//! with the path looked at ([`missing_registry`], [`not_a_registry`]), and nothing is created.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Component, Path};
 
-use crate::config::{Config, MetadataBackend};
+use crate::config::{Config, MetadataBackend, StorageBackend};
 
 /// Prepares the data folder and the SQLite file's mode; `Err` names the path and the fix.
 pub fn secure(config: &Config) -> Result<(), String> {
@@ -27,6 +31,81 @@ pub fn secure(config: &Config) -> Result<(), String> {
         private_database(&db)?;
     }
     Ok(())
+}
+
+/// For a command other than `serve`: checks the modes of the data folder and database that
+/// exist, as [`secure`] does, creating nothing (with PostgreSQL the data folder may be absent).
+pub fn check_existing(config: &Config) -> Result<(), String> {
+    if config.data_dir.exists() {
+        private_dir(&config.data_dir, "data folder")?;
+    }
+    let db = config.metadata_path();
+    if config.metadata.backend == MetadataBackend::Sqlite && db.exists() {
+        private_database(&db)?;
+    }
+    Ok(())
+}
+
+/// For a command other than `serve`: why `config` names no registry, judged from the local
+/// disk (the metadata database file), or `None`. What the database holds is looked at when it
+/// is opened ([`not_a_registry`]), the blob folder after that ([`missing_blobs`]).
+pub fn missing_registry(config: &Config) -> Option<String> {
+    if config.metadata.backend == MetadataBackend::Sqlite && !config.metadata_path().is_file() {
+        return Some(match &config.metadata.path {
+            Some(path) => no_registry_at(path, "metadata.path", "no such file"),
+            None => in_data_dir(config, "it holds no metadata.db"),
+        });
+    }
+    None
+}
+
+/// For a command other than `serve`: the blob folder is missing (`serve` creates it at every
+/// start, so a registry has one), or `None`.
+pub fn missing_blobs(config: &Config) -> Option<String> {
+    if config.storage.backend != StorageBackend::Filesystem || config.blob_dir().is_dir() {
+        return None;
+    }
+    Some(match &config.storage.path {
+        Some(path) => no_registry_at(path, "storage.path", "no such folder; is its volume mounted?"),
+        None => in_data_dir(config, "it holds no blobs/ folder"),
+    })
+}
+
+/// For a command other than `serve`: the metadata database that `config` names holds no
+/// Berth schema (a file that is some other database, a PostgreSQL database never served).
+pub fn not_a_registry(config: &Config) -> String {
+    match (config.metadata.backend, &config.metadata.path, &config.metadata.url) {
+        (MetadataBackend::Postgres, _, url) => format!(
+            "no registry in the PostgreSQL database {} (metadata.url): it holds no Berth schema (check \
+             metadata.url, or use --config; `berth serve` creates the schema)",
+            url.as_ref().map(|u| u.redacted()).unwrap_or_default()
+        ),
+        (MetadataBackend::Sqlite, Some(path), _) => {
+            no_registry_at(path, "metadata.path", "the file holds no Berth database")
+        }
+        (MetadataBackend::Sqlite, None, _) => in_data_dir(config, "its metadata.db holds no Berth database"),
+    }
+}
+
+/// `no registry at ./berth-data (...)`, with `problem` when the folder exists.
+fn in_data_dir(config: &Config, problem: &str) -> String {
+    let dir = &config.data_dir;
+    let problem = if dir.exists() { format!(": {problem}") } else { String::new() };
+    format!("no registry at {}{problem} (use --data-dir or --config; `berth serve` creates one)", shown(dir))
+}
+
+/// A path that a configuration key set explicitly and that holds no registry.
+fn no_registry_at(path: &Path, key: &str, problem: &str) -> String {
+    format!("no registry at {} ({key}): {problem} (check {key}, or use --config)", shown(path))
+}
+
+/// A path as the user gave it, a relative one marked as such (`./berth-data`), so the message
+/// says it was looked for in the current folder.
+fn shown(path: &Path) -> String {
+    match path.components().next() {
+        Some(Component::Normal(_)) => format!("./{}", path.display()),
+        _ => path.display().to_string(),
+    }
 }
 
 fn mode_of(path: &Path) -> Result<u32, String> {
@@ -96,6 +175,20 @@ mod tests {
 
     fn config(dir: &Path) -> Config {
         Config { data_dir: dir.to_owned(), ..Config::default() }
+    }
+
+    #[test]
+    fn paths_are_shown_as_given_with_relative_ones_marked() {
+        for (given, shown_as) in
+            [("berth-data", "./berth-data"), ("./d", "./d"), ("../d", "../d"), ("/srv/berth", "/srv/berth")]
+        {
+            assert_eq!(shown(Path::new(given)), shown_as);
+        }
+        let message = missing_registry(&config(Path::new("no/such/berth-data"))).unwrap();
+        assert_eq!(
+            message,
+            "no registry at ./no/such/berth-data (use --data-dir or --config; `berth serve` creates one)"
+        );
     }
 
     #[test]

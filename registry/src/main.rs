@@ -244,7 +244,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(open_files) = berth_registry::server::raise_open_file_limit() {
                 limits = limits.fit_open_files(open_files);
             }
-            let app = App::open(&config).await?;
+            // The certificate and the port first: a start that cannot serve stops before a
+            // first start has created the data folder, keys and administrator.
             let tls = berth_registry::tls::Tls::from_config(&config.tls)?;
             if let Some(tls) = &tls {
                 let _watch = tls.certs().watch(config.tls.reload_interval);
@@ -252,9 +253,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 berth_registry::tls::reload_on_sighup(tls.certs().clone())
                     .context("cannot install the SIGHUP handler (TLS certificate reload)")?;
             }
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            let listener = bind(config.listen).await?;
+            let app = App::open(&config).await?;
             tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(),
                 tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "berth is serving");
             app.spawn_maintenance(config.uploads.purge_interval);
@@ -277,14 +277,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let overrides = Overrides { listen: None, data_dir };
             let config = config::load(config.as_deref(), config::environment(), &overrides)?;
             init_logging(&config);
-            let app = App::open(&config).await?;
+            let app = App::open_existing(&config).await?;
             keys(app.registry(), &config, action).await?;
         }
         Command::Admin { action, config, data_dir } => {
             let overrides = Overrides { listen: None, data_dir };
             let config = config::load(config.as_deref(), config::environment(), &overrides)?;
             init_logging(&config);
-            let app = App::open(&config).await?;
+            let app = App::open_existing(&config).await?;
             admin_cli::admin(app.registry(), action).await?;
         }
         Command::Webhooks { action, config, data_dir } => {
@@ -306,7 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let overrides = Overrides { listen: None, data_dir };
             let config = config::load(config.as_deref(), config::environment(), &overrides)?;
             init_logging(&config);
-            let app = App::open(&config).await?;
+            let app = App::open_existing(&config).await?;
             admin_cli::login_token(app.registry(), &user).await?;
         }
         Command::Config { config, data_dir, listen, sources } => {
@@ -322,12 +322,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the configuration and opens the stores, for a command other than `serve`.
+/// Loads the configuration and opens the stores, for a command other than `serve`: one
+/// pointed where no registry is refuses, creating nothing.
 async fn open_for_command(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<App> {
     let overrides = Overrides { listen: None, data_dir };
     let config = config::load(config.as_deref(), config::environment(), &overrides)?;
     init_logging(&config);
-    Ok(App::open(&config).await?)
+    Ok(App::open_existing(&config).await?)
+}
+
+/// Binds `serve`'s listener; the error names the flag and variable that choose another address.
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let next_port = SocketAddr::new(listen.ip(), listen.port().checked_add(1).unwrap_or(5000));
+        let (why, other) = match e.kind() {
+            std::io::ErrorKind::AddrInUse => ("another process listens there", next_port),
+            std::io::ErrorKind::PermissionDenied if listen.port() < 1024 => {
+                ("ports below 1024 need privileges", SocketAddr::new(listen.ip(), 5000))
+            }
+            std::io::ErrorKind::AddrNotAvailable => (
+                "no network interface of this machine has that address",
+                SocketAddr::from(([0, 0, 0, 0], listen.port())),
+            ),
+            _ => ("the address cannot be used", next_port),
+        };
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; {why}: choose another address with --listen {other} \
+             (or BERTH_LISTEN={other}, or `listen` in the configuration file)"
+        )
+    })
 }
 
 async fn keys(registry: &berth_registry::service::Registry, config: &Config, action: KeysAction) -> anyhow::Result<()> {

@@ -127,11 +127,11 @@ impl From<SignInError> for ApiError {
 }
 
 impl Authority {
-    /// Loads or creates the signing key and, on a registry with no users, the admin.
+    /// Loads or creates the token signing key. The first administrator is
+    /// [`Authority::create_first_admin`]'s, which only `serve` calls.
     pub async fn open(
         config: &AuthConfig,
         meta: &dyn MetadataStore,
-        data_dir: &std::path::Path,
         secrets: &SecretSealing,
     ) -> Result<Authority, String> {
         let keys = signing::load(config, meta, secrets).await?;
@@ -151,8 +151,15 @@ impl Authority {
             verified: VerifiedTokens::default(),
             argon2: gate::Argon2Gate::per_core(),
         };
-        bootstrap::admin(&authority, meta, data_dir).await?;
         Ok(authority)
+    }
+
+    /// On a registry with no users, creates `auth.admin_user` (its generated password written
+    /// to `<data_dir>/admin-password`). Called by `serve` with authentication on, so a
+    /// registry that runs without it has no administrator and no password file until the
+    /// first start with it on.
+    pub async fn create_first_admin(&self, meta: &dyn MetadataStore, data_dir: &std::path::Path) -> Result<(), String> {
+        bootstrap::admin(self, meta, data_dir).await
     }
 
     pub fn enabled(&self) -> bool {

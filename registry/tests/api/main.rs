@@ -19,6 +19,7 @@ mod readme;
 mod replicas;
 mod restart;
 mod secrets;
+mod startup;
 mod streaming;
 mod throttle;
 mod tls;

@@ -213,6 +213,13 @@ impl PostgresStore {
     /// `tokio_postgres::Config` parses, e.g. `?options=-csearch_path%3Dberth` for a schema)
     /// and brings the schema up to date.
     pub async fn open(url: &str) -> Result<PostgresStore> {
+        let store = PostgresStore::open_unmigrated(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool for `url`; no connection is made yet.
+    fn open_unmigrated(url: &str) -> Result<PostgresStore> {
         let mut config = tokio_postgres::Config::from_str(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -229,15 +236,32 @@ impl PostgresStore {
             .create_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| Error::Task(format!("PostgreSQL connection pool: {e}")))?;
-        let store = PostgresStore { pool, config, changes: Default::default() };
+        Ok(PostgresStore { pool, config, changes: Default::default() })
+    }
+
+    /// Connects to `url` and brings the schema up to date, if the database holds a Berth
+    /// schema already; `None` (nothing created) when it does not. For the commands other than
+    /// `serve`, which must not start a registry in a database that was named by mistake.
+    pub async fn open_existing(url: &str) -> Result<Option<PostgresStore>> {
+        let store = PostgresStore::open_unmigrated(url)?;
+        let client = store.client().await?;
+        // `to_regclass` follows the `search_path`, as the migrations do.
+        let found: bool = client.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[]).await?.get(0);
+        drop(client);
+        if !found {
+            return Ok(None);
+        }
         store.migrate().await?;
-        Ok(store)
+        Ok(Some(store))
     }
 
     async fn migrate(&self) -> Result<()> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        // Without the notice "relation schema_migrations already exists, skipping" that every
+        // start (and every `berth` command) would otherwise log.
+        tx.batch_execute("SET LOCAL client_min_messages = warning").await?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )

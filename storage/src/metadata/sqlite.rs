@@ -77,6 +77,34 @@ impl SqliteStore {
         .map_err(|e| Error::Task(e.to_string()))?
     }
 
+    /// Opens the database file of a registry that exists, and brings its schema up to date;
+    /// `None` (nothing written, nothing created) when there is no file at `path` or it holds
+    /// no Berth schema. For the commands other than `serve`, which must not start a registry.
+    pub async fn open_existing(path: &Path) -> Result<Option<SqliteStore>> {
+        let owned = path.to_owned();
+        let has_schema = tokio::task::spawn_blocking(move || -> Result<bool> {
+            if !owned.is_file() {
+                return Ok(false);
+            }
+            // Without SQLITE_OPEN_CREATE, and before any pragma: an empty file stays empty.
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&owned, flags)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            let tables: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(tables > 0)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        if !has_schema {
+            return Ok(None);
+        }
+        SqliteStore::open(path).await.map(Some)
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T>
     where

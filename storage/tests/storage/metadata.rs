@@ -1104,6 +1104,32 @@ async fn metadata_on_sqlite() {
     assert!(again.any_blob(&Digest::sha256_of(b"x")).await.unwrap().is_some());
 }
 
+/// `open_existing` opens only a database that holds the schema: a missing file is not
+/// created, an empty one (or another program's database) is left as it was.
+#[tokio::test]
+async fn sqlite_open_existing_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("meta.db");
+    assert!(SqliteStore::open_existing(&path).await.unwrap().is_none());
+    assert!(!dir.path().join("sub").exists());
+
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(&path, b"").unwrap();
+    assert!(SqliteStore::open_existing(&path).await.unwrap().is_none());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1, "no -wal or -shm left");
+
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE notes (text TEXT)").unwrap();
+    assert!(SqliteStore::open_existing(&other).await.unwrap().is_none());
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.add_key(&key_record("k.1", KeyState::Active)).await.unwrap());
+    drop(store);
+    let again = SqliteStore::open_existing(&path).await.unwrap().expect("the database made by open");
+    assert_eq!(again.keys(false).await.unwrap().len(), 1);
+}
+
 /// Users made before user ids and credential generations existed (schema v5) get an id
 /// each, all different, and generation 0.
 #[tokio::test]
@@ -1210,6 +1236,33 @@ async fn postgres_users_from_before_v7_get_ids() {
     if let Err(e) = run {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// `open_existing` on a database without the Berth schema writes nothing into it; after
+/// `open` made the schema, it opens.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(.ci/postgres.sh start)\", then cargo test -- --ignored (.ci/run does)"]
+async fn postgres_open_existing_creates_nothing() {
+    let url = std::env::var("BERTH_TEST_POSTGRES_URL").expect("BERTH_TEST_POSTGRES_URL (.ci/postgres.sh start)");
+    let schema = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1";
+    let before: i64 = admin.query_one(tables, &[&schema]).await.unwrap().get(0);
+    let refused = PostgresStore::open_existing(&scoped).await.map(|s| s.is_none());
+    let after: i64 = admin.query_one(tables, &[&schema]).await.unwrap().get(0);
+    let made = PostgresStore::open(&scoped).await.map(drop);
+    let opened = PostgresStore::open_existing(&scoped).await.map(|s| s.is_some());
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    drop(admin);
+    connection.await.unwrap().unwrap();
+    assert!(refused.unwrap(), "a database without the schema is no registry");
+    assert_eq!((before, after), (0, 0), "open_existing wrote tables");
+    made.unwrap();
+    assert!(opened.unwrap(), "the schema made by open is found");
 }
 
 /// Runs the suite in a fresh schema of the database at `BERTH_TEST_POSTGRES_URL`
