@@ -326,6 +326,54 @@ impl std::str::FromStr for DeliveryState {
     }
 }
 
+/// Where a delivery stands as every view shows it (`berth webhooks list`, `berth deliveries`,
+/// `/metrics`, the delivery filters): the stored [`DeliveryState`] with `pending` split by
+/// whether an attempt failed already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryPhase {
+    /// Waiting for its first attempt (or in flight).
+    Pending,
+    /// Pending after at least one failed attempt.
+    Retrying,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryPhase {
+    pub const ALL: [DeliveryPhase; 4] =
+        [DeliveryPhase::Pending, DeliveryPhase::Retrying, DeliveryPhase::Delivered, DeliveryPhase::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryPhase::Pending => "pending",
+            DeliveryPhase::Retrying => "retrying",
+            DeliveryPhase::Delivered => "delivered",
+            DeliveryPhase::Dead => "dead",
+        }
+    }
+
+    pub fn of(d: &Delivery) -> DeliveryPhase {
+        match d.state {
+            DeliveryState::Pending if d.attempts > 0 => DeliveryPhase::Retrying,
+            DeliveryState::Pending => DeliveryPhase::Pending,
+            DeliveryState::Delivered => DeliveryPhase::Delivered,
+            DeliveryState::Dead => DeliveryPhase::Dead,
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryPhase {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DeliveryPhase, String> {
+        DeliveryPhase::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = DeliveryPhase::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown delivery state {s:?} (known: {})", all.join(", "))
+        })
+    }
+}
+
 /// One event owed to one subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
@@ -390,7 +438,8 @@ pub struct Claimed {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryFilter {
     pub subscription: Option<String>,
-    pub state: Option<DeliveryState>,
+    /// As the views name it: `pending` is only what no attempt failed yet.
+    pub state: Option<DeliveryPhase>,
     pub repository: Option<String>,
     /// One delivery by id.
     pub id: Option<i64>,

@@ -26,8 +26,8 @@ use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use crate::crypt::{SealedBlob, UploadSealing};
 use crate::error::Result;
 pub use events::{
-    Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryState, Event, EventKind, Origin, Outcome,
-    PayloadFormat, Subscription, SubscriptionSource,
+    Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Origin,
+    Outcome, PayloadFormat, Subscription, SubscriptionSource,
 };
 
 /// A stored manifest, byte-exact.

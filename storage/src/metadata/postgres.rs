@@ -101,7 +101,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{
     AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
-    DeliveryFilter, DeliveryState, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
+    DeliveryFilter, DeliveryPhase, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
     Origin, Outcome, OutcomeColumns, Page, PolicyRecord, PolicySet, PolicyTarget, Referrer, RepositoryDeleted,
     RequiredContent, RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadQuota, UploadRecord,
     UserRecord, attempt_from_columns, blob_linked, check_reference, db_size, event_from_payload, event_payload,
@@ -505,8 +505,10 @@ fn delivery_columns(r: &tokio_postgres::Row) -> Result<DeliveryColumns> {
 }
 
 /// The deliveries (`d`, joined with their events `e`) a [`DeliveryFilter`] takes, bound as
-/// $1 subscription, $2 state, $3 repository, $4 id, $5 event id (NULL: any).
-const DELIVERY_FILTER: &str = "($1::text IS NULL OR d.subscription = $1) AND ($2::text IS NULL OR d.state = $2) \
+/// $1 subscription, $2 state (a [`DeliveryPhase`]: `retrying` is pending after a failed
+/// attempt), $3 repository, $4 id, $5 event id (NULL: any).
+const DELIVERY_FILTER: &str = "($1::text IS NULL OR d.subscription = $1) \
+    AND ($2::text IS NULL OR (CASE WHEN d.state = 'pending' AND d.attempts > 0 THEN 'retrying' ELSE d.state END) = $2) \
     AND ($3::text IS NULL OR d.repository = $3) AND ($4::bigint IS NULL OR d.id = $4) \
     AND ($5::text IS NULL OR e.id = $5)";
 
@@ -516,7 +518,7 @@ type FilterParams<'a> = (Option<&'a str>, Option<&'static str>, Option<&'a str>,
 fn filter_params(f: &DeliveryFilter) -> FilterParams<'_> {
     (
         f.subscription.as_deref(),
-        f.state.map(DeliveryState::as_str),
+        f.state.map(DeliveryPhase::as_str),
         f.repository.as_deref(),
         f.id,
         f.event_id.as_deref(),

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
-    DeliveryFilter, DeliveryState, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
+    DeliveryFilter, DeliveryPhase, Event, EventKind, KeyRecord, KeyState, ManifestRecord, MetadataStore, NewManifest,
     Origin, Outcome, OutcomeColumns, Page, PolicyRecord, PolicySet, PolicyTarget, Referrer, RepositoryDeleted,
     RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
     attempt_from_columns, blob_linked, check_reference, db_size, event_from_payload, event_payload, manifest_deleted,
@@ -257,15 +257,17 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryColumns>
 }
 
 /// The deliveries (`d`, joined with their events `e`) a [`DeliveryFilter`] takes, bound as
-/// ?1 subscription, ?2 state, ?3 repository, ?4 id, ?5 event id (NULL: any).
-const DELIVERY_FILTER: &str = "(?1 IS NULL OR d.subscription = ?1) AND (?2 IS NULL OR d.state = ?2) \
+/// ?1 subscription, ?2 state (a [`DeliveryPhase`]: `retrying` is pending after a failed
+/// attempt), ?3 repository, ?4 id, ?5 event id (NULL: any).
+const DELIVERY_FILTER: &str = "(?1 IS NULL OR d.subscription = ?1) \
+    AND (?2 IS NULL OR (CASE WHEN d.state = 'pending' AND d.attempts > 0 THEN 'retrying' ELSE d.state END) = ?2) \
     AND (?3 IS NULL OR d.repository = ?3) AND (?4 IS NULL OR d.id = ?4) AND (?5 IS NULL OR e.id = ?5)";
 
 /// The filter's parameters, in the order of [`DELIVERY_FILTER`].
 type FilterParams = (Option<String>, Option<&'static str>, Option<String>, Option<i64>, Option<String>);
 
 fn filter_params(f: &DeliveryFilter) -> FilterParams {
-    (f.subscription.clone(), f.state.map(DeliveryState::as_str), f.repository.clone(), f.id, f.event_id.clone())
+    (f.subscription.clone(), f.state.map(DeliveryPhase::as_str), f.repository.clone(), f.id, f.event_id.clone())
 }
 
 /// A delivery is claimable (`d`, at ?1 now) when it is pending, due, not leased (or its lease

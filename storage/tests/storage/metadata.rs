@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use berth_storage::metadata::events::unix_now_ms;
 use berth_storage::metadata::{
-    AccessKeyRecord, BlobEntry, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryState, Event, EventKind,
-    KeyRecord, KeyState, NewManifest, Origin, Outcome, Page, PayloadFormat, PolicyRecord, PolicySet, PolicyTarget,
-    RESOURCE_POLICY, RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription,
+    AccessKeyRecord, BlobEntry, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event,
+    EventKind, KeyRecord, KeyState, NewManifest, Origin, Outcome, Page, PayloadFormat, PolicyRecord, PolicySet,
+    PolicyTarget, RESOURCE_POLICY, RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription,
     SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
 };
 use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
@@ -1736,7 +1736,7 @@ async fn claim_order_and_leases(store: &dyn MetadataStore) {
         store.link_blob(&two, &Digest::sha256_of(seed.as_bytes()), 1, true, None, ANON).await.unwrap();
     }
     store
-        .purge_deliveries(&DeliveryFilter { state: Some(DeliveryState::Pending), ..DeliveryFilter::default() })
+        .purge_deliveries(&DeliveryFilter { state: Some(DeliveryPhase::Pending), ..DeliveryFilter::default() })
         .await
         .unwrap();
     store.link_blob(&one, &Digest::sha256_of(b"cl-7"), 1, true, None, ANON).await.unwrap();
@@ -1848,7 +1848,7 @@ async fn delivery_admin(store: &dyn MetadataStore) {
     let a_e2 = delivery_of(store, "ad-a", e2).await.id;
     assert_eq!(list(DeliveryFilter { id: Some(a_e2), ..all.clone() }).await, [pair("ad-a", e2)]);
     assert!(list(DeliveryFilter { id: Some(-1), ..all.clone() }).await.is_empty());
-    assert!(list(DeliveryFilter { state: Some(DeliveryState::Delivered), ..all.clone() }).await.is_empty());
+    assert!(list(DeliveryFilter { state: Some(DeliveryPhase::Delivered), ..all.clone() }).await.is_empty());
     assert!(
         list(DeliveryFilter { repository: Some("ad/one".into()), subscription: Some("ad-z".into()), ..all.clone() })
             .await
@@ -1876,12 +1876,17 @@ async fn delivery_admin(store: &dyn MetadataStore) {
         dead,
     };
     assert_eq!(counts, [count("ad-a", 1, 1, 1, 0), count("ad-b", 1, 0, 0, 1), count("ad-z", 0, 0, 0, 0)]);
-    assert_eq!(list(DeliveryFilter { state: Some(DeliveryState::Dead), ..all.clone() }).await, [pair("ad-b", e1)]);
-    let pending_a = DeliveryFilter { state: Some(DeliveryState::Pending), ..by_sub("ad-a") };
-    assert_eq!(list(pending_a).await, [pair("ad-a", e3), pair("ad-a", e2)]);
+    assert_eq!(list(DeliveryFilter { state: Some(DeliveryPhase::Dead), ..all.clone() }).await, [pair("ad-b", e1)]);
+    // The states as the counts name them: pending is what no attempt failed yet.
+    let pending_a = DeliveryFilter { state: Some(DeliveryPhase::Pending), ..by_sub("ad-a") };
+    assert_eq!(list(pending_a).await, [pair("ad-a", e3)]);
+    let retrying = DeliveryFilter { state: Some(DeliveryPhase::Retrying), ..all.clone() };
+    assert_eq!(list(retrying.clone()).await, [pair("ad-a", e2)]);
+    let listed = store.deliveries(&retrying).await.unwrap();
+    assert_eq!(listed.iter().map(DeliveryPhase::of).collect::<Vec<_>>(), [DeliveryPhase::Retrying]);
 
     // Replay: pending again from the first attempt, due now, the last error kept; the log goes on.
-    let dead_ones = DeliveryFilter { state: Some(DeliveryState::Dead), limit: 1, ..all.clone() };
+    let dead_ones = DeliveryFilter { state: Some(DeliveryPhase::Dead), limit: 1, ..all.clone() };
     assert_eq!(store.replay_deliveries(&dead_ones, t + 10).await.unwrap(), 1);
     let b1_row = delivery_of(store, "ad-b", e1).await;
     assert_eq!((b1_row.state, b1_row.attempts, b1_row.next_attempt_ms), (DeliveryState::Pending, 0, t + 10));
