@@ -64,6 +64,11 @@ pub enum ApiError {
     /// The admin API: it exists already.
     #[error("{0}")]
     Conflict(String),
+    /// A repository delete without `force` while the repository holds manifests. The fix is
+    /// a switch each front end names in its own terms (`force=true`, `--force`), so the
+    /// message here names none: see [`ApiError::hint`].
+    #[error("repository {repo} holds {manifests} manifest(s): delete them first, or delete the repository with them")]
+    RepositoryNotEmpty { repo: berth_oci::RepoName, manifests: u64 },
     /// The admin API: no such user, key or policy.
     #[error("{0}")]
     NotFound(String),
@@ -103,6 +108,27 @@ impl From<berth_storage::Error> for ApiError {
             | S::Task(_)
             | S::Key(_)
             | S::Tampered(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A switch that overrides a refusal: the HTTP API and the `berth` command each name it
+/// in their own terms (`force=true` / `--force`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    /// Delete a repository with the manifests it holds.
+    Force,
+    /// Leave task-definition images on other registries as they are.
+    KeepForeign,
+}
+
+impl ApiError {
+    /// The switch that would have made this request succeed, if there is one (for task
+    /// definitions, each image has its own: [`crate::service::taskdef::Unresolved::hint`]).
+    pub fn hint(&self) -> Option<Override> {
+        match self {
+            ApiError::RepositoryNotEmpty { .. } => Some(Override::Force),
+            _ => None,
         }
     }
 }

@@ -7,13 +7,13 @@ use berth_oci::ErrorCode;
 use hyper::StatusCode;
 use hyper::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Override};
 
 /// The code and status of each error. Exhaustive: a new variant must be placed here.
 pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
     let (code, status) = match e {
         ApiError::Invalid(_) => return ("INVALID_REQUEST", StatusCode::BAD_REQUEST),
-        ApiError::Conflict(_) => return ("CONFLICT", StatusCode::CONFLICT),
+        ApiError::Conflict(_) | ApiError::RepositoryNotEmpty { .. } => return ("CONFLICT", StatusCode::CONFLICT),
         ApiError::NotFound(_) => return ("NOT_FOUND", StatusCode::NOT_FOUND),
         // Each image is listed with its own code; the status is the worst kind among them.
         ApiError::ImagesUnresolved(list) => {
@@ -55,6 +55,15 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
     (code.as_str(), status)
 }
 
+/// `message` with the switch that overrides the refusal, as an HTTP caller sets it.
+fn with_hint(message: String, hint: Option<Override>) -> String {
+    match hint {
+        None => message,
+        Some(Override::Force) => format!("{message} (query parameter force=true)"),
+        Some(Override::KeepForeign) => format!("{message}; query parameter foreign=keep leaves it as it is"),
+    }
+}
+
 /// What the middleware logs about a failed request (set as a response extension, so each
 /// error is logged once, where the request is logged).
 #[derive(Debug, Clone)]
@@ -66,7 +75,7 @@ impl IntoResponse for ApiError {
         // Internal details stay in the log; the client gets the code's generic message.
         let message = match &self {
             ApiError::Internal(_) => ErrorCode::Unknown.default_message().to_owned(),
-            other => other.to_string(),
+            other => with_hint(other.to_string(), other.hint()),
         };
         let detail = match &self {
             ApiError::ManifestBlobUnknown(d) => serde_json::json!({ "digest": d.to_string() }),
@@ -80,7 +89,7 @@ impl IntoResponse for ApiError {
             ApiError::ImagesUnresolved(list) => list
                 .iter()
                 .map(|u| {
-                    serde_json::json!({ "code": u.code, "message": u.message,
+                    serde_json::json!({ "code": u.code, "message": with_hint(u.message.clone(), u.hint()),
                         "detail": { "container": u.container, "image": u.image } })
                 })
                 .collect(),

@@ -19,9 +19,9 @@ impl Registry {
                 Ok(())
             }
             RepositoryDeleted::NotFound => Err(ApiError::NameUnknown),
-            RepositoryDeleted::NotEmpty { manifests } => Err(ApiError::Conflict(format!(
-                "repository {repo} holds {manifests} manifest(s): delete them first, or pass force=true"
-            ))),
+            RepositoryDeleted::NotEmpty { manifests } => {
+                Err(ApiError::RepositoryNotEmpty { repo: repo.clone(), manifests })
+            }
         }
     }
 }

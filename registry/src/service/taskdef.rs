@@ -22,7 +22,19 @@ pub struct Unresolved {
     /// The OCI error code: `NAME_INVALID`, `NAME_UNKNOWN`, `MANIFEST_UNKNOWN`, `DENIED`, or
     /// `UNSUPPORTED` (an image on another registry).
     pub code: &'static str,
+    /// What is wrong, naming no switch: an image on another registry (`foreign`) may be
+    /// kept as it is, and each front end says how in its own terms.
     pub message: String,
+    /// On another registry: kept as it is when the caller asks (`foreign=keep`, `--keep-foreign`).
+    #[serde(skip)]
+    pub foreign: bool,
+}
+
+impl Unresolved {
+    /// The switch that would have kept this image as it is, if there is one.
+    pub fn hint(&self) -> Option<crate::error::Override> {
+        self.foreign.then_some(crate::error::Override::KeepForeign)
+    }
 }
 
 /// One image reference, split the way Docker splits it.
@@ -94,6 +106,7 @@ impl Registry {
                     image: String::new(),
                     code: "NAME_INVALID",
                     message: "a container definition has no image".into(),
+                    foreign: false,
                 });
                 continue;
             };
@@ -101,7 +114,7 @@ impl Registry {
             match self.pin_image(&image, hosts, keep_foreign, caller).await? {
                 Ok(Some(pinned)) => def["image"] = Value::String(pinned),
                 Ok(None) => {}
-                Err((code, message)) => problems.push(Unresolved { container, image, code, message }),
+                Err((code, message, foreign)) => problems.push(Unresolved { container, image, code, message, foreign }),
             }
         }
         if problems.is_empty() { Ok(doc) } else { Err(ApiError::ImagesUnresolved(problems)) }
@@ -115,10 +128,11 @@ impl Registry {
         hosts: &[String],
         keep_foreign: bool,
         caller: Option<&Caller>,
-    ) -> ApiResult<Result<Option<String>, (&'static str, String)>> {
+    ) -> ApiResult<Result<Option<String>, (&'static str, String, bool)>> {
         Ok(match self.try_pin(image, hosts, keep_foreign, caller).await {
             Ok(pinned) => Ok(pinned),
-            Err(Failure::Image(code, message)) => Err((code, message)),
+            Err(Failure::Image(code, message)) => Err((code, message, false)),
+            Err(Failure::Foreign(message)) => Err(("UNSUPPORTED", message, true)),
             Err(Failure::Registry(e)) => return Err(e),
         })
     }
@@ -139,10 +153,7 @@ impl Registry {
                 return Ok(None);
             }
             let on = parsed.host.as_deref().unwrap_or("Docker Hub");
-            return Err(bad(
-                "UNSUPPORTED",
-                format!("{image}: on {on}, not this registry ({}); pass foreign=keep to leave it", hosts.join(", ")),
-            ));
+            return Err(Failure::Foreign(format!("{image}: on {on}, not this registry ({})", hosts.join(", "))));
         };
         let repo: RepoName =
             parsed.repository.parse().map_err(|e| bad("NAME_INVALID", format!("{image}: repository name: {e}")))?;
@@ -174,9 +185,10 @@ impl Registry {
     }
 }
 
-/// Why an image did not pin: the image itself, or the registry.
+/// Why an image did not pin: the image itself, its being on another registry, or the registry.
 enum Failure {
     Image(&'static str, String),
+    Foreign(String),
     Registry(ApiError),
 }
 

@@ -816,7 +816,10 @@ async fn task_definition_pins_images() {
     let errors = body["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{body}");
     assert_eq!(errors[0]["code"], "UNSUPPORTED");
-    assert!(errors[0]["message"].as_str().unwrap().contains(foreign), "{body}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains(foreign), "{body}");
+    // The fix in the HTTP caller's terms (`berth task-def resolve` says --keep-foreign: cli.rs).
+    assert!(message.contains("foreign=keep") && !message.contains("--keep-foreign"), "{body}");
     let (status, body) = resolve("?foreign=keep", &[&live, foreign]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["containerDefinitions"][0]["image"], format!("{host}/team/web@{digest}"));
@@ -835,7 +838,9 @@ async fn repository_delete_emits_event() {
     let r = t.client.delete(t.url("/api/v1/repositories?name=team/gone")).send().await.unwrap();
     assert_eq!(r.status(), 409);
     let body: Value = r.json().await.unwrap();
+    // The fix in the HTTP caller's terms (`berth repository delete` says --force: cli.rs).
     assert!(error_message(&body).contains("force=true"), "{body}");
+    assert!(!error_message(&body).contains("--force"), "{body}");
     assert!(deliveries(&t, "subscription=gone").await.is_empty(), "a refused delete made an event");
 
     let r = t.client.delete(t.url("/api/v1/repositories?name=team/gone&force=true")).send().await.unwrap();
