@@ -1,6 +1,8 @@
 //! `berth`: the registry binary. Loads config, sets up logging, binds, serves.
 
 mod admin_cli;
+mod cli;
+mod keys_cli;
 mod ops_cli;
 
 use std::net::SocketAddr;
@@ -9,7 +11,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use berth_registry::app::App;
 use berth_registry::config::{self, Config, LogFormat, Overrides};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Command};
+use keys_cli::keys;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, with its background thread: pages freed after a burst (a flood of request heads,
@@ -18,167 +22,6 @@ use tracing_subscriber::EnvFilter;
 /// closed), and mimalloc returned them only as the owning threads allocated again.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[derive(Parser)]
-#[command(name = "berth", version, about = "Berth: an OCI container registry")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the registry. With no options: 127.0.0.1:5000, data under ./berth-data.
-    Serve {
-        /// Address to listen on, e.g. 0.0.0.0:5000.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Folder for blobs and the metadata database.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// TOML configuration file.
-        #[arg(long, env = "BERTH_CONFIG")]
-        config: Option<PathBuf>,
-    },
-    /// Exit 0 when the registry at ADDR answers `GET /healthz` with 200 (for container
-    /// health checks: the image needs no curl).
-    Health {
-        /// Default: the `listen` address of the configuration (an unspecified address such
-        /// as 0.0.0.0 is probed on loopback), so the same environment serves and probes.
-        #[arg(long)]
-        addr: Option<SocketAddr>,
-        #[arg(long, env = "BERTH_CONFIG")]
-        config: Option<PathBuf>,
-    },
-    /// Encryption keys: list them, create a named key, rotate, retire, encrypt old blobs.
-    Keys {
-        #[command(subcommand)]
-        action: KeysAction,
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        /// Folder of the data (as for `serve`).
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Users, access keys, policies and repository tags (works on the stores directly; the
-    /// same as the admin HTTP API under /api/v1/).
-    Admin {
-        #[command(subcommand)]
-        action: admin_cli::AdminAction,
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Print a login token for USER: the password of `docker login -u AWS`, valid
-    /// auth.token.login_ttl (12 h), like `aws ecr get-login-password`.
-    /// Webhook subscriptions: list, create or replace, delete.
-    Webhooks {
-        #[command(subcommand)]
-        action: ops_cli::WebhooksAction,
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Webhook deliveries: list, show (with the delivery log), replay, purge.
-    Deliveries {
-        #[command(subcommand)]
-        action: ops_cli::DeliveriesAction,
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
-    },
-    /// ECS task definitions: pin their images to digests.
-    TaskDef {
-        #[command(subcommand)]
-        action: ops_cli::TaskDefAction,
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Repositories: delete.
-    Repository {
-        #[command(subcommand)]
-        action: ops_cli::RepositoryAction,
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Read back every stored blob and check it against its digest (sealed copies are
-    /// opened); print the damage, change nothing. Exit status 2 when damage is found.
-    Scrub {
-        /// Only this repository's blobs.
-        #[arg(long)]
-        repository: Option<String>,
-        /// Read at most this many bytes per second (e.g. 50MiB); default: no limit.
-        #[arg(long)]
-        rate: Option<String>,
-        /// The report as JSON.
-        #[arg(long)]
-        json: bool,
-        #[arg(long, env = "BERTH_CONFIG")]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
-    LoginToken {
-        #[arg(long)]
-        user: String,
-        #[arg(long, env = "BERTH_CONFIG")]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Print the configuration in effect as JSON: defaults, file, environment and flags
-    /// merged, with unset derived values (storage.path, metadata.path, ...) filled in.
-    Config {
-        /// TOML configuration file.
-        #[arg(long, env = "BERTH_CONFIG")]
-        config: Option<PathBuf>,
-        /// Folder for blobs and the metadata database (as for `serve`).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address to listen on (as for `serve`).
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// A table instead: every key, its value and where it came from (default, file,
-        /// environment variable, flag, or derived).
-        #[arg(long)]
-        sources: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeysAction {
-    /// Every key: id, state, how many blobs and uploads it protects, where its material is.
-    List {
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Create a named key for repositories to choose (`encryption.repositories` rules).
-    Create { name: String },
-    /// Make a new version of a key active and re-wrap every data key under it (blob bytes
-    /// are not rewritten). The new version is taken from the key ring when one newer than
-    /// the recorded ones is there, else generated into the key folder.
-    Rotate {
-        /// Key name (default: encryption.default_key).
-        #[arg(long)]
-        key: Option<String>,
-        /// How long to wait for running registries to pick up the new version first.
-        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
-        settle: std::time::Duration,
-    },
-    /// Retire a key version that protects nothing any more; its material may then be destroyed.
-    Retire { id: String },
-    /// Encrypt the blobs of repositories created while encryption was off, then remove
-    /// plaintext no repository needs. Prints progress; safe to run again.
-    EncryptExisting,
-}
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
@@ -351,58 +194,6 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
              (or BERTH_LISTEN={other}, or `listen` in the configuration file)"
         )
     })
-}
-
-async fn keys(registry: &berth_registry::service::Registry, config: &Config, action: KeysAction) -> anyhow::Result<()> {
-    match action {
-        KeysAction::List { json } => {
-            let keys = registry.list_keys().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
-                return Ok(());
-            }
-            println!("{:<24} {:<11} {:>8} {:>8}  SOURCE", "ID", "STATE", "BLOBS", "UPLOADS");
-            for k in keys {
-                let source = k.source.unwrap_or_else(|| "MISSING from this process's key ring".into());
-                println!("{:<24} {:<11} {:>8} {:>8}  {source}", k.id, k.state, k.blobs, k.uploads);
-            }
-        }
-        KeysAction::Create { name } => {
-            let id = registry.create_key(&name).await?;
-            println!("key {name}: version {id} active");
-        }
-        KeysAction::Rotate { key, settle } => {
-            let name = key.unwrap_or_else(|| config.encryption.default_key.clone());
-            eprintln!(
-                "rotating {name}: waiting {} for running registries to pick up the new version",
-                humantime::format_duration(settle)
-            );
-            let done = registry.rotate_key(&name, settle, &|n| eprintln!("  {n} data keys re-wrapped")).await?;
-            println!(
-                "key {}: {} active; {} data keys re-wrapped from {}",
-                done.name,
-                done.to,
-                done.rewrapped,
-                if done.from.is_empty() { "-".to_owned() } else { done.from.join(", ") }
-            );
-        }
-        KeysAction::Retire { id } => {
-            registry.retire_key(&id).await?;
-            println!("key {id} retired: nothing depends on it; its material may be destroyed");
-        }
-        KeysAction::EncryptExisting => {
-            let done = registry
-                .encrypt_existing(&|repo, blobs, bytes| {
-                    eprintln!("  {repo}: {blobs} blobs, {bytes} bytes encrypted so far")
-                })
-                .await?;
-            println!(
-                "{} repositories given a key, {} blobs ({} bytes) encrypted, {} plaintext objects removed",
-                done.repositories, done.blobs, done.bytes, done.plaintext_removed
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Where to reach a server listening on `listen`: an unspecified address means loopback.

@@ -9,67 +9,86 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use berth_oci::RepoName;
+use berth_registry::error::{ApiError, Override};
 use berth_registry::events::admin::{Webhooks, filter_from};
 use berth_registry::events::config::WebhookSpec;
 use berth_registry::service::Registry;
-use berth_storage::metadata::Origin;
+use berth_storage::metadata::{DeliveryPhase, Origin};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
 pub enum WebhooksAction {
-    /// Every subscription with its delivery counts.
+    /// Every subscription with its delivery counts (pending, retrying, delivered, dead).
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Create or replace a subscription. Without --secret-stdin a new one keeps the secret
-    /// it has, and a new subscription gets a generated secret, printed once.
+    /// Create or replace a subscription.
+    ///
+    /// Without --secret-stdin a subscription being replaced keeps its secret, and a new one
+    /// gets a generated secret, printed once.
     Put {
+        /// Subscription name: 1 to 64 of A-Z a-z 0-9 . _ -
         name: String,
+        /// Where deliveries are POSTed: an http:// or https:// URL.
         #[arg(long)]
         url: String,
-        /// Read the signing secret from the first line of standard input.
+        /// Read the signing secret (16 characters or more) from the first line of standard input.
         #[arg(long)]
         secret_stdin: bool,
-        /// An event type to send (repeatable; default: all the format can express).
-        #[arg(long = "event")]
+        /// An event type to send, e.g. manifest.push (repeatable; default: all the format can express).
+        #[arg(long = "event", value_name = "TYPE")]
         events: Vec<String>,
-        /// A repository pattern (`*`, `?`; repeatable).
-        #[arg(long = "repository")]
+        /// A repository pattern, `*` and `?` as wildcards (repeatable; default: every repository).
+        #[arg(long = "repository", value_name = "PATTERN")]
         repositories: Vec<String>,
         /// A tag pattern (repeatable): then only events with a matching tag are sent.
-        #[arg(long = "tag")]
+        #[arg(long = "tag", value_name = "PATTERN")]
         tags: Vec<String>,
-        /// cloudevents (default), distribution or ecr.
+        /// Payload format: cloudevents (default), distribution or ecr.
         #[arg(long)]
         format: Option<String>,
         /// An extra request header, NAME=VALUE (repeatable).
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
+        /// Time allowed per attempt, e.g. 5s or 500ms (default: 5s).
         #[arg(long)]
         timeout: Option<String>,
+        /// Attempts before a delivery is dead-lettered, 1 to 100 (default: 10).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Store it disabled: events are not delivered until it is put again without this.
         #[arg(long)]
         disabled: bool,
+        /// Print the subscription (with a generated secret) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a subscription with its deliveries.
-    Delete { name: String },
+    Delete {
+        /// The subscription's name.
+        name: String,
+    },
 }
 
-/// Which deliveries.
+// Which deliveries: every flag given must match. (A doc comment here would become the help
+// of every command that flattens it.)
 #[derive(Args)]
 pub struct Selector {
+    /// Only the deliveries of this webhook subscription.
     #[arg(long)]
     webhook: Option<String>,
-    /// pending, delivered or dead.
+    /// Only deliveries in this state: pending, retrying, delivered or dead.
     #[arg(long)]
     state: Option<String>,
+    /// Only deliveries of events in this repository (its exact name).
     #[arg(long)]
     repository: Option<String>,
+    /// Only the delivery with this id.
     #[arg(long)]
     id: Option<i64>,
-    /// An event id (UUID).
+    /// Only the deliveries of this event id (a UUID).
     #[arg(long)]
     event: Option<String>,
 }
@@ -90,6 +109,20 @@ impl Selector {
         add("limit", limit.map(|l| l.to_string()));
         p
     }
+
+    /// The filter of a replay or purge, which must select something: all deliveries ever
+    /// kept is rarely what was meant.
+    fn chosen(&self, verb: &str) -> anyhow::Result<berth_storage::metadata::DeliveryFilter> {
+        if self.webhook.is_none()
+            && self.state.is_none()
+            && self.repository.is_none()
+            && self.id.is_none()
+            && self.event.is_none()
+        {
+            anyhow::bail!("{verb}: say which deliveries: --webhook, --state, --repository, --id or --event");
+        }
+        Ok(filter_from(&self.pairs(None))?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,13 +131,21 @@ pub enum DeliveriesAction {
     List {
         #[command(flatten)]
         select: Selector,
+        /// Show at most this many (0: all).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// One delivery with its attempts (status codes, errors, durations).
-    Show { id: i64 },
+    /// One delivery with its event and every attempt (status codes, errors, durations).
+    Show {
+        /// The delivery id, as `berth deliveries list` shows it.
+        id: i64,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send the selected deliveries again (attempts start over).
     Replay {
         #[command(flatten)]
@@ -119,11 +160,11 @@ pub enum DeliveriesAction {
 
 #[derive(Subcommand)]
 pub enum TaskDefAction {
-    /// Print the task definition in FILE (`-`: standard input) with every image on this
-    /// registry pinned to its digest.
+    /// Print a task definition with every image on this registry pinned to its digest.
     Resolve {
+        /// The task definition (ECS JSON); `-` reads standard input.
         file: PathBuf,
-        /// A host name clients use for this registry (repeatable; adds to config `hosts`).
+        /// A host name of this registry, e.g. reg.example:5000 (repeatable; adds to config `hosts`).
         #[arg(long = "host")]
         hosts: Vec<String>,
         /// Leave images on other registries as they are instead of failing.
@@ -134,12 +175,22 @@ pub enum TaskDefAction {
 
 #[derive(Subcommand)]
 pub enum RepositoryAction {
-    /// Delete a repository; one holding images only with --force.
+    /// Delete a repository with its tags, manifests and policy; one holding images only with --force.
     Delete {
+        /// The repository, e.g. team/app.
         name: String,
+        /// Delete it even though it holds manifests (they go with it).
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The words of the `berth` command for a switch that overrides a refusal.
+fn flag_of(hint: Override) -> &'static str {
+    match hint {
+        Override::Force => "--force",
+        Override::KeepForeign => "--keep-foreign",
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -149,6 +200,14 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 fn origin() -> Origin {
     Origin::command(&format!("berth cli ({})", std::env::var("USER").unwrap_or_else(|_| "unknown user".into())))
+}
+
+/// `webhooks put --json`: the subscription and whether it was new.
+#[derive(serde::Serialize)]
+struct Saved<'a> {
+    created: bool,
+    #[serde(flatten)]
+    webhook: &'a berth_registry::events::admin::WebhookView,
 }
 
 pub async fn webhooks(registry: &Registry, action: WebhooksAction) -> anyhow::Result<()> {
@@ -185,6 +244,7 @@ pub async fn webhooks(registry: &Registry, action: WebhooksAction) -> anyhow::Re
             timeout,
             max_attempts,
             disabled,
+            json,
         } => {
             let secret = if secret_stdin {
                 let mut line = String::new();
@@ -195,9 +255,12 @@ pub async fn webhooks(registry: &Registry, action: WebhooksAction) -> anyhow::Re
             };
             let headers = headers
                 .iter()
-                .map(|h| h.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-                .collect::<Option<BTreeMap<_, _>>>()
-                .context("--header takes NAME=VALUE")?;
+                .map(|h| {
+                    h.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .with_context(|| format!("--header {h:?}: give NAME=VALUE"))
+                })
+                .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
             let spec = WebhookSpec {
                 url,
                 secret,
@@ -211,19 +274,35 @@ pub async fn webhooks(registry: &Registry, action: WebhooksAction) -> anyhow::Re
                 enabled: Some(!disabled),
             };
             let (created, view) = hooks.put(&name, &spec).await?;
-            if let Some(secret) = &view.secret {
-                eprintln!("webhook {name} created; its signing secret (shown once):");
-                println!("{secret}");
-            } else {
-                eprintln!("webhook {name} {}", if created { "created" } else { "replaced" });
+            if json {
+                return print_json(&Saved { created, webhook: &view });
+            }
+            let did = if created { "created" } else { "replaced" };
+            let off = if view.enabled { "" } else { ", disabled" };
+            match &view.secret {
+                Some(secret) => {
+                    println!("webhook {name} {did} ({}{off}); signing secret (shown once): {secret}", view.url)
+                }
+                None => println!("webhook {name} {did} ({}{off})", view.url),
             }
         }
         WebhooksAction::Delete { name } => {
             hooks.delete(&name).await?;
-            eprintln!("webhook {name} deleted");
+            println!("webhook {name} deleted with its deliveries");
         }
     }
     Ok(())
+}
+
+/// "1 delivery", "3 deliveries".
+fn deliveries_count(n: u64) -> String {
+    if n == 1 { "1 delivery".to_owned() } else { format!("{n} deliveries") }
+}
+
+/// A time in Unix milliseconds, as RFC 3339 (UTC, to the second).
+fn at(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 pub async fn deliveries(registry: &Registry, action: DeliveriesAction) -> anyhow::Result<()> {
@@ -248,7 +327,7 @@ pub async fn deliveries(registry: &Registry, action: DeliveriesAction) -> anyhow
                     "{:>8} {:<16} {:<10} {:>8}  {:<18} {:<30} {}",
                     d.id,
                     d.subscription,
-                    d.state.as_str(),
+                    DeliveryPhase::of(&d).as_str(),
                     d.attempts,
                     d.event.kind.as_str(),
                     what,
@@ -256,14 +335,36 @@ pub async fn deliveries(registry: &Registry, action: DeliveriesAction) -> anyhow
                 );
             }
         }
-        DeliveriesAction::Show { id } => print_json(&hooks.delivery(id).await?)?,
+        DeliveriesAction::Show { id, json } => {
+            let view = hooks.delivery(id).await?;
+            if json {
+                return print_json(&view);
+            }
+            let d = &view.delivery;
+            let what = match &d.event.tag {
+                Some(t) => format!("{}:{t}", d.event.repository),
+                None => d.event.repository.clone(),
+            };
+            println!("delivery {} to webhook {}: {}", d.id, d.subscription, DeliveryPhase::of(d).as_str());
+            println!("  event:    {} {what} (id {})", d.event.kind, d.event.id);
+            println!("  created:  {}", at(d.created_ms));
+            if d.state == berth_storage::metadata::DeliveryState::Pending {
+                println!("  next try: {}", at(d.next_attempt_ms));
+            }
+            println!("  attempts: {}", d.attempts);
+            for a in &view.attempts_log {
+                let status = a.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+                let error = a.error.as_deref().unwrap_or("");
+                println!("    #{:<3} {}  status {status:<4} {:>6} ms  {error}", a.number, at(a.at_ms), a.duration_ms);
+            }
+        }
         DeliveriesAction::Replay { select } => {
-            let n = hooks.replay(&filter_from(&select.pairs(None))?).await?;
-            eprintln!("{n} deliveries will be sent again");
+            let n = hooks.replay(&select.chosen("replay")?).await?;
+            println!("{} replayed: sent again, attempts starting over", deliveries_count(n));
         }
         DeliveriesAction::Purge { select } => {
-            let n = hooks.purge(&filter_from(&select.pairs(None))?).await?;
-            eprintln!("{n} deliveries purged");
+            let n = hooks.purge(&select.chosen("purge")?).await?;
+            println!("{} purged", deliveries_count(n));
         }
     }
     Ok(())
@@ -273,7 +374,7 @@ pub async fn task_def(registry: &Registry, action: TaskDefAction) -> anyhow::Res
     let TaskDefAction::Resolve { file, hosts, keep_foreign } = action;
     let text = if file.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
+        std::io::stdin().read_to_string(&mut s).context("reading the task definition from standard input")?;
         s
     } else {
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
@@ -286,9 +387,10 @@ pub async fn task_def(registry: &Registry, action: TaskDefAction) -> anyhow::Res
     }
     match registry.pin_task_definition(doc, &all, keep_foreign, None).await {
         Ok(pinned) => print_json(&pinned),
-        Err(berth_registry::error::ApiError::ImagesUnresolved(list)) => {
+        Err(ApiError::ImagesUnresolved(list)) => {
             for u in &list {
-                eprintln!("{}: {} ({})", u.container.as_deref().unwrap_or("?"), u.message, u.code);
+                let hint = u.hint().map(|h| format!("; {} leaves it as it is", flag_of(h))).unwrap_or_default();
+                eprintln!("{}: {}{hint} ({})", u.container.as_deref().unwrap_or("?"), u.message, u.code);
             }
             anyhow::bail!("{} image(s) could not be pinned", list.len())
         }
@@ -299,8 +401,15 @@ pub async fn task_def(registry: &Registry, action: TaskDefAction) -> anyhow::Res
 pub async fn repository(registry: &Registry, action: RepositoryAction) -> anyhow::Result<()> {
     let RepositoryAction::Delete { name, force } = action;
     let repo: RepoName = name.parse().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    registry.delete_repository(&repo, force, &origin()).await?;
-    eprintln!("repository {repo} deleted");
+    match registry.delete_repository(&repo, force, &origin()).await {
+        Ok(()) => {}
+        Err(ApiError::NameUnknown) => anyhow::bail!("no repository {repo}"),
+        Err(e) => match e.hint() {
+            Some(h) => anyhow::bail!("{e} ({})", flag_of(h)),
+            None => return Err(e.into()),
+        },
+    }
+    println!("repository {repo} deleted");
     Ok(())
 }
 

@@ -200,7 +200,7 @@ impl Admin<'_> {
     pub async fn policy(&self, target: &PolicyTarget, name: Option<&str>) -> ApiResult<PolicyView> {
         let name = policy_name(target, name)?;
         let found = self.meta.policies(target).await?.into_iter().find(|p| p.name == name);
-        let p = found.ok_or_else(|| ApiError::NotFound(format!("{} has no policy {name}", describe(target))))?;
+        let p = found.ok_or_else(|| no_policy(target, &name))?;
         Ok(PolicyView { document: document_value(&p.document), name: p.name, updated_at: p.updated_at })
     }
 
@@ -217,7 +217,7 @@ impl Admin<'_> {
     pub async fn delete_policy(&self, target: &PolicyTarget, name: Option<&str>) -> ApiResult<()> {
         let name = policy_name(target, name)?;
         if !self.meta.delete_policy(target, &name).await? {
-            return Err(ApiError::NotFound(format!("{} has no policy {name}", describe(target))));
+            return Err(no_policy(target, &name));
         }
         tracing::info!(policy.target = %describe(target), policy.name = %name, "policy deleted");
         Ok(())
@@ -306,6 +306,14 @@ fn no_user(name: &str) -> ApiError {
 
 fn no_key(id: &str) -> ApiError {
     ApiError::NotFound(format!("no access key {id}"))
+}
+
+/// "user U has no policy P"; a repository's or the registry's one policy has no name to say.
+fn no_policy(target: &PolicyTarget, name: &str) -> ApiError {
+    ApiError::NotFound(match target {
+        PolicyTarget::User(_) | PolicyTarget::AccessKey(_) => format!("{} has no policy {name}", describe(target)),
+        PolicyTarget::Repository(_) | PolicyTarget::Registry => format!("{} has no policy", describe(target)),
+    })
 }
 
 fn no_target(target: &PolicyTarget) -> ApiError {

@@ -164,7 +164,8 @@ pub fn validate(
     lease: Duration,
 ) -> Result<Subscription, String> {
     check_name(name)?;
-    let url = reqwest::Url::parse(&spec.url).map_err(|e| format!("url {:?}: {e}", spec.url))?;
+    let url = reqwest::Url::parse(&spec.url)
+        .map_err(|e| format!("url {:?}: must be an http:// or https:// URL with a host ({e})", spec.url))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(format!("url {:?}: must be an http:// or https:// URL with a host", spec.url));
     }
@@ -206,7 +207,8 @@ pub fn validate(
     let max_timeout = lease.saturating_sub(Duration::from_secs(1)).min(Duration::from_secs(300));
     let timeout = match &spec.timeout {
         None => DEFAULT_TIMEOUT.min(max_timeout),
-        Some(t) => humantime::parse_duration(t).map_err(|e| format!("timeout {t:?}: {e}"))?,
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| format!("timeout {t:?}: give a duration like 5s or 500ms ({e})"))?,
     };
     if timeout < Duration::from_millis(100) || timeout > max_timeout {
         return Err(format!(

@@ -77,6 +77,11 @@ impl Registry {
     /// Creates key `name` (for repositories that choose it): its first version is taken
     /// from the key ring if there, else generated into the key folder; made active.
     pub async fn create_key(&self, name: &str) -> ApiResult<String> {
+        if !berth_storage::crypt::keyring::valid_name(name) {
+            return Err(ApiError::Invalid(format!(
+                "{name:?} is not a key name: 1 to 63 of a-z, 0-9 and -, not starting with -"
+            )));
+        }
         if self.meta.keys(false).await?.iter().any(|k| k.name == name) {
             return Err(ApiError::Unsupported(format!("key {name} exists; use `berth keys rotate --key {name}`")));
         }
@@ -92,6 +97,12 @@ impl Registry {
     /// Waits out the other processes' cache of the active key first (`settle`).
     pub async fn rotate_key(&self, name: &str, settle: Duration, progress: &dyn Fn(u64)) -> ApiResult<Rotation> {
         let recorded = self.meta.keys(false).await?;
+        if !recorded.iter().any(|k| k.name == name) {
+            // Rotating is for a key in use; making one is `create`, said out loud.
+            return Err(ApiError::NotFound(format!(
+                "no key {name} is recorded (`berth keys list` shows the keys; `berth keys create {name}` makes one)"
+            )));
+        }
         let newest_recorded = recorded
             .iter()
             .filter(|k| k.name == name)
@@ -148,7 +159,16 @@ impl Registry {
 
     /// Retires key `id` (inactive, wrapping nothing): its material may then be destroyed.
     pub async fn retire_key(&self, id: &str) -> ApiResult<()> {
-        self.meta.retire_key(id).await?.map_err(|refused| ApiError::Unsupported(refused.to_string()))
+        use berth_storage::metadata::RetireRefused;
+        let name = |id: &str| berth_storage::crypt::keyring::parse_id(id).map_or("NAME", |(n, _)| n).to_owned();
+        self.meta.retire_key(id).await?.map_err(|refused| match refused {
+            RetireRefused::Unknown(id) => ApiError::NotFound(format!(
+                "no key version {id} is recorded (`berth keys list` shows the ids, e.g. default.1)"
+            )),
+            RetireRefused::Active(_) | RetireRefused::InUse { .. } => {
+                ApiError::Conflict(format!("{refused} (`berth keys rotate --key {}`)", name(id)))
+            }
+        })
     }
 
     /// Encrypts a registry that ran without encryption: every plaintext repository gets the
@@ -158,7 +178,9 @@ impl Registry {
     pub async fn encrypt_existing(&self, progress: &dyn Fn(&RepoName, u64, u64)) -> ApiResult<Encrypted> {
         let mut done = Encrypted::default();
         if !self.crypt.enabled {
-            return Err(ApiError::Unsupported("encryption.enabled is false".into()));
+            return Err(ApiError::Unsupported(
+                "encryption is off (encryption.enabled = false): turn it on in the configuration first".into(),
+            ));
         }
         for (repo, key) in self.meta.repository_keys().await? {
             let key = match key {
