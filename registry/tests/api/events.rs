@@ -391,8 +391,10 @@ async fn receiver_down_then_up_loses_nothing_and_keeps_order() {
 
     // The receiver is down: the line's head fails (and nothing behind it is tried).
     eventually("a failed attempt while the receiver is down", WAIT, async || {
-        let list = deliveries(&t, "subscription=line&state=pending").await;
+        // `retrying`: pending after a failed attempt, as the counts and /metrics name it.
+        let list = deliveries(&t, "subscription=line&state=retrying").await;
         let tried: Vec<&Value> = list.iter().filter(|d| d["attempts"].as_u64().unwrap() > 0).collect();
+        assert_eq!(tried.len(), list.len(), "{list:?}");
         match tried.as_slice() {
             [d] if d["last_error"].as_str().unwrap().contains("connect") => Ok(()),
             _ => Err(format!("{list:?}")),

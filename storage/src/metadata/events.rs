@@ -374,8 +374,9 @@ impl std::str::FromStr for DeliveryPhase {
     }
 }
 
-/// One event owed to one subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One event owed to one subscription. Shown (serialized) with its `state` as the views
+/// name it, a [`DeliveryPhase`], so a listing filtered on `retrying` says `retrying`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: i64,
     pub subscription: String,
@@ -389,6 +390,37 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+}
+
+impl Serialize for Delivery {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            id: i64,
+            subscription: &'a str,
+            event: &'a Event,
+            state: DeliveryPhase,
+            attempts: u32,
+            next_attempt_ms: i64,
+            last_status: Option<u16>,
+            last_error: &'a Option<String>,
+            created_ms: i64,
+            updated_ms: i64,
+        }
+        Shown {
+            id: self.id,
+            subscription: &self.subscription,
+            event: &self.event,
+            state: DeliveryPhase::of(self),
+            attempts: self.attempts,
+            next_attempt_ms: self.next_attempt_ms,
+            last_status: self.last_status,
+            last_error: &self.last_error,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// One try at a delivery, as the delivery log keeps it.
