@@ -232,10 +232,16 @@ fn which_policy(target: &PolicyTarget, name: &str) -> String {
     }
 }
 
-fn stdin_line() -> anyhow::Result<String> {
+/// The password on the first line of standard input.
+fn stdin_password() -> anyhow::Result<String> {
     let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
-    Ok(text.lines().next().unwrap_or_default().to_owned())
+    std::io::stdin().read_to_string(&mut text).context("reading the password from standard input")?;
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(
+        !line.is_empty(),
+        "no password on standard input: give it on the first line (e.g. `… < password-file`)"
+    );
+    Ok(line)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -254,7 +260,7 @@ pub async fn admin(registry: &Registry, action: AdminAction) -> anyhow::Result<(
         AdminAction::User(a) => match a {
             UserAction::Create { name, password_stdin, no_password, json } => {
                 let (password, generated) = match (password_stdin, no_password) {
-                    (true, _) => (Some(stdin_line()?), false),
+                    (true, _) => (Some(stdin_password()?), false),
                     (_, true) => (None, false),
                     _ => (Some(berth_auth::credentials::random_password()), true),
                 };
@@ -295,7 +301,7 @@ pub async fn admin(registry: &Registry, action: AdminAction) -> anyhow::Result<(
             UserAction::Password { name } => {
                 // The user first: no waiting for standard input to learn it does not exist.
                 admin.user(&name).await?;
-                admin.set_password(&name, Some(&stdin_line()?)).await?;
+                admin.set_password(&name, Some(&stdin_password()?)).await?;
                 println!("password of user {name} changed");
             }
             UserAction::Delete { name } => {

@@ -210,7 +210,9 @@ fn probe_address(listen: SocketAddr) -> SocketAddr {
 fn health(addr: SocketAddr) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let timeout = std::time::Duration::from_secs(3);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| {
+        format!("no registry answers at {addr} (is `berth serve` running there? --addr probes another address)")
+    })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut answer = Vec::new();

@@ -99,6 +99,14 @@ fn each_command_has_its_own_help() {
     assert!(list.contains("pending, retrying, delivered or dead"), "{list}");
 }
 
+#[test]
+fn health_says_what_to_do_when_nothing_answers() {
+    // Nothing listens on port 1.
+    let o = berth_bare(&["health", "--addr", "127.0.0.1:1"]);
+    let e = failed(&o);
+    assert!(e.contains("no registry answers at 127.0.0.1:1 (is `berth serve` running there?"), "{e}");
+}
+
 #[tokio::test]
 async fn repository_delete_names_the_force_flag_and_says_what_it_did() {
     let t = TestServer::start().await;
@@ -164,7 +172,7 @@ async fn a_retrying_delivery_is_listed_under_the_state_the_other_views_show() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(retrying["subscription"], "down");
-    assert_eq!(retrying["attempts"], 1);
+    assert_eq!((&retrying["state"], &retrying["attempts"]), (&Value::from("retrying"), &Value::from(1)));
     let id = retrying["id"].as_i64().unwrap().to_string();
 
     // The same name in the table of `webhooks list`, and in `deliveries list`'s own table.
@@ -300,6 +308,7 @@ async fn bad_input_is_explained_in_the_commands_terms() {
         (&["deliveries", "show", "999"], "no delivery 999"),
         (&["repository", "delete", "Team/App"], "Team/App: "),
         (&["login-token", "--user", "nobody"], "no user nobody"),
+        (&["admin", "user", "create", "erin", "--password-stdin"], "no password on standard input"),
     ];
     for (args, expected) in cases {
         let e = failed(&berth(dir, args));
