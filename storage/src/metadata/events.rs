@@ -528,6 +528,41 @@ mod tests {
         }
     }
 
+    /// Each stored state and attempt count shows as the views name it, in the listing's
+    /// JSON too, and every name parses back.
+    #[test]
+    fn delivery_phases() {
+        let delivery = |state, attempts| Delivery {
+            id: 1,
+            subscription: "s".into(),
+            event: Event::new(EventKind::BlobPush, "team/app", &Origin::default()),
+            state,
+            attempts,
+            next_attempt_ms: 0,
+            last_status: None,
+            last_error: None,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        for (state, attempts, shown) in [
+            (DeliveryState::Pending, 0, DeliveryPhase::Pending),
+            (DeliveryState::Pending, 2, DeliveryPhase::Retrying),
+            (DeliveryState::Delivered, 1, DeliveryPhase::Delivered),
+            (DeliveryState::Dead, 3, DeliveryPhase::Dead),
+        ] {
+            let d = delivery(state, attempts);
+            assert_eq!(DeliveryPhase::of(&d), shown);
+            let json = serde_json::to_value(&d).unwrap();
+            assert_eq!(json["state"], shown.as_str(), "{json}");
+            assert_eq!(json["attempts"], attempts);
+            assert_eq!(shown.as_str().parse::<DeliveryPhase>(), Ok(shown));
+        }
+        assert_eq!(
+            "waiting".parse::<DeliveryPhase>(),
+            Err("unknown delivery state \"waiting\" (known: pending, retrying, delivered, dead)".to_owned())
+        );
+    }
+
     fn sub() -> Subscription {
         Subscription {
             name: "s".into(),
