@@ -214,11 +214,33 @@ pub enum KeysAction {
     },
 }
 
+/// The one line a failed command prints: the whole chain of causes (e.g. an unknown config
+/// key). An internal error is shown by its detail alone: over HTTP "internal error" stands
+/// in for a detail the client is not shown, but here the detail is shown, and it is what the
+/// operator acts on (a missing key, a database that cannot be read).
+pub fn error_line(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<berth_registry::error::ApiError>() {
+        Some(berth_registry::error::ApiError::Internal(detail)) => detail.clone(),
+        _ => format!("{e:#}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use anyhow::Context;
+    use berth_registry::error::ApiError;
     use clap::CommandFactory;
 
-    use super::Cli;
+    use super::{Cli, error_line};
+
+    #[test]
+    fn an_error_is_one_line_with_its_causes_and_no_internal_label() {
+        let internal = anyhow::Error::from(ApiError::Internal("key team.1 is not in the key ring".into()));
+        assert_eq!(error_line(&internal), "key team.1 is not in the key ring");
+        let chained = Err::<(), _>(std::io::Error::other("denied")).context("reading config.toml").unwrap_err();
+        assert_eq!(error_line(&chained), "reading config.toml: denied");
+        assert_eq!(error_line(&anyhow::Error::from(ApiError::NameUnknown)), "repository name not known to registry");
+    }
 
     /// Every command and argument of `cmd` and below without a help text, by path; and
     /// sibling commands sharing one (a doc comment on a flattened struct does that).

@@ -70,8 +70,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
         Err(e) => {
-            // One line with the whole chain of causes, e.g. an unknown config key.
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", cli::error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
