@@ -3,7 +3,8 @@
 //! `ops_cli.rs`.
 //!
 //! Every command and argument has a one-line help (the first paragraph of its doc comment);
-//! further paragraphs appear under `--help` only. A test below walks the whole tree.
+//! further paragraphs appear under `--help` only. A test below walks the whole tree. The
+//! store flags every subcommand inherits (`--config`, `--data-dir`) are listed last.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,10 +50,10 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
         /// TOML configuration file (as for `serve`).
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,
         /// Data folder of the registry (as for `serve`; default: ./berth-data).
-        #[arg(long, global = true)]
+        #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
     /// Users, access keys, policies and repository tags (as the admin API under /api/v1/).
@@ -62,10 +63,10 @@ pub enum Command {
         #[command(subcommand)]
         action: admin_cli::AdminAction,
         /// TOML configuration file (as for `serve`).
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,
         /// Data folder of the registry (as for `serve`; default: ./berth-data).
-        #[arg(long, global = true)]
+        #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
     /// Webhook subscriptions: list, create or replace, delete.
@@ -73,10 +74,10 @@ pub enum Command {
         #[command(subcommand)]
         action: ops_cli::WebhooksAction,
         /// TOML configuration file (as for `serve`).
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,
         /// Data folder of the registry (as for `serve`; default: ./berth-data).
-        #[arg(long, global = true)]
+        #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
     /// Webhook deliveries: list, show (with the delivery log), replay, purge.
@@ -84,10 +85,10 @@ pub enum Command {
         #[command(subcommand)]
         action: ops_cli::DeliveriesAction,
         /// TOML configuration file (as for `serve`).
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,
         /// Data folder of the registry (as for `serve`; default: ./berth-data).
-        #[arg(long, global = true)]
+        #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
     /// ECS task definitions: pin their images to digests.
@@ -95,10 +96,10 @@ pub enum Command {
         #[command(subcommand)]
         action: ops_cli::TaskDefAction,
         /// TOML configuration file (as for `serve`).
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,
         /// Data folder of the registry (as for `serve`; default: ./berth-data).
-        #[arg(long, global = true)]
+        #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
     /// Repositories: delete.
@@ -106,10 +107,10 @@ pub enum Command {
         #[command(subcommand)]
         action: ops_cli::RepositoryAction,
         /// TOML configuration file (as for `serve`).
-        #[arg(long, env = "BERTH_CONFIG", global = true)]
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,
         /// Data folder of the registry (as for `serve`; default: ./berth-data).
-        #[arg(long, global = true)]
+        #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
     /// Read back every stored blob and check it against its digest; change nothing.
