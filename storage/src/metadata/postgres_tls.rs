@@ -311,7 +311,11 @@ fn explain(tls: &PgTls, host: &str, e: &io::Error) -> String {
              those in metadata.url's host (hostaddr=IP can still say where to connect), or use sslmode=verify-ca to \
              check the chain only",
             expected.to_str(),
-            if presented.is_empty() { "no host at all".to_owned() } else { presented.join(", ") }
+            if presented.is_empty() {
+                "no host at all".to_owned()
+            } else {
+                presented.iter().map(|p| plain_name(p)).collect::<Vec<_>>().join(", ")
+            }
         ),
         Some(CertificateError::NotValidForName) => format!(
             "the server's certificate is not valid for the host name {host} (sslmode={mode}): put a name the \
@@ -320,6 +324,16 @@ fn explain(tls: &PgTls, host: &str, e: &io::Error) -> String {
         Some(other) => format!("the server's certificate for {host} was refused (sslmode={mode}, {roots}): {other}"),
         None => format!("TLS with {host} failed (sslmode={mode}): {e}"),
     }
+}
+
+/// A name as rustls presents it (`DnsName("db.internal")`, `IpAddress(10.0.0.5)`), as a user
+/// writes it.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| presented.strip_prefix("IpAddress(").and_then(|rest| rest.strip_suffix(')')))
+        .unwrap_or(presented)
 }
 
 /// A TLS connection to the server, with its channel-binding data.
@@ -452,6 +466,13 @@ mod tests {
         // Not a certificate at all.
         assert_eq!(tls_server_end_point(b"\x30\x03\x02\x01"), None);
         assert_eq!(tls_server_end_point(&[]), None);
+    }
+
+    #[test]
+    fn presented_names_read_as_written() {
+        assert_eq!(plain_name("DnsName(\"db.internal\")"), "db.internal");
+        assert_eq!(plain_name("IpAddress(10.0.0.5)"), "10.0.0.5");
+        assert_eq!(plain_name("*.example.com"), "*.example.com");
     }
 
     #[test]

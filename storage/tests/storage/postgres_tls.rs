@@ -98,10 +98,8 @@ async fn postgres_verify_full_refuses_another_host_name_and_names_it() {
     let full = with_query(&renamed, &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"));
     let err = PostgresStore::open(&full).await.unwrap_err().to_string();
     for wanted in [
-        "not valid for the host name db.example.invalid (sslmode=verify-full)",
-        "localhost",
-        "127.0.0.1",
-        "sslmode=verify-ca",
+        "not valid for the host name db.example.invalid (sslmode=verify-full): it names localhost, 127.0.0.1;",
+        "or use sslmode=verify-ca",
     ] {
         assert!(err.contains(wanted), "{wanted:?} not in {err}");
     }
