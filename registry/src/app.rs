@@ -24,9 +24,10 @@ use crate::service::{Registry, Settings};
 pub enum StartError {
     #[error("blob storage at {path}: {source}")]
     Storage { path: String, source: berth_storage::Error },
-    /// `path` is the SQLite file, or the PostgreSQL URL with its password masked.
-    #[error("metadata database at {path}: {source}")]
-    Metadata { path: String, source: berth_storage::Error },
+    /// `path` is the SQLite file, or the PostgreSQL URL with its password masked. The cause is
+    /// in the message and not a `source` (named `cause`), so `{:#}` does not print it twice.
+    #[error("metadata database at {path}: {cause}")]
+    Metadata { path: String, cause: berth_storage::Error },
     #[error("metadata.url is required with metadata.backend = \"postgres\"")]
     MissingMetadataUrl,
     #[error("encryption keys: {0}")]
@@ -264,7 +265,7 @@ async fn open_metadata(config: &Config, opening: Opening) -> Result<Arc<dyn Meta
     match config.metadata.backend {
         MetadataBackend::Sqlite => {
             let path = config.metadata_path();
-            let failed = |source| StartError::Metadata { path: path.display().to_string(), source };
+            let failed = |cause| StartError::Metadata { path: path.display().to_string(), cause };
             let store = match opening {
                 Opening::Serve => SqliteStore::open(&path).await.map_err(failed)?,
                 Opening::Command => SqliteStore::open_existing(&path).await.map_err(failed)?.ok_or_else(no_registry)?,
@@ -273,7 +274,7 @@ async fn open_metadata(config: &Config, opening: Opening) -> Result<Arc<dyn Meta
         }
         MetadataBackend::Postgres => {
             let url = config.metadata.url.as_ref().ok_or(StartError::MissingMetadataUrl)?;
-            let failed = |source| StartError::Metadata { path: url.redacted(), source };
+            let failed = |cause| StartError::Metadata { path: url.redacted(), cause };
             let store = match opening {
                 Opening::Serve => PostgresStore::open(url.expose()).await.map_err(failed)?,
                 Opening::Command => {

@@ -338,7 +338,8 @@ impl DatabaseUrl {
                 let params: Vec<String> = query
                     .split('&')
                     .map(|p| match p.split_once('=') {
-                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        // `password`, and libpq's `sslpassword` (refused later, but printed first).
+                        Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
                         _ => p.to_owned(),
                     })
                     .collect();
@@ -932,6 +933,10 @@ mod tests {
             ("postgres://user@db/berth", "postgres://user@db/berth"),
             ("postgresql://u:p%40ss@db:5432", "postgresql://u:***@db:5432"),
             ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+            (
+                "postgres://db/x?sslmode=verify-full&sslrootcert=/ca.pem&password=pw&sslpassword=kp",
+                "postgres://db/x?sslmode=verify-full&sslrootcert=/ca.pem&password=***&sslpassword=***",
+            ),
         ] {
             assert_eq!(DatabaseUrl::try_from(url.to_string()).unwrap().redacted(), shown);
         }

@@ -105,6 +105,7 @@ impl From<berth_storage::Error> for ApiError {
             | S::Settings(_)
             | S::Database(_)
             | S::Postgres(_)
+            | S::PostgresSettings(_)
             | S::Task(_)
             | S::Key(_)
             | S::Tampered(_) => ApiError::Internal(e.to_string()),

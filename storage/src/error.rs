@@ -43,10 +43,37 @@ pub enum Error {
     ObjectStore(#[from] object_store::Error),
     #[error("metadata database: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("metadata database: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// Shown with its causes (tokio-postgres keeps them out of its `Display`: "db error",
+    /// "error performing TLS handshake"), so it is not also a `source`.
+    #[error("metadata database: {}", Causes(.0))]
+    Postgres(tokio_postgres::Error),
+    /// `metadata.url` cannot work as given (a bad `sslmode`, a CA file that is not there); the
+    /// message names the parameter and the fix.
+    #[error("metadata database URL: {0}")]
+    PostgresSettings(String),
     #[error("metadata store task failed: {0}")]
     Task(String),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Postgres(e)
+    }
+}
+
+/// An error followed by its chain of sources, `: `-separated.
+pub struct Causes<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -8,7 +8,8 @@
 //! - [`crypt`]: encryption at rest: segment format, sealing and opening streams, the key
 //!   ring of key-encryption keys, and the records kept about sealed content.
 //! - [`metadata`]: the [`MetadataStore`] trait (repositories, blob links, manifests, tags,
-//!   upload sessions) and its implementations on SQLite and PostgreSQL.
+//!   upload sessions) and its implementations on SQLite and PostgreSQL (over TLS as the URL's
+//!   libpq `sslmode` asks: `metadata::postgres_url`, `metadata::postgres_tls`).
 //! - [`verify`]: whole plaintext reads checked against their digest as they stream, the
 //!   last piece held back until it checks.
 //!

@@ -16,6 +16,8 @@
 
 pub mod events;
 pub mod postgres;
+pub mod postgres_tls;
+pub mod postgres_url;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -83,7 +83,6 @@
 //! migration leaves no half-made schema.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -96,8 +95,10 @@ use crate::metadata::Change;
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+
+use super::postgres_tls::PgTls;
+use super::postgres_url::{self, ConnectSettings};
 
 use super::{
     AccessKeyRecord, Attempt, BlobEntry, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts,
@@ -109,7 +110,7 @@ use super::{
     subscription_definition, subscription_from_columns, tag_deleted, unix_now,
 };
 use crate::crypt::{Run, SealedBlob, UploadSealing};
-use crate::error::{Error, Result};
+use crate::error::{Causes, Error, Result};
 
 /// Connections per process; bounds concurrent database work (and the server's connection
 /// count: replicas × this).
@@ -155,8 +156,9 @@ const CHANGES_CHANNEL: &str = "berth_manifests";
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
-    /// For the listener's own connection.
+    /// For the listener's own connection, with the pool's TLS settings.
     config: tokio_postgres::Config,
+    tls: PgTls,
     /// Announces changes once the listener runs ([`MetadataStore::changes`]).
     changes: Arc<OnceLock<broadcast::Sender<Change>>>,
 }
@@ -209,26 +211,31 @@ macro_rules! transaction {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user:password@host:port/database`, or any form
-    /// `tokio_postgres::Config` parses, e.g. `?options=-csearch_path%3Dberth` for a schema)
-    /// and brings the schema up to date.
+    /// Connects to `url` (`postgres://user:password@host:port/database`, with any parameter
+    /// tokio-postgres takes, e.g. `?options=-csearch_path%3Dberth` for a schema, and libpq's
+    /// `sslmode`, `sslrootcert`, `sslcert`, `sslkey`: see [`postgres_url`]) and brings the
+    /// schema up to date.
     pub async fn open(url: &str) -> Result<PostgresStore> {
         let store = PostgresStore::open_unmigrated(url)?;
         store.migrate().await?;
         Ok(store)
     }
 
-    /// The pool for `url`; no connection is made yet.
+    /// The pool for `url` (its TLS files read, see [`postgres_url`]); no connection is made yet.
     fn open_unmigrated(url: &str) -> Result<PostgresStore> {
-        let mut config = tokio_postgres::Config::from_str(url)?;
+        let ConnectSettings { mut config, tls } = postgres_url::parse(url)?;
+        let tls = PgTls::new(&tls)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("berth");
         }
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -236,7 +243,7 @@ impl PostgresStore {
             .create_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| Error::Task(format!("PostgreSQL connection pool: {e}")))?;
-        Ok(PostgresStore { pool, config, changes: Default::default() })
+        Ok(PostgresStore { pool, config, tls, changes: Default::default() })
     }
 
     /// Connects to `url` and brings the schema up to date, if the database holds a Berth
@@ -286,10 +293,10 @@ impl PostgresStore {
 /// reconnecting when the connection drops. After every (re)connection it sends
 /// [`Change::Unknown`]: what happened while nobody listened is lost. It stops when no one
 /// subscribes any more.
-async fn listen(config: tokio_postgres::Config, tx: broadcast::Sender<Change>) {
+async fn listen(config: tokio_postgres::Config, tls: PgTls, tx: broadcast::Sender<Change>) {
     let mut backoff = Duration::from_millis(100);
     while tx.receiver_count() > 0 {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 // The connection must be driven (polled for messages) while LISTEN runs.
@@ -315,7 +322,7 @@ async fn listen(config: tokio_postgres::Config, tx: broadcast::Sender<Change>) {
                             }
                             Ok(Some(Ok(_))) => {}
                             Ok(Some(Err(e))) => {
-                                tracing::warn!(error = %e, "PostgreSQL listener connection failed; reconnecting");
+                                tracing::warn!(error = %Causes(&e), "PostgreSQL listener connection failed; reconnecting");
                                 break;
                             }
                             Ok(None) => break,
@@ -326,7 +333,7 @@ async fn listen(config: tokio_postgres::Config, tx: broadcast::Sender<Change>) {
                 }
                 let _ = tx.send(Change::Unknown);
             }
-            Err(e) => tracing::warn!(error = %e, "PostgreSQL listener cannot connect; retrying"),
+            Err(e) => tracing::warn!(error = %Causes(&e), "PostgreSQL listener cannot connect; retrying"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -665,7 +672,7 @@ impl MetadataStore for PostgresStore {
         });
         let rx = tx.subscribe();
         if started {
-            tokio::spawn(listen(self.config.clone(), tx.clone()));
+            tokio::spawn(listen(self.config.clone(), self.tls.clone(), tx.clone()));
         }
         Some(rx)
     }

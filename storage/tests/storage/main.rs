@@ -6,3 +6,4 @@
 mod blob_store;
 mod crypt;
 mod metadata;
+mod postgres_tls;
