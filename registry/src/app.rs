@@ -117,6 +117,8 @@ impl App {
             upload_max_age: config.uploads.max_age,
             uploads_per_repository: config.uploads.max_open_per_repository,
             uploads_per_principal: config.uploads.max_open_per_principal,
+            quotas: config.quotas.records(),
+            quota_warning: config.quotas.warning,
         };
         let enc = &config.encryption;
         let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();

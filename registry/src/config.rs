@@ -14,7 +14,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod effective;
+mod quotas;
 pub use effective::{Effective, Origin, effective};
+pub use quotas::{QuotaRule, QuotasConfig, byte_size as quota_size};
 
 /// Everything Berth can be told. See README.md for the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,7 @@ pub struct Config {
     pub log: LogConfig,
     pub scrub: ScrubConfig,
     pub server: ServerConfig,
+    pub quotas: QuotasConfig,
 }
 
 /// The scheduled scrub of `berth serve`: every stored blob re-read and checked against its
@@ -439,6 +442,7 @@ impl Default for Config {
             log: LogConfig::default(),
             scrub: ScrubConfig::default(),
             server: ServerConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -546,6 +550,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.tls.validate()?;
         self.server.validate()?;
+        self.quotas.validate()?;
         self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
         for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {
@@ -686,6 +691,11 @@ pub(crate) mod duration_or_off {
 /// Bytes per second, as `scrub.rate` takes them: `52428800`, `50MiB`, `200MB/s`.
 pub fn parse_byte_rate(text: &str) -> Option<u64> {
     byte_rate::parse(text)
+}
+
+/// A size in bytes: a number, or with a unit (`10GiB`, `200MB`).
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    if text.trim().ends_with("/s") { None } else { byte_rate::parse(text) }
 }
 
 /// Bytes per second: a number, or text with a unit (`50MiB`, `200MB`, `1GiB/s`).

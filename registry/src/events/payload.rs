@@ -93,6 +93,13 @@ fn cloudevent(e: &Event, ctx: &Context) -> Value {
     insert(&mut data, "tag", e.tag.clone());
     insert(&mut data, "size", e.size);
     insert(&mut data, "fromRepository", e.from_repository.clone());
+    if let Some(q) = &e.quota {
+        data.insert(
+            "quota".into(),
+            json!({ "scope": q.scope, "dimension": q.dimension, "limit": q.limit, "used": q.used,
+                "threshold": q.threshold }),
+        );
+    }
     data.insert("actor".into(), json!({ "name": e.origin.actor }));
     let mut request = Map::new();
     insert(&mut request, "id", e.origin.request_id.clone());
@@ -121,7 +128,8 @@ fn distribution(e: &Event, ctx: &Context) -> Value {
         EventKind::ManifestDelete
         | EventKind::TagDelete
         | EventKind::RepositoryDelete
-        | EventKind::RepositoryCreate => "delete",
+        | EventKind::RepositoryCreate
+        | EventKind::QuotaWarning => "delete",
     };
     let mut target = Map::new();
     let media_type = match e.kind {

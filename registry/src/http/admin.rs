@@ -16,8 +16,9 @@
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
 //!
-//! Webhooks, deliveries and task definitions (`http::webhooks`) are served here too, and
-//! also with authentication off (then to anyone, like everything else).
+//! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
+//! (`http::usage`) are served here too, and also with authentication off (then to anyone,
+//! like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,12 +53,13 @@ enum Target {
     /// `DELETE /api/v1/repositories?name=…`.
     Repositories,
     Events(super::webhooks::Target),
+    Usage(super::usage::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Events(_))
+        !matches!(self, Target::Repositories | Target::Events(_) | Target::Usage(_))
     }
 }
 
@@ -84,7 +86,10 @@ fn parse(path: &str) -> ApiResult<Target> {
         }
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
         ["repositories"] => Target::Repositories,
-        other => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        other => match super::usage::parse(other) {
+            Some(usage) => Target::Usage(usage?),
+            None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        },
     })
 }
 
@@ -183,6 +188,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             let call =
                 super::webhooks::Call { reg, caller: caller.as_ref(), query: &query, body: &body, host, path: &path };
             return super::webhooks::handle(call, &method, t).await;
+        }
+        Target::Usage(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::usage::handle(call, &method, t).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

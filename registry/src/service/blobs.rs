@@ -73,8 +73,9 @@ impl Registry {
         origin: &Origin,
     ) -> ApiResult<Option<u64>> {
         let Some(source) = self.meta.repo_blob_entry(from, digest).await? else { return Ok(None) };
-        let key = self.upload_key(repo).await?;
         let size = source.size;
+        self.check_blob_quota(repo, digest, size).await?;
+        let key = self.upload_key(repo).await?;
         let shared = match (&key, &source.copy) {
             // The source's content is what the target reads: a copy for the same key, or
             // plaintext for a plaintext target (or one whose key predates the blob).
@@ -102,6 +103,7 @@ impl Registry {
         self.meta.link_blob(repo, digest, size, plaintext, Some(from), origin).await?;
         self.events.wake();
         tracing::info!(repo.name = %repo, blob.digest = %digest, mount.from = %from, "blob mounted");
+        self.note_quota_use(repo, origin).await;
         Ok(Some(size))
     }
 

@@ -33,10 +33,13 @@ pub enum EventKind {
     RepositoryCreate,
     #[serde(rename = "repository.delete")]
     RepositoryDelete,
+    /// A quota's use reached its warning threshold (`quotas.warning`); once per crossing.
+    #[serde(rename = "quota.warning")]
+    QuotaWarning,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::ManifestPush,
         EventKind::ManifestDelete,
         EventKind::TagDelete,
@@ -44,6 +47,7 @@ impl EventKind {
         EventKind::BlobMount,
         EventKind::RepositoryCreate,
         EventKind::RepositoryDelete,
+        EventKind::QuotaWarning,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl EventKind {
             EventKind::BlobMount => "blob.mount",
             EventKind::RepositoryCreate => "repository.create",
             EventKind::RepositoryDelete => "repository.delete",
+            EventKind::QuotaWarning => "quota.warning",
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct Event {
     /// blob.mount: where the blob came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_repository: Option<String>,
+    /// quota.warning: which quota, its limit and the use that reached the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaNotice>,
     #[serde(default)]
     pub origin: Origin,
 }
@@ -156,9 +164,23 @@ impl Event {
             tag: None,
             size: None,
             from_repository: None,
+            quota: None,
             origin: origin.clone(),
         }
     }
+}
+
+/// What a `quota.warning` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaNotice {
+    /// The quota's scope as written: `team-a/app`, `team-a/*`, `*`.
+    pub scope: String,
+    /// `bytes` or `images`.
+    pub dimension: String,
+    pub limit: u64,
+    pub used: u64,
+    /// The threshold crossed, in percent of the limit.
+    pub threshold: u8,
 }
 
 /// How a subscription's requests are shaped.

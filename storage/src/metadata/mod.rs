@@ -10,6 +10,8 @@
 //! user, an access key, a repository or the whole registry, repository tags (the condition
 //! keys of resource policies), and the token service's signing keys.
 //!
+//! Usage counters and quotas ([`usage`]): kept by the database's triggers as rows come and go.
+//!
 //! And the webhooks' records ([`events`]): the outbox, to which each change a webhook reports
 //! writes its [`Event`]s in the transaction that makes it (fanned out there to one delivery
 //! per matching subscription), the subscriptions, the deliveries and their attempts.
@@ -19,6 +21,7 @@ pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
 pub mod sqlite;
+pub mod usage;
 
 use std::collections::BTreeMap;
 
@@ -29,7 +32,10 @@ use crate::crypt::{SealedBlob, UploadSealing};
 use crate::error::Result;
 pub use events::{
     Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Origin,
-    Outcome, PayloadFormat, Subscription, SubscriptionSource,
+    Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionSource,
+};
+pub use usage::{
+    KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
 };
 
 /// A stored manifest, byte-exact.
@@ -391,9 +397,10 @@ impl std::fmt::Debug for SigningKeyRecord {
     }
 }
 
-/// The registry's records. Implementations must make each method atomic.
+/// The registry's records. Implementations must make each method atomic. The domains split
+/// out so far are supertraits: [`UsageStore`].
 #[async_trait]
-pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+pub trait MetadataStore: UsageStore + Send + Sync + std::fmt::Debug {
     /// A feed of the changes other processes make, for caches to follow. `None` when no
     /// other process writes to this store (an embedded database).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

@@ -138,6 +138,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("postgres_v6.sql")),
     (7, include_str!("postgres_v7.sql")),
     (8, include_str!("postgres_v8.sql")),
+    (9, include_str!("postgres_v9.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -1978,3 +1979,6 @@ impl MetadataStore for PostgresStore {
         })
     }
 }
+
+// After `transaction!`, which it uses.
+mod usage;

@@ -25,6 +25,8 @@ use super::{
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
 
+mod usage;
+
 /// Connections kept open; bounds concurrent database work.
 const POOL_SIZE: usize = 4;
 
@@ -37,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("sqlite_v5.sql")),
     (6, include_str!("sqlite_v6.sql")),
     (7, include_str!("sqlite_v7.sql")),
+    (8, include_str!("sqlite_v8.sql")),
 ];
 
 #[derive(Debug, Clone)]
