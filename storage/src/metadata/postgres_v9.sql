@@ -71,9 +71,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER repository_blobs_usage_insert AFTER INSERT ON repository_blobs
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_links(1);
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_links('1');
 CREATE TRIGGER repository_blobs_usage_delete AFTER DELETE ON repository_blobs
-    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_links(-1);
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_links('-1');
 
 CREATE FUNCTION berth_usage_manifests() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -86,9 +86,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER manifests_usage_insert AFTER INSERT ON manifests
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_manifests(1);
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_manifests('1');
 CREATE TRIGGER manifests_usage_delete AFTER DELETE ON manifests
-    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_manifests(-1);
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_manifests('-1');
 
 CREATE FUNCTION berth_usage_tags() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -101,9 +101,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER tags_usage_insert AFTER INSERT ON tags
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_tags(1);
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_tags('1');
 CREATE TRIGGER tags_usage_delete AFTER DELETE ON tags
-    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_tags(-1);
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_tags('-1');
 
 CREATE FUNCTION berth_usage_blobs() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -120,9 +120,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER blobs_usage_insert AFTER INSERT ON blobs
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_blobs(1);
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_blobs('1');
 CREATE TRIGGER blobs_usage_delete AFTER DELETE ON blobs
-    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_blobs(-1);
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_blobs('-1');
 
 CREATE FUNCTION berth_usage_copies() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -136,9 +136,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER blob_copies_usage_insert AFTER INSERT ON blob_copies
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_copies(1);
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_copies('1');
 CREATE TRIGGER blob_copies_usage_delete AFTER DELETE ON blob_copies
-    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_copies(-1);
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION berth_usage_copies('-1');
 
 CREATE TABLE quotas (
     scope      TEXT COLLATE "C" PRIMARY KEY,

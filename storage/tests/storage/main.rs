@@ -7,3 +7,4 @@ mod blob_store;
 mod crypt;
 mod metadata;
 mod postgres_tls;
+mod usage;
