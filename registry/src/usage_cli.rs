@@ -165,8 +165,15 @@ pub async fn quota(registry: &Registry, action: QuotaAction) -> anyhow::Result<(
             if json {
                 return print_json(&view);
             }
-            println!("quota of {scope} {}", if created { "set" } else { "replaced" });
-            quota_lines(std::slice::from_ref(&view));
+            let mut limits = Vec::new();
+            if let Some(b) = view.max_bytes {
+                limits.push(format!("{} of blobs ({} in use)", human_bytes(b), human_bytes(view.used_bytes)));
+            }
+            if let Some(i) = view.max_images {
+                limits.push(format!("{i} images ({} in use)", view.used_images));
+            }
+            let did = if created { "set" } else { "replaced" };
+            println!("quota of {scope} {did}: {}", limits.join(", "));
         }
         QuotaAction::Delete { scope } => {
             let scope = scope_of(&scope)?;

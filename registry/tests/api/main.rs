@@ -16,6 +16,7 @@ mod encryption;
 mod events;
 mod integrity;
 mod limits;
+mod quotas;
 mod readme;
 mod replicas;
 mod restart;
