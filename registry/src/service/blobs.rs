@@ -74,7 +74,8 @@ impl Registry {
     ) -> ApiResult<Option<u64>> {
         let Some(source) = self.meta.repo_blob_entry(from, digest).await? else { return Ok(None) };
         let size = source.size;
-        self.check_blob_quota(repo, digest, size).await?;
+        let covering = self.quotas_for(repo).await?;
+        self.check_blob_quota(&covering, repo, digest, size).await?;
         let key = self.upload_key(repo).await?;
         let shared = match (&key, &source.copy) {
             // The source's content is what the target reads: a copy for the same key, or
@@ -103,7 +104,7 @@ impl Registry {
         self.meta.link_blob(repo, digest, size, plaintext, Some(from), origin).await?;
         self.events.wake();
         tracing::info!(repo.name = %repo, blob.digest = %digest, mount.from = %from, "blob mounted");
-        self.note_quota_use(repo, origin).await;
+        self.note_quota_use(&covering, repo, origin).await;
         Ok(Some(size))
     }
 

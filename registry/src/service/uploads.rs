@@ -216,12 +216,16 @@ impl Registry {
             return Err(ApiError::BlobUploadUnknown);
         }
         // The size is known now: a push past a quota is refused before its bytes are committed.
-        let result = match self.check_blob_quota(&up.repo, digest, up.offset).await {
-            Ok(()) => self.verify_and_commit(&up, digest, origin).await,
-            Err(e) => Err(e),
+        let covering = self.quotas_for(&up.repo).await;
+        let result = match &covering {
+            Ok(covering) => match self.check_blob_quota(covering, &up.repo, digest, up.offset).await {
+                Ok(()) => self.verify_and_commit(&up, digest, origin).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.clone()),
         };
-        if result.is_ok() {
-            self.note_quota_use(&up.repo, origin).await;
+        if let (Ok(_), Ok(covering)) = (&result, &covering) {
+            self.note_quota_use(covering, &up.repo, origin).await;
         }
         if result.is_err() {
             // The session is gone; leave nothing of it behind.
@@ -316,19 +320,20 @@ impl Registry {
         body: ByteStream,
         origin: &Origin,
     ) -> ApiResult<u64> {
+        let covering = self.quotas_for(repo).await?;
         if let Some(len) = declared {
-            self.check_blob_quota(repo, digest, len).await?;
+            self.check_blob_quota(&covering, repo, digest, len).await?;
         }
         let key = self.upload_key(repo).await?;
         let len = self.write_blob(digest, body, key.as_deref()).await?;
         if declared != Some(len) {
-            self.check_blob_quota(repo, digest, len).await?;
+            self.check_blob_quota(&covering, repo, digest, len).await?;
         }
         self.ensure_repository(repo, key.as_deref(), origin).await?;
         self.meta.link_blob(repo, digest, len, key.is_none(), None, origin).await?;
         self.events.wake();
         tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
-        self.note_quota_use(repo, origin).await;
+        self.note_quota_use(&covering, repo, origin).await;
         Ok(len)
     }
 

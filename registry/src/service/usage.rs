@@ -73,6 +73,17 @@ pub struct UsageReport {
     pub next: Option<String>,
 }
 
+/// The quotas covering the repository of one push.
+#[derive(Debug, Clone, Default)]
+pub struct Covering(Vec<QuotaRecord>);
+
+impl Covering {
+    /// Whether any of them limits `dimension`.
+    fn limits(&self, dimension: QuotaDimension) -> bool {
+        self.0.iter().any(|q| q.limit(dimension).is_some())
+    }
+}
+
 /// `1.5 MiB (1572864 bytes)`: a size as people read it, with the exact count.
 pub fn bytes_text(n: u64) -> String {
     format!("{} ({n} bytes)", human_bytes(n))
@@ -130,28 +141,32 @@ impl Registry {
             let hides = self.settings.quotas.iter().any(|c| c.scope == q.scope);
             all.push((q, QuotaSource::Api, hides));
         }
-        all.sort_by(|a, b| a.0.scope.to_string().cmp(&b.0.scope.to_string()));
+        all.sort_by_key(|q| q.0.scope.to_string());
         Ok(all)
     }
 
-    /// The quotas that cover `repo`.
-    async fn quotas_covering(&self, repo: &RepoName) -> ApiResult<Vec<QuotaRecord>> {
+    /// The quotas that cover `repo`, read once per push and passed to its checks and its
+    /// warnings. With none (the common case) they cost nothing more.
+    pub async fn quotas_for(&self, repo: &RepoName) -> ApiResult<Covering> {
         let all = self.quotas_in_effect().await?;
-        Ok(all.into_iter().filter(|(q, _, _)| q.scope.covers(repo)).map(|(q, _, _)| q).collect())
+        Ok(Covering(all.into_iter().filter(|(q, _, _)| q.scope.covers(repo)).map(|(q, _, _)| q).collect()))
     }
 
     /// Refuses adding `adding` of `dimension` to `repo` when a covering quota would be passed.
-    pub async fn check_quota(&self, repo: &RepoName, dimension: QuotaDimension, adding: u64) -> ApiResult<()> {
-        if adding == 0 {
-            return Ok(());
-        }
-        for quota in self.quotas_covering(repo).await? {
+    async fn check_quota(
+        &self,
+        covering: &Covering,
+        repo: &RepoName,
+        dimension: QuotaDimension,
+        adding: u64,
+    ) -> ApiResult<()> {
+        for quota in &covering.0 {
             let Some(limit) = quota.limit(dimension) else { continue };
             let used = self.meta.scope_usage(&quota.scope).await?.used(dimension);
             if used.saturating_add(adding) > limit {
                 tracing::info!(repo.name = %repo, quota.scope = %quota.scope, quota.dimension = dimension.as_str(),
                     quota.limit = limit, quota.used = used, quota.adding = adding, "push refused by a quota");
-                return Err(refusal(&quota, dimension, limit, used, adding));
+                return Err(refusal(quota, dimension, limit, used, adding));
             }
         }
         Ok(())
@@ -159,38 +174,47 @@ impl Registry {
 
     /// Refuses linking blob `digest` of `size` bytes to `repo` when that would pass a quota; a
     /// blob the repository links already adds nothing.
-    pub async fn check_blob_quota(&self, repo: &RepoName, digest: &Digest, size: u64) -> ApiResult<()> {
-        if self.meta.repo_blob(repo, digest).await?.is_some() {
+    pub async fn check_blob_quota(
+        &self,
+        covering: &Covering,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> ApiResult<()> {
+        if !covering.limits(QuotaDimension::Bytes) || size == 0 || self.meta.repo_blob(repo, digest).await?.is_some() {
             return Ok(());
         }
-        self.check_quota(repo, QuotaDimension::Bytes, size).await
+        self.check_quota(covering, repo, QuotaDimension::Bytes, size).await
     }
 
     /// Refuses storing manifest `digest` in `repo` when it is new there and one more image
     /// would pass a quota.
-    pub async fn check_manifest_quota(&self, repo: &RepoName, digest: &Digest) -> ApiResult<()> {
+    pub async fn check_manifest_quota(&self, covering: &Covering, repo: &RepoName, digest: &Digest) -> ApiResult<()> {
+        if !covering.limits(QuotaDimension::Images) {
+            return Ok(());
+        }
         let reference = berth_oci::Reference::Digest(digest.clone());
         if self.meta.get_manifest(repo, &reference).await?.is_some() {
             return Ok(());
         }
-        self.check_quota(repo, QuotaDimension::Images, 1).await
+        self.check_quota(covering, repo, QuotaDimension::Images, 1).await
     }
 
     /// After a push to `repo`: raises the warnings of covering quotas whose use reached the
     /// threshold, and clears those whose use fell below it. A failure is logged, not returned:
     /// the push itself succeeded.
-    pub async fn note_quota_use(&self, repo: &RepoName, origin: &Origin) {
+    pub async fn note_quota_use(&self, covering: &Covering, repo: &RepoName, origin: &Origin) {
         let threshold = self.settings.quota_warning;
-        if threshold == 0 {
+        if threshold == 0 || covering.0.is_empty() {
             return;
         }
-        if let Err(e) = self.warn_quotas(repo, threshold, origin).await {
+        if let Err(e) = self.warn_quotas(covering, repo, threshold, origin).await {
             tracing::warn!(repo.name = %repo, error = %e, "could not check the quotas' warning thresholds");
         }
     }
 
-    async fn warn_quotas(&self, repo: &RepoName, threshold: u8, origin: &Origin) -> ApiResult<()> {
-        for quota in self.quotas_covering(repo).await? {
+    async fn warn_quotas(&self, covering: &Covering, repo: &RepoName, threshold: u8, origin: &Origin) -> ApiResult<()> {
+        for quota in &covering.0 {
             let usage = self.meta.scope_usage(&quota.scope).await?;
             for dimension in [QuotaDimension::Bytes, QuotaDimension::Images] {
                 let Some(limit) = quota.limit(dimension) else { continue };
