@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use berth_oci::RepoName;
 
-use super::{ATTEMPTS, PostgresStore, db_limit, emit, pool_error, retryable};
+use super::{PostgresStore, db_limit, emit};
 use crate::error::{Error, Result};
 use crate::metadata::usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
