@@ -693,9 +693,9 @@ pub fn parse_byte_rate(text: &str) -> Option<u64> {
     byte_rate::parse(text)
 }
 
-/// A size in bytes: a number, or with a unit (`10GiB`, `200MB`).
+/// A size in bytes: a number, or with a unit (`10GiB`, `200MB`, `2TiB`).
 pub fn parse_byte_size(text: &str) -> Option<u64> {
-    if text.trim().ends_with("/s") { None } else { byte_rate::parse(text) }
+    quotas::parse_size(text)
 }
 
 /// Bytes per second: a number, or text with a unit (`50MiB`, `200MB`, `1GiB/s`).

@@ -67,7 +67,30 @@ impl QuotaRule {
     }
 }
 
-/// A size in bytes: a number, or text with a unit (`50GiB`, `200MB`).
+/// `text` as bytes: digits, then optionally a unit: `B`, decimal `K`/`KB` … `P`/`PB`, binary
+/// `KiB` … `PiB`.
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let (power, base) = match unit.trim() {
+        "" | "B" => (0, 1000),
+        "K" | "KB" => (1, 1000),
+        "M" | "MB" => (2, 1000),
+        "G" | "GB" => (3, 1000),
+        "T" | "TB" => (4, 1000),
+        "P" | "PB" => (5, 1000),
+        "KiB" => (1, 1024),
+        "MiB" => (2, 1024),
+        "GiB" => (3, 1024),
+        "TiB" => (4, 1024),
+        "PiB" => (5, 1024),
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(u64::pow(base, power))
+}
+
+/// A size in bytes: a number, or text with a unit (`50GiB`, `200MB`, `2TiB`).
 pub mod byte_size {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -89,7 +112,7 @@ pub mod byte_size {
         match Option::<Given>::deserialize(d)? {
             None => Ok(None),
             Some(Given::Number(n)) => Ok(Some(n)),
-            Some(Given::Text(t)) => super::super::parse_byte_size(&t)
+            Some(Given::Text(t)) => super::parse_size(&t)
                 .map(Some)
                 .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not a size like 10737418240 or 10GiB"))),
         }
@@ -102,6 +125,24 @@ mod tests {
 
     fn rule(scope: &str, bytes: Option<u64>, images: Option<u64>) -> QuotaRule {
         QuotaRule { scope: scope.into(), bytes, images }
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, bytes) in [
+            ("0", Some(0)),
+            ("1024", Some(1024)),
+            ("10GiB", Some(10 << 30)),
+            ("2 TiB", Some(2 << 40)),
+            ("3TB", Some(3_000_000_000_000)),
+            ("1PiB", Some(1 << 50)),
+            ("1.5GiB", None),
+            ("lots", None),
+            ("1GiB/s", None),
+            ("99999999PiB", None),
+        ] {
+            assert_eq!(parse_size(text), bytes, "{text}");
+        }
     }
 
     #[test]
