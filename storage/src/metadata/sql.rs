@@ -33,3 +33,11 @@ pub(crate) const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source
 /// `d` is deliveries, `e` events: the columns of [`DeliveryColumns`](super::DeliveryColumns), in order.
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, d.state, d.attempts, d.next_attempt_ms, \
     d.last_status, d.last_error, d.created_ms, d.updated_ms, e.seq, e.payload";
+
+/// Each repository's name and usage counters (`r` is repositories, `u` repository_usage),
+/// for a `WHERE` to follow.
+pub(crate) const REPOSITORY_USAGE: &str = "SELECT r.name, u.bytes, u.blobs, u.manifests, u.tags \
+    FROM repositories r JOIN repository_usage u ON u.repository_id = r.id";
+
+/// A quota's columns (`quotas`).
+pub(crate) const QUOTA_COLUMNS: &str = "scope, max_bytes, max_images, updated_at";

@@ -6,13 +6,11 @@ use berth_oci::RepoName;
 
 use super::{PostgresStore, db_limit, emit};
 use crate::error::{Error, Result};
+use crate::metadata::sql::{QUOTA_COLUMNS, REPOSITORY_USAGE};
 use crate::metadata::usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
 };
 use crate::metadata::{Event, Page, db_size, size_of, unix_now};
-
-const REPOSITORY_USAGE: &str = "SELECT r.name, u.bytes, u.blobs, u.manifests, u.tags \
-     FROM repositories r JOIN repository_usage u ON u.repository_id = r.id";
 
 fn repository_usage_row(r: &tokio_postgres::Row) -> Result<RepositoryUsage> {
     Ok(RepositoryUsage {
@@ -117,8 +115,7 @@ impl UsageStore for PostgresStore {
 
     async fn quotas(&self) -> Result<Vec<QuotaRecord>> {
         let client = self.client().await?;
-        let rows =
-            client.query("SELECT scope, max_bytes, max_images, updated_at FROM quotas ORDER BY scope", &[]).await?;
+        let rows = client.query(&format!("SELECT {QUOTA_COLUMNS} FROM quotas ORDER BY scope"), &[]).await?;
         rows.iter().map(quota_record).collect()
     }
 

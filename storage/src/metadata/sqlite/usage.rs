@@ -6,13 +6,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, emit, limit_of};
 use crate::error::{Error, Result};
+use crate::metadata::sql::{QUOTA_COLUMNS, REPOSITORY_USAGE};
 use crate::metadata::usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
 };
 use crate::metadata::{Event, Page, db_size, size_of, unix_now};
-
-const REPOSITORY_USAGE: &str = "SELECT r.name, u.bytes, u.blobs, u.manifests, u.tags \
-     FROM repositories r JOIN repository_usage u ON u.repository_id = r.id";
 
 fn repository_usage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RepositoryUsage> {
     Ok(RepositoryUsage {
@@ -128,8 +126,7 @@ impl UsageStore for SqliteStore {
 
     async fn quotas(&self) -> Result<Vec<QuotaRecord>> {
         self.with_conn(move |c| {
-            let mut stmt =
-                c.prepare_cached("SELECT scope, max_bytes, max_images, updated_at FROM quotas ORDER BY scope")?;
+            let mut stmt = c.prepare_cached(&format!("SELECT {QUOTA_COLUMNS} FROM quotas ORDER BY scope"))?;
             let rows = stmt.query_map([], quota_row)?;
             rows.map(|r| quota_record(r?)).collect()
         })
