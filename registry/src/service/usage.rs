@@ -322,7 +322,7 @@ impl Registry {
     /// The registry's usage and one page of repositories (by name, after `last`).
     pub async fn usage_report(&self, last: Option<String>, n: usize) -> ApiResult<UsageReport> {
         let registry = self.meta.registry_usage().await?;
-        let want = n.min(super::MAX_PAGE);
+        let want = n.clamp(1, super::MAX_PAGE);
         let mut page = self.meta.repositories_usage(&Page { last, limit: want + 1 }).await?;
         let next = if page.len() > want {
             page.truncate(want);
