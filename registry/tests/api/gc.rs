@@ -358,3 +358,42 @@ async fn unknown_objects_older_than_the_grace() {
     assert_eq!(r.status(), 200);
     t.server.stop().await;
 }
+
+/// A push of content the collector is deleting waits until the collector is done with it,
+/// then stores it afresh: the acknowledged blob is whole.
+#[tokio::test]
+async fn a_push_waits_for_a_doomed_digest() {
+    let t = collecting(Duration::from_millis(100)).await;
+    let bytes = data(25_000, 12);
+    let digest = push_blob(&t, "gc/wait", &bytes).await;
+    let r = t.client.delete(t.url(&format!("/v2/gc/wait/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    // The collector dooms it (phase b), as a run would, once the push's hold is released
+    // (with the next batch of reads).
+    let registry = t.server.app.registry().clone();
+    registry.seen.flush(registry.meta.as_ref()).await.unwrap();
+    let d: berth_oci::Digest = digest.parse().unwrap();
+    let now = berth_storage::metadata::unix_now();
+    let doomed = registry.meta.doom_blobs("test-run", std::slice::from_ref(&d), now).await.unwrap();
+    assert_eq!(doomed.len(), 1);
+
+    let client = t.client.clone();
+    let url = t.url(&format!("/v2/gc/wait/blobs/uploads/?digest={digest}"));
+    let body = bytes.clone();
+    let push = tokio::spawn(async move { client.post(url).body(body).send().await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!push.is_finished(), "the push went ahead while the digest was doomed");
+
+    // The collector deletes the objects, then forgets the rows.
+    let mut paths = vec![berth_storage::layout::blob(&d)];
+    paths.extend(doomed[0].copies.iter().map(|(_, o)| berth_storage::layout::sealed_blob(&d, o)));
+    registry.blobs.delete_objects(paths).await.unwrap();
+    assert!(!stored(&t, &digest));
+    registry.meta.forget_doomed(&doomed).await.unwrap();
+
+    assert_eq!(push.await.unwrap(), 201);
+    assert!(stored(&t, &digest), "stored afresh");
+    let r = t.client.get(t.url(&format!("/v2/gc/wait/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+    t.server.stop().await;
+}

@@ -147,7 +147,7 @@ async fn holds_links_and_dooms(store: &dyn MetadataStore) {
     assert_eq!(store.repo_blob(&r, &dead).await.unwrap(), None);
 
     // Released, the held digest can be doomed.
-    store.release_hold("hold-1").await.unwrap();
+    store.release_holds(&["hold-1".to_owned()]).await.unwrap();
     let second = store.doom_blobs("run-h", std::slice::from_ref(&held), now).await.unwrap();
     assert_eq!(second.len(), 1);
 
@@ -158,9 +158,9 @@ async fn holds_links_and_dooms(store: &dyn MetadataStore) {
     assert!(!store.unlinked_blobs(None, 100_000).await.unwrap().contains(&dead), "its blob row is gone");
     assert!(store.hold_blob("hold-4", &dead, now).await.unwrap());
     store.link_blob(&r, &dead, 3, true, None, ANON).await.unwrap();
-    store.release_hold("hold-4").await.unwrap();
+    store.release_holds(&["hold-4".to_owned()]).await.unwrap();
     assert_eq!(store.repo_blob(&r, &dead).await.unwrap(), Some(3));
-    store.release_hold("hold-2").await.unwrap();
+    store.release_holds(&["hold-2".to_owned()]).await.unwrap();
 }
 
 /// Phase (0): a run that died between doom and forget leaves rows any later run finishes,
@@ -199,7 +199,7 @@ async fn unused_copies(store: &dyn MetadataStore) {
 
     assert!(store.hold_blob("hold-c", &d, unix_now()).await.unwrap());
     assert_eq!(store.doom_unused_copies("run-c", Some(std::slice::from_ref(&d)), unix_now(), 10).await.unwrap(), []);
-    store.release_hold("hold-c").await.unwrap();
+    store.release_holds(&["hold-c".to_owned()]).await.unwrap();
 
     let doomed = store.doom_unused_copies("run-c", Some(std::slice::from_ref(&d)), unix_now(), 10).await.unwrap();
     assert_eq!(doomed.len(), 1);

@@ -212,8 +212,11 @@ impl GcStore for PostgresStore {
         })
     }
 
-    async fn release_hold(&self, id: &str) -> Result<()> {
-        self.client().await?.execute("DELETE FROM gc_holds WHERE id = $1", &[&id]).await?;
+    async fn release_holds(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.client().await?.execute("DELETE FROM gc_holds WHERE id = ANY($1)", &[&ids]).await?;
         Ok(())
     }
 
@@ -378,6 +381,7 @@ impl GcStore for PostgresStore {
         let digests: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
         let held = held("s.digest", "$3");
         transaction!(self, |tx| {
+            tx.execute("DELETE FROM gc_holds WHERE created_at <= $1", &[&(now - HOLD_TTL_SECS)]).await?;
             lock_digests(&tx, &digests).await?;
             // After the locks: a hold or link that committed before is seen here.
             let rows = tx

@@ -155,10 +155,16 @@ impl GcStore for SqliteStore {
         .await
     }
 
-    async fn release_hold(&self, id: &str) -> Result<()> {
-        let id = id.to_owned();
+    async fn release_holds(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
         self.write(move |tx| {
-            tx.execute("DELETE FROM gc_holds WHERE id = ?1", [id])?;
+            let mut stmt = tx.prepare_cached("DELETE FROM gc_holds WHERE id = ?1")?;
+            for id in &ids {
+                stmt.execute([id])?;
+            }
             Ok(())
         })
         .await
