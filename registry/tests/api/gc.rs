@@ -43,6 +43,20 @@ fn stored(t: &TestServer, digest: &str) -> bool {
     plain_file(t, digest).exists() || std::fs::read_dir(sealed_dir(t, digest)).is_ok_and(|mut d| d.next().is_some())
 }
 
+/// Polls the running collection's recorded phase until it has marked links and waits.
+async fn marks_made(t: &TestServer) {
+    let meta = t.server.app.registry().meta.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = meta.gc_runs(1).await.unwrap();
+        if runs.first().is_some_and(|r| r.phase == "links: waiting") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never reached its wait: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn run_gc(t: &TestServer, body: Value) -> reqwest::Response {
     t.client.post(t.url("/api/v1/gc")).json(&body).send().await.unwrap()
 }
@@ -156,17 +170,8 @@ async fn head_during_the_mark_wait_keeps_the_link() {
     age().await;
     let registry = t.server.app.registry().clone();
     let run = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
-    // Poll the run's recorded phase until it waits.
     let meta = t.server.app.registry().meta.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let runs = meta.gc_runs(1).await.unwrap();
-        if runs.first().is_some_and(|r| r.phase == "links: waiting") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run never reached its wait: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    marks_made(&t).await;
     let r = t.client.head(t.url(&format!("/v2/gc/read/blobs/{digest}"))).send().await.unwrap();
     assert_eq!(r.status(), 200, "the link is there when the HEAD is answered");
     // Unmarked before the answer, not at the next flush of reads (which another replica's
@@ -214,12 +219,7 @@ async fn manifest_put_racing_the_collector() {
     age().await;
     let registry = t.server.app.registry().clone();
     let run = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
-    let meta = t.server.app.registry().meta.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !meta.gc_runs(1).await.unwrap().first().is_some_and(|r| r.phase == "links: waiting") {
-        assert!(std::time::Instant::now() < deadline, "the run never reached its wait");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    marks_made(&t).await;
     // Marked, not yet removed: the push wins, and the collector's later check sees it.
     let body = image(&config_d, config.len(), &[(&layer_d, layer.len())]);
     assert_eq!(put_manifest(&t, "gc/race", "v1", &body).await.status(), 201);
