@@ -33,3 +33,7 @@ pub(crate) const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source
 /// `d` is deliveries, `e` events: the columns of [`DeliveryColumns`](super::DeliveryColumns), in order.
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, d.state, d.attempts, d.next_attempt_ms, \
     d.last_status, d.last_error, d.created_ms, d.updated_ms, e.seq, e.payload";
+
+/// A garbage collection run's columns (`gc_runs`).
+pub(crate) const GC_RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, \
+    copies, unknown_objects, uploads, bytes, duration_ms, error";

@@ -21,6 +21,7 @@ use crate::metadata::gc::{
     Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore, HOLD_TTL_SECS, Millis, candidate_condition,
     keys_column, keys_from_column,
 };
+use crate::metadata::sql::GC_RUN_COLUMNS as RUN_COLUMNS;
 use crate::metadata::{Event, db_size, parse_digest, size_of};
 
 /// The advisory lock class of digests ("bgcd" in ASCII); the second key is the first 32 bits
@@ -55,9 +56,6 @@ pub(super) async fn lock_digests(tx: &impl GenericClient, digests: &[String]) ->
 pub(super) async fn doomed_now(tx: &impl GenericClient, digest: &str) -> Result<bool> {
     Ok(tx.query_opt("SELECT 1 FROM gc_dooms WHERE digest = $1", &[&digest]).await?.is_some())
 }
-
-const RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, copies, \
-    unknown_objects, uploads, bytes, duration_ms, error";
 
 fn run_record(r: &tokio_postgres::Row) -> Result<GcRun> {
     let count = |i: usize| r.try_get::<_, i64>(i).map(size_of);

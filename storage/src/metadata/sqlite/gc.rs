@@ -14,13 +14,11 @@ use crate::metadata::gc::{
     Doomed, GcLease, GcPreview, GcRun, GcState, GcStore, HOLD_TTL_SECS, Millis, candidate_condition, keys_column,
     keys_from_column,
 };
+use crate::metadata::sql::GC_RUN_COLUMNS as RUN_COLUMNS;
 use crate::metadata::{Event, db_size, parse_digest, size_of};
 
 /// The lease row's name (one collector per store).
 const LEASE: &str = "gc";
-
-const RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, copies, \
-    unknown_objects, uploads, bytes, duration_ms, error";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(GcRun, String)> {
     let count = |i: usize| r.get::<_, i64>(i).map(size_of);
