@@ -70,6 +70,9 @@ async fn marking_and_removal(store: &dyn MetadataStore) {
     // Links are created now: a cutoff in the future makes them old enough.
     let cutoff = unix_now() + 100;
     store.record_seen(&[(r.clone(), seen.clone())], cutoff + 5).await.unwrap();
+    // A dry run's count: the same four links, and their blobs (linked nowhere else), 3 bytes each.
+    let preview = store.gc_preview(cutoff, Some(&r)).await.unwrap();
+    assert_eq!((preview.links, preview.blobs, preview.bytes), (4, 4, 12), "{preview:?}");
     assert_eq!(store.mark_links("run-1", cutoff, Some(&r), 100).await.unwrap(), 4, "free, pushed, read, late");
     assert_eq!(store.mark_links("run-1", cutoff, Some(&r), 100).await.unwrap(), 0, "marked once");
     assert!(store.repo_blob_entry(&r, &free).await.unwrap().unwrap().marked);
