@@ -69,16 +69,27 @@ enum Opening {
 impl App {
     /// Opens the registry for `berth serve`, creating it on a first start.
     pub async fn open(config: &Config) -> Result<App, StartError> {
-        App::open_as(config, Opening::Serve).await
+        App::open_as(config, Opening::Serve, &|_| {}).await
+    }
+
+    /// [`App::open`], with `tune` adjusting the settings derived from `config` first: for
+    /// tests and embedding, which may go where configuration may not (a GC grace period of
+    /// seconds).
+    pub async fn open_tuned(config: &Config, tune: &(dyn Fn(&mut Settings) + Sync)) -> Result<App, StartError> {
+        App::open_as(config, Opening::Serve, tune).await
     }
 
     /// Opens the registry that `config` names, for a command other than `serve`: refused
     /// ([`StartError::NoRegistry`]), with nothing created, when it is not there.
     pub async fn open_existing(config: &Config) -> Result<App, StartError> {
-        App::open_as(config, Opening::Command).await
+        App::open_as(config, Opening::Command, &|_| {}).await
     }
 
-    async fn open_as(config: &Config, opening: Opening) -> Result<App, StartError> {
+    async fn open_as(
+        config: &Config,
+        opening: Opening,
+        tune: &(dyn Fn(&mut Settings) + Sync),
+    ) -> Result<App, StartError> {
         if opening == Opening::Command {
             if let Some(missing) = crate::data_dir::missing_registry(config) {
                 return Err(StartError::NoRegistry(missing));
@@ -111,7 +122,7 @@ impl App {
             None => open_blobs(config, opening).await?,
         };
         let serving = opening == Opening::Serve;
-        let settings = Settings {
+        let mut settings = Settings {
             delete_manifests: config.delete.manifests,
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
@@ -119,7 +130,9 @@ impl App {
             uploads_per_principal: config.uploads.max_open_per_principal,
             quotas: config.quotas.records(),
             quota_warning: config.quotas.warning,
+            gc: crate::service::gc::GcSettings { grace: config.gc.grace, ..Default::default() },
         };
+        tune(&mut settings);
         let enc = &config.encryption;
         let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();
         let crypt = Encryption::new(Arc::new(ring), enc.enabled, enc.default_key.clone(), rules);
@@ -164,7 +177,9 @@ impl App {
             events,
             hosts: config.hosts.clone(),
             integrity: Default::default(),
+            seen: Default::default(),
         });
+        crate::service::gc::seen::spawn_flusher(Arc::downgrade(&registry.seen), registry.meta.clone());
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -211,6 +226,37 @@ impl App {
             loop {
                 if let Err(e) = registry.scrub(&options).await {
                     tracing::warn!(error = %e, "the scrub could not run to the end; it runs again at the next interval");
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }))
+    }
+
+    /// Collects garbage every `gc.interval` (first at a random point within the first
+    /// interval, so replicas do not align; a replica that finds another collecting skips
+    /// its turn), for as long as the runtime lives; `None` when the schedule is off.
+    pub fn spawn_gc(&self, config: &crate::config::GcConfig) -> Option<JoinHandle<()>> {
+        if config.interval.is_zero() {
+            tracing::info!("the scheduled garbage collection is off (gc.interval = \"off\")");
+            return None;
+        }
+        let interval = config.interval;
+        let first = interval.mul_f64((uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0);
+        let registry = self.registry.clone();
+        tracing::info!(gc.interval = %humantime::format_duration(interval),
+            gc.grace = %humantime::format_duration(config.grace),
+            gc.first_in = %humantime::format_duration(Duration::from_secs(first.as_secs())), "garbage collection scheduled");
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(first).await;
+            let options = crate::service::gc::GcOptions::default();
+            loop {
+                match registry.collect(&options).await {
+                    Ok(_) => {}
+                    Err(crate::error::ApiError::Conflict(m)) => {
+                        tracing::info!("scheduled garbage collection skipped: {m}")
+                    }
+                    Err(e) => tracing::warn!(error = %e,
+                        "the garbage collection could not run to the end; the next run finishes its work"),
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -393,6 +439,7 @@ pub struct RunningServer {
     maintenance: JoinHandle<()>,
     dispatcher: Option<JoinHandle<()>>,
     scrub: Option<JoinHandle<()>>,
+    gc: Option<JoinHandle<()>>,
     /// The certificate in use when `tls` is configured, and the task polling its files.
     certs: Option<Arc<crate::tls::CertStore>>,
     tls_watch: Option<JoinHandle<()>>,
@@ -402,9 +449,18 @@ impl RunningServer {
     /// Opens the registry described by `config` and serves it on `listener`, already bound
     /// by the caller (tests bind `127.0.0.1:0` and keep the listener).
     pub async fn start(listener: TcpListener, config: &Config) -> Result<RunningServer, StartError> {
+        RunningServer::start_tuned(listener, config, &|_| {}).await
+    }
+
+    /// [`RunningServer::start`] with the settings adjusted by `tune` ([`App::open_tuned`]).
+    pub async fn start_tuned(
+        listener: TcpListener,
+        config: &Config,
+        tune: &(dyn Fn(&mut Settings) + Sync),
+    ) -> Result<RunningServer, StartError> {
         // Certificate files first: a bad one stops startup before any store is opened.
         let tls = crate::tls::Tls::from_config(&config.tls)?;
-        let app = App::open(config).await?;
+        let app = App::open_tuned(config, tune).await?;
         let addr = listener.local_addr().map_err(|e| StartError::Storage {
             path: "listener".into(),
             source: berth_storage::Error::Corrupt(e.to_string()),
@@ -420,7 +476,8 @@ impl RunningServer {
         let maintenance = app.spawn_maintenance(config.uploads.purge_interval);
         let dispatcher = app.spawn_dispatcher();
         let scrub = app.spawn_scrub(&config.scrub);
-        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, scrub, certs, tls_watch })
+        let gc = app.spawn_gc(&config.gc);
+        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, scrub, gc, certs, tls_watch })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -446,6 +503,9 @@ impl RunningServer {
         }
         if let Some(s) = &self.scrub {
             s.abort();
+        }
+        if let Some(g) = &self.gc {
+            g.abort();
         }
         if let Some(watch) = &self.tls_watch {
             watch.abort();

@@ -100,6 +100,9 @@ fn cloudevent(e: &Event, ctx: &Context) -> Value {
                 "threshold": q.threshold }),
         );
     }
+    if let Some(gc) = &e.gc {
+        data.insert("gc".into(), serde_json::to_value(gc).unwrap_or_default());
+    }
     data.insert("actor".into(), json!({ "name": e.origin.actor }));
     let mut request = Map::new();
     insert(&mut request, "id", e.origin.request_id.clone());
@@ -129,7 +132,8 @@ fn distribution(e: &Event, ctx: &Context) -> Value {
         | EventKind::TagDelete
         | EventKind::RepositoryDelete
         | EventKind::RepositoryCreate
-        | EventKind::QuotaWarning => "delete",
+        | EventKind::QuotaWarning
+        | EventKind::GcCompleted => "delete",
     };
     let mut target = Map::new();
     let media_type = match e.kind {

@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod cache;
 pub mod encryption;
+pub mod gc;
 pub mod keys;
 pub mod manifests;
 pub mod repositories;
@@ -31,6 +32,8 @@ pub struct Settings {
     pub quotas: Vec<berth_storage::metadata::QuotaRecord>,
     /// `quotas.warning`: percent of a limit at which `quota.warning` is written; 0: never.
     pub quota_warning: u8,
+    /// `gc.grace` and the wait between marking and removing links.
+    pub gc: gc::GcSettings,
 }
 
 /// Everything a request needs: the stores, the settings and the manifest cache. Shared by
@@ -48,6 +51,8 @@ pub struct Registry {
     pub hosts: Vec<String>,
     /// Pulls stopped by an integrity failure, and what the scrubs found (`/metrics`).
     pub integrity: Arc<scrub::IntegrityCounters>,
+    /// Blob links clients were told about since the last flush (`service::gc::seen`).
+    pub seen: Arc<gc::seen::SeenLinks>,
 }
 
 /// The URL path of an upload session, as given in `Location`.

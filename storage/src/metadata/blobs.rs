@@ -14,6 +14,9 @@ pub struct BlobEntry {
     pub size: u64,
     pub key_name: Option<String>,
     pub copy: Option<SealedBlob>,
+    /// A garbage-collector run marked the link for removal: before a client is told the blob
+    /// is there, the mark must be cleared ([`super::GcStore::unmark_link`]).
+    pub marked: bool,
 }
 
 /// Blobs: their links to repositories, and their sealed copies.

@@ -39,10 +39,14 @@ pub enum EventKind {
     /// A quota's use reached its warning threshold (`quotas.warning`); once per crossing.
     #[serde(rename = "quota.warning")]
     QuotaWarning,
+    /// A garbage collection run completed; the event carries its summary (`gc`). Its
+    /// repository is the one the run was limited to, else empty.
+    #[serde(rename = "gc.completed")]
+    GcCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ManifestPush,
         EventKind::ManifestDelete,
         EventKind::TagDelete,
@@ -51,6 +55,7 @@ impl EventKind {
         EventKind::RepositoryCreate,
         EventKind::RepositoryDelete,
         EventKind::QuotaWarning,
+        EventKind::GcCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +68,7 @@ impl EventKind {
             EventKind::RepositoryCreate => "repository.create",
             EventKind::RepositoryDelete => "repository.delete",
             EventKind::QuotaWarning => "quota.warning",
+            EventKind::GcCompleted => "gc.completed",
         }
     }
 }
@@ -149,6 +155,21 @@ pub struct Event {
     pub quota: Option<QuotaNotice>,
     #[serde(default)]
     pub origin: Origin,
+    /// gc.completed: what the run reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcSummary>,
+}
+
+/// The summary a `gc.completed` event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcSummary {
+    /// The run's id (`berth gc status` lists it).
+    pub run: String,
+    #[serde(flatten)]
+    pub counts: super::gc::GcCounts,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 impl Event {
@@ -169,6 +190,7 @@ impl Event {
             from_repository: None,
             quota: None,
             origin: origin.clone(),
+            gc: None,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`Identity`] (`identity.rs`): users, access keys and the token signing keys;
 //! - [`Policies`] (`policies.rs`): policy documents and repository tags;
 //! - [`Events`] (`events.rs`): the webhooks' outbox, subscriptions, deliveries and attempts;
+//! - [`GcStore`] (`gc.rs`): the garbage collector's records: links seen and marked, holds,
+//!   doomed digests, the collector's lease and its runs.
 //! - [`UsageStore`] (`usage.rs`): usage counters (kept by the database's triggers as rows
 //!   come and go) and quotas.
 //!
@@ -31,6 +33,7 @@
 
 mod blobs;
 pub mod events;
+pub mod gc;
 mod identity;
 mod keys;
 mod manifests;
@@ -52,6 +55,7 @@ pub use events::{
     Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Events,
     Origin, Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionSource,
 };
+pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
@@ -70,15 +74,25 @@ pub use usage::{
 pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
-        Blobs as _, Events as _, Identity as _, Keys as _, Manifests as _, Policies as _, Repositories as _,
-        Uploads as _, UsageStore as _,
+        Blobs as _, Events as _, GcStore as _, Identity as _, Keys as _, Manifests as _, Policies as _,
+        Repositories as _, Uploads as _, UsageStore as _,
     };
 }
 
 /// The registry's records: every domain's trait. Implementations must make each method
 /// atomic. Implemented for every type that implements all the domains.
 pub trait MetadataStore:
-    Repositories + Blobs + Manifests + Uploads + Keys + Identity + Policies + Events + UsageStore + std::fmt::Debug
+    Repositories
+    + Blobs
+    + Manifests
+    + Uploads
+    + Keys
+    + Identity
+    + Policies
+    + Events
+    + GcStore
+    + UsageStore
+    + std::fmt::Debug
 {
 }
 
@@ -91,6 +105,7 @@ impl<T> MetadataStore for T where
         + Identity
         + Policies
         + Events
+        + GcStore
         + UsageStore
         + std::fmt::Debug
         + ?Sized

@@ -131,6 +131,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("postgres_v7.sql")),
     (8, include_str!("postgres_v8.sql")),
     (9, include_str!("postgres_v9.sql")),
+    (10, include_str!("postgres_v10.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -203,6 +204,7 @@ macro_rules! transaction {
 // After `transaction!`, which they use.
 mod blobs;
 mod events;
+mod gc;
 mod identity;
 mod keys;
 mod manifests;

@@ -41,3 +41,6 @@ pub(crate) const REPOSITORY_USAGE: &str = "SELECT r.name, u.bytes, u.blobs, u.ma
 
 /// A quota's columns (`quotas`).
 pub(crate) const QUOTA_COLUMNS: &str = "scope, max_bytes, max_images, updated_at";
+/// A garbage collection run's columns (`gc_runs`).
+pub(crate) const GC_RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, \
+    copies, unknown_objects, uploads, bytes, duration_ms, error";

@@ -6,5 +6,6 @@
 mod blob_store;
 mod crypt;
 mod metadata;
+mod metadata_gc;
 mod postgres_tls;
 mod usage;
