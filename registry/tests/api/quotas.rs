@@ -343,3 +343,53 @@ async fn a_warning_is_one_event_per_crossing_of_the_threshold() {
     assert_eq!(warnings(&t).await.len(), 2, "a second crossing, a second warning");
     t.server.stop().await;
 }
+
+/// The round trip through the collector: an image deleted by digest still holds its blobs
+/// (their links count until collected), so the push stays refused; a collection (grace zero
+/// through the settings) takes the links and the blobs, usage and the stored total come
+/// down to nothing, the files leave the disk, and the refused push is accepted.
+#[tokio::test]
+async fn deleting_an_image_and_collecting_brings_usage_down_and_the_push_is_accepted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_quotas(dir.path(), 0, vec![rule("gc/app", Some(2000), None)]);
+    let t = TestServer::start_tuned(dir, config, &|s| {
+        s.gc.grace = std::time::Duration::ZERO;
+        s.gc.mark_wait = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let (layer, next) = (data(1500, 3), data(900, 4));
+    assert_eq!(monolithic(&t, "gc/app", &layer).await.status(), 201);
+    let pushed = image_manifest(&t, "gc/app", "v1", &[&layer]).await;
+    assert_eq!(pushed.status(), 201);
+    let digest = pushed.headers()["docker-content-digest"].to_str().unwrap().to_owned();
+    denied(monolithic(&t, "gc/app", &next).await).await;
+    let files = stored_files(t.dir.path());
+
+    assert_eq!(t.client.delete(t.url(&format!("/v2/gc/app/manifests/{digest}"))).send().await.unwrap().status(), 202);
+    let after_delete = get_json(&t, "/api/v1/usage/gc/app").await;
+    assert_eq!(after_delete["manifests"].as_u64(), Some(0), "{after_delete}");
+    assert!(after_delete["bytes"].as_u64().unwrap() > 1500, "links count until collected: {after_delete}");
+    denied(monolithic(&t, "gc/app", &next).await).await;
+
+    // Links are candidates once created before the cutoff (whole seconds), and the pushes'
+    // holds are released in the next batch of reads: wait a second, write the batch now.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let registry = t.server.app.registry();
+    registry.seen.flush(registry.meta.as_ref()).await.unwrap();
+    let r = t.client.post(t.url("/api/v1/gc")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!(
+        (run["state"].as_str(), run["links"].as_u64(), run["blobs"].as_u64()),
+        (Some("completed"), Some(2), Some(2)),
+        "{run}"
+    );
+    let empty = get_json(&t, "/api/v1/usage/gc/app").await;
+    assert_eq!((empty["bytes"].as_u64(), empty["blobs"].as_u64()), (Some(0), Some(0)), "{empty}");
+    let total = get_json(&t, "/api/v1/usage").await;
+    assert_eq!(total["stored_bytes"].as_u64(), Some(0), "{total}");
+    assert!(stored_files(t.dir.path()) < files, "the collected blobs left the disk");
+
+    assert_eq!(monolithic(&t, "gc/app", &next).await.status(), 201);
+    t.server.stop().await;
+}
