@@ -69,16 +69,27 @@ enum Opening {
 impl App {
     /// Opens the registry for `berth serve`, creating it on a first start.
     pub async fn open(config: &Config) -> Result<App, StartError> {
-        App::open_as(config, Opening::Serve).await
+        App::open_as(config, Opening::Serve, &|_| {}).await
+    }
+
+    /// [`App::open`], with `tune` adjusting the settings derived from `config` first: for
+    /// tests and embedding, which may go where configuration may not (a GC grace period of
+    /// seconds).
+    pub async fn open_tuned(config: &Config, tune: &(dyn Fn(&mut Settings) + Sync)) -> Result<App, StartError> {
+        App::open_as(config, Opening::Serve, tune).await
     }
 
     /// Opens the registry that `config` names, for a command other than `serve`: refused
     /// ([`StartError::NoRegistry`]), with nothing created, when it is not there.
     pub async fn open_existing(config: &Config) -> Result<App, StartError> {
-        App::open_as(config, Opening::Command).await
+        App::open_as(config, Opening::Command, &|_| {}).await
     }
 
-    async fn open_as(config: &Config, opening: Opening) -> Result<App, StartError> {
+    async fn open_as(
+        config: &Config,
+        opening: Opening,
+        tune: &(dyn Fn(&mut Settings) + Sync),
+    ) -> Result<App, StartError> {
         if opening == Opening::Command {
             if let Some(missing) = crate::data_dir::missing_registry(config) {
                 return Err(StartError::NoRegistry(missing));
@@ -111,13 +122,15 @@ impl App {
             None => open_blobs(config, opening).await?,
         };
         let serving = opening == Opening::Serve;
-        let settings = Settings {
+        let mut settings = Settings {
             delete_manifests: config.delete.manifests,
             delete_blobs: config.delete.blobs,
             upload_max_age: config.uploads.max_age,
             uploads_per_repository: config.uploads.max_open_per_repository,
             uploads_per_principal: config.uploads.max_open_per_principal,
+            gc: crate::service::gc::GcSettings { grace: config.gc.grace, ..Default::default() },
         };
+        tune(&mut settings);
         let enc = &config.encryption;
         let rules = enc.repositories.iter().map(|r| (r.prefix.clone(), r.key.clone())).collect();
         let crypt = Encryption::new(Arc::new(ring), enc.enabled, enc.default_key.clone(), rules);
@@ -162,7 +175,9 @@ impl App {
             events,
             hosts: config.hosts.clone(),
             integrity: Default::default(),
+            seen: Default::default(),
         });
+        crate::service::gc::seen::spawn_flusher(Arc::downgrade(&registry.seen), registry.meta.clone());
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -400,9 +415,18 @@ impl RunningServer {
     /// Opens the registry described by `config` and serves it on `listener`, already bound
     /// by the caller (tests bind `127.0.0.1:0` and keep the listener).
     pub async fn start(listener: TcpListener, config: &Config) -> Result<RunningServer, StartError> {
+        RunningServer::start_tuned(listener, config, &|_| {}).await
+    }
+
+    /// [`RunningServer::start`] with the settings adjusted by `tune` ([`App::open_tuned`]).
+    pub async fn start_tuned(
+        listener: TcpListener,
+        config: &Config,
+        tune: &(dyn Fn(&mut Settings) + Sync),
+    ) -> Result<RunningServer, StartError> {
         // Certificate files first: a bad one stops startup before any store is opened.
         let tls = crate::tls::Tls::from_config(&config.tls)?;
-        let app = App::open(config).await?;
+        let app = App::open_tuned(config, tune).await?;
         let addr = listener.local_addr().map_err(|e| StartError::Storage {
             path: "listener".into(),
             source: berth_storage::Error::Corrupt(e.to_string()),

@@ -37,7 +37,43 @@ pub struct Config {
     pub hosts: Vec<String>,
     pub log: LogConfig,
     pub scrub: ScrubConfig,
+    pub gc: GcConfig,
     pub server: ServerConfig,
+}
+
+/// The scheduled garbage collection of `berth serve` (README "Garbage collection").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Time between runs; zero (`"off"`, `"0s"`) turns the schedule off (`berth gc run` and
+    /// `POST /api/v1/gc` still work). The first run starts at a random point within the
+    /// first interval, so replicas do not align.
+    #[serde(with = "duration_or_off")]
+    pub interval: Duration,
+    /// Blob links created, or read by a client, within this long are never collected: the
+    /// time a client has between pushing a blob (or finding it there) and pushing the
+    /// manifest that references it. At least 10 minutes.
+    #[serde(with = "duration_text")]
+    pub grace: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { interval: Duration::from_secs(3600), grace: crate::service::gc::DEFAULT_GRACE }
+    }
+}
+
+impl GcConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let min = crate::service::gc::MIN_GRACE;
+        if self.grace < min {
+            return Err(ConfigError(format!(
+                "gc.grace must be at least {} (longer than any push takes), e.g. \"1h\"",
+                humantime::format_duration(min)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The scheduled scrub of `berth serve`: every stored blob re-read and checked against its
@@ -438,6 +474,7 @@ impl Default for Config {
             hosts: Vec::new(),
             log: LogConfig::default(),
             scrub: ScrubConfig::default(),
+            gc: GcConfig::default(),
             server: ServerConfig::default(),
         }
     }
@@ -546,6 +583,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.tls.validate()?;
         self.server.validate()?;
+        self.gc.validate()?;
         self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
         for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {
@@ -761,6 +799,22 @@ mod tests {
         });
         let json = serde_json::to_value(ScrubConfig { interval: Duration::ZERO, rate: 5 }).unwrap();
         assert_eq!(json, serde_json::json!({"interval": "off", "rate": 5}));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn gc_interval_and_grace() {
+        figment::Jail::expect_with(|jail| {
+            let c = load(None, environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.gc, GcConfig { interval: Duration::from_secs(3600), grace: Duration::from_secs(3600) });
+            jail.create_file("berth.toml", "[gc]\ninterval = \"off\"\ngrace = \"2h\"\n")?;
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.gc, GcConfig { interval: Duration::ZERO, grace: Duration::from_secs(7200) });
+            jail.set_env("BERTH_GC__GRACE", "5m");
+            let e = load(None, environment(), &Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("gc.grace must be at least 10m"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

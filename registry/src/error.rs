@@ -96,6 +96,10 @@ impl From<berth_storage::Error> for ApiError {
             )),
             S::Body(e) => ApiError::BlobUploadInvalid(format!("request body could not be read: {e}")),
             S::Limit(message) => ApiError::LimitReached(message),
+            // Writers wait for the collector before linking; this is the backstop.
+            S::Doomed(d) => {
+                ApiError::Unavailable(format!("blob {d} is being garbage-collected; push it again in a minute"))
+            }
             S::NotFound
             | S::Conflict
             | S::Corrupt(_)

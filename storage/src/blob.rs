@@ -265,6 +265,45 @@ impl BlobStore {
         }
     }
 
+    /// Deletes `paths`, in batches: S3 `DeleteObjects` (1,000 keys per request), parallel
+    /// unlinks on the local disk. Objects already gone count as deleted. On the local disk
+    /// the emptied folder of a sealed blob's copies goes too. Returns how many it deleted.
+    pub async fn delete_objects(&self, paths: Vec<object_store::path::Path>) -> Result<u64> {
+        let folders: Vec<std::path::PathBuf> = match &self.local_root {
+            Some(root) => paths
+                .iter()
+                .filter(|p| p.as_ref().starts_with("sealed/"))
+                .filter_map(|p| root.join(p.as_ref()).parent().map(std::path::Path::to_path_buf))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut deleted = 0;
+        let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut results = self.store.delete_stream(stream);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for folder in folders {
+            // Only when empty: another copy of the blob may live there.
+            let _ = tokio::fs::remove_dir(folder).await;
+        }
+        Ok(deleted)
+    }
+
+    /// Every object under `prefix` (`blobs` or `sealed`), with its size and the time (unix
+    /// seconds) it was last modified: the collector's view of what is stored.
+    pub fn list_objects(&self, prefix: &str) -> BoxStream<'static, Result<(object_store::path::Path, u64, i64)>> {
+        self.store
+            .list(Some(&object_store::path::Path::from(prefix)))
+            .map(|m| m.map(|m| (m.location, m.size, m.last_modified.timestamp())).map_err(Error::from))
+            .boxed()
+    }
+
     /// Writes `body` as the next part of upload `id`, whose parts so far are `parts`, passing
     /// every byte through `inbound` on the way. Nothing is created when nothing is to be
     /// stored. On error the partial part is removed.

@@ -18,6 +18,10 @@ pub enum Error {
     /// A concurrent change won; the caller's view is stale.
     #[error("conflicting concurrent change")]
     Conflict,
+    /// The garbage collector is deleting this digest's objects: nothing may link it until it
+    /// is done (then the writer stores the content afresh).
+    #[error("blob {0} is being garbage-collected")]
+    Doomed(berth_oci::Digest),
     /// A bound on what one client may hold was reached (open upload sessions...); the
     /// message names the bound and what to do.
     #[error("{0}")]

@@ -38,6 +38,21 @@ pub fn sealed_blob(digest: &Digest, object: &str) -> Path {
     Path::from(format!("sealed/{}/{}/{}/{}", digest.algorithm(), &hex[..2], hex, object))
 }
 
+/// What a path under `blobs/` or `sealed/` names: the blob, and for a sealed copy its
+/// object id. `None` for anything else (the collector leaves such objects alone).
+pub fn parse_object(path: &Path) -> Option<(Digest, Option<String>)> {
+    let parts: Vec<&str> = path.as_ref().split('/').collect();
+    let digest = |alg: &str, xx: &str, hex: &str| -> Option<Digest> {
+        let d: Digest = format!("{alg}:{hex}").parse().ok()?;
+        (hex.get(..2) == Some(xx)).then_some(d)
+    };
+    match parts.as_slice() {
+        ["blobs", alg, xx, hex] => Some((digest(alg, xx, hex)?, None)),
+        ["sealed", alg, xx, hex, object] => Some((digest(alg, xx, hex)?, Some((*object).to_owned()))),
+        _ => None,
+    }
+}
+
 /// A fresh id for an encrypted copy.
 pub fn object_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -88,6 +103,16 @@ mod tests {
             "sealed/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/o1"
         );
         assert_ne!(object_id(), object_id());
+        assert_eq!(parse_object(&blob(&d)), Some((d.clone(), None)));
+        assert_eq!(parse_object(&sealed_blob(&d, "o1")), Some((d.clone(), Some("o1".into()))));
+        assert_eq!(
+            parse_object(&Path::from(
+                "blobs/sha256/00/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            )),
+            None
+        );
+        assert_eq!(parse_object(&Path::from("blobs/sha256/e3/nothex")), None);
+        assert_eq!(parse_object(&upload_part(&id, "p")), None);
         assert_eq!(upload_assembled(&id).as_ref(), "uploads/abc-1/assembled");
         assert!(upload_part(&id, &name).prefix_matches(&upload_dir(&id)));
     }

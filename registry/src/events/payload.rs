@@ -93,6 +93,9 @@ fn cloudevent(e: &Event, ctx: &Context) -> Value {
     insert(&mut data, "tag", e.tag.clone());
     insert(&mut data, "size", e.size);
     insert(&mut data, "fromRepository", e.from_repository.clone());
+    if let Some(gc) = &e.gc {
+        data.insert("gc".into(), serde_json::to_value(gc).unwrap_or_default());
+    }
     data.insert("actor".into(), json!({ "name": e.origin.actor }));
     let mut request = Map::new();
     insert(&mut request, "id", e.origin.request_id.clone());
@@ -121,7 +124,8 @@ fn distribution(e: &Event, ctx: &Context) -> Value {
         EventKind::ManifestDelete
         | EventKind::TagDelete
         | EventKind::RepositoryDelete
-        | EventKind::RepositoryCreate => "delete",
+        | EventKind::RepositoryCreate
+        | EventKind::GcCompleted => "delete",
     };
     let mut target = Map::new();
     let media_type = match e.kind {

@@ -15,6 +15,7 @@
 //! | `GET`, `PATCH /api/v1/repositories/<name>/tags` | `ecr:ListTagsForResource`, `ecr:TagResource` (+ `ecr:UntagResource`) |
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
+//! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`) are served here too, and
 //! also with authentication off (then to anyone, like everything else).
@@ -51,13 +52,15 @@ enum Target {
     Tags(RepoName),
     /// `DELETE /api/v1/repositories?name=…`.
     Repositories,
+    /// `POST /api/v1/gc` (run now), `GET /api/v1/gc` (recent runs, the lease).
+    Gc,
     Events(super::webhooks::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Events(_))
+        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_))
     }
 }
 
@@ -84,6 +87,7 @@ fn parse(path: &str) -> ApiResult<Target> {
         }
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
         ["repositories"] => Target::Repositories,
+        ["gc"] => Target::Gc,
         other => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
     })
 }
@@ -196,6 +200,22 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             allow(reg, caller.as_ref(), "ecr:DeleteRepository", reg.auth.arns.repository(repo.as_str())).await?;
             reg.delete_repository(&repo, force, &event_origin).await?;
             return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        Target::Gc => {
+            let registry_arn = reg.auth.arns.registry();
+            return match method {
+                Method::POST => {
+                    allow(reg, caller.as_ref(), "berth:RunGarbageCollection", registry_arn).await?;
+                    let options: crate::service::gc::GcOptions =
+                        if body.is_empty() { Default::default() } else { json_body(&body)? };
+                    ok(StatusCode::OK, reg.collect(&options).await?)
+                }
+                Method::GET => {
+                    allow(reg, caller.as_ref(), "berth:GetGarbageCollection", registry_arn).await?;
+                    ok(StatusCode::OK, reg.gc_status().await?)
+                }
+                m => Err(ApiError::Unsupported(format!("{m} is not a method of /api/v1/gc (GET or POST)"))),
+            };
         }
         t => t,
     };
@@ -365,5 +385,6 @@ mod tests {
         assert!(matches!(parse("repositories/policy"), Err(ApiError::NotFound(_))));
         assert!(matches!(parse("repositories/Bad/policy"), Err(ApiError::NameInvalid(_))));
         assert!(matches!(parse("nothing"), Err(ApiError::NotFound(_))));
+        assert_eq!(parse("gc").unwrap(), Target::Gc);
     }
 }

@@ -16,9 +16,28 @@ impl Registry {
         self.meta.repo_blob(repo, digest).await?.ok_or(ApiError::BlobUnknown)
     }
 
-    /// What `repo` holds of `digest`: size, key, sealed copy.
+    /// What `repo` holds of `digest`: size, key, sealed copy. For an answer that tells a
+    /// client the blob is there (a HEAD or GET): the read is recorded for the garbage
+    /// collector (in a batch), and a link the collector marked is unmarked first, so the
+    /// collector keeps it ([`super::gc`]).
     pub async fn blob_entry(&self, repo: &RepoName, digest: &Digest) -> ApiResult<BlobEntry> {
-        self.meta.repo_blob_entry(repo, digest).await?.ok_or(ApiError::BlobUnknown)
+        let entry = self.meta.repo_blob_entry(repo, digest).await?.ok_or(ApiError::BlobUnknown)?;
+        self.seen_link(repo, digest, &entry).await?;
+        Ok(entry)
+    }
+
+    /// Records that a client is told `digest` is in `repo`: batched, or at once when the
+    /// collector marked the link (`BlobUnknown` when the collector removed it first).
+    async fn seen_link(&self, repo: &RepoName, digest: &Digest, entry: &BlobEntry) -> ApiResult<()> {
+        if entry.marked {
+            if !self.meta.unmark_link(repo, digest, berth_storage::metadata::unix_now()).await? {
+                return Err(ApiError::BlobUnknown);
+            }
+            tracing::debug!(repo.name = %repo, blob.digest = %digest, "a link the garbage collector marked was read: kept");
+        } else {
+            self.seen.record(repo, digest);
+        }
+        Ok(())
     }
 
     /// The blob's bytes (plaintext), or the non-empty `range` of them. A sealed copy whose
@@ -72,7 +91,23 @@ impl Registry {
         from: &RepoName,
         origin: &Origin,
     ) -> ApiResult<Option<u64>> {
+        // Held from before the source is read until the link is written: the collector
+        // cannot doom the blob in between.
+        self.with_hold(digest, self.mount_held(repo, digest, from, origin)).await
+    }
+
+    async fn mount_held(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+        origin: &Origin,
+    ) -> ApiResult<Option<u64>> {
         let Some(source) = self.meta.repo_blob_entry(from, digest).await? else { return Ok(None) };
+        match self.seen_link(from, digest, &source).await {
+            Err(ApiError::BlobUnknown) => return Ok(None),
+            other => other?,
+        }
         let key = self.upload_key(repo).await?;
         let size = source.size;
         let shared = match (&key, &source.copy) {

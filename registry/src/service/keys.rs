@@ -220,12 +220,21 @@ impl Registry {
         progress: &dyn Fn(&RepoName, u64, u64),
     ) -> ApiResult<()> {
         for (digest, size) in self.meta.repository_blobs(repo).await? {
-            if self.meta.blob_copy(&digest, key).await?.is_some() {
+            // Held so that the collector does not delete the blob while its copy is written.
+            let sealed = self
+                .with_hold(&digest, async {
+                    if self.meta.blob_copy(&digest, key).await?.is_some() {
+                        return Ok(false);
+                    }
+                    let content = self.blobs.read(&digest, None).await?;
+                    // Written verified: a damaged plaintext is refused, not sealed.
+                    self.write_blob(&digest, content, Some(key)).await?;
+                    Ok(true)
+                })
+                .await?;
+            if !sealed {
                 continue;
             }
-            let content = self.blobs.read(&digest, None).await?;
-            // Written verified: a damaged plaintext is refused, not sealed.
-            self.write_blob(&digest, content, Some(key)).await?;
             done.blobs += 1;
             done.bytes += size;
             progress(repo, done.blobs, done.bytes);

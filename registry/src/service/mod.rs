@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod cache;
 pub mod encryption;
+pub mod gc;
 pub mod keys;
 pub mod manifests;
 pub mod repositories;
@@ -26,6 +27,8 @@ pub struct Settings {
     /// `uploads.max_open_per_repository` and `uploads.max_open_per_principal`.
     pub uploads_per_repository: u64,
     pub uploads_per_principal: u64,
+    /// `gc.grace` and the wait between marking and removing links.
+    pub gc: gc::GcSettings,
 }
 
 /// Everything a request needs: the stores, the settings and the manifest cache. Shared by
@@ -43,6 +46,8 @@ pub struct Registry {
     pub hosts: Vec<String>,
     /// Pulls stopped by an integrity failure, and what the scrubs found (`/metrics`).
     pub integrity: Arc<scrub::IntegrityCounters>,
+    /// Blob links clients were told about since the last flush (`service::gc::seen`).
+    pub seen: Arc<gc::seen::SeenLinks>,
 }
 
 /// The URL path of an upload session, as given in `Location`.

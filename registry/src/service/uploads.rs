@@ -211,18 +211,24 @@ impl Registry {
         origin: &Origin,
     ) -> ApiResult<u64> {
         let up = self.append_chunk(repo, id, range, body).await?;
-        // Claim the session: of two racing finishers only one proceeds.
-        if !self.meta.delete_upload(id).await? {
-            return Err(ApiError::BlobUploadUnknown);
-        }
-        let result = self.verify_and_commit(&up, digest, origin).await;
-        if result.is_err() {
-            // The session is gone; leave nothing of it behind.
-            if let Err(e) = self.blobs.discard_upload(id).await {
-                tracing::warn!(upload.id = %id, error = %e, "could not remove a failed upload's parts");
+        // Held from before the session is claimed through the commit (which may find the
+        // content stored: dedupe) and the link; a writer that waited too long for the
+        // collector leaves the session as it was, to be finished again.
+        self.with_hold(digest, async {
+            // Claim the session: of two racing finishers only one proceeds.
+            if !self.meta.delete_upload(id).await? {
+                return Err(ApiError::BlobUploadUnknown);
             }
-        }
-        result
+            let result = self.verify_and_commit(&up, digest, origin).await;
+            if result.is_err() {
+                // The session is gone; leave nothing of it behind.
+                if let Err(e) = self.blobs.discard_upload(id).await {
+                    tracing::warn!(upload.id = %id, error = %e, "could not remove a failed upload's parts");
+                }
+            }
+            result
+        })
+        .await
     }
 
     /// An encrypted session's state, opened with its KEK; `None` for a plaintext session.
@@ -305,13 +311,17 @@ impl Registry {
         body: ByteStream,
         origin: &Origin,
     ) -> ApiResult<u64> {
-        let key = self.upload_key(repo).await?;
-        let len = self.write_blob(digest, body, key.as_deref()).await?;
-        self.ensure_repository(repo, key.as_deref(), origin).await?;
-        self.meta.link_blob(repo, digest, len, key.is_none(), None, origin).await?;
-        self.events.wake();
-        tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
-        Ok(len)
+        // Held through the write (which may find the content stored: dedupe) and the link.
+        self.with_hold(digest, async {
+            let key = self.upload_key(repo).await?;
+            let len = self.write_blob(digest, body, key.as_deref()).await?;
+            self.ensure_repository(repo, key.as_deref(), origin).await?;
+            self.meta.link_blob(repo, digest, len, key.is_none(), None, origin).await?;
+            self.events.wake();
+            tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
+            Ok(len)
+        })
+        .await
     }
 
     /// Stores `body` as blob `digest`, verified: plaintext, or sealed for key `key` (unless

@@ -14,6 +14,7 @@ mod config_switches;
 mod early_answers;
 mod encryption;
 mod events;
+mod gc;
 mod gc_race;
 mod integrity;
 mod limits;

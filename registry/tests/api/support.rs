@@ -28,8 +28,17 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: tempfile::TempDir, config: Config) -> TestServer {
+        TestServer::start_tuned(dir, config, &|_| {}).await
+    }
+
+    /// With settings configuration cannot give (a GC grace period of seconds).
+    pub async fn start_tuned(
+        dir: tempfile::TempDir,
+        config: Config,
+        tune: &(dyn Fn(&mut berth_registry::service::Settings) + Sync),
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = RunningServer::start(listener, &config).await.unwrap();
+        let server = RunningServer::start_tuned(listener, &config, tune).await.unwrap();
         TestServer { server, client: reqwest::Client::new(), dir }
     }
 

@@ -33,10 +33,14 @@ pub enum EventKind {
     RepositoryCreate,
     #[serde(rename = "repository.delete")]
     RepositoryDelete,
+    /// A garbage collection run completed; the event carries its summary (`gc`). Its
+    /// repository is the one the run was limited to, else empty.
+    #[serde(rename = "gc.completed")]
+    GcCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::ManifestPush,
         EventKind::ManifestDelete,
         EventKind::TagDelete,
@@ -44,6 +48,7 @@ impl EventKind {
         EventKind::BlobMount,
         EventKind::RepositoryCreate,
         EventKind::RepositoryDelete,
+        EventKind::GcCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +60,7 @@ impl EventKind {
             EventKind::BlobMount => "blob.mount",
             EventKind::RepositoryCreate => "repository.create",
             EventKind::RepositoryDelete => "repository.delete",
+            EventKind::GcCompleted => "gc.completed",
         }
     }
 }
@@ -138,6 +144,21 @@ pub struct Event {
     pub from_repository: Option<String>,
     #[serde(default)]
     pub origin: Origin,
+    /// gc.completed: what the run reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcSummary>,
+}
+
+/// The summary a `gc.completed` event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcSummary {
+    /// The run's id (`berth gc status` lists it).
+    pub run: String,
+    #[serde(flatten)]
+    pub counts: super::gc::GcCounts,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 impl Event {
@@ -157,6 +178,7 @@ impl Event {
             size: None,
             from_repository: None,
             origin: origin.clone(),
+            gc: None,
         }
     }
 }

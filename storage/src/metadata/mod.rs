@@ -15,6 +15,7 @@
 //! per matching subscription), the subscriptions, the deliveries and their attempts.
 
 pub mod events;
+pub mod gc;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
@@ -31,6 +32,7 @@ pub use events::{
     Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Origin,
     Outcome, PayloadFormat, Subscription, SubscriptionSource,
 };
+pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 
 /// A stored manifest, byte-exact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +188,9 @@ pub struct BlobEntry {
     pub size: u64,
     pub key_name: Option<String>,
     pub copy: Option<SealedBlob>,
+    /// A garbage-collector run marked the link for removal: before a client is told the blob
+    /// is there, the mark must be cleared ([`GcStore::unmark_link`]).
+    pub marked: bool,
 }
 
 /// Why a key cannot be retired.
@@ -393,7 +398,7 @@ impl std::fmt::Debug for SigningKeyRecord {
 
 /// The registry's records. Implementations must make each method atomic.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+pub trait MetadataStore: GcStore + Send + Sync + std::fmt::Debug {
     /// A feed of the changes other processes make, for caches to follow. `None` when no
     /// other process writes to this store (an embedded database).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

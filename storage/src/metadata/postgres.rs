@@ -138,6 +138,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("postgres_v6.sql")),
     (7, include_str!("postgres_v7.sql")),
     (8, include_str!("postgres_v8.sql")),
+    (9, include_str!("postgres_v9.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -209,6 +210,8 @@ macro_rules! transaction {
         }
     }};
 }
+
+mod gc;
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`, with any parameter
@@ -717,6 +720,12 @@ impl MetadataStore for PostgresStore {
     ) -> Result<()> {
         let column = digest.to_string();
         transaction!(self, |tx| {
+            // The digest's lock orders this link with the collector's doom: the doom waits and
+            // then sees the link, or this waits and then sees the doom.
+            gc::lock_digests(&tx, std::slice::from_ref(&column)).await?;
+            if gc::doomed_now(&tx, &column).await? {
+                return Err(Error::Doomed(digest.clone()));
+            }
             let (id, created) = ensure_repo(&tx, repo).await?;
             let now = unix_now();
             // Once flagged, plaintext stays flagged until `drop_plaintext`. DO UPDATE locks the
@@ -728,9 +737,10 @@ impl MetadataStore for PostgresStore {
                 &[&column, &db_size(size), &now, &plaintext],
             )
             .await?;
+            // Linking again tells the client again that the blob is there: seen now, unmarked.
             tx.execute(
                 "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT (repository_id, digest) DO UPDATE SET seen_at = excluded.created_at, gc_mark = NULL",
                 &[&id, &column, &now],
             )
             .await?;
@@ -1110,7 +1120,7 @@ impl MetadataStore for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT b.size, r.key_name, c.key_name IS NOT NULL, {COPY_COLUMNS} \
+                "SELECT b.size, r.key_name, c.key_name IS NOT NULL, {COPY_COLUMNS}, rb.gc_mark IS NOT NULL \
                  FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
                  JOIN blobs b ON b.digest = rb.digest \
                  LEFT JOIN blob_copies c ON c.digest = rb.digest AND c.key_name = r.key_name \
@@ -1120,7 +1130,7 @@ impl MetadataStore for PostgresStore {
         let row = client.query_opt(&stmt, &[&repo.as_str(), &digest.to_string()]).await?;
         row.map(|r| {
             let copy = if r.try_get(2)? { Some(copy_record(&r, 3)?) } else { None };
-            Ok(BlobEntry { size: size_of(r.try_get(0)?), key_name: r.try_get(1)?, copy })
+            Ok(BlobEntry { size: size_of(r.try_get(0)?), key_name: r.try_get(1)?, copy, marked: r.try_get(9)? })
         })
         .transpose()
     }

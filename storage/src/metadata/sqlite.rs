@@ -25,6 +25,8 @@ use super::{
 use crate::crypt::{Run, SealedBlob, UploadSealing};
 use crate::error::{Error, Result};
 
+mod gc;
+
 /// Connections kept open; bounds concurrent database work.
 const POOL_SIZE: usize = 4;
 
@@ -37,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("sqlite_v5.sql")),
     (6, include_str!("sqlite_v6.sql")),
     (7, include_str!("sqlite_v7.sql")),
+    (8, include_str!("sqlite_v8.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -421,17 +424,26 @@ impl MetadataStore for SqliteStore {
     ) -> Result<()> {
         let (repo, digest, from, origin) = (repo.clone(), digest.clone(), from.cloned(), origin.clone());
         self.write(move |tx| {
+            let column = digest.to_string();
+            // The collector is deleting this digest's objects: no link may point at them.
+            if tx
+                .query_row("SELECT 1 FROM gc_dooms WHERE digest = ?1", [&column], |r| r.get::<_, i64>(0))
+                .optional()?
+                .is_some()
+            {
+                return Err(Error::Doomed(digest.clone()));
+            }
             let (id, created) = ensure_repo(tx, &repo)?;
             let now = unix_now();
-            let column = digest.to_string();
             tx.execute(
                 "INSERT INTO blobs (digest, size, created_at, plain) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (digest) DO UPDATE SET plain = MAX(plain, excluded.plain)",
                 params![column, db_size(size), now, i64::from(plaintext)],
             )?;
+            // Linking again tells the client again that the blob is there: seen now, unmarked.
             tx.execute(
                 "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT (repository_id, digest) DO UPDATE SET seen_at = excluded.created_at, gc_mark = NULL",
                 params![id, column, now],
             )?;
             let mut events = Vec::with_capacity(2);
@@ -765,7 +777,7 @@ impl MetadataStore for SqliteStore {
             let row = c
                 .query_row(
                     &format!(
-                        "SELECT b.size, r.key_name, c.key_name IS NOT NULL, {COPY_COLUMNS} \
+                        "SELECT b.size, r.key_name, c.key_name IS NOT NULL, {COPY_COLUMNS}, rb.gc_mark IS NOT NULL \
                          FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
                          JOIN blobs b ON b.digest = rb.digest \
                          LEFT JOIN blob_copies c ON c.digest = rb.digest AND c.key_name = r.key_name \
@@ -774,12 +786,12 @@ impl MetadataStore for SqliteStore {
                     params![repo, digest],
                     |r| {
                         let copy = if r.get::<_, bool>(2)? { Some(copy_from_row(r, 3)?) } else { None };
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, copy))
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, copy, r.get::<_, bool>(9)?))
                     },
                 )
                 .optional()?;
-            row.map(|(size, key_name, copy)| {
-                Ok(BlobEntry { size: size_of(size), key_name, copy: copy.map(copy_record).transpose()? })
+            row.map(|(size, key_name, copy, marked)| {
+                Ok(BlobEntry { size: size_of(size), key_name, copy: copy.map(copy_record).transpose()?, marked })
             })
             .transpose()
         })

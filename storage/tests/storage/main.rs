@@ -6,4 +6,5 @@
 mod blob_store;
 mod crypt;
 mod metadata;
+mod metadata_gc;
 mod postgres_tls;

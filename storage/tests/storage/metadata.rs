@@ -385,8 +385,12 @@ async fn blob_copies(store: &dyn MetadataStore) {
     store.link_blob(&enc, &d, 6, false, None, ANON).await.unwrap();
     store.link_blob(&plain, &d, 6, true, None, ANON).await.unwrap();
     store.link_blob(&nocopy, &d, 6, false, None, ANON).await.unwrap();
-    let entry =
-        |key: Option<&str>, copy: Option<SealedBlob>| BlobEntry { size: 6, key_name: key.map(Into::into), copy };
+    let entry = |key: Option<&str>, copy: Option<SealedBlob>| BlobEntry {
+        size: 6,
+        key_name: key.map(Into::into),
+        copy,
+        marked: false,
+    };
     assert_eq!(store.repo_blob_entry(&enc, &d).await.unwrap(), Some(entry(Some("ka"), Some(a))));
     assert_eq!(store.repo_blob_entry(&plain, &d).await.unwrap(), Some(entry(None, None)), "plaintext repository");
     assert_eq!(store.repo_blob_entry(&nocopy, &d).await.unwrap(), Some(entry(Some("kc"), None)), "no copy yet");
@@ -1092,6 +1096,7 @@ async fn suite(store: &dyn MetadataStore) {
     repository_deletion_races(store).await;
     events_feed_has_no_gaps(store).await;
     pruning(store).await;
+    crate::metadata_gc::suite(store).await;
 }
 
 #[tokio::test]
@@ -1295,7 +1300,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 8, "each migration recorded once");
+        assert_eq!(versions, 9, "each migration recorded once");
     })
     .await;
 

@@ -1,0 +1,202 @@
+//! Online garbage collection (README "Garbage collection"; ARCHITECTURE.md invariant 12):
+//! what a run reclaims, and what it must keep while clients push and pull.
+
+use std::time::Duration;
+
+use berth_registry::service::gc::GcOptions;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A registry whose collector takes links as soon as they are a second old, and waits
+/// `mark_wait` between marking and removing them.
+async fn collecting(mark_wait: Duration) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    TestServer::start_tuned(dir, config, &move |s| {
+        s.gc.grace = Duration::ZERO;
+        s.gc.mark_wait = mark_wait;
+    })
+    .await
+}
+
+/// Link ages are kept in whole seconds: wait until what was just written is older than a
+/// grace of zero.
+async fn age() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+/// The file of a plaintext blob in the test's data folder.
+fn plain_file(t: &TestServer, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    t.dir.path().join("blobs/blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+/// The folder of a blob's sealed copies.
+fn sealed_dir(t: &TestServer, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    t.dir.path().join("blobs/sealed/sha256").join(&hex[..2]).join(hex)
+}
+
+/// Whether any object of the blob is on disk: plaintext, or a sealed copy.
+fn stored(t: &TestServer, digest: &str) -> bool {
+    plain_file(t, digest).exists() || std::fs::read_dir(sealed_dir(t, digest)).is_ok_and(|mut d| d.next().is_some())
+}
+
+async fn run_gc(t: &TestServer, body: Value) -> reqwest::Response {
+    t.client.post(t.url("/api/v1/gc")).json(&body).send().await.unwrap()
+}
+
+async fn push_blob(t: &TestServer, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let r = t
+        .client
+        .post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    digest
+}
+
+fn image(config: &str, config_len: usize, layers: &[(&str, usize)]) -> String {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": layers.iter().map(|(d, n)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n})).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+async fn put_manifest(t: &TestServer, repo: &str, reference: &str, body: &str) -> reqwest::Response {
+    t.client
+        .put(t.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An image deleted by digest: its blobs' links go in phase (a), the blobs and their bytes
+/// in phase (b); another image's blobs stay, and so does a blob they share.
+#[tokio::test]
+async fn deleted_image_blobs_are_reclaimed() {
+    let t = collecting(Duration::from_millis(200)).await;
+    let layer = data(70_000, 1);
+    let shared = data(50_000, 2);
+    let (layer_d, shared_d) = (push_blob(&t, "gc/app", &layer).await, push_blob(&t, "gc/app", &shared).await);
+    let config = br#"{"gc":"old"}"#;
+    let config_d = push_blob(&t, "gc/app", config).await;
+    let old = image(&config_d, config.len(), &[(&layer_d, layer.len()), (&shared_d, shared.len())]);
+    assert_eq!(put_manifest(&t, "gc/app", "old", &old).await.status(), 201);
+    let config2 = br#"{"gc":"new"}"#;
+    let config2_d = push_blob(&t, "gc/app", config2).await;
+    let new = image(&config2_d, config2.len(), &[(&shared_d, shared.len())]);
+    assert_eq!(put_manifest(&t, "gc/app", "new", &new).await.status(), 201);
+    let r = t.client.delete(t.url(&format!("/v2/gc/app/manifests/{}", sha256(old.as_bytes())))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    age().await;
+
+    let r = run_gc(&t, serde_json::json!({})).await;
+    assert_eq!(r.status(), 200);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!(run["state"], "completed", "{run}");
+    assert_eq!((run["links"].as_u64(), run["blobs"].as_u64()), (Some(2), Some(2)), "{run}");
+    assert_eq!(run["bytes"].as_u64(), Some((layer.len() + config.len()) as u64), "{run}");
+    for gone in [&layer_d, &config_d] {
+        assert!(!stored(&t, gone), "{gone} still on disk");
+        let r = t.client.head(t.url(&format!("/v2/gc/app/blobs/{gone}"))).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    for kept in [&shared_d, &config2_d] {
+        assert!(stored(&t, kept), "{kept} was deleted");
+    }
+    let pulled = t.client.get(t.url(&format!("/v2/gc/app/blobs/{shared_d}"))).send().await.unwrap();
+    assert_eq!(pulled.bytes().await.unwrap().as_ref(), &shared[..]);
+
+    // Pushed again after it was collected: stored afresh.
+    assert_eq!(push_blob(&t, "gc/app", &layer).await, layer_d);
+    assert!(stored(&t, &layer_d));
+
+    // The status lists the run, newest first.
+    let status: Value = t.client.get(t.url("/api/v1/gc")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["runs"][0]["id"], run["id"], "{status}");
+    assert!(status["lease"].is_null(), "{status}");
+    t.server.stop().await;
+}
+
+/// Without a grace period the collector would take a blob pushed a moment ago whose
+/// manifest is still on its way; with one, it keeps it.
+#[tokio::test]
+async fn young_links_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let t = TestServer::start_tuned(dir, config, &|s| s.gc.mark_wait = Duration::from_millis(100)).await;
+    let bytes = data(10_000, 3);
+    let digest = push_blob(&t, "gc/young", &bytes).await;
+    let run: Value = run_gc(&t, serde_json::json!({})).await.json().await.unwrap();
+    assert_eq!((run["links"].as_u64(), run["blobs"].as_u64()), (Some(0), Some(0)), "{run}");
+    assert!(stored(&t, &digest));
+    let r = t.client.head(t.url(&format!("/v2/gc/young/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    t.server.stop().await;
+}
+
+/// A HEAD answered while the collector waits between marking and removing keeps the link
+/// (the read clears the mark before it answers), and the blob's bytes with it.
+#[tokio::test]
+async fn head_during_the_mark_wait_keeps_the_link() {
+    let t = collecting(Duration::from_secs(3)).await;
+    let bytes = data(20_000, 4);
+    let digest = push_blob(&t, "gc/read", &bytes).await;
+    age().await;
+    let registry = t.server.app.registry().clone();
+    let run = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
+    // Poll the run's recorded phase until it waits.
+    let meta = t.server.app.registry().meta.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = meta.gc_runs(1).await.unwrap();
+        if runs.first().is_some_and(|r| r.phase == "links: waiting") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never reached its wait: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = t.client.head(t.url(&format!("/v2/gc/read/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the link is there when the HEAD is answered");
+    // Unmarked before the answer, not at the next flush of reads (which another replica's
+    // read would wait for).
+    let repo = "gc/read".parse().unwrap();
+    let entry = meta.repo_blob_entry(&repo, &digest.parse().unwrap()).await.unwrap().unwrap();
+    assert!(!entry.marked, "the read cleared the collector's mark");
+    let run = run.await.unwrap().unwrap();
+    assert_eq!((run.counts.links, run.counts.blobs), (0, 0), "{run:?}");
+    assert!(stored(&t, &digest));
+    let r = t.client.get(t.url(&format!("/v2/gc/read/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
+    t.server.stop().await;
+}
+
+/// A second collector is refused while one holds the lease: 409, naming the holder.
+#[tokio::test]
+async fn a_second_collector_gets_409() {
+    let t = collecting(Duration::from_millis(100)).await;
+    let meta = t.server.app.registry().meta.clone();
+    let now = berth_storage::metadata::events::unix_now_ms();
+    meta.acquire_gc_lease("replica-2/run", now, 60_000).await.unwrap().unwrap();
+    let r = run_gc(&t, serde_json::json!({"dry_run": true})).await;
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "CONFLICT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("replica-2/run"), "{body}");
+    let status: Value = t.client.get(t.url("/api/v1/gc")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["lease"]["owner"], "replica-2/run", "{status}");
+    meta.release_gc_lease("replica-2/run").await.unwrap();
+    assert_eq!(run_gc(&t, serde_json::json!({"dry_run": true})).await.status(), 200);
+    t.server.stop().await;
+}
