@@ -32,7 +32,7 @@ impl Db {
             Db::Postgres(url) => {
                 let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
                 let task = tokio::spawn(connection);
-                let rows = client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let rows = client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
                 let out =
                     rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect()).collect::<Vec<_>>();
                 drop(client);

@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_registry::config::{Config, RepositoryKeyRule};
-use berth_registry::service::Registry;
+use berth_registry::error::ApiError;
+use berth_registry::service::gc::GcOptions;
+use berth_registry::service::{Registry, Settings};
 use futures::StreamExt;
 
 use self::client::{Bounds, Client, Image, Stats, layer_pool, pull};
@@ -47,7 +49,7 @@ async fn gc_racing_pushes_deletes_and_repushes_keeps_every_acknowledged_image_on
     let keys = tempfile::tempdir().unwrap();
     two_keys(&mut config, &keys.path().join("keys"));
     let (db, store) = (Db::Sqlite(config.metadata_path()), Store::Disk(config.blob_dir()));
-    let server = TestServer::start_with(dir, config).await;
+    let server = start(dir, config).await;
     let servers = vec![server];
     race(&servers, &db, &store).await;
     for s in servers {
@@ -69,7 +71,7 @@ async fn gc_racing_pushes_deletes_and_repushes_keeps_every_acknowledged_image_on
         let mut config = crate::replicas::replica_config(&schema, shared.path(), &prefix);
         config.data_dir = dir.path().to_owned();
         two_keys(&mut config, &shared.path().join("keys"));
-        servers.push(TestServer::start_with(dir, config).await);
+        servers.push(start(dir, config).await);
     }
     let bucket = std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "test".into());
     let s3 = object_store::aws::AmazonS3Builder::new()
@@ -89,6 +91,12 @@ async fn gc_racing_pushes_deletes_and_repushes_keeps_every_acknowledged_image_on
     }
     store.delete_everything().await;
     schema.drop().await;
+}
+
+/// A registry whose only collectors are the test's (no schedule), with the racing settings.
+async fn start(dir: tempfile::TempDir, mut config: Config) -> TestServer {
+    config.gc.interval = Duration::ZERO;
+    TestServer::start_tuned(dir, config, &racing).await
 }
 
 /// Odd clients' repositories use a second key, so some blobs have two sealed copies and lose
@@ -124,15 +132,37 @@ struct Collected {
     errors: Vec<String>,
 }
 
-/// Collects again and again until `stop`.
+/// Collects again and again until `stop`; a run refused because the other replica's
+/// collector holds the lease counts as contention.
 async fn collector_loop(registry: Arc<Registry>, stop: Arc<AtomicBool>) -> Collected {
     let mut c = Collected::default();
     while !stop.load(Ordering::Relaxed) {
-        let _ = &registry;
-        c.runs += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        match registry.collect(&GcOptions::default()).await {
+            Ok(run) => {
+                c.runs += 1;
+                c.links += run.counts.links;
+                c.blobs += run.counts.blobs;
+                c.copies += run.counts.copies;
+            }
+            Err(ApiError::Conflict(_)) => {
+                c.contended += 1;
+                // Not a spin on the lease row while the other replica collects.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => c.errors.push(e.to_string()),
+        }
     }
     c
+}
+
+/// The grace period of the race: none at all. A link no manifest references may go the
+/// moment the collector sees it (protection 2 of the design, the grace, is then void by
+/// construction); what must still hold comes from the other two: a manifest PUT and a link
+/// removal serialize, and bytes are deleted only for a doomed digest no writer holds.
+/// Marked links wait a second before removal, so reads during the wait clear marks.
+fn racing(settings: &mut Settings) {
+    settings.gc.grace = Duration::ZERO;
+    settings.gc.mark_wait = Duration::from_secs(1);
 }
 
 async fn race(servers: &[TestServer], db: &Db, store: &Store) {
@@ -176,6 +206,10 @@ async fn race(servers: &[TestServer], db: &Db, store: &Store) {
     assert!(errors.is_empty(), "seed {seed}: a client met a wrong answer:\n{}", errors.join("\n"));
     let collector_errors: Vec<_> = collected.iter().flat_map(|c| c.errors.iter()).collect();
     assert!(collector_errors.is_empty(), "seed {seed}: a collector run failed: {collector_errors:#?}");
+    // The race happened: collections ended during the run and took blobs from under the
+    // clients (not a timing bound: a collector that never finished a run proves nothing).
+    let (runs, blobs): (u64, u64) = collected.iter().fold((0, 0), |(r, b), c| (r + c.runs, b + c.blobs));
+    assert!(runs > 0 && blobs > 0, "seed {seed}: the collectors reclaimed nothing during the race: {collected:?}");
 
     pull_all(&urls, &live).await.unwrap_or_else(|e| panic!("seed {seed}: after the race: {e}"));
     println!(
@@ -184,6 +218,9 @@ async fn race(servers: &[TestServer], db: &Db, store: &Store) {
         urls.len(),
         end_state::counts(db).await
     );
+    let last = servers[0].server.app.registry().collect(&GcOptions::default()).await;
+    let last = last.unwrap_or_else(|e| panic!("seed {seed}: the final collection: {e}"));
+    println!("gc race: the final collection: {last:?}");
     pull_all(&urls, &live).await.unwrap_or_else(|e| panic!("seed {seed}: after the final collection: {e}"));
     println!("gc race: after the final collection: {}", end_state::counts(db).await);
     let problems = end_state::problems(db, store).await;
