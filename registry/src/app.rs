@@ -230,6 +230,37 @@ impl App {
         }))
     }
 
+    /// Collects garbage every `gc.interval` (first at a random point within the first
+    /// interval, so replicas do not align; a replica that finds another collecting skips
+    /// its turn), for as long as the runtime lives; `None` when the schedule is off.
+    pub fn spawn_gc(&self, config: &crate::config::GcConfig) -> Option<JoinHandle<()>> {
+        if config.interval.is_zero() {
+            tracing::info!("the scheduled garbage collection is off (gc.interval = \"off\")");
+            return None;
+        }
+        let interval = config.interval;
+        let first = interval.mul_f64((uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0);
+        let registry = self.registry.clone();
+        tracing::info!(gc.interval = %humantime::format_duration(interval),
+            gc.grace = %humantime::format_duration(config.grace),
+            gc.first_in = %humantime::format_duration(Duration::from_secs(first.as_secs())), "garbage collection scheduled");
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(first).await;
+            let options = crate::service::gc::GcOptions::default();
+            loop {
+                match registry.collect(&options).await {
+                    Ok(_) => {}
+                    Err(crate::error::ApiError::Conflict(m)) => {
+                        tracing::info!("scheduled garbage collection skipped: {m}")
+                    }
+                    Err(e) => tracing::warn!(error = %e,
+                        "the garbage collection could not run to the end; the next run finishes its work"),
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }))
+    }
+
     /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
     pub fn spawn_maintenance(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let registry = self.registry.clone();
@@ -406,6 +437,7 @@ pub struct RunningServer {
     maintenance: JoinHandle<()>,
     dispatcher: Option<JoinHandle<()>>,
     scrub: Option<JoinHandle<()>>,
+    gc: Option<JoinHandle<()>>,
     /// The certificate in use when `tls` is configured, and the task polling its files.
     certs: Option<Arc<crate::tls::CertStore>>,
     tls_watch: Option<JoinHandle<()>>,
@@ -442,7 +474,8 @@ impl RunningServer {
         let maintenance = app.spawn_maintenance(config.uploads.purge_interval);
         let dispatcher = app.spawn_dispatcher();
         let scrub = app.spawn_scrub(&config.scrub);
-        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, scrub, certs, tls_watch })
+        let gc = app.spawn_gc(&config.gc);
+        Ok(RunningServer { addr, app, stop, task, maintenance, dispatcher, scrub, gc, certs, tls_watch })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -468,6 +501,9 @@ impl RunningServer {
         }
         if let Some(s) = &self.scrub {
             s.abort();
+        }
+        if let Some(g) = &self.gc {
+            g.abort();
         }
         if let Some(watch) = &self.tls_watch {
             watch.abort();

@@ -113,6 +113,17 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
+    /// Garbage collection: run now, or show the recent runs.
+    Gc {
+        #[command(subcommand)]
+        action: crate::gc_cli::GcAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
     /// Read back every stored blob and check it against its digest; change nothing.
     ///
     /// Sealed copies are opened and checked as a pull would. Prints each damaged object;

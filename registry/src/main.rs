@@ -2,6 +2,7 @@
 
 mod admin_cli;
 mod cli;
+mod gc_cli;
 mod keys_cli;
 mod ops_cli;
 
@@ -102,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.spawn_maintenance(config.uploads.purge_interval);
             app.spawn_dispatcher();
             let _scrub = app.spawn_scrub(&config.scrub);
+            let _gc = app.spawn_gc(&config.gc);
             berth_registry::server::serve(listener, app.router(), tls, limits, shutdown_signal()).await?;
             tracing::info!("stopped");
         }
@@ -140,6 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Repository { action, config, data_dir } => {
             ops_cli::repository(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Gc { action, config, data_dir } => {
+            gc_cli::gc(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Scrub { repository, rate, json, config, data_dir } => {
             ops_cli::scrub(open_for_command(config, data_dir).await?.registry(), repository, rate, json).await?

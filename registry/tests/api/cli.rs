@@ -319,3 +319,43 @@ async fn bad_input_is_explained_in_the_commands_terms() {
     }
     t.server.stop().await;
 }
+
+#[tokio::test]
+async fn gc_run_and_status() {
+    let t = TestServer::start().await;
+    let dir = t.dir.path();
+    push_manifest(&t, "team/app", "v1", "cli-gc").await;
+
+    let o = berth(dir, &["gc", "run", "--dry-run", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let dry: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((dry["state"].as_str(), dry["dry_run"].as_bool()), (Some("completed"), Some(true)), "{dry}");
+    let line = one_line(&berth(dir, &["gc", "run"]));
+    assert!(line.contains(" completed; reclaimed 0 links, 0 blobs,"), "{line}");
+
+    let o = berth(dir, &["gc", "status"]);
+    assert!(o.status.success(), "{o:?}");
+    let lines: Vec<String> = out(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "no collection is running");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[1].contains("completed; reclaimed") && lines[2].contains("completed; would reclaim"), "{lines:?}");
+    let o = berth(dir, &["gc", "status", "--json"]);
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["runs"].as_array().map(Vec::len), Some(2), "{status}");
+
+    let bad = failed(&berth(dir, &["gc", "run", "--repository", "Team/App"]));
+    assert!(bad.contains("--repository Team/App"), "{bad}");
+
+    // Another collector holds the lease: refused, saying who and where to look.
+    let meta = t.server.app.registry().meta.clone();
+    meta.acquire_gc_lease("other-replica", berth_storage::metadata::events::unix_now_ms(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let busy = failed(&berth(dir, &["gc", "run"]));
+    assert!(busy.contains("held by other-replica") && busy.contains("`berth gc status`"), "{busy}");
+    let o = berth(dir, &["gc", "status"]);
+    assert!(out(&o).starts_with("collecting now: other-replica"), "{o:?}");
+    meta.release_gc_lease("other-replica").await.unwrap();
+    t.server.stop().await;
+}

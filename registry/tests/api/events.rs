@@ -864,3 +864,35 @@ async fn repository_delete_emits_event() {
     assert_eq!(rx.hits().len(), 1);
     t.server.stop().await;
 }
+
+/// The end of a garbage collection is an event: `gc.completed`, with the run's summary,
+/// delivered to a subscription that asks for it.
+#[tokio::test]
+async fn gc_completed_is_delivered() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_events(dir.path());
+    let t = TestServer::start_tuned(dir, config, &|s| {
+        s.gc.grace = Duration::ZERO;
+        s.gc.mark_wait = Duration::from_millis(100);
+    })
+    .await;
+    create_webhook(&t, "gc", json!({ "url": rx.url("/gc"), "secret": SECRET, "events": ["gc.completed"] })).await;
+    let (status, run) = send_json(t.client.post(t.url("/api/v1/gc")).json(&json!({}))).await;
+    assert_eq!(status, 200, "{run}");
+    let hit = eventually("gc.completed to arrive", WAIT, async || {
+        let hits = rx.hits_on("/gc");
+        hits.into_iter().find(Hit::ok).ok_or_else(|| "no delivery yet".to_owned())
+    })
+    .await;
+    assert_eq!(hit.event_type(), "gc.completed");
+    let body = hit.json();
+    assert_eq!(body["data"]["gc"]["run"], run["id"], "{body}");
+    assert_eq!(body["data"]["gc"]["blobs"], run["blobs"], "{body}");
+    // A dry run reports nothing.
+    let (status, _) = send_json(t.client.post(t.url("/api/v1/gc")).json(&json!({"dry_run": true}))).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(POLL * 4).await;
+    assert_eq!(rx.hits_on("/gc").len(), 1, "only the real run's event");
+    t.server.stop().await;
+}

@@ -200,3 +200,161 @@ async fn a_second_collector_gets_409() {
     assert_eq!(run_gc(&t, serde_json::json!({"dry_run": true})).await.status(), 200);
     t.server.stop().await;
 }
+
+/// A manifest pushed while the collector has marked a blob's link (the race of
+/// distribution#3045): the push commits and the link is kept, or the push is refused with
+/// MANIFEST_BLOB_UNKNOWN. Never a manifest whose blob is gone.
+#[tokio::test]
+async fn manifest_put_racing_the_collector() {
+    let t = collecting(Duration::from_secs(2)).await;
+    let layer = data(30_000, 5);
+    let layer_d = push_blob(&t, "gc/race", &layer).await;
+    let config = br#"{"gc":"race"}"#;
+    let config_d = push_blob(&t, "gc/race", config).await;
+    age().await;
+    let registry = t.server.app.registry().clone();
+    let run = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
+    let meta = t.server.app.registry().meta.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !meta.gc_runs(1).await.unwrap().first().is_some_and(|r| r.phase == "links: waiting") {
+        assert!(std::time::Instant::now() < deadline, "the run never reached its wait");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Marked, not yet removed: the push wins, and the collector's later check sees it.
+    let body = image(&config_d, config.len(), &[(&layer_d, layer.len())]);
+    assert_eq!(put_manifest(&t, "gc/race", "v1", &body).await.status(), 201);
+    let run = run.await.unwrap().unwrap();
+    assert_eq!((run.counts.links, run.counts.blobs), (0, 0), "{run:?}");
+    for d in [&layer_d, &config_d] {
+        let r = t.client.get(t.url(&format!("/v2/gc/race/blobs/{d}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{d}");
+    }
+
+    // Removed first: the push that comes after is refused, and no manifest is stored.
+    let other = data(30_000, 6);
+    let other_d = push_blob(&t, "gc/race", &other).await;
+    age().await;
+    let run = t.server.app.registry().collect(&GcOptions::default()).await.unwrap();
+    assert_eq!((run.counts.links, run.counts.blobs), (1, 1), "{run:?}");
+    let late = image(&config_d, config.len(), &[(&other_d, other.len())]);
+    let r = put_manifest(&t, "gc/race", "v2", &late).await;
+    assert_eq!(r.status(), 400);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN", "{error}");
+    let r = t.client.get(t.url("/v2/gc/race/manifests/v2")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Racing for real, a few times: whatever wins, a stored manifest pulls whole.
+    for round in 0..4u8 {
+        let blob = data(20_000, 10 + round);
+        let d = push_blob(&t, "gc/race", &blob).await;
+        age().await;
+        let registry = t.server.app.registry().clone();
+        let gc = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
+        tokio::time::sleep(Duration::from_millis(u64::from(round) * 700)).await;
+        let body = image(&config_d, config.len(), &[(&d, blob.len())]);
+        let tag = format!("r{round}");
+        let status = put_manifest(&t, "gc/race", &tag, &body).await.status();
+        gc.await.unwrap().unwrap();
+        let pulled = t.client.get(t.url(&format!("/v2/gc/race/manifests/{tag}"))).send().await.unwrap();
+        match status.as_u16() {
+            201 => {
+                assert_eq!(pulled.status(), 200);
+                let r = t.client.get(t.url(&format!("/v2/gc/race/blobs/{d}"))).send().await.unwrap();
+                assert_eq!(r.bytes().await.unwrap().as_ref(), &blob[..], "round {round}: a stored manifest's blob");
+            }
+            400 => assert_eq!(pulled.status(), 404, "round {round}: a refused manifest is not stored"),
+            other => panic!("round {round}: manifest PUT answered {other}"),
+        }
+    }
+    t.server.stop().await;
+}
+
+/// A dry run counts what a run would take and changes nothing.
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let t = collecting(Duration::from_millis(100)).await;
+    let bytes = data(40_000, 7);
+    let digest = push_blob(&t, "gc/dry", &bytes).await;
+    age().await;
+    let run: Value = run_gc(&t, serde_json::json!({"dry_run": true})).await.json().await.unwrap();
+    assert_eq!(run["dry_run"], true, "{run}");
+    assert_eq!((run["links"].as_u64(), run["blobs"].as_u64()), (Some(1), Some(1)), "{run}");
+    assert_eq!(run["bytes"].as_u64(), Some(bytes.len() as u64), "{run}");
+    assert!(stored(&t, &digest));
+    let r = t.client.head(t.url(&format!("/v2/gc/dry/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let entry = t
+        .server
+        .app
+        .registry()
+        .meta
+        .repo_blob_entry(&"gc/dry".parse().unwrap(), &digest.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!entry.marked, "a dry run marks nothing");
+    t.server.stop().await;
+}
+
+/// `repository` limits the run to one repository's links and the blobs they release.
+#[tokio::test]
+async fn one_repository() {
+    let t = collecting(Duration::from_millis(100)).await;
+    let (a, b, shared) = (data(10_000, 8), data(10_000, 9), data(10_000, 10));
+    let a_d = push_blob(&t, "gc/one", &a).await;
+    let b_d = push_blob(&t, "gc/two", &b).await;
+    let shared_d = push_blob(&t, "gc/one", &shared).await;
+    assert_eq!(push_blob(&t, "gc/two", &shared).await, shared_d);
+    age().await;
+    let run: Value = run_gc(&t, serde_json::json!({"repository": "gc/one"})).await.json().await.unwrap();
+    assert_eq!(run["repository"], "gc/one", "{run}");
+    assert_eq!((run["links"].as_u64(), run["blobs"].as_u64()), (Some(2), Some(1)), "{run}");
+    assert!(!stored(&t, &a_d), "released by gc/one alone");
+    assert!(stored(&t, &shared_d), "still linked by gc/two");
+    assert!(stored(&t, &b_d), "gc/two was not looked at");
+    let r = t.client.head(t.url(&format!("/v2/gc/two/blobs/{b_d}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = run_gc(&t, serde_json::json!({"repository": "Not/Valid"})).await;
+    assert_eq!(r.status(), 400);
+    t.server.stop().await;
+}
+
+/// Objects the metadata does not know (what a crash leaves) are swept once older than the
+/// grace period; younger ones are kept (a write may be about to record them).
+#[tokio::test]
+async fn unknown_objects_older_than_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.encryption.enabled = false;
+    let t = TestServer::start_tuned(dir, config, &|s| s.gc.mark_wait = Duration::from_millis(100)).await;
+    let known = push_blob(&t, "gc/known", &data(5_000, 11)).await;
+    let old_plain = sha256(b"left by a crash, long ago");
+    let young_plain = sha256(b"left a moment ago");
+    let old_sealed = sealed_dir(&t, &known).join("0123456789abcdef0123456789abcdef");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+    for (path, old) in
+        [(plain_file(&t, &old_plain), true), (plain_file(&t, &young_plain), false), (old_sealed.clone(), true)]
+    {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"stray").unwrap();
+        if old {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(long_ago).unwrap();
+        }
+    }
+    // Even a known blob's old file is left alone.
+    std::fs::File::options().write(true).open(plain_file(&t, &known)).unwrap().set_modified(long_ago).unwrap();
+
+    let dry: Value = run_gc(&t, serde_json::json!({"dry_run": true})).await.json().await.unwrap();
+    assert_eq!(dry["unknown_objects"].as_u64(), Some(2), "{dry}");
+    assert!(plain_file(&t, &old_plain).exists());
+    let run: Value = run_gc(&t, serde_json::json!({})).await.json().await.unwrap();
+    assert_eq!(run["unknown_objects"].as_u64(), Some(2), "{run}");
+    assert_eq!(run["bytes"].as_u64(), Some(10), "{run}");
+    assert!(!plain_file(&t, &old_plain).exists() && !old_sealed.exists(), "old unknown objects swept");
+    assert!(plain_file(&t, &young_plain).exists(), "a young one is kept");
+    assert!(plain_file(&t, &known).exists(), "a known blob is kept");
+    let r = t.client.get(t.url(&format!("/v2/gc/known/blobs/{known}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    t.server.stop().await;
+}

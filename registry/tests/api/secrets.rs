@@ -8,8 +8,9 @@ use base64::Engine as _;
 use berth_auth::token::SigningKey;
 use berth_registry::app::RunningServer;
 use berth_registry::config::Config;
+use berth_storage::SqliteStore;
 use berth_storage::metadata::SigningKeyRecord;
-use berth_storage::{MetadataStore, SqliteStore};
+use berth_storage::metadata::prelude::*;
 use tokio::net::TcpListener;
 
 use crate::support::*;

@@ -16,6 +16,8 @@ pub fn config_in(dir: &std::path::Path) -> Config {
     Config {
         data_dir: dir.to_owned(),
         auth: berth_registry::auth::config::AuthConfig { enabled: false, ..Default::default() },
+        // Collections run when a test asks: a scheduled one at a random moment would race it.
+        gc: berth_registry::config::GcConfig { interval: std::time::Duration::ZERO, ..Default::default() },
         ..Config::default()
     }
 }

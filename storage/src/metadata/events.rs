@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -521,6 +524,60 @@ pub fn unix_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Webhooks: subscriptions, the outbox and deliveries, as the metadata store keeps them.
+#[async_trait]
+pub trait Events: Send + Sync {
+    /// Creates or replaces the subscription named `s.name` (keeping its `created_at` and
+    /// deliveries); `true` when created.
+    async fn put_subscription(&self, s: &Subscription) -> Result<bool>;
+    /// Deletes a subscription with its deliveries and their attempts; `false` when absent.
+    async fn delete_subscription(&self, name: &str) -> Result<bool>;
+    /// Every subscription, by name.
+    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    /// Makes the `config`-sourced subscriptions exactly `subs` (each with source `Config`):
+    /// upserts them, deletes the other `config` ones. `api` subscriptions are untouched; a
+    /// name already used by an `api` subscription is an error (`Error::Conflict`).
+    async fn sync_config_subscriptions(&self, subs: &[Subscription]) -> Result<()>;
+    /// Outbox events with `seq > after_seq`, oldest first, at most `limit`. A feed: no event
+    /// with a lower `seq` than one returned ever commits later.
+    async fn events(&self, after_seq: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Claims up to `limit` deliveries for `owner` until `now_ms + lease_ms`: each pending,
+    /// due (`next_attempt_ms <= now_ms`), not leased (or its lease expired; a live lease of
+    /// `owner` itself means in flight too), of an enabled subscription, and the oldest pending
+    /// delivery (by event `seq`) of its subscription and repository, so that each
+    /// (subscription, repository) line is delivered in order and by one owner at a time (an
+    /// unfinished head holds up its line). Oldest first.
+    async fn claim_deliveries(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>>;
+    /// Records one attempt of a delivery `owner` holds: appends it to the delivery log
+    /// (numbered after the log's last entry, which a replay keeps), counts it, applies the
+    /// outcome, releases the lease. `false` (and nothing written) when `owner` no longer
+    /// holds it.
+    async fn finish_delivery(&self, id: i64, owner: &str, outcome: &Outcome, now_ms: i64) -> Result<bool> {
+        let held = self.finish_deliveries(owner, &[(id, outcome.clone())], now_ms).await?;
+        Ok(held.first().copied().unwrap_or(false))
+    }
+    /// `finish_delivery` for each of `finished` (delivery id, outcome), in one transaction:
+    /// the attempts that ended together cost one commit. `held[i]` is `finish_delivery`'s
+    /// answer for `finished[i]`.
+    async fn finish_deliveries(&self, owner: &str, finished: &[(i64, Outcome)], now_ms: i64) -> Result<Vec<bool>>;
+    /// Deliveries matching `filter`, newest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
+    /// The attempts of one delivery, oldest first.
+    async fn delivery_attempts(&self, id: i64) -> Result<Vec<Attempt>>;
+    /// Sends the matching deliveries again: pending, attempts reset to 0, due at `now_ms`,
+    /// lease cleared. A delivery in flight (pending under a live lease) is left alone, so a
+    /// replay never sends one twice at once. Returns how many.
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64>;
+    /// Deletes the matching deliveries (with their attempts). Returns how many.
+    async fn purge_deliveries(&self, filter: &DeliveryFilter) -> Result<u64>;
+    /// Deliveries per state, per subscription (every subscription listed, zeros included).
+    async fn delivery_counts(&self) -> Result<Vec<DeliveryCounts>>;
+    /// Housekeeping: deletes delivered deliveries last updated before `delivered_before_ms`,
+    /// dead ones before `dead_before_ms`, then events older than `delivered_before_ms`
+    /// that no delivery needs. Returns the deliveries and events deleted.
+    async fn prune_events(&self, delivered_before_ms: i64, dead_before_ms: i64) -> Result<(u64, u64)>;
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@ use berth_storage::crypt::{Kek, Run, SealedBlob, UploadSealing};
 use std::collections::BTreeMap;
 
 use berth_storage::metadata::events::unix_now_ms;
+use berth_storage::metadata::prelude::*;
 use berth_storage::metadata::{
     AccessKeyRecord, BlobEntry, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event,
     EventKind, KeyRecord, KeyState, NewManifest, Origin, Outcome, Page, PayloadFormat, PolicyRecord, PolicySet,
     PolicyTarget, RESOURCE_POLICY, RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription,
     SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
 };
-use berth_storage::{Error, MetadataStore, PostgresStore, SqliteStore};
+use berth_storage::{Error, PostgresStore, SqliteStore};
 
 /// The origin of changes whose events a test does not look at.
 const ANON: &Origin =

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use berth_storage::PostgresStore;
+use berth_storage::metadata::Change;
 use berth_storage::metadata::postgres_tls::PgTls;
 use berth_storage::metadata::postgres_url;
-use berth_storage::metadata::{Change, MetadataStore};
+use berth_storage::metadata::prelude::*;
 
 const NEEDS: &str = "BERTH_TEST_POSTGRES_URL and BERTH_TEST_POSTGRES_CA (eval \"$(bash .ci/postgres.sh start)\")";
 

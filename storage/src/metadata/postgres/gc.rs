@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use berth_oci::{Digest, RepoName};
 use deadpool_postgres::GenericClient;
 
-use super::{ATTEMPTS, PostgresStore, db_count, emit, pool_error, retryable};
+use super::{PostgresStore, db_count, emit};
 use crate::error::Result;
 use crate::metadata::gc::{
     Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore, HOLD_TTL_SECS, Millis, candidate_condition,

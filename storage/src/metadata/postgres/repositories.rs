@@ -1,0 +1,127 @@
+//! [`PostgresStore`]'s repositories: their creation, keys, listing and deletion ([`Repositories`]).
+
+use async_trait::async_trait;
+use berth_oci::RepoName;
+use deadpool_postgres::GenericClient;
+
+use super::{ATTEMPTS, PostgresStore, db_limit, emit};
+use crate::error::{Error, Result};
+use crate::metadata::{
+    Event, EventKind, Origin, Page, Repositories, RepositoryDeleted, repository_created, size_of, unix_now,
+};
+
+#[async_trait]
+impl Repositories for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        self.client().await?.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT name FROM repositories WHERE name > $1 ORDER BY name COLLATE \"C\" LIMIT $2")
+            .await?;
+        let rows = client.query(&stmt, &[&page.last.as_deref().unwrap_or_default(), &db_limit(page)]).await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT key_name FROM repositories WHERE name = $1").await?;
+        let row = client.query_opt(&stmt, &[&repo.as_str()]).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>> {
+        transaction!(self, |tx| {
+            let mut found = None;
+            for _ in 0..ATTEMPTS {
+                let inserted = tx
+                    .query_opt(
+                        "INSERT INTO repositories (name, created_at, key_name) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO NOTHING RETURNING key_name",
+                        &[&repo.as_str(), &unix_now(), &key],
+                    )
+                    .await?;
+                if let Some(row) = inserted {
+                    emit(&tx, &[repository_created(repo, origin)]).await?;
+                    found = Some(row.try_get::<_, Option<String>>(0)?);
+                    break;
+                }
+                // Another transaction created it and committed (ON CONFLICT waited for it); this
+                // new statement's snapshot sees it, unless a deletion committed meanwhile.
+                let existing =
+                    tx.query_opt("SELECT key_name FROM repositories WHERE name = $1", &[&repo.as_str()]).await?;
+                if let Some(row) = existing {
+                    found = Some(row.try_get(0)?);
+                    break;
+                }
+            }
+            found.ok_or(Error::Conflict)?
+        })
+    }
+
+    async fn delete_repository(&self, repo: &RepoName, force: bool, origin: &Origin) -> Result<RepositoryDeleted> {
+        let name = repo.as_str();
+        transaction!(self, |tx| {
+            // Locked for deletion first: a push holding the row's share lock (`ensure_repo`)
+            // commits before this goes on, and what it wrote is deleted below (new statements,
+            // new snapshots); a push that comes later waits, then finds the row gone and
+            // creates the repository anew.
+            let locked = tx.query_opt("SELECT id FROM repositories WHERE name = $1 FOR UPDATE", &[&name]).await?;
+            match locked {
+                None => RepositoryDeleted::NotFound,
+                Some(row) => {
+                    let id: i64 = row.try_get(0)?;
+                    let manifests: i64 = tx
+                        .query_one("SELECT count(*) FROM manifests WHERE repository_id = $1", &[&id])
+                        .await?
+                        .try_get(0)?;
+                    if manifests > 0 && !force {
+                        RepositoryDeleted::NotEmpty { manifests: size_of(manifests) }
+                    } else {
+                        tx.execute("DELETE FROM tags WHERE repository_id = $1", &[&id]).await?;
+                        // References go with their manifests (ON DELETE CASCADE).
+                        tx.execute("DELETE FROM manifests WHERE repository_id = $1", &[&id]).await?;
+                        // The blobs themselves stay: collecting them is the garbage collector's job.
+                        tx.execute("DELETE FROM repository_blobs WHERE repository_id = $1", &[&id]).await?;
+                        tx.execute("DELETE FROM uploads WHERE repository = $1", &[&name]).await?;
+                        tx.execute("DELETE FROM repository_tags WHERE repository = $1", &[&name]).await?;
+                        tx.execute("DELETE FROM policies WHERE target_kind = 'repository' AND target = $1", &[&name])
+                            .await?;
+                        tx.execute("DELETE FROM repositories WHERE id = $1", &[&id]).await?;
+                        emit(&tx, &[Event::new(EventKind::RepositoryDelete, name, origin)]).await?;
+                        RepositoryDeleted::Deleted
+                    }
+                }
+            }
+        })
+    }
+
+    async fn set_repository_key(&self, repo: &RepoName, key: &str) -> Result<bool> {
+        // A racing setter waits for this row's lock, re-checks `key_name IS NULL`, and loses.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE repositories SET key_name = $2 WHERE name = $1 AND key_name IS NULL",
+                &[&repo.as_str(), &key],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn repository_keys(&self) -> Result<Vec<(RepoName, Option<String>)>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT name, key_name FROM repositories ORDER BY name COLLATE \"C\"").await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                let name: &str = r.try_get(0)?;
+                let repo = name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?;
+                Ok((repo, r.try_get(1)?))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,101 @@
+//! [`SqliteStore`]'s repositories: their creation, keys, listing and deletion ([`Repositories`]).
+
+use async_trait::async_trait;
+use berth_oci::RepoName;
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, delete_policies_of, emit, limit_of, repo_id};
+use crate::error::{Error, Result};
+use crate::metadata::{
+    Event, EventKind, Origin, Page, Repositories, RepositoryDeleted, repository_created, size_of, unix_now,
+};
+
+#[async_trait]
+impl Repositories for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.with_conn(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>> {
+        let page = page.clone();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")?;
+            let rows = stmt.query_map(params![page.last.unwrap_or_default(), limit_of(page.limit)], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>> {
+        let repo = repo.to_string();
+        self.with_conn(move |c| {
+            Ok(c.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>> {
+        let (repo, key, origin) = (repo.clone(), key.map(str::to_owned), origin.clone());
+        self.write(move |tx| {
+            let created = tx.execute(
+                "INSERT INTO repositories (name, created_at, key_name) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![repo.as_str(), unix_now(), key],
+            )? > 0;
+            let key = tx.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo.as_str()], |r| r.get(0))?;
+            if created {
+                emit(tx, &[repository_created(&repo, &origin)])?;
+            }
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn delete_repository(&self, repo: &RepoName, force: bool, origin: &Origin) -> Result<RepositoryDeleted> {
+        let (repo, origin) = (repo.clone(), origin.clone());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else { return Ok(RepositoryDeleted::NotFound) };
+            let manifests: i64 =
+                tx.query_row("SELECT COUNT(*) FROM manifests WHERE repository_id = ?1", [id], |r| r.get(0))?;
+            if manifests > 0 && !force {
+                return Ok(RepositoryDeleted::NotEmpty { manifests: size_of(manifests) });
+            }
+            let name = repo.as_str();
+            tx.execute("DELETE FROM tags WHERE repository_id = ?1", [id])?;
+            // References go with their manifests (ON DELETE CASCADE).
+            tx.execute("DELETE FROM manifests WHERE repository_id = ?1", [id])?;
+            // The blobs themselves stay: collecting them is the garbage collector's job.
+            tx.execute("DELETE FROM repository_blobs WHERE repository_id = ?1", [id])?;
+            tx.execute("DELETE FROM uploads WHERE repository = ?1", [name])?;
+            tx.execute("DELETE FROM repository_tags WHERE repository = ?1", [name])?;
+            delete_policies_of(tx, "repository", name)?;
+            tx.execute("DELETE FROM repositories WHERE id = ?1", [id])?;
+            emit(tx, &[Event::new(EventKind::RepositoryDelete, name, &origin)])?;
+            Ok(RepositoryDeleted::Deleted)
+        })
+        .await
+    }
+
+    async fn set_repository_key(&self, repo: &RepoName, key: &str) -> Result<bool> {
+        let (repo, key) = (repo.to_string(), key.to_owned());
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE repositories SET key_name = ?2 WHERE name = ?1 AND key_name IS NULL",
+                params![repo, key],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn repository_keys(&self) -> Result<Vec<(RepoName, Option<String>)>> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached("SELECT name, key_name FROM repositories ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+            rows.map(|r| {
+                let (name, key) = r?;
+                Ok((name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?, key))
+            })
+            .collect()
+        })
+        .await
+    }
+}
