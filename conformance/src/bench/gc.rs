@@ -51,6 +51,10 @@ pub struct GcParams {
     pub effect_images: usize,
     pub effect_layers: usize,
     pub effect_layer_size: u64,
+    /// effect: the looping collector's pause after each run (zero: back to back, the worst
+    /// case; the default schedule is one run an hour).
+    #[serde(serialize_with = "super::secs")]
+    pub effect_pause: Duration,
     /// Longest wait for one collection's answer.
     #[serde(serialize_with = "super::secs")]
     pub collect_timeout: Duration,
@@ -72,6 +76,7 @@ impl GcParams {
             effect_images: 30,
             effect_layers: 10,
             effect_layer_size: 256 << 10,
+            effect_pause: Duration::ZERO,
             collect_timeout: Duration::from_secs(1800),
         }
     }
@@ -253,14 +258,19 @@ struct Looped {
     error: Option<String>,
 }
 
-/// Collects back to back until `stop`; a 409 (the lease is held) waits a moment.
-async fn collect_until(target: Target, stop: Arc<AtomicBool>, timeout: Duration) -> Looped {
+/// Collects until `stop`, pausing `pause` after each run; a 409 (the lease is held) waits a
+/// moment.
+async fn collect_until(target: Target, stop: Arc<AtomicBool>, timeout: Duration, pause: Duration) -> Looped {
     let mut looped = Looped::default();
     while !stop.load(Ordering::Relaxed) {
         match target.collect(timeout).await {
             Ok(Some(run)) => {
                 looped.runs += 1;
                 looped.blobs += run_count(&run, "blobs").unwrap_or(0);
+                let resume = Instant::now() + pause;
+                while Instant::now() < resume && !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50).min(pause)).await;
+                }
             }
             Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => {
@@ -329,7 +339,7 @@ pub async fn effect_round(
     let cpu_before = server_pid.and_then(server::cpu_secs);
     let stop = Arc::new(AtomicBool::new(false));
     let collector =
-        with_collector.then(|| tokio::spawn(collect_until(target.clone(), Arc::clone(&stop), p.collect_timeout)));
+        with_collector.then(|| tokio::spawn(collect_until(target.clone(), Arc::clone(&stop), p.collect_timeout, p.effect_pause)));
 
     let started = Instant::now();
     let pushed = clients(&plans, target, |target, repo, tag, plan| async move {
@@ -410,6 +420,14 @@ impl GcReport {
         stats::ratio(stats::median(&self.effect_values(true, f)), stats::median(&self.effect_values(false, f)))
     }
 
+    /// How the collector ran in the effect rounds.
+    fn looping(&self) -> String {
+        match self.params.effect_pause {
+            d if d.is_zero() => "collector looping back to back".into(),
+            d => format!("collector looping, {} s pause", d.as_secs_f64()),
+        }
+    }
+
     /// The figures as Markdown rows (the text output is the same table).
     pub fn markdown(&self) -> String {
         let mut out = format!(
@@ -450,7 +468,7 @@ impl GcReport {
             ];
             for (name, f) in rows {
                 out += &format!("| {name}, no collector | {} |\n", spread(&self.effect_values(false, f), 1));
-                out += &format!("| {name}, collector looping | {} |\n", spread(&self.effect_values(true, f), 1));
+                out += &format!("| {name}, {} | {} |\n", self.looping(), spread(&self.effect_values(true, f), 1));
                 let ratio = self.effect_ratio(f).map_or("n/a".into(), |x| format!("{x:.3}"));
                 out += &format!("| {name}: with ÷ without (medians) | {ratio} |\n");
             }

@@ -159,6 +159,9 @@ struct GcArgs {
     /// Unreferenced blobs present during each effect round [default: 20000; --quick: 100]
     #[arg(long)]
     effect_garbage: Option<usize>,
+    /// Seconds the effect's looping collector pauses after each run [default: 0, back to back]
+    #[arg(long)]
+    effect_pause: Option<f64>,
     /// Only one of the two measurements
     #[arg(long, value_enum)]
     only: Option<GcPart>,
@@ -334,6 +337,9 @@ async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let mut params = if args.quick { GcParams::quick() } else { GcParams::full() };
     params.blobs = args.blobs.unwrap_or(params.blobs);
     params.effect_garbage = args.effect_garbage.unwrap_or(params.effect_garbage);
+    if let Some(pause) = args.effect_pause {
+        params.effect_pause = std::time::Duration::try_from_secs_f64(pause).context("--effect-pause")?;
+    }
     let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let source = Arc::new(PayloadSource::new(usize::try_from(params.largest_blob())?));
     let mut report = GcReport {
