@@ -338,8 +338,8 @@ pub async fn effect_round(
     let load_before = load_average();
     let cpu_before = server_pid.and_then(server::cpu_secs);
     let stop = Arc::new(AtomicBool::new(false));
-    let collector =
-        with_collector.then(|| tokio::spawn(collect_until(target.clone(), Arc::clone(&stop), p.collect_timeout, p.effect_pause)));
+    let collector = with_collector
+        .then(|| tokio::spawn(collect_until(target.clone(), Arc::clone(&stop), p.collect_timeout, p.effect_pause)));
 
     let started = Instant::now();
     let pushed = clients(&plans, target, |target, repo, tag, plan| async move {
