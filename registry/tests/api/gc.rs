@@ -43,6 +43,20 @@ fn stored(t: &TestServer, digest: &str) -> bool {
     plain_file(t, digest).exists() || std::fs::read_dir(sealed_dir(t, digest)).is_ok_and(|mut d| d.next().is_some())
 }
 
+/// Polls the running collection's recorded phase until it has marked links and waits.
+async fn marks_made(t: &TestServer) {
+    let meta = t.server.app.registry().meta.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = meta.gc_runs(1).await.unwrap();
+        if runs.first().is_some_and(|r| r.phase == "links: waiting") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never reached its wait: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn run_gc(t: &TestServer, body: Value) -> reqwest::Response {
     t.client.post(t.url("/api/v1/gc")).json(&body).send().await.unwrap()
 }
@@ -156,17 +170,8 @@ async fn head_during_the_mark_wait_keeps_the_link() {
     age().await;
     let registry = t.server.app.registry().clone();
     let run = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
-    // Poll the run's recorded phase until it waits.
     let meta = t.server.app.registry().meta.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let runs = meta.gc_runs(1).await.unwrap();
-        if runs.first().is_some_and(|r| r.phase == "links: waiting") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run never reached its wait: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    marks_made(&t).await;
     let r = t.client.head(t.url(&format!("/v2/gc/read/blobs/{digest}"))).send().await.unwrap();
     assert_eq!(r.status(), 200, "the link is there when the HEAD is answered");
     // Unmarked before the answer, not at the next flush of reads (which another replica's
@@ -214,12 +219,7 @@ async fn manifest_put_racing_the_collector() {
     age().await;
     let registry = t.server.app.registry().clone();
     let run = tokio::spawn(async move { registry.collect(&GcOptions::default()).await });
-    let meta = t.server.app.registry().meta.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !meta.gc_runs(1).await.unwrap().first().is_some_and(|r| r.phase == "links: waiting") {
-        assert!(std::time::Instant::now() < deadline, "the run never reached its wait");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    marks_made(&t).await;
     // Marked, not yet removed: the push wins, and the collector's later check sees it.
     let body = image(&config_d, config.len(), &[(&layer_d, layer.len())]);
     assert_eq!(put_manifest(&t, "gc/race", "v1", &body).await.status(), 201);
@@ -356,5 +356,44 @@ async fn unknown_objects_older_than_the_grace() {
     assert!(plain_file(&t, &known).exists(), "a known blob is kept");
     let r = t.client.get(t.url(&format!("/v2/gc/known/blobs/{known}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    t.server.stop().await;
+}
+
+/// A push of content the collector is deleting waits until the collector is done with it,
+/// then stores it afresh: the acknowledged blob is whole.
+#[tokio::test]
+async fn a_push_waits_for_a_doomed_digest() {
+    let t = collecting(Duration::from_millis(100)).await;
+    let bytes = data(25_000, 12);
+    let digest = push_blob(&t, "gc/wait", &bytes).await;
+    let r = t.client.delete(t.url(&format!("/v2/gc/wait/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    // The collector dooms it (phase b), as a run would, once the push's hold is released
+    // (with the next batch of reads).
+    let registry = t.server.app.registry().clone();
+    registry.seen.flush(registry.meta.as_ref()).await.unwrap();
+    let d: berth_oci::Digest = digest.parse().unwrap();
+    let now = berth_storage::metadata::unix_now();
+    let doomed = registry.meta.doom_blobs("test-run", std::slice::from_ref(&d), now).await.unwrap();
+    assert_eq!(doomed.len(), 1);
+
+    let client = t.client.clone();
+    let url = t.url(&format!("/v2/gc/wait/blobs/uploads/?digest={digest}"));
+    let body = bytes.clone();
+    let push = tokio::spawn(async move { client.post(url).body(body).send().await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!push.is_finished(), "the push went ahead while the digest was doomed");
+
+    // The collector deletes the objects, then forgets the rows.
+    let mut paths = vec![berth_storage::layout::blob(&d)];
+    paths.extend(doomed[0].copies.iter().map(|(_, o)| berth_storage::layout::sealed_blob(&d, o)));
+    registry.blobs.delete_objects(paths).await.unwrap();
+    assert!(!stored(&t, &digest));
+    registry.meta.forget_doomed(&doomed).await.unwrap();
+
+    assert_eq!(push.await.unwrap(), 201);
+    assert!(stored(&t, &digest), "stored afresh");
+    let r = t.client.get(t.url(&format!("/v2/gc/wait/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
     t.server.stop().await;
 }

@@ -243,3 +243,87 @@ async fn replicas_share_webhook_deliveries_without_sending_twice() {
     }
     schema.drop().await;
 }
+
+/// Garbage collection across replicas: an image deleted on one replica is collected by
+/// another (its objects gone from the shared store, S3 `DeleteObjects` when S3 is set), a
+/// replica that finds the lease held is refused, and the kept image still pulls everywhere.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
+async fn garbage_collected_across_replicas() {
+    let schema = Schema::create().await;
+    let blobs = tempfile::tempdir().unwrap();
+    let prefix = format!("replicas/{}", schema.name);
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = replica_config(&schema, blobs.path(), &prefix);
+        config.data_dir = dir.path().to_owned();
+        config.gc.interval = Duration::ZERO;
+        servers.push(
+            TestServer::start_tuned(dir, config, &|s| {
+                s.gc.grace = Duration::ZERO;
+                s.gc.mark_wait = Duration::from_millis(200);
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (old, _) = push_manifest(a, "gc/shared", "old", "gc-old").await;
+    let (_, _) = push_manifest(a, "gc/shared", "new", "gc-new").await;
+    let old_config = sha256(br#"{"seed":"gc-old"}"#);
+    let r = a.client.delete(a.url(&format!("/v2/gc/shared/manifests/{old}"))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A's pushes released their holds in its next batch (within 5 s): write it now.
+    let a_registry = a.server.app.registry();
+    a_registry.seen.flush(a_registry.meta.as_ref()).await.unwrap();
+
+    // B collects; A is refused while B holds the lease.
+    let b_registry = b.server.app.registry().clone();
+    let run =
+        tokio::spawn(
+            async move { b_registry.collect(&berth_registry::service::gc::GcOptions::default()).await.unwrap() },
+        );
+    let meta = a.server.app.registry().meta.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while meta.gc_lease().await.unwrap().is_none() && !run.is_finished() {
+        assert!(Instant::now() < deadline, "the collector never took the lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !run.is_finished() {
+        let refused = a.server.app.registry().collect(&Default::default()).await;
+        assert!(matches!(refused, Err(berth_registry::error::ApiError::Conflict(_))), "{refused:?}");
+    }
+    let run = run.await.unwrap();
+    assert_eq!((run.counts.links, run.counts.blobs), (1, 1), "{run:?}");
+
+    let d: berth_oci::Digest = old_config.parse().unwrap();
+    let stored = |s: &TestServer| {
+        let registry = s.server.app.registry().clone();
+        let d = d.clone();
+        async move {
+            use futures::StreamExt;
+            let plain = registry.blobs.size(&d).await.unwrap().is_some();
+            let sealed: Vec<_> = registry.blobs.list_objects("sealed").collect().await;
+            let sealed = sealed
+                .into_iter()
+                .map(Result::unwrap)
+                .any(|(p, _, _)| berth_storage::layout::parse_object(&p).is_some_and(|(digest, _)| digest == d));
+            plain || sealed
+        }
+    };
+    assert!(!stored(a).await && !stored(b).await, "the deleted image's config is gone from the shared store");
+    for s in &servers {
+        let r = s.client.head(s.url(&format!("/v2/gc/shared/blobs/{old_config}"))).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let r = s.client.get(s.url("/v2/gc/shared/manifests/new")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let new_config = sha256(br#"{"seed":"gc-new"}"#);
+    let r = b.client.get(b.url(&format!("/v2/gc/shared/blobs/{new_config}"))).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), br#"{"seed":"gc-new"}"#);
+    for s in servers {
+        s.server.stop().await;
+    }
+    schema.drop().await;
+}

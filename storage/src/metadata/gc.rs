@@ -141,8 +141,9 @@ pub trait GcStore: Send + Sync {
     /// Holds `digest` for a writer about to dedupe against its stored bytes, under `id`:
     /// `false` (nothing held) while the digest is doomed; the writer waits and asks again.
     async fn hold_blob(&self, id: &str, digest: &Digest, now: i64) -> Result<bool>;
-    /// Releases a hold (after the writer's link is written, or it gave up).
-    async fn release_hold(&self, id: &str) -> Result<()>;
+    /// Releases holds (after their writers' links are written, or they gave up); in
+    /// batches: a hold released late only keeps the collector off a digest a little longer.
+    async fn release_holds(&self, ids: &[String]) -> Result<()>;
     /// Whether `digest` is doomed (a writer waiting for the collector polls this).
     async fn is_doomed(&self, digest: &Digest) -> Result<bool>;
 

@@ -40,6 +40,7 @@ pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
 mod repositories;
+mod sql;
 pub mod sqlite;
 mod uploads;
 
@@ -197,10 +198,6 @@ pub(crate) struct DeliveryColumns {
     pub event_seq: i64,
     pub payload: String,
 }
-
-/// `d` is deliveries, `e` events: the columns of [`DeliveryColumns`], in order.
-pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, d.state, d.attempts, d.next_attempt_ms, \
-    d.last_status, d.last_error, d.created_ms, d.updated_ms, e.seq, e.payload";
 
 impl DeliveryColumns {
     pub(crate) fn into_delivery(self) -> Result<Delivery> {

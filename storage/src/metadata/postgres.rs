@@ -102,6 +102,7 @@ use super::postgres_url::ConnectSettings;
 use super::{Event, Page, Subscription, event_payload, postgres_url, subscription_from_columns, unix_now};
 use crate::error::{Error, Result};
 use crate::metadata::Change;
+use crate::metadata::sql::{SCHEMA_VERSION, SUBSCRIPTION_COLUMNS};
 
 /// Connections per process; bounds concurrent database work (and the server's connection
 /// count: replicas × this).
@@ -273,7 +274,7 @@ impl PostgresStore {
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
         .await?;
-        let current: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await?.get(0);
+        let current: i64 = tx.query_one(SCHEMA_VERSION, &[]).await?.get(0);
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             tx.batch_execute(sql).await?;
             tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", &[version, &unix_now()])
@@ -382,8 +383,6 @@ async fn emit(tx: &impl GenericClient, events: &[Event]) -> Result<()> {
     }
     Ok(())
 }
-
-const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source, created_at";
 
 /// Subscriptions (`filter`: a WHERE clause or empty), by name.
 async fn read_subscriptions(tx: &impl GenericClient, filter: &str) -> Result<Vec<Subscription>> {

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use super::{Event, Subscription, event_payload, subscription_from_columns, unix_now};
 use crate::error::{Error, Result};
+use crate::metadata::sql::{SCHEMA_VERSION, SUBSCRIPTION_COLUMNS};
 
 /// Connections kept open; bounds concurrent database work.
 const POOL_SIZE: usize = 4;
@@ -155,7 +156,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = tx.query_row(SCHEMA_VERSION, [], |r| r.get(0))?;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         tx.execute_batch(sql)?;
         tx.execute(
@@ -211,8 +212,6 @@ fn emit(tx: &rusqlite::Transaction<'_>, events: &[Event]) -> Result<()> {
     }
     Ok(())
 }
-
-const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source, created_at";
 
 /// Subscriptions (`filter`: a WHERE clause or empty), by name.
 fn read_subscriptions(conn: &Connection, filter: &str) -> Result<Vec<Subscription>> {

@@ -70,6 +70,9 @@ async fn marking_and_removal(store: &dyn MetadataStore) {
     // Links are created now: a cutoff in the future makes them old enough.
     let cutoff = unix_now() + 100;
     store.record_seen(&[(r.clone(), seen.clone())], cutoff + 5).await.unwrap();
+    // A dry run's count: the same four links, and their blobs (linked nowhere else), 3 bytes each.
+    let preview = store.gc_preview(cutoff, Some(&r)).await.unwrap();
+    assert_eq!((preview.links, preview.blobs, preview.bytes), (4, 4, 12), "{preview:?}");
     assert_eq!(store.mark_links("run-1", cutoff, Some(&r), 100).await.unwrap(), 4, "free, pushed, read, late");
     assert_eq!(store.mark_links("run-1", cutoff, Some(&r), 100).await.unwrap(), 0, "marked once");
     assert!(store.repo_blob_entry(&r, &free).await.unwrap().unwrap().marked);
@@ -147,7 +150,7 @@ async fn holds_links_and_dooms(store: &dyn MetadataStore) {
     assert_eq!(store.repo_blob(&r, &dead).await.unwrap(), None);
 
     // Released, the held digest can be doomed.
-    store.release_hold("hold-1").await.unwrap();
+    store.release_holds(&["hold-1".to_owned()]).await.unwrap();
     let second = store.doom_blobs("run-h", std::slice::from_ref(&held), now).await.unwrap();
     assert_eq!(second.len(), 1);
 
@@ -158,9 +161,9 @@ async fn holds_links_and_dooms(store: &dyn MetadataStore) {
     assert!(!store.unlinked_blobs(None, 100_000).await.unwrap().contains(&dead), "its blob row is gone");
     assert!(store.hold_blob("hold-4", &dead, now).await.unwrap());
     store.link_blob(&r, &dead, 3, true, None, ANON).await.unwrap();
-    store.release_hold("hold-4").await.unwrap();
+    store.release_holds(&["hold-4".to_owned()]).await.unwrap();
     assert_eq!(store.repo_blob(&r, &dead).await.unwrap(), Some(3));
-    store.release_hold("hold-2").await.unwrap();
+    store.release_holds(&["hold-2".to_owned()]).await.unwrap();
 }
 
 /// Phase (0): a run that died between doom and forget leaves rows any later run finishes,
@@ -199,7 +202,7 @@ async fn unused_copies(store: &dyn MetadataStore) {
 
     assert!(store.hold_blob("hold-c", &d, unix_now()).await.unwrap());
     assert_eq!(store.doom_unused_copies("run-c", Some(std::slice::from_ref(&d)), unix_now(), 10).await.unwrap(), []);
-    store.release_hold("hold-c").await.unwrap();
+    store.release_holds(&["hold-c".to_owned()]).await.unwrap();
 
     let doomed = store.doom_unused_copies("run-c", Some(std::slice::from_ref(&d)), unix_now(), 10).await.unwrap();
     assert_eq!(doomed.len(), 1);

@@ -39,11 +39,24 @@ impl Registry {
             tracing::debug!(blob.digest = %digest, "waiting for the garbage collector to finish this blob");
             tokio::time::sleep(DOOM_POLL).await;
         }
-        let result = write.await;
-        if let Err(e) = self.meta.release_hold(&id).await {
-            // It dies on its own: holds older than six hours are ignored.
-            tracing::warn!(blob.digest = %digest, error = %e, "could not release a hold on a blob");
+        // Released with the next batch of reads (`gc::seen`) when `write` ends or is dropped
+        // (a client gone mid-request); were the process to die first, the hold dies on its
+        // own (holds older than six hours are ignored).
+        let _release = Release { seen: &self.seen, id: Some(id) };
+        write.await
+    }
+}
+
+/// Releases a hold when dropped.
+struct Release<'a> {
+    seen: &'a super::seen::SeenLinks,
+    id: Option<String>,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.seen.release(id);
         }
-        result
     }
 }

@@ -16,10 +16,13 @@ use berth_storage::metadata::unix_now;
 /// How often the links seen are written to the store.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The links seen since the last flush.
+/// The links seen since the last flush, and the holds released since (written with them:
+/// a hold released late only keeps the collector off its digest a few seconds longer, and a
+/// push costs one write less).
 #[derive(Debug, Default)]
 pub struct SeenLinks {
     pending: Mutex<HashSet<(RepoName, Digest)>>,
+    released: Mutex<Vec<String>>,
 }
 
 impl SeenLinks {
@@ -30,9 +33,32 @@ impl SeenLinks {
         }
     }
 
+    /// Notes that hold `id` may go ([`crate::service::Registry::with_hold`]). No I/O.
+    pub fn release(&self, id: String) {
+        if let Ok(mut released) = self.released.lock() {
+            released.push(id);
+        }
+    }
+
+    /// Writes the released holds, in one batch; kept for the next flush on failure.
+    async fn flush_released(&self, meta: &dyn MetadataStore) -> berth_storage::Result<()> {
+        let ids: Vec<String> = match self.released.lock() {
+            Ok(mut released) => std::mem::take(&mut *released),
+            Err(_) => return Ok(()),
+        };
+        if let Err(e) = meta.release_holds(&ids).await {
+            if let Ok(mut released) = self.released.lock() {
+                released.extend(ids);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Writes what was recorded to the store, in one batch. What fails to be written is kept
     /// for the next flush.
     pub async fn flush(&self, meta: &dyn MetadataStore) -> berth_storage::Result<usize> {
+        self.flush_released(meta).await?;
         let batch: Vec<(RepoName, Digest)> = match self.pending.lock() {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => return Ok(0),

@@ -7,12 +7,10 @@ use deadpool_postgres::GenericClient;
 use super::{PostgresStore, db_count, emit, ensure_repo};
 use crate::crypt::{Run, SealedBlob};
 use crate::error::Result;
+use crate::metadata::sql::COPY_COLUMNS;
 use crate::metadata::{
     BlobEntry, Blobs, Origin, blob_linked, db_size, parse_digest, repository_created, size_of, unix_now,
 };
-
-/// A blob copy's columns: `c` is blob_copies, `b` blobs.
-const COPY_COLUMNS: &str = "c.key_name, c.object, b.size, c.kek, c.wrapped, c.runs";
 
 /// The copy read from [`COPY_COLUMNS`] starting at column `at`.
 fn copy_record(row: &tokio_postgres::Row, at: usize) -> Result<SealedBlob> {

@@ -21,6 +21,7 @@ use crate::metadata::gc::{
     Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore, HOLD_TTL_SECS, Millis, candidate_condition,
     keys_column, keys_from_column,
 };
+use crate::metadata::sql::GC_RUN_COLUMNS as RUN_COLUMNS;
 use crate::metadata::{Event, db_size, parse_digest, size_of};
 
 /// The advisory lock class of digests ("bgcd" in ASCII); the second key is the first 32 bits
@@ -55,9 +56,6 @@ pub(super) async fn lock_digests(tx: &impl GenericClient, digests: &[String]) ->
 pub(super) async fn doomed_now(tx: &impl GenericClient, digest: &str) -> Result<bool> {
     Ok(tx.query_opt("SELECT 1 FROM gc_dooms WHERE digest = $1", &[&digest]).await?.is_some())
 }
-
-const RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, copies, \
-    unknown_objects, uploads, bytes, duration_ms, error";
 
 fn run_record(r: &tokio_postgres::Row) -> Result<GcRun> {
     let count = |i: usize| r.try_get::<_, i64>(i).map(size_of);
@@ -212,8 +210,11 @@ impl GcStore for PostgresStore {
         })
     }
 
-    async fn release_hold(&self, id: &str) -> Result<()> {
-        self.client().await?.execute("DELETE FROM gc_holds WHERE id = $1", &[&id]).await?;
+    async fn release_holds(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.client().await?.execute("DELETE FROM gc_holds WHERE id = ANY($1)", &[&ids]).await?;
         Ok(())
     }
 
@@ -378,6 +379,7 @@ impl GcStore for PostgresStore {
         let digests: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
         let held = held("s.digest", "$3");
         transaction!(self, |tx| {
+            tx.execute("DELETE FROM gc_holds WHERE created_at <= $1", &[&(now - HOLD_TTL_SECS)]).await?;
             lock_digests(&tx, &digests).await?;
             // After the locks: a hold or link that committed before is seen here.
             let rows = tx

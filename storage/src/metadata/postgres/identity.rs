@@ -5,9 +5,8 @@ use deadpool_postgres::GenericClient;
 
 use super::PostgresStore;
 use crate::error::Result;
+use crate::metadata::sql::{ACCESS_KEY_COLUMNS, USER_COLUMNS};
 use crate::metadata::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
-
-const USER_COLUMNS: &str = "name, password_hash, disabled, created_at, id, credential_generation";
 
 fn user_record(row: &tokio_postgres::Row) -> Result<UserRecord> {
     Ok(UserRecord {
@@ -19,8 +18,6 @@ fn user_record(row: &tokio_postgres::Row) -> Result<UserRecord> {
         generation: row.try_get(5)?,
     })
 }
-
-const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at";
 
 fn access_key_record(row: &tokio_postgres::Row) -> Result<AccessKeyRecord> {
     Ok(AccessKeyRecord {

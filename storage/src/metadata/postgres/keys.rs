@@ -5,18 +5,14 @@ use deadpool_postgres::GenericClient;
 
 use super::PostgresStore;
 use crate::error::{Error, Result};
+use crate::metadata::sql::KEY_COUNTS;
 use crate::metadata::{KeyRecord, KeyState, Keys, RetireRefused, size_of, unix_now};
 
 #[async_trait]
 impl Keys for PostgresStore {
     async fn keys(&self, counts: bool) -> Result<Vec<KeyRecord>> {
         let client = self.client().await?;
-        let counted = if counts {
-            "(SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
-             (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id)"
-        } else {
-            "0::bigint, 0::bigint"
-        };
+        let counted = if counts { KEY_COUNTS } else { "0::bigint, 0::bigint" };
         let stmt = client
             .prepare_cached(&format!(
                 "SELECT k.id, k.name, k.state, k.check_value, k.created_at, {counted} \

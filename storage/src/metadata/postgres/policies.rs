@@ -8,9 +8,8 @@ use deadpool_postgres::GenericClient;
 
 use super::PostgresStore;
 use crate::error::Result;
+use crate::metadata::sql::POLICY_COLUMNS;
 use crate::metadata::{Policies, PolicyRecord, PolicySet, PolicyTarget, unix_now};
-
-const POLICY_COLUMNS: &str = "target_kind, target, name, document, updated_at";
 
 fn policy_record(row: &tokio_postgres::Row) -> Result<PolicyRecord> {
     Ok(PolicyRecord {

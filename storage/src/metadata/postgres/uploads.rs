@@ -7,9 +7,8 @@ use deadpool_postgres::GenericClient;
 use super::PostgresStore;
 use crate::crypt::UploadSealing;
 use crate::error::{Error, Result};
+use crate::metadata::sql::UPLOAD_COLUMNS;
 use crate::metadata::{UploadQuota, UploadRecord, Uploads, db_size, size_of};
-
-const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, parts, created_at, updated_at, sealing";
 
 fn upload_record(row: &tokio_postgres::Row) -> Result<UploadRecord> {
     let id: String = row.try_get(0)?;

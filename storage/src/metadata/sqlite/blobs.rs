@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, emit, ensure_repo};
 use crate::crypt::{Run, SealedBlob};
 use crate::error::Result;
+use crate::metadata::sql::COPY_COLUMNS;
 use crate::metadata::{
     BlobEntry, Blobs, Origin, blob_linked, db_size, parse_digest, repository_created, size_of, unix_now,
 };
@@ -17,9 +18,6 @@ fn copy_record(row: CopyRow) -> Result<SealedBlob> {
     let (key_name, object, size, kek, wrapped, runs) = row;
     Ok(SealedBlob { key_name, object, size: size_of(size), kek, wrapped, runs: Run::decode(&runs)? })
 }
-
-/// `c` is blob_copies, `b` blobs.
-const COPY_COLUMNS: &str = "c.key_name, c.object, b.size, c.kek, c.wrapped, c.runs";
 
 fn copy_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CopyRow> {
     Ok((row.get(at)?, row.get(at + 1)?, row.get(at + 2)?, row.get(at + 3)?, row.get(at + 4)?, row.get(at + 5)?))

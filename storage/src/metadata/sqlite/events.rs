@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use super::{SUBSCRIPTION_COLUMNS, SqliteStore, read_subscriptions};
+use super::{SqliteStore, read_subscriptions};
 use crate::error::{Error, Result};
+use crate::metadata::sql::{DELIVERY_COLUMNS, SUBSCRIPTION_COLUMNS};
 use crate::metadata::{
-    Attempt, Claimed, DELIVERY_COLUMNS, Delivery, DeliveryColumns, DeliveryCounts, DeliveryFilter, DeliveryPhase,
-    Event, Events, Outcome, OutcomeColumns, Subscription, SubscriptionSource, attempt_from_columns, event_from_payload,
-    size_of, source_column, subscription_definition, unix_now,
+    Attempt, Claimed, Delivery, DeliveryColumns, DeliveryCounts, DeliveryFilter, DeliveryPhase, Event, Events, Outcome,
+    OutcomeColumns, Subscription, SubscriptionSource, attempt_from_columns, event_from_payload, size_of, source_column,
+    subscription_definition, unix_now,
 };
 
 /// Inserts or replaces `s` (with `source`), keeping `created_at` of one that exists;

@@ -14,13 +14,11 @@ use crate::metadata::gc::{
     Doomed, GcLease, GcPreview, GcRun, GcState, GcStore, HOLD_TTL_SECS, Millis, candidate_condition, keys_column,
     keys_from_column,
 };
+use crate::metadata::sql::GC_RUN_COLUMNS as RUN_COLUMNS;
 use crate::metadata::{Event, db_size, parse_digest, size_of};
 
 /// The lease row's name (one collector per store).
 const LEASE: &str = "gc";
-
-const RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, copies, \
-    unknown_objects, uploads, bytes, duration_ms, error";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(GcRun, String)> {
     let count = |i: usize| r.get::<_, i64>(i).map(size_of);
@@ -155,10 +153,16 @@ impl GcStore for SqliteStore {
         .await
     }
 
-    async fn release_hold(&self, id: &str) -> Result<()> {
-        let id = id.to_owned();
+    async fn release_holds(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
         self.write(move |tx| {
-            tx.execute("DELETE FROM gc_holds WHERE id = ?1", [id])?;
+            let mut stmt = tx.prepare_cached("DELETE FROM gc_holds WHERE id = ?1")?;
+            for id in &ids {
+                stmt.execute([id])?;
+            }
             Ok(())
         })
         .await

@@ -5,9 +5,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, delete_policies_of};
 use crate::error::Result;
+use crate::metadata::sql::{ACCESS_KEY_COLUMNS, USER_COLUMNS};
 use crate::metadata::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
-
-const USER_COLUMNS: &str = "name, password_hash, disabled, created_at, id, credential_generation";
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
@@ -19,8 +18,6 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         generation: row.get(5)?,
     })
 }
-
-const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at";
 
 fn access_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
     Ok(AccessKeyRecord {

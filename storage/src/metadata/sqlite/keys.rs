@@ -5,18 +5,14 @@ use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::error::{Error, Result};
+use crate::metadata::sql::KEY_COUNTS;
 use crate::metadata::{KeyRecord, KeyState, Keys, RetireRefused, size_of, unix_now};
 
 #[async_trait]
 impl Keys for SqliteStore {
     async fn keys(&self, counts: bool) -> Result<Vec<KeyRecord>> {
         self.with_conn(move |c| {
-            let counted = if counts {
-                "(SELECT COUNT(*) FROM blob_copies c WHERE c.kek = k.id), \
-                 (SELECT COUNT(*) FROM uploads u WHERE u.sealing_kek = k.id)"
-            } else {
-                "0, 0"
-            };
+            let counted = if counts { KEY_COUNTS } else { "0, 0" };
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT k.id, k.name, k.state, k.check_value, k.created_at, {counted} \
                  FROM keys k ORDER BY k.name, k.created_at, k.id"

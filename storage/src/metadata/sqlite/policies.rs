@@ -8,12 +8,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::error::Result;
+use crate::metadata::sql::POLICY_COLUMNS;
 use crate::metadata::{Policies, PolicyRecord, PolicySet, PolicyTarget, unix_now};
 
 /// A policy's columns as read: target kind, target, name, document, updated_at.
 type PolicyRow = (String, String, String, String, i64);
-
-const POLICY_COLUMNS: &str = "target_kind, target, name, document, updated_at";
 
 fn policy_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::SqliteStore;
 use crate::crypt::UploadSealing;
 use crate::error::{Error, Result};
+use crate::metadata::sql::UPLOAD_COLUMNS;
 use crate::metadata::{UploadQuota, UploadRecord, Uploads, db_size, size_of};
 
 /// The columns of [`UPLOAD_COLUMNS`], as read.
@@ -30,8 +31,6 @@ fn upload_record(row: UploadRow) -> Result<UploadRecord> {
         sealing: sealing.map(|s| UploadSealing::decode(s.as_bytes())).transpose()?,
     })
 }
-
-const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, parts, created_at, updated_at, sealing";
 
 fn sealing_text(u: &UploadRecord) -> (Option<String>, Option<String>) {
     match &u.sealing {
