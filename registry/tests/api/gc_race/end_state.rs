@@ -180,6 +180,23 @@ fn sealed_path(digest: &str, object: &str) -> String {
     format!("sealed/{alg}/{}/{hex}/{object}", &hex[..2])
 }
 
+/// Waits (polling, 60 s at most) until no writer holds a digest: holds are released in the
+/// registry's batched flush, every few seconds after their writer finished, and the final
+/// collection must not meet one (it would leave that blob for the next run).
+pub async fn wait_for_released_holds(db: &Db) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let held = first(db.rows("SELECT digest FROM gc_holds ORDER BY 1").await);
+        if held.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{} holds still there a minute after the clients stopped: {held:?}", held.len()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// How much is stored, for the summary.
 pub async fn counts(db: &Db) -> String {
     let n = |table: &str| format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}");

@@ -218,6 +218,7 @@ async fn race(servers: &[TestServer], db: &Db, store: &Store) {
         urls.len(),
         end_state::counts(db).await
     );
+    end_state::wait_for_released_holds(db).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     let last = servers[0].server.app.registry().collect(&GcOptions::default()).await;
     let last = last.unwrap_or_else(|e| panic!("seed {seed}: the final collection: {e}"));
     println!("gc race: the final collection: {last:?}");
