@@ -103,6 +103,11 @@ impl GcParams {
     }
 }
 
+/// How long after a push Berth may still hold its digest: writers' holds are released in the
+/// registry's batched flush (every 5 s), and a collection skips held digests. The rounds wait
+/// this long after pushing, before a collection that must take everything.
+const HOLD_RELEASE: Duration = Duration::from_secs(6);
+
 /// The 1-, 5- and 15-minute load averages, to read a round's figures against what else ran.
 pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -201,7 +206,8 @@ pub async fn reclaim_round(
     server_pid: Option<u32>,
 ) -> Result<ReclaimRound, BenchError> {
     let seeded = seed_garbage(target, source, &format!("{namespace}/garbage"), p.blobs, p).await?;
-    // The seeding's dirty pages are written back now, not during the collection.
+    // The seeding's holds are released, and its dirty pages written back, before the clock.
+    tokio::time::sleep(HOLD_RELEASE).await;
     flush_page_cache().await;
     let load_before = load_average();
     let cpu_before = server_pid.and_then(server::cpu_secs);
@@ -365,6 +371,7 @@ pub async fn effect_round(
     for (repo, _) in &plans {
         target.delete_repository(repo).await?;
     }
+    tokio::time::sleep(HOLD_RELEASE).await;
     target.collect(p.collect_timeout).await?;
     Ok(EffectRound {
         with_collector,
