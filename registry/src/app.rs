@@ -128,6 +128,8 @@ impl App {
             upload_max_age: config.uploads.max_age,
             uploads_per_repository: config.uploads.max_open_per_repository,
             uploads_per_principal: config.uploads.max_open_per_principal,
+            quotas: config.quotas.records(),
+            quota_warning: config.quotas.warning,
             gc: crate::service::gc::GcSettings { grace: config.gc.grace, ..Default::default() },
         };
         tune(&mut settings);

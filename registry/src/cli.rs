@@ -1,6 +1,6 @@
 //! The `berth` command line: the clap definitions of every command and flag. What each
-//! command does is in `main.rs` (serve, health, config), `keys_cli.rs`, `admin_cli.rs` and
-//! `ops_cli.rs`.
+//! command does is in `main.rs` (serve, health, config), `keys_cli.rs`, `admin_cli.rs`,
+//! `ops_cli.rs` and `usage_cli.rs`.
 //!
 //! Every command and argument has a one-line help (the first paragraph of its doc comment);
 //! further paragraphs appear under `--help` only. A test below walks the whole tree. The
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{admin_cli, ops_cli};
+use crate::{admin_cli, ops_cli, usage_cli};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Berth: an OCI container registry")]
@@ -106,6 +106,32 @@ pub enum Command {
     Repository {
         #[command(subcommand)]
         action: ops_cli::RepositoryAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
+    /// What the registry holds: per repository, per key, in total and deduplicated.
+    Usage {
+        /// Only this repository, with the quotas that cover it.
+        #[arg(long)]
+        repository: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Quotas on bytes and images per repository or prefix: list, set, delete.
+    Quota {
+        #[command(subcommand)]
+        action: usage_cli::QuotaAction,
         /// TOML configuration file (as for `serve`).
         #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,

@@ -14,7 +14,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod effective;
+mod quotas;
 pub use effective::{Effective, Origin, effective};
+pub use quotas::{QuotaRule, QuotasConfig, byte_size as quota_size};
 
 /// Everything Berth can be told. See README.md for the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +41,7 @@ pub struct Config {
     pub scrub: ScrubConfig,
     pub gc: GcConfig,
     pub server: ServerConfig,
+    pub quotas: QuotasConfig,
 }
 
 /// The scheduled garbage collection of `berth serve` (README "Garbage collection").
@@ -476,6 +479,7 @@ impl Default for Config {
             scrub: ScrubConfig::default(),
             gc: GcConfig::default(),
             server: ServerConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -583,6 +587,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.tls.validate()?;
         self.server.validate()?;
+        self.quotas.validate()?;
         self.gc.validate()?;
         self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
@@ -724,6 +729,11 @@ pub(crate) mod duration_or_off {
 /// Bytes per second, as `scrub.rate` takes them: `52428800`, `50MiB`, `200MB/s`.
 pub fn parse_byte_rate(text: &str) -> Option<u64> {
     byte_rate::parse(text)
+}
+
+/// A size in bytes: a number, or with a unit (`10GiB`, `200MB`, `2TiB`).
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    quotas::parse_size(text)
 }
 
 /// Bytes per second: a number, or text with a unit (`50MiB`, `200MB`, `1GiB/s`).

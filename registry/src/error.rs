@@ -58,6 +58,9 @@ pub enum ApiError {
     /// sessions); the message names the bound and what to do.
     #[error("{0}")]
     LimitReached(String),
+    /// A push that would pass a quota; the message names the quota, its limit and the use.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A request to the token service or the admin API that makes no sense.
     #[error("{0}")]
     Invalid(String),

@@ -9,9 +9,11 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum GcAction {
-    /// Collect now (while servers keep serving): unreferenced blob links older than
-    /// gc.grace, the blobs no repository links, unused sealed copies, unknown objects and
-    /// stale uploads. Progress goes to the log; the summary is printed at the end.
+    /// Collect garbage now, while servers keep serving.
+    ///
+    /// Takes unreferenced blob links older than gc.grace, the blobs no repository links,
+    /// unused sealed copies, unknown objects and stale uploads. Progress goes to the log;
+    /// the summary is printed at the end.
     Run {
         /// Count what would be reclaimed; change nothing.
         #[arg(long)]

@@ -93,6 +93,13 @@ fn cloudevent(e: &Event, ctx: &Context) -> Value {
     insert(&mut data, "tag", e.tag.clone());
     insert(&mut data, "size", e.size);
     insert(&mut data, "fromRepository", e.from_repository.clone());
+    if let Some(q) = &e.quota {
+        data.insert(
+            "quota".into(),
+            json!({ "scope": q.scope, "dimension": q.dimension, "limit": q.limit, "used": q.used,
+                "threshold": q.threshold }),
+        );
+    }
     if let Some(gc) = &e.gc {
         data.insert("gc".into(), serde_json::to_value(gc).unwrap_or_default());
     }
@@ -125,6 +132,7 @@ fn distribution(e: &Event, ctx: &Context) -> Value {
         | EventKind::TagDelete
         | EventKind::RepositoryDelete
         | EventKind::RepositoryCreate
+        | EventKind::QuotaWarning
         | EventKind::GcCompleted => "delete",
     };
     let mut target = Map::new();

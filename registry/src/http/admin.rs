@@ -17,8 +17,9 @@
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
-//! Webhooks, deliveries and task definitions (`http::webhooks`) are served here too, and
-//! also with authentication off (then to anyone, like everything else).
+//! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
+//! (`http::usage`) are served here too, and also with authentication off (then to anyone,
+//! like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,12 +56,13 @@ enum Target {
     /// `POST /api/v1/gc` (run now), `GET /api/v1/gc` (recent runs, the lease).
     Gc,
     Events(super::webhooks::Target),
+    Usage(super::usage::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_))
+        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_))
     }
 }
 
@@ -88,7 +90,10 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
-        other => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        other => match super::usage::parse(other) {
+            Some(usage) => Target::Usage(usage?),
+            None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        },
     })
 }
 
@@ -187,6 +192,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
             let call =
                 super::webhooks::Call { reg, caller: caller.as_ref(), query: &query, body: &body, host, path: &path };
             return super::webhooks::handle(call, &method, t).await;
+        }
+        Target::Usage(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::usage::handle(call, &method, t).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

@@ -29,6 +29,7 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
         ApiError::Unauthorized { .. } => (ErrorCode::Unauthorized, StatusCode::UNAUTHORIZED),
         ApiError::Denied { challenge: Some(_), .. } => (ErrorCode::Denied, StatusCode::UNAUTHORIZED),
         ApiError::Denied { challenge: None, .. } => (ErrorCode::Denied, StatusCode::FORBIDDEN),
+        ApiError::QuotaExceeded(_) => (ErrorCode::Denied, StatusCode::FORBIDDEN),
         ApiError::TooManyRequests { .. } => (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS),
         ApiError::LimitReached(_) => (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS),
         ApiError::BlobUnknown => (ErrorCode::BlobUnknown, StatusCode::NOT_FOUND),

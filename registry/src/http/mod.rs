@@ -19,6 +19,7 @@ pub mod ranges;
 pub mod route;
 mod token;
 mod uploads;
+mod usage;
 mod webhooks;
 
 use std::sync::Arc;

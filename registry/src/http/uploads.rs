@@ -72,7 +72,8 @@ pub async fn start(reg: &Registry, name: &RepoName, req: &Req, body: Body) -> Ap
     if let Some(d) = req.param("digest") {
         // Monolithic upload: the whole blob is this request's body.
         let digest = parse_digest(d)?;
-        reg.monolithic_upload(name, &digest, body_stream(body), &req.origin).await?;
+        let declared = req.header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        reg.monolithic_upload(name, &digest, declared, body_stream(body), &req.origin).await?;
         return Ok(created(name, &digest));
     }
     let up = reg.start_upload(name, algorithm.unwrap_or(Algorithm::Sha256), &req.origin).await?;

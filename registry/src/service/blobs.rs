@@ -108,8 +108,10 @@ impl Registry {
             Err(ApiError::BlobUnknown) => return Ok(None),
             other => other?,
         }
-        let key = self.upload_key(repo).await?;
         let size = source.size;
+        let covering = self.quotas_for(repo).await?;
+        self.check_blob_quota(&covering, repo, digest, size).await?;
+        let key = self.upload_key(repo).await?;
         let shared = match (&key, &source.copy) {
             // The source's content is what the target reads: a copy for the same key, or
             // plaintext for a plaintext target (or one whose key predates the blob).
@@ -137,6 +139,7 @@ impl Registry {
         self.meta.link_blob(repo, digest, size, plaintext, Some(from), origin).await?;
         self.events.wake();
         tracing::info!(repo.name = %repo, blob.digest = %digest, mount.from = %from, "blob mounted");
+        self.note_quota_use(&covering, repo, origin).await;
         Ok(Some(size))
     }
 

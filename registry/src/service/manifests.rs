@@ -73,6 +73,8 @@ impl Registry {
             manifests: required(&parsed.manifests),
             tags: tags.clone(),
         };
+        let covering = self.quotas_for(repo).await?;
+        self.check_manifest_quota(&covering, repo, &digest).await?;
         if record.blobs.is_empty() && record.manifests.is_empty() && self.meta.repository_key(repo).await?.is_none() {
             // Referencing nothing, this manifest may be the repository's first content: the
             // repository is created with the key it would get from a blob.
@@ -84,6 +86,7 @@ impl Registry {
         self.events.wake();
         tracing::info!(repo.name = %repo, manifest.digest = %digest, manifest.media_type = %parsed.media_type,
             manifest.tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest pushed");
+        self.note_quota_use(&covering, repo, origin).await;
         Ok(Pushed { digest, subject, tags })
     }
 

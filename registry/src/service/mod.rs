@@ -11,6 +11,7 @@ pub mod repositories;
 pub mod scrub;
 pub mod taskdef;
 pub mod uploads;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,10 @@ pub struct Settings {
     /// `uploads.max_open_per_repository` and `uploads.max_open_per_principal`.
     pub uploads_per_repository: u64,
     pub uploads_per_principal: u64,
+    /// `quotas.limits`: the quotas of the configuration (stored ones win per scope).
+    pub quotas: Vec<berth_storage::metadata::QuotaRecord>,
+    /// `quotas.warning`: percent of a limit at which `quota.warning` is written; 0: never.
+    pub quota_warning: u8,
     /// `gc.grace` and the wait between marking and removing links.
     pub gc: gc::GcSettings,
 }

@@ -219,7 +219,18 @@ impl Registry {
             if !self.meta.delete_upload(id).await? {
                 return Err(ApiError::BlobUploadUnknown);
             }
-            let result = self.verify_and_commit(&up, digest, origin).await;
+            // The size is known now: a push past a quota is refused before its bytes are committed.
+            let covering = self.quotas_for(&up.repo).await;
+            let result = match &covering {
+                Ok(covering) => match self.check_blob_quota(covering, &up.repo, digest, up.offset).await {
+                    Ok(()) => self.verify_and_commit(&up, digest, origin).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            if let (Ok(_), Ok(covering)) = (&result, &covering) {
+                self.note_quota_use(covering, &up.repo, origin).await;
+            }
             if result.is_err() {
                 // The session is gone; leave nothing of it behind.
                 if let Err(e) = self.blobs.discard_upload(id).await {
@@ -303,22 +314,34 @@ impl Registry {
     }
 
     /// A whole blob in one request (`POST ?digest=`): staged, verified and committed with no
-    /// session record (a request that dies midway leaves a folder the purge removes).
+    /// session record (a request that dies midway leaves a folder the purge removes). With
+    /// its `declared` length (`Content-Length`) a push past a quota is refused before a byte
+    /// is stored; without, once the body is in, before it is linked (the garbage collector
+    /// reclaims what was stored).
     pub async fn monolithic_upload(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        declared: Option<u64>,
         body: ByteStream,
         origin: &Origin,
     ) -> ApiResult<u64> {
+        let covering = self.quotas_for(repo).await?;
+        if let Some(len) = declared {
+            self.check_blob_quota(&covering, repo, digest, len).await?;
+        }
         // Held through the write (which may find the content stored: dedupe) and the link.
         self.with_hold(digest, async {
             let key = self.upload_key(repo).await?;
             let len = self.write_blob(digest, body, key.as_deref()).await?;
+            if declared != Some(len) {
+                self.check_blob_quota(&covering, repo, digest, len).await?;
+            }
             self.ensure_repository(repo, key.as_deref(), origin).await?;
             self.meta.link_blob(repo, digest, len, key.is_none(), None, origin).await?;
             self.events.wake();
             tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = len, "blob committed");
+            self.note_quota_use(&covering, repo, origin).await;
             Ok(len)
         })
         .await

@@ -320,6 +320,61 @@ async fn bad_input_is_explained_in_the_commands_terms() {
     t.server.stop().await;
 }
 
+/// `berth usage` and `berth quota`: a quota set by the command is applied by the running
+/// server at its next push; listings as tables and JSON; mistakes named in the command's terms.
+#[tokio::test]
+async fn usage_and_quota_commands() {
+    let t = TestServer::start().await;
+    let dir = t.dir.path();
+    push_manifest(&t, "team/app", "v1", "cli-usage").await;
+
+    let set = one_line(&berth(dir, &["quota", "set", "team/*", "--bytes", "1KiB", "--images", "3"]));
+    assert!(
+        set.starts_with("quota of team/* set: 1.0 KiB of blobs (") && set.ends_with("3 images (1 in use)"),
+        "{set}"
+    );
+    let big = data(2000, 9);
+    let r = t
+        .client
+        .post(t.url(&format!("/v2/team/other/blobs/uploads/?digest={}", sha256(&big))))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the server applies the quota the command set");
+    let replaced = one_line(&berth(dir, &["quota", "set", "team/*", "--images", "5"]));
+    assert_eq!(replaced, "quota of team/* replaced: 5 images (1 in use)");
+
+    let listed = json(&berth(dir, &["quota", "list", "--json"]));
+    assert_eq!((listed[0]["scope"].as_str(), listed[0]["source"].as_str()), (Some("team/*"), Some("api")));
+    assert_eq!(listed[0]["max_images"], 5);
+    let table = out(&berth(dir, &["quota", "list"]));
+    assert!(table.lines().any(|l| l.starts_with("team/*") && l.contains("api")), "{table}");
+
+    let usage = json(&berth(dir, &["usage", "--json"]));
+    assert_eq!((usage["repositories"].as_u64(), usage["manifests"].as_u64()), (Some(1), Some(1)), "{usage}");
+    assert_eq!(usage["repositories_page"][0]["repository"], "team/app");
+    let table = out(&berth(dir, &["usage"]));
+    assert!(table.lines().any(|l| l.starts_with("team/app")) && table.contains("dedupe ratio"), "{table}");
+    let one = json(&berth(dir, &["usage", "--repository", "team/app", "--json"]));
+    assert_eq!((one["manifests"].as_u64(), one["tags"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(one["quotas"][0]["scope"], "team/*");
+    let text = out(&berth(dir, &["usage", "--repository", "team/app"]));
+    assert!(text.starts_with("repository team/app\n") && text.contains("team/*"), "{text}");
+
+    assert_eq!(one_line(&berth(dir, &["quota", "delete", "team/*"])), "quota of team/* deleted");
+    for (args, says) in [
+        (&["quota", "delete", "team/*"][..], "no quota of team/* is set through the API"),
+        (&["quota", "set", "team/*"][..], "--bytes, --images or both"),
+        (&["quota", "set", "team*", "--bytes", "1"][..], "team-a/*"),
+        (&["quota", "set", "team/*", "--bytes", "lots"][..], "--bytes \"lots\": give a size like 10GiB"),
+        (&["usage", "--repository", "none/here"][..], "no repository none/here"),
+    ] {
+        let e = failed(&berth(dir, args));
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+}
+
 #[tokio::test]
 async fn gc_run_and_status() {
     let t = TestServer::start().await;

@@ -18,6 +18,7 @@ mod gc;
 mod gc_race;
 mod integrity;
 mod limits;
+mod quotas;
 mod readme;
 mod replicas;
 mod restart;

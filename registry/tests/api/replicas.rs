@@ -244,6 +244,47 @@ async fn replicas_share_webhook_deliveries_without_sending_twice() {
     schema.drop().await;
 }
 
+/// A quota set through one replica's admin API applies at once on the others (it is in the
+/// shared database), usage reads the same everywhere, and pushes through both replicas that
+/// cross the warning threshold together write one `quota.warning`.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
+async fn a_quota_set_on_one_replica_holds_on_all_and_warns_once() {
+    let schema = Schema::create().await;
+    let blobs = tempfile::tempdir().unwrap();
+    let rs = replicas(&schema, blobs.path(), 2).await;
+    let push = |t: &TestServer, repo: &str, body: Vec<u8>| {
+        let url = t.url(&format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(&body)));
+        t.client.post(url).body(body).send()
+    };
+    let r =
+        rs[0].client.put(rs[0].url("/api/v1/quotas/shared/*")).body(r#"{"max_bytes": 10000}"#).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(push(&rs[1], "shared/a", data(4000, 1)).await.unwrap().status(), 201);
+    let refused = push(&rs[1], "shared/b", data(7000, 2)).await.unwrap();
+    assert_eq!(refused.status(), 403, "the quota set on replica 0 holds on replica 1");
+
+    // 8 pushes of 500 bytes at once, through both replicas: 8000 bytes, 80 % (the default
+    // threshold) reached by whichever commits last.
+    let pushes = (0..8u8).map(|i| push(&rs[usize::from(i % 2)], "shared/c", data(500, 10 + i)));
+    for r in futures::future::join_all(pushes).await {
+        assert_eq!(r.unwrap().status(), 201);
+    }
+    for t in &rs {
+        let usage: serde_json::Value = t.client.get(t.url("/api/v1/usage")).send().await.unwrap().json().await.unwrap();
+        assert_eq!((usage["bytes"].as_u64(), usage["repositories"].as_u64()), (Some(8000), Some(2)), "{usage}");
+    }
+    let events: serde_json::Value =
+        rs[0].client.get(rs[0].url("/api/v1/events?after=0&limit=1000")).send().await.unwrap().json().await.unwrap();
+    let warnings: Vec<&serde_json::Value> =
+        events["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "quota.warning").collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["quota"]["used"], 8000);
+    for r in rs {
+        r.server.stop().await;
+    }
+}
+
 /// Garbage collection across replicas: an image deleted on one replica is collected by
 /// another (its objects gone from the shared store, S3 `DeleteObjects` when S3 is set), a
 /// replica that finds the lease held is refused, and the kept image still pulls everywhere.

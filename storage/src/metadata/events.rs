@@ -36,6 +36,9 @@ pub enum EventKind {
     RepositoryCreate,
     #[serde(rename = "repository.delete")]
     RepositoryDelete,
+    /// A quota's use reached its warning threshold (`quotas.warning`); once per crossing.
+    #[serde(rename = "quota.warning")]
+    QuotaWarning,
     /// A garbage collection run completed; the event carries its summary (`gc`). Its
     /// repository is the one the run was limited to, else empty.
     #[serde(rename = "gc.completed")]
@@ -43,7 +46,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ManifestPush,
         EventKind::ManifestDelete,
         EventKind::TagDelete,
@@ -51,6 +54,7 @@ impl EventKind {
         EventKind::BlobMount,
         EventKind::RepositoryCreate,
         EventKind::RepositoryDelete,
+        EventKind::QuotaWarning,
         EventKind::GcCompleted,
     ];
 
@@ -63,6 +67,7 @@ impl EventKind {
             EventKind::BlobMount => "blob.mount",
             EventKind::RepositoryCreate => "repository.create",
             EventKind::RepositoryDelete => "repository.delete",
+            EventKind::QuotaWarning => "quota.warning",
             EventKind::GcCompleted => "gc.completed",
         }
     }
@@ -145,6 +150,9 @@ pub struct Event {
     /// blob.mount: where the blob came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_repository: Option<String>,
+    /// quota.warning: which quota, its limit and the use that reached the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaNotice>,
     #[serde(default)]
     pub origin: Origin,
     /// gc.completed: what the run reclaimed.
@@ -180,10 +188,24 @@ impl Event {
             tag: None,
             size: None,
             from_repository: None,
+            quota: None,
             origin: origin.clone(),
             gc: None,
         }
     }
+}
+
+/// What a `quota.warning` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaNotice {
+    /// The quota's scope as written: `team-a/app`, `team-a/*`, `*`.
+    pub scope: String,
+    /// `bytes` or `images`.
+    pub dimension: String,
+    pub limit: u64,
+    pub used: u64,
+    /// The threshold crossed, in percent of the limit.
+    pub threshold: u8,
 }
 
 /// How a subscription's requests are shaped.

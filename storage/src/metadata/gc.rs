@@ -2,7 +2,7 @@
 //! marked, holds on digests a writer is about to dedupe against, doomed digests whose
 //! objects are being deleted, the one-collector lease, and the runs.
 //!
-//! The three protections (ARCHITECTURE.md, invariant 20) meet here:
+//! The three protections (ARCHITECTURE.md, invariant 22) meet here:
 //! - a link is removed only while no manifest of its repository references the digest,
 //!   re-checked after the link is locked (SQLite: the single writer; PostgreSQL: `FOR UPDATE`
 //!   then a later statement, whose snapshot sees a manifest that committed meanwhile);

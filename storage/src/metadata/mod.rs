@@ -14,6 +14,8 @@
 //! - [`Events`] (`events.rs`): the webhooks' outbox, subscriptions, deliveries and attempts;
 //! - [`GcStore`] (`gc.rs`): the garbage collector's records: links seen and marked, holds,
 //!   doomed digests, the collector's lease and its runs.
+//! - [`UsageStore`] (`usage.rs`): usage counters (kept by the database's triggers as rows
+//!   come and go) and quotas.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -43,6 +45,7 @@ mod repositories;
 mod sql;
 pub mod sqlite;
 mod uploads;
+mod usage;
 
 use berth_oci::{Digest, RepoName, Tag};
 
@@ -50,7 +53,7 @@ use crate::error::Result;
 pub use blobs::{BlobEntry, Blobs};
 pub use events::{
     Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Events,
-    Origin, Outcome, PayloadFormat, Subscription, SubscriptionSource,
+    Origin, Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionSource,
 };
 pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
@@ -60,6 +63,9 @@ pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, Re
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
 pub use repositories::{Repositories, RepositoryDeleted};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
+pub use usage::{
+    KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
+};
 
 /// Every domain trait, for callers of a [`MetadataStore`]: `use berth_storage::metadata::prelude::*;`
 /// brings all their methods into scope. The domain traits come in unnamed (`as _`), so that
@@ -69,14 +75,24 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Keys as _, Manifests as _, Policies as _,
-        Repositories as _, Uploads as _,
+        Repositories as _, Uploads as _, UsageStore as _,
     };
 }
 
 /// The registry's records: every domain's trait. Implementations must make each method
 /// atomic. Implemented for every type that implements all the domains.
 pub trait MetadataStore:
-    Repositories + Blobs + Manifests + Uploads + Keys + Identity + Policies + Events + GcStore + std::fmt::Debug
+    Repositories
+    + Blobs
+    + Manifests
+    + Uploads
+    + Keys
+    + Identity
+    + Policies
+    + Events
+    + GcStore
+    + UsageStore
+    + std::fmt::Debug
 {
 }
 
@@ -90,6 +106,7 @@ impl<T> MetadataStore for T where
         + Policies
         + Events
         + GcStore
+        + UsageStore
         + std::fmt::Debug
         + ?Sized
 {

@@ -131,6 +131,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("postgres_v7.sql")),
     (8, include_str!("postgres_v8.sql")),
     (9, include_str!("postgres_v9.sql")),
+    (10, include_str!("postgres_v10.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -210,6 +211,7 @@ mod manifests;
 mod policies;
 mod repositories;
 mod uploads;
+mod usage;
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`, with any parameter

@@ -34,6 +34,13 @@ pub(crate) const SUBSCRIPTION_COLUMNS: &str = "name, definition, enabled, source
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.subscription, d.state, d.attempts, d.next_attempt_ms, \
     d.last_status, d.last_error, d.created_ms, d.updated_ms, e.seq, e.payload";
 
+/// Each repository's name and usage counters (`r` is repositories, `u` repository_usage),
+/// for a `WHERE` to follow.
+pub(crate) const REPOSITORY_USAGE: &str = "SELECT r.name, u.bytes, u.blobs, u.manifests, u.tags \
+    FROM repositories r JOIN repository_usage u ON u.repository_id = r.id";
+
+/// A quota's columns (`quotas`).
+pub(crate) const QUOTA_COLUMNS: &str = "scope, max_bytes, max_images, updated_at";
 /// A garbage collection run's columns (`gc_runs`).
 pub(crate) const GC_RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, \
     copies, unknown_objects, uploads, bytes, duration_ms, error";

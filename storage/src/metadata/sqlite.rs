@@ -17,6 +17,7 @@ mod manifests;
 mod policies;
 mod repositories;
 mod uploads;
+mod usage;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("sqlite_v6.sql")),
     (7, include_str!("sqlite_v7.sql")),
     (8, include_str!("sqlite_v8.sql")),
+    (9, include_str!("sqlite_v9.sql")),
 ];
 
 #[derive(Debug, Clone)]

@@ -1,59 +1,115 @@
--- Berth metadata schema for SQLite, version 8: online garbage collection (ARCHITECTURE.md,
--- invariant "GC never deletes what a manifest or a client relies on").
+-- Berth metadata schema for SQLite, version 8: usage, kept as counters that triggers move
+-- with every row added or removed (whoever removes it: a request, a repository delete, the
+-- garbage collector), so reading usage never scans blobs; and quotas.
 
--- When a client was last told the link exists (a HEAD or GET of the blob, a mount from it),
--- in unix seconds, written in batches; 0: not since its creation (`created_at` counts).
-ALTER TABLE repository_blobs ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;
--- The id of the collector run that marked the link for removal; a read of a marked link
--- clears it before it answers, so a link a client was told about survives the run.
-ALTER TABLE repository_blobs ADD COLUMN gc_mark TEXT;
-CREATE INDEX repository_blobs_gc_mark ON repository_blobs (gc_mark) WHERE gc_mark IS NOT NULL;
-
--- A writer about to dedupe against stored bytes (upload commit, monolithic push, mount,
--- sealed-copy sharing) holds the digest until its link is written; the collector dooms no
--- held digest. A hold older than 6 hours is dead (its writer died) and ignored.
-CREATE TABLE gc_holds (
-    id         TEXT PRIMARY KEY,
-    digest     TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX gc_holds_digest ON gc_holds (digest);
-
--- Digests whose objects the collector is deleting: `blob` (the blob goes whole: plaintext,
--- every copy, its rows) or `copies` (only the copies of the key names in `keys`, a JSON
--- array). No link is written for a doomed digest; a crash leaves the row for the next run.
-CREATE TABLE gc_dooms (
-    digest     TEXT PRIMARY KEY,
-    kind       TEXT NOT NULL CHECK (kind IN ('blob', 'copies')),
-    keys       TEXT NOT NULL DEFAULT '[]',
-    run_id     TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+-- Per repository: the bytes and number of the blobs it links (each once), its manifests
+-- and its tags. One row per repository, made by a trigger when the repository is.
+CREATE TABLE repository_usage (
+    repository_id INTEGER PRIMARY KEY REFERENCES repositories (id) ON DELETE CASCADE,
+    bytes         INTEGER NOT NULL DEFAULT 0,
+    blobs         INTEGER NOT NULL DEFAULT 0,
+    manifests     INTEGER NOT NULL DEFAULT 0,
+    tags          INTEGER NOT NULL DEFAULT 0
 );
 
--- One collector at a time across replicas: the holder of this row until `expires_ms`.
-CREATE TABLE gc_lease (
-    name       TEXT PRIMARY KEY,
-    owner      TEXT NOT NULL,
-    acquired_ms INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL
+-- What is stored once whoever links it: the bytes and number of distinct blobs. In shards
+-- (PostgreSQL spreads concurrent writers over several rows); SQLite has one writer and uses
+-- shard 0 only. Readers add the shards up.
+CREATE TABLE usage_totals (
+    shard INTEGER PRIMARY KEY,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    blobs INTEGER NOT NULL DEFAULT 0
 );
 
--- Collector runs, for `berth gc status` and `GET /api/v1/gc`.
-CREATE TABLE gc_runs (
-    id              TEXT PRIMARY KEY,
-    started_ms      INTEGER NOT NULL,
-    finished_ms     INTEGER,
-    state           TEXT NOT NULL,
-    dry_run         INTEGER NOT NULL,
-    repository      TEXT,
-    phase           TEXT NOT NULL,
-    links           INTEGER NOT NULL DEFAULT 0,
-    blobs           INTEGER NOT NULL DEFAULT 0,
-    copies          INTEGER NOT NULL DEFAULT 0,
-    unknown_objects INTEGER NOT NULL DEFAULT 0,
-    uploads         INTEGER NOT NULL DEFAULT 0,
-    bytes           INTEGER NOT NULL DEFAULT 0,
-    duration_ms     INTEGER NOT NULL DEFAULT 0,
-    error           TEXT
+-- Per key name: the bytes (plaintext sizes) and number of the copies sealed for it, sharded
+-- like usage_totals.
+CREATE TABLE key_usage (
+    key_name TEXT NOT NULL,
+    shard    INTEGER NOT NULL,
+    bytes    INTEGER NOT NULL DEFAULT 0,
+    copies   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_name, shard)
+) WITHOUT ROWID;
+
+-- What the rows held before this version.
+INSERT INTO repository_usage (repository_id, bytes, blobs, manifests, tags)
+SELECT r.id,
+       COALESCE((SELECT SUM(b.size) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                 WHERE rb.repository_id = r.id), 0),
+       (SELECT COUNT(*) FROM repository_blobs rb WHERE rb.repository_id = r.id),
+       (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id),
+       (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id)
+FROM repositories r;
+INSERT INTO usage_totals (shard, bytes, blobs) SELECT 0, COALESCE(SUM(size), 0), COUNT(*) FROM blobs;
+INSERT INTO key_usage (key_name, shard, bytes, copies)
+SELECT c.key_name, 0, SUM(b.size), COUNT(*) FROM blob_copies c JOIN blobs b ON b.digest = c.digest GROUP BY c.key_name;
+
+CREATE TRIGGER repositories_usage AFTER INSERT ON repositories BEGIN
+    INSERT OR IGNORE INTO repository_usage (repository_id) VALUES (NEW.id);
+END;
+
+-- A link's bytes are its blob's size: the blob row exists while a link or copy refers to it
+-- (foreign keys), so it is there when either is removed.
+CREATE TRIGGER repository_blobs_usage_insert AFTER INSERT ON repository_blobs BEGIN
+    UPDATE repository_usage
+       SET bytes = bytes + COALESCE((SELECT size FROM blobs WHERE digest = NEW.digest), 0), blobs = blobs + 1
+     WHERE repository_id = NEW.repository_id;
+END;
+CREATE TRIGGER repository_blobs_usage_delete AFTER DELETE ON repository_blobs BEGIN
+    UPDATE repository_usage
+       SET bytes = bytes - COALESCE((SELECT size FROM blobs WHERE digest = OLD.digest), 0), blobs = blobs - 1
+     WHERE repository_id = OLD.repository_id;
+END;
+
+CREATE TRIGGER manifests_usage_insert AFTER INSERT ON manifests BEGIN
+    UPDATE repository_usage SET manifests = manifests + 1 WHERE repository_id = NEW.repository_id;
+END;
+CREATE TRIGGER manifests_usage_delete AFTER DELETE ON manifests BEGIN
+    UPDATE repository_usage SET manifests = manifests - 1 WHERE repository_id = OLD.repository_id;
+END;
+
+CREATE TRIGGER tags_usage_insert AFTER INSERT ON tags BEGIN
+    UPDATE repository_usage SET tags = tags + 1 WHERE repository_id = NEW.repository_id;
+END;
+CREATE TRIGGER tags_usage_delete AFTER DELETE ON tags BEGIN
+    UPDATE repository_usage SET tags = tags - 1 WHERE repository_id = OLD.repository_id;
+END;
+
+CREATE TRIGGER blobs_usage_insert AFTER INSERT ON blobs BEGIN
+    UPDATE usage_totals SET bytes = bytes + NEW.size, blobs = blobs + 1 WHERE shard = 0;
+END;
+CREATE TRIGGER blobs_usage_delete AFTER DELETE ON blobs BEGIN
+    UPDATE usage_totals SET bytes = bytes - OLD.size, blobs = blobs - 1 WHERE shard = 0;
+END;
+
+CREATE TRIGGER blob_copies_usage_insert AFTER INSERT ON blob_copies BEGIN
+    INSERT OR IGNORE INTO key_usage (key_name, shard) VALUES (NEW.key_name, 0);
+    UPDATE key_usage
+       SET bytes = bytes + COALESCE((SELECT size FROM blobs WHERE digest = NEW.digest), 0), copies = copies + 1
+     WHERE key_name = NEW.key_name AND shard = 0;
+END;
+CREATE TRIGGER blob_copies_usage_delete AFTER DELETE ON blob_copies BEGIN
+    UPDATE key_usage
+       SET bytes = bytes - COALESCE((SELECT size FROM blobs WHERE digest = OLD.digest), 0), copies = copies - 1
+     WHERE key_name = OLD.key_name AND shard = 0;
+END;
+
+-- Quotas set through the admin API (those of the configuration are not stored): a
+-- repository name, or a prefix written `team-a/*` (`*`: every repository together).
+-- NULL: no limit on that dimension.
+CREATE TABLE quotas (
+    scope      TEXT PRIMARY KEY,
+    max_bytes  INTEGER,
+    max_images INTEGER,
+    updated_at INTEGER NOT NULL
 );
-CREATE INDEX gc_runs_started ON gc_runs (started_ms);
+
+-- The quotas whose use is at or past the warning threshold, per dimension: a `quota.warning`
+-- event is written when a row is made (crossing upwards) and the row removed when use falls
+-- back below, so each crossing warns once.
+CREATE TABLE quota_warnings (
+    scope      TEXT NOT NULL,
+    dimension  TEXT NOT NULL CHECK (dimension IN ('bytes', 'images')),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, dimension)
+) WITHOUT ROWID;

@@ -8,3 +8,4 @@ mod crypt;
 mod metadata;
 mod metadata_gc;
 mod postgres_tls;
+mod usage;

@@ -1097,6 +1097,8 @@ async fn suite(store: &dyn MetadataStore) {
     repository_deletion_races(store).await;
     events_feed_has_no_gaps(store).await;
     pruning(store).await;
+    crate::usage::counters(store).await;
+    crate::usage::quotas(store).await;
     crate::metadata_gc::suite(store).await;
 }
 
@@ -1301,7 +1303,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 9, "each migration recorded once");
+        assert_eq!(versions, 10, "each migration recorded once");
     })
     .await;
 

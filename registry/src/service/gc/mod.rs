@@ -14,7 +14,7 @@
 //!
 //! `repository` limits (a) to one repository and (b), (c) to the digests it released, and
 //! skips (d) and (e). A dry run counts what (0) to (e) would take and changes nothing.
-//! Why this never deletes what a manifest or a client relies on: ARCHITECTURE.md, invariant 20.
+//! Why this never deletes what a manifest or a client relies on: ARCHITECTURE.md, invariant 22.
 
 pub mod hold;
 pub mod seen;
