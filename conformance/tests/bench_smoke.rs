@@ -140,3 +140,56 @@ async fn streamed_pushes_and_listings_sign_in_with_tokens() {
     assert_eq!(report.errors(), Vec::<String>::new());
     assert_eq!(report.scenarios.iter().map(|s| s.scenario).collect::<Vec<_>>(), scenarios);
 }
+
+/// `berth-bench gc` at a tiny size (a few hundred blobs: CI never runs the 100,000): one
+/// collection reclaims every seeded blob, and images push and pull with and without a
+/// collector looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_rounds_reclaim_what_they_seeded_and_measure_push_and_pull() {
+    use berth_conformance::bench::gc::{self, GcParams};
+    use berth_conformance::bench::{PayloadSource, Target};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { enabled: false, ..Default::default() },
+        ..Default::default()
+    };
+    config.gc.interval = Duration::ZERO;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = RunningServer::start(listener, &config).await.unwrap();
+    let target = Target::new(Url::parse(&server.url()).unwrap(), None).unwrap();
+    let params = GcParams { blobs: 120, effect_garbage: 40, ..GcParams::quick() };
+    let source = std::sync::Arc::new(PayloadSource::new(params.largest_blob() as usize));
+    let pid = Some(std::process::id());
+
+    let r = gc::reclaim_round(&target, &source, "smoke/reclaim", &params, pid).await.unwrap();
+    assert!(r.reclaimed >= 120, "{r:?}");
+    assert!(r.blobs_per_sec > 0.0 && r.server_cpu_secs.is_some(), "{r:?}");
+    assert_eq!(r.seeded.repositories, 120usize.div_ceil(params.per_repository));
+
+    let mut rounds = Vec::new();
+    for (i, with) in [false, true].into_iter().enumerate() {
+        let e = gc::effect_round(&target, &source, &format!("smoke/effect{i}"), &params, with, pid).await.unwrap();
+        assert_eq!(e.images, params.effect_clients * params.effect_images, "{e:?}");
+        assert!(e.push_images_per_sec > 0.0 && e.pull_images_per_sec > 0.0, "{e:?}");
+        // The looping collector ended at least the run it was in when the clients stopped.
+        assert_eq!(e.collections > 0, with, "{e:?}");
+        rounds.push(e);
+    }
+    // Each round deleted what it pushed and collected it: nothing is left to reclaim.
+    let last = target.collect(params.collect_timeout).await.unwrap().unwrap();
+    assert_eq!(gc::run_count(&last, "blobs"), Some(0), "{last}");
+    let report = gc::GcReport {
+        machine: berth_conformance::bench::machine::Machine::probe(),
+        berth: "in-process".into(),
+        storage: "local disk".into(),
+        params,
+        reclaim: vec![r],
+        effect: rounds,
+        errors: Vec::new(),
+    };
+    let table = report.markdown();
+    assert!(table.contains("reclaim 120 unreferenced blobs: blobs/s") && table.contains("with ÷ without"), "{table}");
+    server.stop().await;
+}

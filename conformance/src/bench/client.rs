@@ -339,4 +339,29 @@ impl Target {
         };
         Ok(ListPage { entries, next })
     }
+    /// `DELETE /api/v1/repositories?name=<repo>&force=true` (Berth's admin API) → 204: the
+    /// repository goes with its manifests and blob links; the bytes stay for the collector.
+    pub async fn delete_repository(&self, repo: &str) -> Result<(), BenchError> {
+        let mut url = self.url("/api/v1/repositories")?;
+        url.query_pairs_mut().append_pair("name", repo).append_pair("force", "true");
+        let response = self.send(self.http.delete(url).timeout(transfer_timeout(0))).await?;
+        let response = Self::expect(response, &Method::DELETE, &[204]).await?;
+        Self::drain(response).await
+    }
+
+    /// `POST /api/v1/gc` (Berth's admin API): one collection, run to its end before the
+    /// answer, whose body (the run's record) is returned. `None` when another collector holds
+    /// the lease (409).
+    pub async fn collect(&self, timeout: Duration) -> Result<Option<serde_json::Value>, BenchError> {
+        let url = self.url("/api/v1/gc")?;
+        let body = serde_json::json!({"dry_run": false, "repository": null}).to_string();
+        let request = self.http.post(url).header(CONTENT_TYPE, "application/json").body(body).timeout(timeout);
+        let response = Self::expect(self.send(request).await?, &Method::POST, &[200, 409]).await?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await?;
+        if status == 409 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_slice(&body)?))
+    }
 }

@@ -16,6 +16,8 @@
 //! - [`payload`]: fresh, pre-hashed blob content ([`PayloadSource`]).
 //! - [`metric`]: [`Metric`], [`ScenarioRun`], the [`Recorder`](metric::Recorder).
 //! - [`stats`]: percentiles, medians, ratios.
+//! - [`gc`]: `berth-bench gc`, Berth's garbage collector: blobs reclaimed per second, and
+//!   its effect on concurrent push and pull.
 //! - [`ceilings`]: this machine's SHA-256, AES-256-GCM, loopback and disk limits.
 //! - [`server`]: starting and stopping Berth and Distribution processes, VmHWM.
 //! - [`machine`]: CPU, memory, versions.
@@ -31,6 +33,7 @@
 pub mod ceilings;
 pub mod client;
 mod error;
+pub mod gc;
 pub mod machine;
 pub mod metric;
 pub mod payload;

@@ -1,5 +1,6 @@
 //! `berth-bench`: benchmarks a registry (`run`), compares Berth with CNCF
-//! Distribution (`compare`), or measures this machine's limits (`ceilings`).
+//! Distribution (`compare`), measures Berth's garbage collector (`gc`), or measures this
+//! machine's limits (`ceilings`).
 //! Prints a table on stdout, progress on stderr; `--json` and `--markdown`
 //! write the report to files. Exits 1 if any scenario recorded an error, 2
 //! if it could not run at all (bad usage, a missing binary).
@@ -32,6 +33,9 @@ enum Command {
     Compare(CompareArgs),
     /// Measure single-core SHA-256 and AES-256-GCM, loopback TCP and disk write.
     Ceilings(CeilingArgs),
+    /// Start Berth and measure its garbage collector: blobs reclaimed per second, and its
+    /// effect on concurrent push and pull.
+    Gc(GcArgs),
     /// List the scenarios.
     List,
 }
@@ -137,6 +141,57 @@ struct CeilingArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// The Berth binary (target/release/berth)
+    #[arg(long)]
+    berth_bin: PathBuf,
+    /// Tiny counts (seconds in all), for smoke runs
+    #[arg(long)]
+    quick: bool,
+    /// Rounds of each measurement (each on a fresh Berth); the effect runs this many
+    /// rounds without and with a collector, alternating
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Unreferenced blobs to reclaim [default: 100000; --quick: 300]
+    #[arg(long)]
+    blobs: Option<usize>,
+    /// Unreferenced blobs present during each effect round [default: 20000; --quick: 100]
+    #[arg(long)]
+    effect_garbage: Option<usize>,
+    /// Seconds the effect's looping collector pauses after each run [default: 0, back to back]
+    #[arg(long)]
+    effect_pause: Option<f64>,
+    /// Only one of the two measurements
+    #[arg(long, value_enum)]
+    only: Option<GcPart>,
+    /// Where the servers' fresh data directories go [default: the temp dir]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep blobs in S3 at this endpoint (e.g. moto from .ci/s3.sh), under a fresh prefix
+    /// per server; credentials from --berth-env or the AWS variables, else moto's any-will-do
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// The bucket, with --s3-endpoint
+    #[arg(long, default_value = "test", requires = "s3_endpoint")]
+    s3_bucket: String,
+    /// Extra configuration for Berth as KEY=VALUE (a BERTH_* variable), repeatable
+    #[arg(long, value_parser = parse_env)]
+    berth_env: Vec<(String, String)>,
+    /// Also write every round as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write the table as Markdown to this file
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GcPart {
+    Reclaim,
+    Effect,
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (key, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
     if !key.starts_with("BERTH_") {
@@ -230,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = report::run(&config, &mut progress()).await?;
             finish(&report, &args.common)
         }
+        Command::Gc(args) => gc(args).await,
         Command::Compare(args) => {
             let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
             let config = CompareConfig {
@@ -247,4 +303,122 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             finish(&report, &args.common)
         }
     }
+}
+
+/// The environment of a Berth for the GC benchmark: no scheduled collection (only the
+/// benchmark's), and the S3 bucket under a prefix of its own when asked.
+fn gc_env(args: &GcArgs) -> Vec<(String, String)> {
+    let mut env = vec![("BERTH_GC__INTERVAL".to_owned(), "off".to_owned())];
+    if let Some(endpoint) = &args.s3_endpoint {
+        let prefix = format!("berth-bench/{}", uuid::Uuid::new_v4().simple());
+        let aws = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        for (k, v) in [
+            ("BERTH_STORAGE__BACKEND", "s3".to_owned()),
+            ("BERTH_STORAGE__S3__ENDPOINT", endpoint.clone()),
+            ("BERTH_STORAGE__S3__BUCKET", args.s3_bucket.clone()),
+            ("BERTH_STORAGE__S3__PREFIX", prefix),
+            ("BERTH_STORAGE__S3__PATH_STYLE", "true".to_owned()),
+            ("BERTH_STORAGE__S3__ACCESS_KEY_ID", aws("AWS_ACCESS_KEY_ID", "berth-bench")),
+            ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", aws("AWS_SECRET_ACCESS_KEY", "berth-bench-secret")),
+        ] {
+            env.push((k.to_owned(), v));
+        }
+    }
+    env.extend(args.berth_env.iter().cloned());
+    env
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
+    use berth_conformance::bench::gc::{self, GcParams, GcReport};
+    use berth_conformance::bench::server::ServerProcess;
+    use berth_conformance::bench::{PayloadSource, Target};
+    use std::sync::Arc;
+
+    let mut params = if args.quick { GcParams::quick() } else { GcParams::full() };
+    params.blobs = args.blobs.unwrap_or(params.blobs);
+    params.effect_garbage = args.effect_garbage.unwrap_or(params.effect_garbage);
+    if let Some(pause) = args.effect_pause {
+        params.effect_pause = std::time::Duration::try_from_secs_f64(pause).context("--effect-pause")?;
+    }
+    let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let source = Arc::new(PayloadSource::new(usize::try_from(params.largest_blob())?));
+    let mut report = GcReport {
+        machine: berth_conformance::bench::machine::Machine::probe(),
+        berth: berth_conformance::bench::machine::version_of(&args.berth_bin),
+        storage: match &args.s3_endpoint {
+            Some(e) => format!("S3 ({e}, bucket {})", args.s3_bucket),
+            None => format!("local disk ({})", data_root.display()),
+        },
+        params: params.clone(),
+        reclaim: Vec::new(),
+        effect: Vec::new(),
+        errors: Vec::new(),
+    };
+    let progress = progress();
+    let mut progress = progress;
+    // (measurement, with a collector) for every round, the effect alternating which goes first.
+    let mut plan: Vec<(GcPart, bool)> = Vec::new();
+    if args.only != Some(GcPart::Effect) {
+        plan.extend((0..args.rounds).map(|_| (GcPart::Reclaim, false)));
+    }
+    if args.only != Some(GcPart::Reclaim) {
+        for round in 0..args.rounds {
+            let first = round % 2 == 1;
+            plan.extend([(GcPart::Effect, first), (GcPart::Effect, !first)]);
+        }
+    }
+    for (i, (part, with)) in plan.into_iter().enumerate() {
+        let server =
+            ServerProcess::start_berth(&args.berth_bin, &data_root, &gc_env(&args)).await.context("starting Berth")?;
+        let target = Target::new(server.url().clone(), None)?;
+        let namespace = format!("gcbench/r{i}");
+        let pid = Some(server.pid());
+        match part {
+            GcPart::Reclaim => {
+                progress(&format!("reclaim round: seeding {} unreferenced blobs", params.blobs));
+                match gc::reclaim_round(&target, &source, &namespace, &params, pid).await {
+                    Ok(r) => {
+                        progress(&format!(
+                            "reclaimed {} blobs in {:.2} s: {:.0} blobs/s, server CPU {:?} s (seeding {:.0} pushes/s)",
+                            r.reclaimed,
+                            r.collect_secs,
+                            r.blobs_per_sec,
+                            r.server_cpu_secs,
+                            r.seeded.blobs as f64 / r.seeded.push_secs
+                        ));
+                        report.reclaim.push(r);
+                    }
+                    Err(e) => report.errors.push(format!("reclaim round: {e}")),
+                }
+            }
+            GcPart::Effect => {
+                let label = if with { "collector looping" } else { "no collector" };
+                progress(&format!("effect round, {label}"));
+                match gc::effect_round(&target, &source, &namespace, &params, with, pid).await {
+                    Ok(r) => {
+                        progress(&format!(
+                            "push {:.1} images/s, pull {:.1} images/s, {} collections",
+                            r.push_images_per_sec, r.pull_images_per_sec, r.collections
+                        ));
+                        report.effect.push(r);
+                    }
+                    Err(e) => report.errors.push(format!("effect round ({label}): {e}")),
+                }
+            }
+        }
+        for line in server.error_lines(5) {
+            report.errors.push(format!("server log: {line}"));
+        }
+        server.stop().await?;
+    }
+    let markdown = report.markdown();
+    print!("{markdown}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &markdown).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

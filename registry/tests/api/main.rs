@@ -15,6 +15,7 @@ mod early_answers;
 mod encryption;
 mod events;
 mod gc;
+mod gc_race;
 mod integrity;
 mod limits;
 mod quotas;

@@ -10,14 +10,14 @@ use berth_registry::config::{Config, MetadataBackend, S3Config, StorageBackend};
 use crate::support::*;
 
 /// A fresh schema in the test database, dropped when the test ends.
-struct Schema {
-    name: String,
-    url: String,
+pub(crate) struct Schema {
+    pub(crate) name: String,
+    pub(crate) url: String,
     admin: tokio_postgres::Client,
 }
 
 impl Schema {
-    async fn create() -> Schema {
+    pub(crate) async fn create() -> Schema {
         let url = std::env::var("BERTH_TEST_POSTGRES_URL")
             .expect("BERTH_TEST_POSTGRES_URL: run eval \"$(bash .ci/postgres.sh start)\" first");
         let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -29,13 +29,13 @@ impl Schema {
         Schema { name, url, admin }
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
     }
 }
 
 /// The configuration every replica shares; `blobs` is the shared folder when there is no S3.
-fn replica_config(schema: &Schema, blobs: &std::path::Path, prefix: &str) -> Config {
+pub(crate) fn replica_config(schema: &Schema, blobs: &std::path::Path, prefix: &str) -> Config {
     let mut c = Config::default();
     c.auth.enabled = false;
     // Replicas share one key ring folder (in production: the same BERTH_KEYS or key files).
