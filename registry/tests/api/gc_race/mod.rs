@@ -16,7 +16,7 @@
 //!   after a final collection; after it, nothing unreferenced is left (`end_state`).
 //!
 //! Bounded by time and by count: [`RUN_FOR`] or [`OPS`] operations per client. The seed is
-//! printed; `BERTH_GC_RACE_SEED=<n>` replays a run's choices and bytes (not its timing).
+//! printed; `BERTH_TEST_GC_RACE_SEED=<n>` replays a run's choices and bytes (not its timing).
 
 mod client;
 mod end_state;
@@ -114,8 +114,8 @@ fn two_keys(config: &mut Config, key_dir: &std::path::Path) {
 }
 
 fn seed() -> u64 {
-    match std::env::var("BERTH_GC_RACE_SEED") {
-        Ok(s) => s.parse().expect("BERTH_GC_RACE_SEED is a number"),
+    match std::env::var("BERTH_TEST_GC_RACE_SEED") {
+        Ok(s) => s.parse().expect("BERTH_TEST_GC_RACE_SEED is a number"),
         Err(_) => uuid::Uuid::new_v4().as_u64_pair().0,
     }
 }
@@ -167,7 +167,7 @@ fn racing(settings: &mut Settings) {
 
 async fn race(servers: &[TestServer], db: &Db, store: &Store) {
     let seed = seed();
-    println!("gc race: seed {seed} (BERTH_GC_RACE_SEED={seed} replays its choices)");
+    println!("gc race: seed {seed} (BERTH_TEST_GC_RACE_SEED={seed} replays its choices)");
     let urls: Vec<String> = servers.iter().map(|s| s.server.url()).collect();
     let pool = layer_pool(seed, POOL);
     let stop = Arc::new(AtomicBool::new(false));
