@@ -132,6 +132,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("postgres_v8.sql")),
     (9, include_str!("postgres_v9.sql")),
     (10, include_str!("postgres_v10.sql")),
+    (11, include_str!("postgres_v11.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("sqlite_v7.sql")),
     (8, include_str!("sqlite_v8.sql")),
     (9, include_str!("sqlite_v9.sql")),
+    (10, include_str!("sqlite_v10.sql")),
 ];
 
 #[derive(Debug, Clone)]

@@ -1303,7 +1303,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 10, "each migration recorded once");
+        assert_eq!(versions, 11, "each migration recorded once");
     })
     .await;
 
