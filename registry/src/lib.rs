@@ -24,6 +24,7 @@ pub mod data_dir;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod rules;
 pub mod server;
 pub mod service;
 pub mod tls;
