@@ -1101,6 +1101,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::usage::quotas(store).await;
     crate::metadata_gc::suite(store).await;
     crate::metadata_images::suite(store).await;
+    crate::metadata_lifecycle::suite(store).await;
 }
 
 #[tokio::test]
@@ -1304,7 +1305,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 11, "each migration recorded once");
+        assert_eq!(versions, 12, "each migration recorded once");
     })
     .await;
 
