@@ -42,6 +42,24 @@ pub struct Config {
     pub gc: GcConfig,
     pub server: ServerConfig,
     pub quotas: QuotasConfig,
+    pub lifecycle: LifecycleConfig,
+}
+
+/// The scheduled runs of repositories' lifecycle policies (README "Lifecycle policies").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Time between runs of every repository's policy; zero (`"off"`, `"0s"`) turns the
+    /// schedule off (`berth lifecycle run` and `POST /api/v1/lifecycle/run` still work). The
+    /// first run starts at a random point within the first interval, so replicas do not align.
+    #[serde(with = "duration_or_off")]
+    pub interval: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig { interval: Duration::from_secs(3600) }
+    }
 }
 
 /// The scheduled garbage collection of `berth serve` (README "Garbage collection").
@@ -480,6 +498,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             server: ServerConfig::default(),
             quotas: QuotasConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }

@@ -105,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.spawn_dispatcher();
             let _scrub = app.spawn_scrub(&config.scrub);
             let _gc = app.spawn_gc(&config.gc);
+            let _lifecycle = app.spawn_lifecycle(&config.lifecycle);
             berth_registry::server::serve(listener, app.router(), tls, limits, shutdown_signal()).await?;
             tracing::info!("stopped");
         }

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod encryption;
 pub mod gc;
 pub mod keys;
+pub mod lifecycle;
 pub mod manifests;
 pub mod repositories;
 pub mod scrub;

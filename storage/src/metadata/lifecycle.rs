@@ -28,6 +28,9 @@ pub enum Expired {
     /// Its tags are no longer those the plan saw (a tag was pushed onto it or moved away):
     /// nothing was deleted.
     TagsChanged,
+    /// Another manifest of the repository lists it (an index pushed since the plan): nothing
+    /// was deleted.
+    Referenced,
 }
 
 /// Lifecycle policies and the deletions their runs make.
@@ -48,7 +51,9 @@ pub trait Lifecycle: Send + Sync {
     /// Deletes the manifest `digest` of `repo` with its tags, as
     /// [`Manifests::delete_manifest`](super::Manifests::delete_manifest) does (same events,
     /// from `origin`), but only when its tags are exactly `tags` (sorted) in the same
-    /// transaction: a tag pushed onto it since a plan saw it keeps it.
+    /// transaction, and no other manifest of the repository lists it: a tag pushed onto it,
+    /// or an index listing it, since a plan saw it keeps it. A run deletes an index before
+    /// its children, so a child the plan expires is listed by nothing by then.
     async fn expire_manifest(
         &self,
         repo: &RepoName,

@@ -118,6 +118,23 @@ async fn conditional_expiry(store: &dyn MetadataStore) {
     assert!(events.iter().all(|e| e.origin.actor.as_deref() == Some("lifecycle")), "{events:?}");
     assert!(events.iter().all(|e| e.digest.as_deref() == Some(old.digest.to_string().as_str())));
 
+    // A manifest an index lists stays while the index does (an index pushed since the plan).
+    let child = manifest(r#"{"lifecycle":"child"}"#, &[]);
+    store.put_manifest(&child, ANON).await.unwrap();
+    let index_body = r#"{"lifecycle":"index"}"#;
+    let index = NewManifest {
+        digest: Digest::sha256_of(index_body.as_bytes()),
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        content: index_body.as_bytes().to_vec(),
+        blobs: vec![],
+        manifests: vec![RequiredContent { digest: child.digest.clone(), size: child.content.len() as u64 }],
+        ..manifest(index_body, &[])
+    };
+    store.put_manifest(&index, ANON).await.unwrap();
+    assert_eq!(store.expire_manifest(&r, &child.digest, &[], &lifecycle).await.unwrap(), Expired::Referenced);
+    assert_eq!(store.expire_manifest(&r, &index.digest, &[], &lifecycle).await.unwrap(), Expired::Deleted);
+    assert_eq!(store.expire_manifest(&r, &child.digest, &[], &lifecycle).await.unwrap(), Expired::Deleted);
+
     // Again: gone; and in a repository that is not there.
     assert_eq!(store.expire_manifest(&r, &old.digest, &exact, &lifecycle).await.unwrap(), Expired::Gone);
     let none = repo("lifecycle/expiry-none");

@@ -120,8 +120,19 @@ impl Lifecycle for PostgresStore {
                         .map(|r| r.try_get(0))
                         .collect::<Result<_, _>>()?;
                     current.sort();
+                    // In a later statement than the lock: an index pushed meanwhile (which
+                    // holds this manifest FOR KEY SHARE) has committed, or waits for us.
+                    let listed = tx
+                        .query_opt(
+                            "SELECT 1 FROM manifest_references WHERE repository_id = $1 AND child_digest = $2 LIMIT 1",
+                            &[&id, &column],
+                        )
+                        .await?
+                        .is_some();
                     if current != tags {
                         Expired::TagsChanged
+                    } else if listed {
+                        Expired::Referenced
                     } else {
                         // Tags and references go with the manifest (ON DELETE CASCADE).
                         tx.execute("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", &[&id, &column])

@@ -104,6 +104,17 @@ impl Lifecycle for SqliteStore {
             if tags != expected {
                 return Ok(Expired::TagsChanged);
             }
+            let listed = tx
+                .query_row(
+                    "SELECT 1 FROM manifest_references WHERE repository_id = ?1 AND child_digest = ?2 LIMIT 1",
+                    params![id, column],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if listed {
+                return Ok(Expired::Referenced);
+            }
             // Tags and references go with the manifest (ON DELETE CASCADE).
             tx.execute("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2", params![id, column])?;
             emit(tx, &manifest_deleted(&repo, &digest, &media_type, size_of(size), &tags, &origin))?;

@@ -1,0 +1,200 @@
+//! Lifecycle policies (ECR's `PutLifecyclePolicy`, `GetLifecyclePolicy`,
+//! `DeleteLifecyclePolicy`, `StartLifecyclePolicyPreview`) and their runs.
+//!
+//! A preview and a run compute the plan the same way, [`Registry::lifecycle_plan`]: the
+//! repository's images read in one snapshot, given to the pure
+//! [`rules::lifecycle::plan`](crate::rules::lifecycle::plan). A run then deletes what the plan
+//! lists, in its order (an index before its children, a subject before its referrers), each
+//! image by the store's conditional delete: only while its tags are those the plan saw and no
+//! other manifest lists it, so a tag pushed onto an image meanwhile keeps it (counted as
+//! skipped), and what goes with a skipped image stays with it. Deletions are the normal ones
+//! (`tag.delete` and `manifest.delete` events, from actor `lifecycle`; the manifest cache
+//! invalidated) and happen whatever `delete.manifests` says: the policy is the operator's.
+//! Replicas may run at once: the conditional deletes keep that correct, and the scheduled runs
+//! start at a random point of the first interval so that they seldom overlap.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use berth_oci::{Digest, RepoName};
+use berth_storage::metadata::{Expired, LifecyclePolicyRecord, Origin, unix_now};
+
+use super::Registry;
+use crate::error::{ApiError, ApiResult};
+use crate::rules::lifecycle::{Cause, Expiry, ImageFacts, Plan, Policy};
+
+/// The actor of the events a lifecycle run writes.
+pub const ACTOR: &str = "lifecycle";
+
+/// What a run did in one repository.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub repository: Option<RepoName>,
+    /// Deleted, in the order of the plan.
+    pub expired: Vec<Expiry>,
+    /// Planned but kept, with why.
+    pub skipped: Vec<(Expiry, String)>,
+    /// The policy could not be read or the run failed here (a run of every repository goes
+    /// on with the next).
+    pub error: Option<String>,
+}
+
+impl Registry {
+    /// Stores the lifecycle policy of `repo` once it parses and passes ECR's checks.
+    pub async fn put_lifecycle_policy(&self, repo: &RepoName, text: &str) -> ApiResult<LifecyclePolicyRecord> {
+        Policy::parse(text).map_err(ApiError::Invalid)?;
+        match self.meta.put_lifecycle_policy(repo, text).await {
+            Err(berth_storage::Error::NotFound) => return Err(no_repository(repo)),
+            other => other?,
+        }
+        tracing::info!(repo.name = %repo, "lifecycle policy set");
+        self.lifecycle_policy(repo).await
+    }
+
+    /// The lifecycle policy of `repo`.
+    pub async fn lifecycle_policy(&self, repo: &RepoName) -> ApiResult<LifecyclePolicyRecord> {
+        match self.meta.lifecycle_policy(repo).await? {
+            Some(record) => Ok(record),
+            None => Err(self.no_policy(repo).await),
+        }
+    }
+
+    /// Removes the lifecycle policy of `repo`, answering what it was (as ECR does).
+    pub async fn delete_lifecycle_policy(&self, repo: &RepoName) -> ApiResult<LifecyclePolicyRecord> {
+        let record = self.lifecycle_policy(repo).await?;
+        if !self.meta.delete_lifecycle_policy(repo).await? {
+            return Err(self.no_policy(repo).await);
+        }
+        tracing::info!(repo.name = %repo, "lifecycle policy deleted");
+        Ok(record)
+    }
+
+    /// What the policy `text` (else the stored one) would expire in `repo` now; nothing
+    /// changes.
+    pub async fn preview_lifecycle(&self, repo: &RepoName, text: Option<&str>) -> ApiResult<Plan> {
+        let policy = match text {
+            Some(text) => Policy::parse(text).map_err(ApiError::Invalid)?,
+            None => self.stored_policy(repo).await?,
+        };
+        self.lifecycle_plan(repo, &policy).await
+    }
+
+    /// The plan of `policy` for `repo` now: what both a preview and a run act on.
+    pub async fn lifecycle_plan(&self, repo: &RepoName, policy: &Policy) -> ApiResult<Plan> {
+        let images = self.meta.list_images(repo).await?.ok_or_else(|| no_repository(repo))?;
+        let facts: Vec<ImageFacts> = images
+            .into_iter()
+            .map(|i| ImageFacts {
+                digest: i.digest,
+                tags: i.tags,
+                pushed_at: i.pushed_at,
+                last_pulled_at: i.last_pulled_at,
+                subject: i.subject,
+                children: i.children,
+            })
+            .collect();
+        Ok(crate::rules::lifecycle::plan(policy, &facts, unix_now()))
+    }
+
+    /// Runs the policy of `repo`, or of every repository that has one.
+    pub async fn run_lifecycle(&self, repo: Option<&RepoName>) -> ApiResult<Vec<RunReport>> {
+        match repo {
+            Some(repo) => {
+                let policy = self.stored_policy(repo).await?;
+                Ok(vec![self.run_policy(repo, &policy).await?])
+            }
+            None => {
+                let mut reports = Vec::new();
+                for repo in self.meta.lifecycle_repositories().await? {
+                    let report = match self.stored_policy(&repo).await {
+                        Ok(policy) => self.run_policy(&repo, &policy).await,
+                        Err(e) => Err(e),
+                    };
+                    reports.push(report.unwrap_or_else(|e| {
+                        tracing::warn!(repo.name = %repo, error = %e, "lifecycle policy not run");
+                        RunReport { repository: Some(repo.clone()), error: Some(e.to_string()), ..RunReport::default() }
+                    }));
+                }
+                Ok(reports)
+            }
+        }
+    }
+
+    /// Executes the plan of `policy` for `repo`.
+    async fn run_policy(&self, repo: &RepoName, policy: &Policy) -> ApiResult<RunReport> {
+        let plan = self.lifecycle_plan(repo, policy).await?;
+        let origin = Origin::command(ACTOR);
+        let mut report = RunReport { repository: Some(repo.clone()), ..RunReport::default() };
+        // What stays although planned: what goes with it stays too.
+        let mut kept: BTreeSet<Digest> = BTreeSet::new();
+        for expiry in plan.expiring {
+            if let Cause::ChildOf(parent) | Cause::ReferrerOf(parent) = &expiry.cause
+                && kept.contains(parent)
+            {
+                kept.insert(expiry.digest.clone());
+                let why = format!("{parent} was kept");
+                report.skipped.push((expiry, why));
+                continue;
+            }
+            let outcome = self.meta.expire_manifest(repo, &expiry.digest, &expiry.tags, &origin).await;
+            self.manifests.invalidate(repo);
+            match outcome? {
+                Expired::Deleted => {
+                    tracing::info!(repo.name = %repo, manifest.digest = %expiry.digest, lifecycle.cause = %expiry.cause,
+                        "image expired by the lifecycle policy");
+                    report.expired.push(expiry);
+                }
+                Expired::Gone => report.skipped.push((expiry, "already deleted".into())),
+                Expired::TagsChanged => {
+                    kept.insert(expiry.digest.clone());
+                    report.skipped.push((expiry, "its tags changed since the plan".into()));
+                }
+                Expired::Referenced => {
+                    kept.insert(expiry.digest.clone());
+                    report.skipped.push((expiry, "another manifest lists it".into()));
+                }
+            }
+        }
+        if !report.expired.is_empty() {
+            self.events.wake();
+        }
+        self.meta.lifecycle_evaluated(repo, unix_now()).await?;
+        tracing::info!(repo.name = %repo, expired = report.expired.len(), skipped = report.skipped.len(),
+            "lifecycle policy run");
+        Ok(report)
+    }
+
+    async fn stored_policy(&self, repo: &RepoName) -> ApiResult<Policy> {
+        let record = self.lifecycle_policy(repo).await?;
+        // Checked when stored; one that no longer parses (a newer Berth's policy read by an
+        // older one) expires nothing rather than something else.
+        Policy::parse(&record.policy).map_err(|e| {
+            ApiError::Internal(format!("the stored lifecycle policy of {repo} does not parse: {e}"))
+        })
+    }
+
+    /// Not found: the policy, or the repository itself.
+    async fn no_policy(&self, repo: &RepoName) -> ApiError {
+        match self.meta.repository_key(repo).await {
+            Ok(None) => no_repository(repo),
+            _ => ApiError::NotFound(format!("repository {repo} has no lifecycle policy")),
+        }
+    }
+}
+
+fn no_repository(repo: &RepoName) -> ApiError {
+    ApiError::NotFound(format!("repository {repo} does not exist"))
+}
+
+/// Runs every repository's policy every `interval` (the first run at a random point of the
+/// first interval, so replicas do not align), for as long as the runtime lives.
+pub(crate) async fn schedule(registry: std::sync::Arc<Registry>, interval: Duration) {
+    let first = interval.mul_f64((uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0);
+    tokio::time::sleep(first).await;
+    loop {
+        if let Err(e) = registry.run_lifecycle(None).await {
+            tracing::warn!(error = %e, "the lifecycle run could not finish; it runs again at the next interval");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
