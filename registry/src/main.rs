@@ -4,6 +4,7 @@ mod admin_cli;
 mod cli;
 mod gc_cli;
 mod keys_cli;
+mod lifecycle_cli;
 mod ops_cli;
 mod usage_cli;
 
@@ -150,6 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Quota { action, config, data_dir } => {
             usage_cli::quota(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Lifecycle { action, config, data_dir } => {
+            lifecycle_cli::lifecycle(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Gc { action, config, data_dir } => {
             gc_cli::gc(open_for_command(config, data_dir).await?.registry(), action).await?

@@ -16,6 +16,7 @@
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
+//! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
 //! (`http::usage`) are served here too, and also with authentication off (then to anyone,
@@ -57,12 +58,13 @@ enum Target {
     Gc,
     Events(super::webhooks::Target),
     Usage(super::usage::Target),
+    Lifecycle(super::lifecycle::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_))
+        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_) | Target::Lifecycle(_))
     }
 }
 
@@ -90,9 +92,10 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
-        other => match super::usage::parse(other) {
-            Some(usage) => Target::Usage(usage?),
-            None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        other => match (super::usage::parse(other), super::lifecycle::parse(other)) {
+            (Some(usage), _) => Target::Usage(usage?),
+            (_, Some(lifecycle)) => Target::Lifecycle(lifecycle?),
+            _ => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
         },
     })
 }
@@ -203,6 +206,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::usage::handle(call, &method, t).await;
+        }
+        Target::Lifecycle(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::lifecycle::handle(call, &method, t).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

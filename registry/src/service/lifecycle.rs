@@ -168,9 +168,8 @@ impl Registry {
         let record = self.lifecycle_policy(repo).await?;
         // Checked when stored; one that no longer parses (a newer Berth's policy read by an
         // older one) expires nothing rather than something else.
-        Policy::parse(&record.policy).map_err(|e| {
-            ApiError::Internal(format!("the stored lifecycle policy of {repo} does not parse: {e}"))
-        })
+        Policy::parse(&record.policy)
+            .map_err(|e| ApiError::Internal(format!("the stored lifecycle policy of {repo} does not parse: {e}")))
     }
 
     /// Not found: the policy, or the repository itself.
@@ -196,5 +195,158 @@ pub(crate) async fn schedule(registry: std::sync::Arc<Registry>, interval: Durat
             tracing::warn!(error = %e, "the lifecycle run could not finish; it runs again at the next interval");
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+// The answers in ECR's shapes (GetLifecyclePolicy, GetLifecyclePolicyPreview), shared by the
+// admin API and `berth lifecycle --json`.
+
+/// A stored policy: `GetLifecyclePolicy`'s answer (also `PutLifecyclePolicy`'s and
+/// `DeleteLifecyclePolicy`'s).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub repository_name: String,
+    pub lifecycle_policy_text: String,
+    /// Unix seconds of the last run; null: never run.
+    pub last_evaluated_at: Option<i64>,
+}
+
+impl PolicyView {
+    pub fn new(repo: &RepoName, record: LifecyclePolicyRecord) -> PolicyView {
+        PolicyView {
+            repository_name: repo.to_string(),
+            lifecycle_policy_text: record.policy,
+            last_evaluated_at: record.last_evaluated_at,
+        }
+    }
+}
+
+/// One image a plan expires: ECR's `LifecyclePolicyPreviewResult` and Berth's
+/// `lastRecordedPullTime` and `reason`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultView {
+    pub image_tags: Vec<String>,
+    pub image_digest: String,
+    /// Unix seconds.
+    pub image_pushed_at: i64,
+    /// Unix seconds; null: never pulled.
+    pub last_recorded_pull_time: Option<i64>,
+    pub action: ActionView,
+    /// The rule that expires it, or expires what it goes with.
+    pub applied_rule_priority: u32,
+    /// `rule <priority>`, `child of <index digest>` or `referrer of <subject digest>`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionView {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// `GetLifecyclePolicyPreview`'s answer: what the policy would expire now.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewView {
+    pub repository_name: String,
+    pub lifecycle_policy_text: String,
+    /// Always `COMPLETE`: Berth answers the preview at once.
+    pub status: &'static str,
+    pub preview_results: Vec<ResultView>,
+    pub summary: SummaryView,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryView {
+    pub expiring_image_total_count: usize,
+}
+
+/// What a run did in one repository.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    pub repository_name: String,
+    pub expired: Vec<ResultView>,
+    /// Planned but kept; `reason` says why.
+    pub skipped: Vec<ResultView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The results of a plan, each with the priority of the rule it goes back to.
+pub fn result_views(expiring: &[Expiry]) -> Vec<ResultView> {
+    expiring.iter().map(|e| result_view(expiring, e, e.cause.to_string())).collect()
+}
+
+fn result_view(all: &[Expiry], e: &Expiry, reason: String) -> ResultView {
+    ResultView {
+        image_tags: e.tags.clone(),
+        image_digest: e.digest.to_string(),
+        image_pushed_at: e.pushed_at,
+        last_recorded_pull_time: e.last_pulled_at,
+        action: ActionView { kind: "EXPIRE" },
+        applied_rule_priority: rule_of(all, e),
+        reason,
+    }
+}
+
+/// The rule an expiry goes back to, through the index or subject it goes with.
+fn rule_of(all: &[Expiry], e: &Expiry) -> u32 {
+    let mut cause = &e.cause;
+    // Each step goes to an earlier entry of the plan, so this ends.
+    for _ in 0..=all.len() {
+        match cause {
+            Cause::Rule(p) => return *p,
+            Cause::ChildOf(d) | Cause::ReferrerOf(d) => match all.iter().find(|x| &x.digest == d) {
+                Some(parent) => cause = &parent.cause,
+                None => break,
+            },
+        }
+    }
+    0
+}
+
+impl PreviewView {
+    pub fn new(repo: &RepoName, text: String, plan: &Plan) -> PreviewView {
+        let preview_results = result_views(&plan.expiring);
+        PreviewView {
+            repository_name: repo.to_string(),
+            lifecycle_policy_text: text,
+            status: "COMPLETE",
+            summary: SummaryView { expiring_image_total_count: preview_results.len() },
+            preview_results,
+        }
+    }
+}
+
+impl RunView {
+    pub fn new(report: &RunReport) -> RunView {
+        let all: Vec<Expiry> =
+            report.expired.iter().cloned().chain(report.skipped.iter().map(|(e, _)| e.clone())).collect();
+        RunView {
+            repository_name: report.repository.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            expired: report.expired.iter().map(|e| result_view(&all, e, e.cause.to_string())).collect(),
+            skipped: report
+                .skipped
+                .iter()
+                .map(|(e, why)| result_view(&all, e, format!("{} (kept: {why})", e.cause)))
+                .collect(),
+            error: report.error.clone(),
+        }
+    }
+}
+
+impl Registry {
+    /// The preview in ECR's shape: of `text`, else of the stored policy.
+    pub async fn lifecycle_preview_view(&self, repo: &RepoName, text: Option<String>) -> ApiResult<PreviewView> {
+        let text = match text {
+            Some(text) => text,
+            None => self.lifecycle_policy(repo).await?.policy,
+        };
+        let plan = self.preview_lifecycle(repo, Some(&text)).await?;
+        Ok(PreviewView::new(repo, text, &plan))
     }
 }
