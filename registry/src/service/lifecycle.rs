@@ -123,6 +123,13 @@ impl Registry {
     /// Executes the plan of `policy` for `repo`.
     async fn run_policy(&self, repo: &RepoName, policy: &Policy) -> ApiResult<RunReport> {
         let plan = self.lifecycle_plan(repo, policy).await?;
+        self.execute_lifecycle_plan(repo, plan).await
+    }
+
+    /// Deletes what `plan` (of [`Registry::lifecycle_plan`]) expires in `repo`, in its order;
+    /// an image whose tags changed since the plan, or that a manifest pushed since lists, is
+    /// kept, and what goes with it too.
+    pub async fn execute_lifecycle_plan(&self, repo: &RepoName, plan: Plan) -> ApiResult<RunReport> {
         let origin = Origin::command(ACTOR);
         let mut report = RunReport { repository: Some(repo.clone()), ..RunReport::default() };
         // What stays although planned: what goes with it stays too.

@@ -128,7 +128,7 @@ pub fn plan(policy: &Policy, images: &[ImageFacts], now: i64) -> Plan {
             }
             CountType::SinceImagePulled { days } => mine
                 .into_iter()
-                .filter(|i| now - i.last_pulled_at.unwrap_or(i.pushed_at).max(i.pushed_at) > i64::from(days) * DAY)
+                .filter(|i| now - i.last_pulled_at.unwrap_or(i.pushed_at) > i64::from(days) * DAY)
                 .collect(),
         };
         // Oldest first, as ECR expires.
