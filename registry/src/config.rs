@@ -803,6 +803,25 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn lifecycle_interval() {
+        assert_eq!(Config::default().lifecycle.interval, Duration::from_secs(3600));
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "[lifecycle]\ninterval = \"off\"\n")?;
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert!(c.lifecycle.interval.is_zero());
+            jail.set_env("BERTH_LIFECYCLE__INTERVAL", "6h");
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.lifecycle.interval, Duration::from_secs(6 * 3600));
+            jail.set_env("BERTH_LIFECYCLE__INTERVAL", "0");
+            assert!(load(None, environment(), &Overrides::default()).unwrap().lifecycle.interval.is_zero());
+            jail.set_env("BERTH_LIFECYCLE__INTERVAL", "hourly");
+            assert!(load(None, environment(), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
     fn scrub_interval_and_rate() {
         assert_eq!(byte_rate::parse("50MiB"), Some(50 << 20));

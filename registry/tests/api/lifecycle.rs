@@ -398,7 +398,7 @@ async fn an_image_retagged_between_plan_and_run_is_kept() {
 
     let report = registry.execute_lifecycle_plan(&name, plan).await.unwrap();
     let expired: Vec<String> = report.expired.iter().map(|e| e.digest.to_string()).collect();
-    assert_eq!(expired, [loose.0.clone()]);
+    assert_eq!(expired, std::slice::from_ref(&loose.0));
     let kept: Vec<(String, String)> =
         report.skipped.iter().map(|(e, why)| (e.digest.to_string(), why.clone())).collect();
     assert_eq!(
