@@ -503,3 +503,66 @@ async fn the_command_line() {
     assert!(!ok && out.contains("reading the policy /nonexistent/policy.json"), "{out}");
     drop(t_dir);
 }
+
+/// With authentication on, each endpoint is its ECR action on the repository (a run is
+/// `berth:RunLifecyclePolicy`, on the registry when it covers every repository).
+#[tokio::test]
+async fn each_endpoint_is_its_ecr_action() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.auth.enabled = true;
+    config.auth.admin_password = Some("admin-password-for-tests".to_owned().into());
+    let t = TestServer::start_with(dir, config).await;
+    let basic = |user: &str, password: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    };
+    let admin = basic("admin", "admin-password-for-tests");
+    let reader = basic("reader", "reader-password-1");
+    let repo = "lc/auth";
+    let meta = t.server.app.registry().meta.clone();
+    meta.create_repository(&repo.parse().unwrap(), None, &Default::default()).await.unwrap();
+    let r = t
+        .client
+        .post(t.url("/api/v1/users"))
+        .header("authorization", &admin)
+        .json(&json!({"name": "reader", "password": "reader-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let arn = |name: &str| format!("arn:aws:ecr:*:*:repository/{name}");
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["ecr:GetLifecyclePolicy", "ecr:StartLifecyclePolicyPreview", "berth:RunLifecyclePolicy"],
+        "Resource": arn(repo)}]});
+    let r = t
+        .client
+        .put(t.url("/api/v1/users/reader/policies/lifecycle"))
+        .header("authorization", &admin)
+        .body(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+
+    let url = t.url(&format!("/api/v1/repositories/{repo}/lifecycle-policy"));
+    let text = json!({"rules": [rule(1, pulled_more_than(30, "untagged"))]}).to_string();
+    let body = json!({"lifecyclePolicyText": text});
+    let (status, answer) = send(t.client.put(&url).header("authorization", &reader).json(&body)).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(message(&answer).contains("ecr:PutLifecyclePolicy"), "{answer}");
+    assert_eq!(send(t.client.put(&url).json(&body)).await.0, 401, "no credentials");
+    assert_eq!(send(t.client.put(&url).header("authorization", &admin).json(&body)).await.0, 200);
+    assert_eq!(send(t.client.get(&url).header("authorization", &reader)).await.0, 200);
+    let preview = t.url(&format!("/api/v1/repositories/{repo}/lifecycle-policy/preview"));
+    assert_eq!(send(t.client.post(&preview).header("authorization", &reader)).await.0, 200);
+    let run_one = t.url(&format!("/api/v1/lifecycle/run?repository={repo}"));
+    assert_eq!(send(t.client.post(&run_one).header("authorization", &reader)).await.0, 200);
+    let (status, answer) = send(t.client.post(t.url("/api/v1/lifecycle/run")).header("authorization", &reader)).await;
+    assert_eq!(status, 403, "every repository is the registry's: {answer}");
+    let (status, answer) = send(t.client.delete(&url).header("authorization", &reader)).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(message(&answer).contains("ecr:DeleteLifecyclePolicy"), "{answer}");
+    assert_eq!(send(t.client.delete(&url).header("authorization", &admin)).await.0, 200);
+    t.server.stop().await;
+}
