@@ -139,7 +139,7 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
-    /// Lifecycle policies: put, get, delete, preview, run.
+    /// Lifecycle policies: put, get, delete, preview, run, status.
     Lifecycle {
         #[command(subcommand)]
         action: crate::lifecycle_cli::LifecycleAction,

@@ -42,6 +42,12 @@ pub enum LifecycleAction {
         #[arg(long)]
         json: bool,
     },
+    /// The repositories with a policy, and what each one's last run did.
+    Status {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run lifecycle policies now: one repository's, or every one's.
     ///
     /// Expires what the preview shows, through the normal deletion (events from actor
@@ -104,6 +110,28 @@ pub async fn lifecycle(registry: &Registry, action: LifecycleAction) -> anyhow::
                 println!("would expire {}", line(r));
             }
             println!("{} image(s) would expire in {repo}", view.summary.expiring_image_total_count);
+        }
+        LifecycleAction::Status { json } => {
+            let status = registry.lifecycle_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            if status.is_empty() {
+                println!("no repository has a lifecycle policy");
+            }
+            for s in &status {
+                match s.last_evaluated_at {
+                    Some(at) => println!(
+                        "{}: last run {}: {} image(s) expired, {} kept",
+                        s.repository_name,
+                        time(at),
+                        s.expired_image_count,
+                        s.kept_image_count
+                    ),
+                    None => println!("{}: never run", s.repository_name),
+                }
+            }
         }
         LifecycleAction::Run { repository, json } => {
             let repo = repository.as_deref().map(repo).transpose()?;

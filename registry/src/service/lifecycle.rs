@@ -34,6 +34,8 @@ pub struct RunReport {
     pub expired: Vec<Expiry>,
     /// Planned but kept, with why.
     pub skipped: Vec<(Expiry, String)>,
+    /// Planned but deleted meanwhile by someone else (another replica's run).
+    pub already_deleted: usize,
     /// The policy could not be read or the run failed here (a run of every repository goes
     /// on with the next).
     pub error: Option<String>,
@@ -151,7 +153,7 @@ impl Registry {
                         "image expired by the lifecycle policy");
                     report.expired.push(expiry);
                 }
-                Expired::Gone => report.skipped.push((expiry, "already deleted".into())),
+                Expired::Gone => report.already_deleted += 1,
                 Expired::TagsChanged => {
                     kept.insert(expiry.digest.clone());
                     report.skipped.push((expiry, "its tags changed since the plan".into()));
@@ -165,10 +167,28 @@ impl Registry {
         if !report.expired.is_empty() {
             self.events.wake();
         }
-        self.meta.lifecycle_evaluated(repo, unix_now()).await?;
+        let kept = report.skipped.len() as u64;
+        self.meta.lifecycle_evaluated(repo, unix_now(), report.expired.len() as u64, kept).await?;
         tracing::info!(repo.name = %repo, expired = report.expired.len(), skipped = report.skipped.len(),
             "lifecycle policy run");
         Ok(report)
+    }
+
+    /// Every repository with a policy, with what its last run did (`berth lifecycle status`).
+    pub async fn lifecycle_status(&self) -> ApiResult<Vec<StatusView>> {
+        let mut out = Vec::new();
+        for repo in self.meta.lifecycle_repositories().await? {
+            // Deleted since it was listed: not there any more.
+            if let Some(record) = self.meta.lifecycle_policy(&repo).await? {
+                out.push(StatusView {
+                    repository_name: repo.to_string(),
+                    last_evaluated_at: record.last_evaluated_at,
+                    expired_image_count: record.last_expired,
+                    kept_image_count: record.last_kept,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn stored_policy(&self, repo: &RepoName) -> ApiResult<Policy> {
@@ -229,6 +249,18 @@ impl PolicyView {
     }
 }
 
+/// A repository's policy and its last run, for `berth lifecycle status`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub repository_name: String,
+    /// Unix seconds of the last run; null: never run.
+    pub last_evaluated_at: Option<i64>,
+    /// What the last run expired, and kept although planned (an image re-tagged meanwhile).
+    pub expired_image_count: u64,
+    pub kept_image_count: u64,
+}
+
 /// One image a plan expires: ECR's `LifecyclePolicyPreviewResult` and Berth's
 /// `lastRecordedPullTime` and `reason`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -279,6 +311,8 @@ pub struct RunView {
     pub expired: Vec<ResultView>,
     /// Planned but kept; `reason` says why.
     pub skipped: Vec<ResultView>,
+    /// Planned but deleted meanwhile by someone else (another replica's run).
+    pub already_deleted: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -341,6 +375,7 @@ impl RunView {
                 .iter()
                 .map(|(e, why)| result_view(&all, e, format!("{} (kept: {why})", e.cause)))
                 .collect(),
+            already_deleted: report.already_deleted,
             error: report.error.clone(),
         }
     }

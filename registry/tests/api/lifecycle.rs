@@ -482,6 +482,8 @@ async fn the_command_line() {
     let policy_arg = policy_file.to_str().unwrap();
     let (ok, out) = berth(&["lifecycle", "put", "--repository", repo, policy_arg]);
     assert!(ok, "{out}");
+    let (ok, out) = berth(&["lifecycle", "status"]);
+    assert!(ok && out.contains(&format!("{repo}: never run")), "{out}");
     let (ok, out) = berth(&["lifecycle", "preview", "--repository", repo]);
     assert!(
         ok && out.contains(&format!("would expire {} [untagged]", old.0)) && out.contains("1 image(s) would expire"),
@@ -493,6 +495,8 @@ async fn the_command_line() {
     assert_eq!(preview["previewResults"][0]["imageDigest"], old.0);
     let (ok, out) = berth(&["lifecycle", "run"]);
     assert!(ok && out.contains(&format!("{repo}: 1 image(s) expired, 0 kept")), "{out}");
+    let (ok, out) = berth(&["lifecycle", "status"]);
+    assert!(ok && out.contains(&format!("{repo}: last run ")) && out.contains(": 1 image(s) expired, 0 kept"), "{out}");
     let (ok, out) = berth(&["lifecycle", "get", "--repository", repo, "--json"]);
     assert!(ok && out.contains("\"lastEvaluatedAt\": 1"), "{out}");
     let (ok, out) = berth(&["lifecycle", "delete", "--repository", repo]);

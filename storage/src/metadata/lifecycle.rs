@@ -16,6 +16,9 @@ pub struct LifecyclePolicyRecord {
     pub updated_at: i64,
     /// Unix seconds of the last run that evaluated it (ECR's `lastEvaluatedAt`); None: never.
     pub last_evaluated_at: Option<i64>,
+    /// What that run expired, and kept although planned (0 before the first run).
+    pub last_expired: u64,
+    pub last_kept: u64,
 }
 
 /// What [`Lifecycle::expire_manifest`] did.
@@ -45,9 +48,10 @@ pub trait Lifecycle: Send + Sync {
     async fn delete_lifecycle_policy(&self, repo: &RepoName) -> Result<bool>;
     /// The repositories that have a policy, by name.
     async fn lifecycle_repositories(&self) -> Result<Vec<RepoName>>;
-    /// Records that a run evaluated the policy of `repo` at `at` (unix seconds); nothing when
-    /// the policy is gone.
-    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64) -> Result<()>;
+    /// Records that a run evaluated the policy of `repo` at `at` (unix seconds), expiring
+    /// `expired` images and keeping `kept` it had planned to expire; nothing when the policy
+    /// is gone.
+    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64, expired: u64, kept: u64) -> Result<()>;
     /// Deletes the manifest `digest` of `repo` with its tags, as
     /// [`Manifests::delete_manifest`](super::Manifests::delete_manifest) does (same events,
     /// from `origin`), but only when its tags are exactly `tags` (sorted) in the same

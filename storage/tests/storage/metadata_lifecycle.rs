@@ -37,7 +37,7 @@ async fn policies(store: &dyn MetadataStore) {
     store.put_lifecycle_policy(&a, POLICY).await.unwrap();
     let got = store.lifecycle_policy(&a).await.unwrap().unwrap();
     assert_eq!(got.policy, POLICY, "as written");
-    assert_eq!(got.last_evaluated_at, None, "never run");
+    assert_eq!((got.last_evaluated_at, got.last_expired, got.last_kept), (None, 0, 0), "never run");
     assert!(got.updated_at > 0);
     store.put_lifecycle_policy(&b, "second").await.unwrap();
     assert_eq!(store.lifecycle_policy(&b).await.unwrap().unwrap().policy, "second", "replaced");
@@ -50,9 +50,13 @@ async fn policies(store: &dyn MetadataStore) {
         .collect();
     assert_eq!(listed, [a.clone(), b.clone()], "by name");
 
-    store.lifecycle_evaluated(&a, 1_234).await.unwrap();
-    assert_eq!(store.lifecycle_policy(&a).await.unwrap().unwrap().last_evaluated_at, Some(1_234));
-    store.lifecycle_evaluated(&missing, 1_234).await.unwrap();
+    store.lifecycle_evaluated(&a, 1_234, 5, 2).await.unwrap();
+    let got = store.lifecycle_policy(&a).await.unwrap().unwrap();
+    assert_eq!((got.last_evaluated_at, got.last_expired, got.last_kept), (Some(1_234), 5, 2));
+    store.put_lifecycle_policy(&a, POLICY).await.unwrap();
+    let got = store.lifecycle_policy(&a).await.unwrap().unwrap();
+    assert_eq!(got.last_evaluated_at, Some(1_234), "a new policy text keeps the record of the last run");
+    store.lifecycle_evaluated(&missing, 1_234, 0, 0).await.unwrap();
 
     assert!(store.delete_lifecycle_policy(&a).await.unwrap());
     assert!(!store.delete_lifecycle_policy(&a).await.unwrap(), "already gone");

@@ -6,7 +6,9 @@ use deadpool_postgres::GenericClient;
 
 use super::{PostgresStore, emit};
 use crate::error::{Error, Result};
-use crate::metadata::{Expired, Lifecycle, LifecyclePolicyRecord, Origin, manifest_deleted, size_of, unix_now};
+use crate::metadata::{
+    Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, manifest_deleted, size_of, unix_now,
+};
 
 #[async_trait]
 impl Lifecycle for PostgresStore {
@@ -32,7 +34,8 @@ impl Lifecycle for PostgresStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT l.policy, l.updated_at, l.last_evaluated_at FROM lifecycle_policies l \
+                "SELECT l.policy, l.updated_at, l.last_evaluated_at, l.last_expired, l.last_kept \
+                 FROM lifecycle_policies l \
                  JOIN repositories r ON r.id = l.repository_id WHERE r.name = $1",
                 &[&repo.as_str()],
             )
@@ -42,6 +45,8 @@ impl Lifecycle for PostgresStore {
                 policy: r.try_get(0)?,
                 updated_at: r.try_get(1)?,
                 last_evaluated_at: r.try_get(2)?,
+                last_expired: size_of(r.try_get(3)?),
+                last_kept: size_of(r.try_get(4)?),
             })
         })
         .transpose()
@@ -75,13 +80,13 @@ impl Lifecycle for PostgresStore {
             .collect()
     }
 
-    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64) -> Result<()> {
+    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64, expired: u64, kept: u64) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE lifecycle_policies l SET last_evaluated_at = $2 FROM repositories r \
-                 WHERE r.id = l.repository_id AND r.name = $1",
-                &[&repo.as_str(), &at],
+                "UPDATE lifecycle_policies l SET last_evaluated_at = $2, last_expired = $3, last_kept = $4 \
+                 FROM repositories r WHERE r.id = l.repository_id AND r.name = $1",
+                &[&repo.as_str(), &at, &db_size(expired), &db_size(kept)],
             )
             .await?;
         Ok(())

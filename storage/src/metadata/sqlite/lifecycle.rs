@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, emit, repo_id};
 use crate::error::{Error, Result};
-use crate::metadata::{Expired, Lifecycle, LifecyclePolicyRecord, Origin, manifest_deleted, size_of, unix_now};
+use crate::metadata::{
+    Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, manifest_deleted, size_of, unix_now,
+};
 
 #[async_trait]
 impl Lifecycle for SqliteStore {
@@ -28,11 +30,18 @@ impl Lifecycle for SqliteStore {
         let repo = repo.clone();
         self.with_conn(move |c| {
             Ok(c.query_row(
-                "SELECT l.policy, l.updated_at, l.last_evaluated_at FROM lifecycle_policies l \
+                "SELECT l.policy, l.updated_at, l.last_evaluated_at, l.last_expired, l.last_kept \
+                 FROM lifecycle_policies l \
                  JOIN repositories r ON r.id = l.repository_id WHERE r.name = ?1",
                 [repo.as_str()],
                 |r| {
-                    Ok(LifecyclePolicyRecord { policy: r.get(0)?, updated_at: r.get(1)?, last_evaluated_at: r.get(2)? })
+                    Ok(LifecyclePolicyRecord {
+                        policy: r.get(0)?,
+                        updated_at: r.get(1)?,
+                        last_evaluated_at: r.get(2)?,
+                        last_expired: size_of(r.get(3)?),
+                        last_kept: size_of(r.get(4)?),
+                    })
                 },
             )
             .optional()?)
@@ -63,13 +72,13 @@ impl Lifecycle for SqliteStore {
         .await
     }
 
-    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64) -> Result<()> {
+    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64, expired: u64, kept: u64) -> Result<()> {
         let repo = repo.clone();
         self.write(move |tx| {
             tx.execute(
-                "UPDATE lifecycle_policies SET last_evaluated_at = ?2 \
+                "UPDATE lifecycle_policies SET last_evaluated_at = ?2, last_expired = ?3, last_kept = ?4 \
                  WHERE repository_id = (SELECT id FROM repositories WHERE name = ?1)",
-                params![repo.as_str(), at],
+                params![repo.as_str(), at, db_size(expired), db_size(kept)],
             )?;
             Ok(())
         })
