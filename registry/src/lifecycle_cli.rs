@@ -12,6 +12,7 @@ use clap::Subcommand;
 pub enum LifecycleAction {
     /// Set a repository's lifecycle policy from a JSON file (`-`: standard input).
     Put {
+        /// The repository, e.g. team/app.
         #[arg(long)]
         repository: String,
         /// The policy, as ECR's lifecycle policy JSON.
@@ -19,6 +20,7 @@ pub enum LifecycleAction {
     },
     /// Print a repository's lifecycle policy.
     Get {
+        /// The repository, e.g. team/app.
         #[arg(long)]
         repository: String,
         /// Print ECR's GetLifecyclePolicy answer instead of the policy alone.
@@ -27,6 +29,7 @@ pub enum LifecycleAction {
     },
     /// Delete a repository's lifecycle policy.
     Delete {
+        /// The repository, e.g. team/app.
         #[arg(long)]
         repository: String,
     },
@@ -34,6 +37,7 @@ pub enum LifecycleAction {
     ///
     /// Previews the policy in the file given, else the repository's own.
     Preview {
+        /// The repository, e.g. team/app.
         #[arg(long)]
         repository: String,
         /// A policy to try instead of the stored one (`-`: standard input).
