@@ -18,8 +18,8 @@
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`), image details (`http::images`) are served here too, and also with authentication off (then to anyone,
-//! like everything else).
+//! (`http::usage`) and image details (`http::images`) are served here too, and also with
+//! authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
