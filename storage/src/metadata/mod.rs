@@ -16,6 +16,8 @@
 //!   doomed digests, the collector's lease and its runs.
 //! - [`UsageStore`] (`usage.rs`): usage counters (kept by the database's triggers as rows
 //!   come and go) and quotas.
+//! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
+//!   pull times (ECR's image details); last pull times written in batches.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -35,6 +37,7 @@ mod blobs;
 pub mod events;
 pub mod gc;
 mod identity;
+mod images;
 mod keys;
 mod manifests;
 mod policies;
@@ -57,6 +60,7 @@ pub use events::{
 };
 pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
+pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent};
@@ -74,7 +78,7 @@ pub use usage::{
 pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
-        Blobs as _, Events as _, GcStore as _, Identity as _, Keys as _, Manifests as _, Policies as _,
+        Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Manifests as _, Policies as _,
         Repositories as _, Uploads as _, UsageStore as _,
     };
 }
@@ -92,6 +96,7 @@ pub trait MetadataStore:
     + Events
     + GcStore
     + UsageStore
+    + Images
     + std::fmt::Debug
 {
 }
@@ -107,6 +112,7 @@ impl<T> MetadataStore for T where
         + Events
         + GcStore
         + UsageStore
+        + Images
         + std::fmt::Debug
         + ?Sized
 {

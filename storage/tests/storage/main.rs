@@ -7,5 +7,6 @@ mod blob_store;
 mod crypt;
 mod metadata;
 mod metadata_gc;
+mod metadata_images;
 mod postgres_tls;
 mod usage;

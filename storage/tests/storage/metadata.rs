@@ -1100,6 +1100,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::usage::counters(store).await;
     crate::usage::quotas(store).await;
     crate::metadata_gc::suite(store).await;
+    crate::metadata_images::suite(store).await;
 }
 
 #[tokio::test]
