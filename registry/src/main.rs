@@ -3,6 +3,7 @@
 mod admin_cli;
 mod cli;
 mod gc_cli;
+mod images_cli;
 mod keys_cli;
 mod lifecycle_cli;
 mod ops_cli;
@@ -108,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _gc = app.spawn_gc(&config.gc);
             let _lifecycle = app.spawn_lifecycle(&config.lifecycle);
             berth_registry::server::serve(listener, app.router(), tls, limits, shutdown_signal()).await?;
+            app.registry().flush_pull_times().await;
             tracing::info!("stopped");
         }
         Command::Health { addr, config } => {
@@ -151,6 +153,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Quota { action, config, data_dir } => {
             usage_cli::quota(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Images { action, config, data_dir } => {
+            images_cli::images(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Lifecycle { action, config, data_dir } => {
             lifecycle_cli::lifecycle(open_for_command(config, data_dir).await?.registry(), action).await?

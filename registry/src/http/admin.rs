@@ -19,8 +19,8 @@
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`) are served here too, and also with authentication off (then to anyone,
-//! like everything else).
+//! (`http::usage`) and image details (`http::images`) are served here too, and also with
+//! authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,13 +58,23 @@ enum Target {
     Gc,
     Events(super::webhooks::Target),
     Usage(super::usage::Target),
+    /// `GET /api/v1/repositories/<name>/images` (`http::images`).
+    Images(RepoName),
     Lifecycle(super::lifecycle::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_) | Target::Lifecycle(_))
+        !matches!(
+            self,
+            Target::Repositories
+                | Target::Gc
+                | Target::Events(_)
+                | Target::Usage(_)
+                | Target::Images(_)
+                | Target::Lifecycle(_)
+        )
     }
 }
 
@@ -90,6 +100,7 @@ fn parse(path: &str) -> ApiResult<Target> {
             Target::Policy(PolicyTarget::Repository(repo(name)?), None)
         }
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
+        ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
         other => match (super::usage::parse(other), super::lifecycle::parse(other)) {
@@ -217,6 +228,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::lifecycle::handle(call, &method, t).await;
+        }
+        Target::Images(repo) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::images::handle(call, &method, repo).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

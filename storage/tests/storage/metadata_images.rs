@@ -50,6 +50,7 @@ fn index(r: &RepoName, body: &str, children: &[&NewManifest], tag_names: &[&str]
 pub async fn suite(store: &dyn MetadataStore) {
     listing(store).await;
     pulls(store).await;
+    concurrent_batches(store).await;
 }
 
 /// Every manifest with its tags, sizes, subject and children, ordered by digest; one image
@@ -178,4 +179,37 @@ async fn pulls(store: &dyn MetadataStore) {
     for repo in [&r, &other] {
         assert_eq!(store.delete_repository(repo, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
     }
+}
+
+/// Replicas flushing at once, their batches naming the same manifests in other orders: every
+/// batch commits (none fails on the others' row locks), and each manifest ends with the
+/// latest time.
+async fn concurrent_batches(store: &dyn MetadataStore) {
+    let r = repo("images/concurrent");
+    let config = Digest::sha256_of(b"concurrent-config");
+    store.link_blob(&r, &config, 10, true, None, ANON).await.unwrap();
+    let mut pulls = Vec::new();
+    for i in 0..20 {
+        let m = image(&r, &format!("{{\"concurrent\":{i}}}"), &[(&config, 10)], &[]);
+        store.put_manifest(&m, ANON).await.unwrap();
+        pulls.push((r.clone(), m.digest));
+    }
+    let batches: Vec<(Vec<_>, i64)> = (0..8i64)
+        .map(|k| {
+            let mut batch = pulls.clone();
+            batch.rotate_left((k as usize * 7) % pulls.len());
+            if k % 2 == 1 {
+                batch.reverse();
+            }
+            (batch, 5_000 + k)
+        })
+        .collect();
+    let results = futures::future::join_all(batches.iter().map(|(batch, at)| store.record_pulls(batch, *at))).await;
+    for result in results {
+        result.unwrap();
+    }
+    let listed = store.list_images(&r).await.unwrap().unwrap();
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|i| i.last_pulled_at == Some(5_007)), "the latest time wins: {listed:?}");
+    assert_eq!(store.delete_repository(&r, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
 }
