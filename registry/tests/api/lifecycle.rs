@@ -314,6 +314,28 @@ async fn preview_equals_run() {
     t.server.stop().await;
 }
 
+/// A client's pull, once the pull times are flushed, renews an image under
+/// `sinceImagePulled`: the preview no longer lists it.
+#[tokio::test]
+async fn a_pull_renews_an_image() {
+    let t = start().await;
+    let repo = "lc/pull";
+    let (digest, _) = image(&t, repo, Some("v1"), "pull", None, None).await;
+    pulled(&t, repo, &[&digest], 45).await;
+    let policy = json!({"rules": [rule(1, pulled_more_than(30, "any"))]});
+    assert_eq!(put_policy(&t, repo, &policy).await.0, 200);
+    assert_eq!(digests(&preview(&t, repo).await["previewResults"]), BTreeSet::from([digest.clone()]));
+
+    let r = t.client.get(t.url(&format!("/v2/{repo}/manifests/v1"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    t.server.app.registry().flush_pull_times().await;
+    let after = preview(&t, repo).await;
+    assert_eq!(after["summary"]["expiringImageTotalCount"], 0, "{after}");
+    assert_eq!(run(&t, repo).await["expired"], json!([]));
+    delete_repository(&t, repo).await;
+    t.server.stop().await;
+}
+
 /// An index's children are no candidates; they go with their index unless tagged or listed by
 /// another; referrers go with their subject.
 #[tokio::test]
