@@ -59,9 +59,9 @@ pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
-pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent};
+pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
-pub use repositories::{Repositories, RepositoryDeleted};
+pub use repositories::{Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
 pub use usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
