@@ -8,6 +8,7 @@ pub mod gc;
 pub mod keys;
 pub mod manifests;
 pub mod repositories;
+pub mod repository_settings;
 pub mod scrub;
 pub mod taskdef;
 pub mod uploads;
