@@ -4,7 +4,8 @@
 //! file with its records, and implemented per backend in a file of the same name
 //! (`sqlite/<domain>.rs`, `postgres/<domain>.rs`):
 //!
-//! - [`Repositories`] (`repositories.rs`): repositories, their keys, listing and deletion;
+//! - [`Repositories`] (`repositories.rs`): repositories, their keys, settings (tag
+//!   mutability), listing and deletion;
 //! - [`Blobs`] (`blobs.rs`): blob links to repositories and sealed copies;
 //! - [`Manifests`] (`manifests.rs`): manifests, tags, referrers and the change feed;
 //! - [`Uploads`] (`uploads.rs`): upload sessions;

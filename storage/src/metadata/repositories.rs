@@ -1,4 +1,5 @@
-//! Repositories: their creation, keys, listing and deletion (and the store's liveness).
+//! Repositories: their creation, keys, settings (tag mutability), listing and deletion (and
+//! the store's liveness).
 
 use async_trait::async_trait;
 use berth_oci::RepoName;

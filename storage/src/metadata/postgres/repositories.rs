@@ -1,4 +1,4 @@
-//! [`PostgresStore`]'s repositories: their creation, keys, listing and deletion ([`Repositories`]).
+//! [`PostgresStore`]'s repositories: their creation, keys, settings, listing and deletion ([`Repositories`]).
 
 use async_trait::async_trait;
 use berth_oci::RepoName;
