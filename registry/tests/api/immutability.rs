@@ -1,8 +1,9 @@
 //! Tag immutability as ECR has it: the four modes with their exclusion filters, the answer a
 //! client gets (ECR's `TAG_INVALID` sentence), the same image pushed again, several tags in
 //! one PUT (all or nothing), concurrent pushes to one new immutable tag (one wins), deleting
-//! in an immutable repository, the admin API (its answers, its validation, its ECR actions)
-//! and `berth repository settings`.
+//! in an immutable repository, the admin API (its answers, its validation, its ECR actions),
+//! `berth repository settings`, and (ignored unless PostgreSQL is up) the race from two
+//! replicas sharing PostgreSQL.
 
 use std::process::Output;
 
@@ -425,4 +426,45 @@ async fn berth_repository_settings_shows_and_sets_them() {
     let e = stderr_of_failure(&berth(dir, &["repository", "settings", "--repository", "no/such"]));
     assert!(e.contains("no repository no/such"), "{e}");
     t.server.stop().await;
+}
+
+/// Two replicas sharing PostgreSQL: a setting made through one holds on the other at once,
+/// and of pushes of different images racing from both to one new immutable tag, one wins
+/// (the check runs in PostgreSQL's transaction, not in either process).
+#[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
+async fn on_replicas_sharing_postgres_one_push_wins_a_new_immutable_tag() {
+    use crate::replicas::{Schema, replica_config};
+    let schema = Schema::create().await;
+    let blobs = tempfile::tempdir().unwrap();
+    let mut rs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = replica_config(&schema, blobs.path(), &format!("immutability/{}", schema.name));
+        config.data_dir = dir.path().to_owned();
+        rs.push(TestServer::start_with(dir, config).await);
+    }
+    let first = pushed(&rs[0], "race/app", "v1", "first").await;
+    set(&rs[0], "race/app", "IMMUTABLE", &[]).await;
+    assert_eq!(refused(push(&rs[1], "race/app", "v1", "second", &[]).await.0).await, sentence("v1", "race/app"));
+    assert_eq!(tag_digest(&rs[1], "race/app", "v1").await, Some(first));
+
+    let seeds: Vec<String> = (0..8).map(|i| format!("racer-{i}")).collect();
+    let pushes = seeds.iter().enumerate().map(|(i, seed)| push(&rs[i % 2], "race/app", "release", seed, &[]));
+    let mut winners = Vec::new();
+    for (r, digest) in futures::future::join_all(pushes).await {
+        if r.status() == 201 {
+            winners.push(digest);
+        } else {
+            assert_eq!(refused(r).await, sentence("release", "race/app"));
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    for r in &rs {
+        assert_eq!(tag_digest(r, "race/app", "release").await.as_ref(), winners.first());
+    }
+    for r in rs {
+        r.server.stop().await;
+    }
+    schema.drop().await;
 }
