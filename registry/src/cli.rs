@@ -139,6 +139,17 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
+    /// Images of a repository with their tags, sizes, push and last pull times.
+    Images {
+        #[command(subcommand)]
+        action: crate::images_cli::ImagesAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
     /// Garbage collection: run now, or show the recent runs.
     Gc {
         #[command(subcommand)]

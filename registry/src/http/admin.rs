@@ -19,8 +19,8 @@
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`) are served here too, and also with authentication off (then to anyone,
-//! like everything else).
+//! (`http::usage`) and image details (`http::images`) are served here too, and also with
+//! authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +59,8 @@ enum Target {
     Events(super::webhooks::Target),
     Usage(super::usage::Target),
     RepositorySettings(super::repository_settings::Target),
+    /// `GET /api/v1/repositories/<name>/images` (`http::images`).
+    Images(RepoName),
 }
 
 impl Target {
@@ -66,7 +68,12 @@ impl Target {
     fn needs_auth(&self) -> bool {
         !matches!(
             self,
-            Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_) | Target::RepositorySettings(_)
+            Target::Repositories
+                | Target::Gc
+                | Target::Events(_)
+                | Target::Usage(_)
+                | Target::Images(_)
+                | Target::RepositorySettings(_)
         )
     }
 }
@@ -93,6 +100,7 @@ fn parse(path: &str) -> ApiResult<Target> {
             Target::Policy(PolicyTarget::Repository(repo(name)?), None)
         }
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
+        ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
         other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
@@ -209,6 +217,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::usage::handle(call, &method, t).await;
+        }
+        Target::Images(repo) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::images::handle(call, &method, repo).await;
         }
         Target::RepositorySettings(t) => {
             let call = super::webhooks::Call {

@@ -11,6 +11,7 @@ mod drain;
 pub mod error;
 pub mod headers;
 mod health;
+mod images;
 mod listing;
 mod manifests;
 mod metrics;

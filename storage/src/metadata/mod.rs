@@ -17,6 +17,8 @@
 //!   doomed digests, the collector's lease and its runs.
 //! - [`UsageStore`] (`usage.rs`): usage counters (kept by the database's triggers as rows
 //!   come and go) and quotas.
+//! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
+//!   pull times (ECR's image details); last pull times written in batches.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -36,6 +38,7 @@ mod blobs;
 pub mod events;
 pub mod gc;
 mod identity;
+mod images;
 mod keys;
 mod manifests;
 mod policies;
@@ -58,6 +61,7 @@ pub use events::{
 };
 pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
+pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
@@ -75,7 +79,7 @@ pub use usage::{
 pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
-        Blobs as _, Events as _, GcStore as _, Identity as _, Keys as _, Manifests as _, Policies as _,
+        Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Manifests as _, Policies as _,
         Repositories as _, Uploads as _, UsageStore as _,
     };
 }
@@ -93,6 +97,7 @@ pub trait MetadataStore:
     + Events
     + GcStore
     + UsageStore
+    + Images
     + std::fmt::Debug
 {
 }
@@ -108,6 +113,7 @@ impl<T> MetadataStore for T where
         + Events
         + GcStore
         + UsageStore
+        + Images
         + std::fmt::Debug
         + ?Sized
 {

@@ -1102,6 +1102,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::usage::quotas(store).await;
     crate::metadata_gc::suite(store).await;
     crate::metadata_mutability::suite(store).await;
+    crate::metadata_images::suite(store).await;
 }
 
 #[tokio::test]
