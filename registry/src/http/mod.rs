@@ -17,6 +17,7 @@ mod manifests;
 mod metrics;
 pub(crate) mod middleware;
 pub mod ranges;
+mod repository_settings;
 pub mod route;
 mod token;
 mod uploads;

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod manifests;
 pub mod pulls;
 pub mod repositories;
+pub mod repository_settings;
 pub mod scrub;
 pub mod taskdef;
 pub mod uploads;

@@ -8,5 +8,6 @@ mod crypt;
 mod metadata;
 mod metadata_gc;
 mod metadata_images;
+mod metadata_mutability;
 mod postgres_tls;
 mod usage;
