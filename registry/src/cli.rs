@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
-    /// Repositories: delete.
+    /// Repositories: delete, settings.
     Repository {
         #[command(subcommand)]
         action: ops_cli::RepositoryAction,

@@ -15,6 +15,7 @@
 //! | `GET`, `PATCH /api/v1/repositories/<name>/tags` | `ecr:ListTagsForResource`, `ecr:TagResource` (+ `ecr:UntagResource`) |
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
+//! | `GET /api/v1/repositories/<name>/settings`, `PUT …/tag-mutability` | `ecr:DescribeRepositories`, `ecr:PutImageTagMutability` (`http::repository_settings`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
 //!
@@ -58,6 +59,7 @@ enum Target {
     Gc,
     Events(super::webhooks::Target),
     Usage(super::usage::Target),
+    RepositorySettings(super::repository_settings::Target),
     /// `GET /api/v1/repositories/<name>/images` (`http::images`).
     Images(RepoName),
     Lifecycle(super::lifecycle::Target),
@@ -74,6 +76,7 @@ impl Target {
                 | Target::Usage(_)
                 | Target::Images(_)
                 | Target::Lifecycle(_)
+                | Target::RepositorySettings(_)
         )
     }
 }
@@ -103,11 +106,15 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
-        other => match (super::usage::parse(other), super::lifecycle::parse(other)) {
-            (Some(usage), _) => Target::Usage(usage?),
-            (_, Some(lifecycle)) => Target::Lifecycle(lifecycle?),
-            _ => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
-        },
+        other => {
+            match (super::repository_settings::parse(other), super::usage::parse(other), super::lifecycle::parse(other))
+            {
+                (Some(settings), _, _) => Target::RepositorySettings(settings?),
+                (None, Some(usage), _) => Target::Usage(usage?),
+                (None, None, Some(lifecycle)) => Target::Lifecycle(lifecycle?),
+                (None, None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+            }
+        }
     })
 }
 
@@ -239,6 +246,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::images::handle(call, &method, repo).await;
+        }
+        Target::RepositorySettings(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::repository_settings::handle(call, &method, t).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

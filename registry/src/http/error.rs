@@ -43,7 +43,7 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
         ApiError::NameInvalid(_) => (ErrorCode::NameInvalid, StatusCode::BAD_REQUEST),
         ApiError::NameUnknown => (ErrorCode::NameUnknown, StatusCode::NOT_FOUND),
         ApiError::SizeInvalid(_) => (ErrorCode::SizeInvalid, StatusCode::BAD_REQUEST),
-        ApiError::TagInvalid(_) => (ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
+        ApiError::TagInvalid(_) | ApiError::TagImmutable { .. } => (ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
         ApiError::RangeNotSatisfiable { .. } => (ErrorCode::RangeInvalid, StatusCode::RANGE_NOT_SATISFIABLE),
         ApiError::ChunkOutOfOrder { .. } => (ErrorCode::RangeInvalid, StatusCode::RANGE_NOT_SATISFIABLE),
         ApiError::PaginationInvalid(_) => (ErrorCode::PaginationNumberInvalid, StatusCode::BAD_REQUEST),

@@ -18,6 +18,7 @@ mod manifests;
 mod metrics;
 pub(crate) mod middleware;
 pub mod ranges;
+mod repository_settings;
 pub mod route;
 mod token;
 mod uploads;

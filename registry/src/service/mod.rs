@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod manifests;
 pub mod pulls;
 pub mod repositories;
+pub mod repository_settings;
 pub mod scrub;
 pub mod taskdef;
 pub mod uploads;

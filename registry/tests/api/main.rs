@@ -17,6 +17,7 @@ mod events;
 mod gc;
 mod gc_race;
 mod images;
+mod immutability;
 mod integrity;
 mod lifecycle;
 mod limits;

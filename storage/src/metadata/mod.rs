@@ -4,7 +4,8 @@
 //! file with its records, and implemented per backend in a file of the same name
 //! (`sqlite/<domain>.rs`, `postgres/<domain>.rs`):
 //!
-//! - [`Repositories`] (`repositories.rs`): repositories, their keys, listing and deletion;
+//! - [`Repositories`] (`repositories.rs`): repositories, their keys, settings (tag
+//!   mutability), listing and deletion;
 //! - [`Blobs`] (`blobs.rs`): blob links to repositories and sealed copies;
 //! - [`Manifests`] (`manifests.rs`): manifests, tags, referrers and the change feed;
 //! - [`Uploads`] (`uploads.rs`): upload sessions;
@@ -67,9 +68,9 @@ pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord};
 pub(crate) use manifests::check_reference;
-pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent};
+pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
-pub use repositories::{Repositories, RepositoryDeleted};
+pub use repositories::{Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
 pub use usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,

@@ -9,5 +9,6 @@ mod metadata;
 mod metadata_gc;
 mod metadata_images;
 mod metadata_lifecycle;
+mod metadata_mutability;
 mod postgres_tls;
 mod usage;

@@ -32,6 +32,7 @@ fn image(r: &RepoName, body: &str, blobs: &[(&Digest, u64)], tag_names: &[&str])
         blobs: blobs.iter().map(|(d, size)| RequiredContent { digest: (*d).clone(), size: *size }).collect(),
         manifests: vec![],
         tags: tags(tag_names),
+        mutability: Default::default(),
     }
 }
 

@@ -88,6 +88,7 @@ async fn conditional_expiry(store: &dyn MetadataStore) {
         blobs: vec![RequiredContent { digest: config.clone(), size: 10 }],
         manifests: vec![],
         tags: tags.iter().map(|t| t.parse::<Tag>().unwrap()).collect(),
+        mutability: Default::default(),
     };
     let old = manifest(r#"{"lifecycle":"old"}"#, &["v1", "a"]);
     let retagged = manifest(r#"{"lifecycle":"retagged"}"#, &[]);
