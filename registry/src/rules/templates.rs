@@ -157,9 +157,10 @@ impl FromStr for AppliedFor {
     type Err = String;
 
     fn from_str(s: &str) -> Result<AppliedFor, String> {
-        AppliedFor::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
-            format!("appliedFor {s:?} is not one of CREATE_ON_PUSH, PULL_THROUGH_CACHE, REPLICATION")
-        })
+        AppliedFor::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("appliedFor {s:?} is not one of CREATE_ON_PUSH, PULL_THROUGH_CACHE, REPLICATION"))
     }
 }
 

@@ -78,7 +78,8 @@ impl Registry {
         if record.blobs.is_empty() && record.manifests.is_empty() && self.meta.repository_key(repo).await?.is_none() {
             // Referencing nothing, this manifest may be the repository's first content: the
             // repository is created with the key it would get from a blob.
-            self.meta.create_repository(repo, self.crypt.key_for_new(repo).as_deref(), origin).await?;
+            let new = berth_storage::metadata::NewRepository::with_key(self.crypt.key_for_new(repo));
+            self.meta.create_repository(repo, &new, origin).await?;
         }
         let stored = self.meta.put_manifest(&record, origin).await;
         self.manifests.invalidate(repo);

@@ -65,7 +65,10 @@ impl Registry {
         // Read first: creating is a write transaction (an fsync on SQLite), needed once.
         let actual = match self.meta.repository_key(repo).await? {
             Some(actual) => actual,
-            None => self.meta.create_repository(repo, key, origin).await?,
+            None => {
+                let new = berth_storage::metadata::NewRepository::with_key(key.map(str::to_owned));
+                self.meta.create_repository(repo, &new, origin).await?.key
+            }
         };
         // Also refused: a plaintext upload into a repository that got a key meanwhile
         // (`berth keys encrypt-existing`), whose plaintext may be deleted at any moment.

@@ -16,6 +16,7 @@
 //!   doomed digests, the collector's lease and its runs.
 //! - [`UsageStore`] (`usage.rs`): usage counters (kept by the database's triggers as rows
 //!   come and go) and quotas.
+//! - [`Templates`] (`templates.rs`): repository creation templates.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -44,6 +45,7 @@ pub mod postgres_url;
 mod repositories;
 mod sql;
 pub mod sqlite;
+mod templates;
 mod uploads;
 mod usage;
 
@@ -61,7 +63,8 @@ pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
-pub use repositories::{Repositories, RepositoryDeleted};
+pub use repositories::{CreatedRepository, NewRepository, Repositories, RepositoryDeleted};
+pub use templates::{TemplateRecord, Templates};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
 pub use usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
@@ -75,7 +78,7 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Keys as _, Manifests as _, Policies as _,
-        Repositories as _, Uploads as _, UsageStore as _,
+        Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -92,6 +95,7 @@ pub trait MetadataStore:
     + Events
     + GcStore
     + UsageStore
+    + Templates
     + std::fmt::Debug
 {
 }
@@ -107,6 +111,7 @@ impl<T> MetadataStore for T where
         + Events
         + GcStore
         + UsageStore
+        + Templates
         + std::fmt::Debug
         + ?Sized
 {

@@ -7,5 +7,6 @@ mod blob_store;
 mod crypt;
 mod metadata;
 mod metadata_gc;
+mod metadata_templates;
 mod postgres_tls;
 mod usage;
