@@ -42,6 +42,23 @@ pub struct Config {
     pub gc: GcConfig,
     pub server: ServerConfig,
     pub quotas: QuotasConfig,
+    pub registry: RegistryConfig,
+}
+
+/// How repositories come to be (README "Repository creation templates").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A push to a repository that does not exist creates it. With `false`, only a push
+    /// matching a repository creation template applied for `CREATE_ON_PUSH` (or a rule of
+    /// `[[encryption.repositories]]`) creates one; others get `NAME_UNKNOWN`, as in ECR.
+    pub create_on_push: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { create_on_push: true }
+    }
 }
 
 /// The scheduled garbage collection of `berth serve` (README "Garbage collection").
@@ -480,6 +497,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             server: ServerConfig::default(),
             quotas: QuotasConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }

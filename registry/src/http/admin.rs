@@ -15,10 +15,11 @@
 //! | `GET`, `PATCH /api/v1/repositories/<name>/tags` | `ecr:ListTagsForResource`, `ecr:TagResource` (+ `ecr:UntagResource`) |
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
+//! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`) are served here too, and also with authentication off (then to anyone,
+//! (`http::usage`), repository creation templates (`http::templates`) are served here too, and also with authentication off (then to anyone,
 //! like everything else).
 
 use std::collections::BTreeMap;
@@ -57,12 +58,13 @@ enum Target {
     Gc,
     Events(super::webhooks::Target),
     Usage(super::usage::Target),
+    Templates(super::templates::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_))
+        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_) | Target::Templates(_))
     }
 }
 
@@ -90,9 +92,10 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
-        other => match super::usage::parse(other) {
-            Some(usage) => Target::Usage(usage?),
-            None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        other => match (super::usage::parse(other), super::templates::parse(other)) {
+            (Some(usage), _) => Target::Usage(usage?),
+            (None, Some(templates)) => Target::Templates(templates),
+            (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
         },
     })
 }
@@ -203,6 +206,28 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::usage::handle(call, &method, t).await;
+        }
+        Target::Templates(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::templates::handle(call, &method, t).await;
+        }
+        Target::Repositories if method == Method::POST => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::templates::create_repository(call, &event_origin).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

@@ -17,6 +17,7 @@ mod metrics;
 pub(crate) mod middleware;
 pub mod ranges;
 pub mod route;
+mod templates;
 mod token;
 mod uploads;
 mod usage;

@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod repositories;
 pub mod scrub;
 pub mod taskdef;
+pub mod templates;
 pub mod uploads;
 pub mod usage;
 
@@ -34,6 +35,8 @@ pub struct Settings {
     pub quota_warning: u8,
     /// `gc.grace` and the wait between marking and removing links.
     pub gc: gc::GcSettings,
+    /// `registry.create_on_push`: a push may create a repository no template covers.
+    pub create_on_push: bool,
 }
 
 /// Everything a request needs: the stores, the settings and the manifest cache. Shared by
