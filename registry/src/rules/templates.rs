@@ -351,7 +351,8 @@ mod tests {
     #[test]
     fn resource_tag_limits() {
         let tag = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-        let cases: Vec<(Vec<(String, String)>, Option<&str>)> = vec![
+        type Tags = Vec<(String, String)>;
+        let cases: Vec<(Tags, Option<&str>)> = vec![
             (vec![], None),
             (vec![tag("team", "a"), tag("env", "")], None),
             (vec![tag(&"k".repeat(128), &"v".repeat(256))], None),

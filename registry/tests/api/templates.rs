@@ -284,6 +284,7 @@ async fn create_on_push_off_refuses_until_a_template_or_create_repository_allows
     let dir = tempfile::tempdir().unwrap();
     let mut config: Config = config_in(dir.path());
     config.registry.create_on_push = false;
+    config.encryption.repositories = vec![RepositoryKeyRule { prefix: "legacy/".into(), key: "default".into() }];
     let t = TestServer::start_with(dir, config).await;
 
     let refused = |(status, body): (u16, Value)| {
@@ -341,6 +342,8 @@ async fn create_on_push_off_refuses_until_a_template_or_create_repository_allows
     assert_eq!(push_blob(&t, "team/app", b"y").await.0, 201);
     assert_eq!(push_empty_manifest(&t, "team/tool", "v1").await.0, 201);
     assert_eq!(push_blob(&t, "mirror/app", b"z").await.0, 404);
+    // A configuration rule is a template for every way of creating: it allows pushes under it.
+    assert_eq!(push_blob(&t, "legacy/app", b"w").await.0, 201);
     t.server.stop().await;
 }
 
@@ -518,5 +521,93 @@ async fn each_endpoint_is_authorized_by_its_ecr_action() {
         answer(t.api(Method::POST, "repositories", Some(body), Some(("user5", "user-password-123"))).await).await;
     assert_eq!(status, 403, "{answer}");
     assert!(message(&answer).contains("ecr:TagResource"), "{answer}");
+    t.server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_prepared_for_one_key_does_not_create_a_repository_with_another() {
+    let t = TestServer::start().await;
+    let registry = t.server.app.registry().clone();
+    registry.create_key("team-a").await.unwrap();
+    registry.create_key("team-b").await.unwrap();
+    let kms = |k: &str| json!({"encryptionType": "KMS", "kmsKey": k});
+    create_template(
+        &t,
+        json!({"prefix": "svc", "appliedFor": ["CREATE_ON_PUSH"], "encryptionConfiguration": kms("team-a")}),
+    )
+    .await;
+    // The upload starts sealed for team-a; the template changes before it is finished.
+    let upload = t.start_upload("svc/app").await;
+    let r = t.api(Method::PUT, "templates/svc", Some(json!({"encryptionConfiguration": kms("team-b")})), None).await;
+    assert_eq!(r.status(), 200);
+    let layer = data(3000, 9);
+    let r = t.client.put(format!("{upload}?digest={}", sha256(&layer))).body(layer.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 500, "refused: the client pushes again");
+    assert!(t.settings("svc/app").await.is_none(), "no repository with the wrong key");
+    // Pushed again, it is sealed and created with the template's key now.
+    assert_eq!(push_blob(&t, "svc/app", &layer).await.0, 201);
+    assert_eq!(t.settings("svc/app").await.unwrap().key.as_deref(), Some("team-b"));
+    let r = t.client.get(t.url(&format!("/v2/svc/app/blobs/{}", sha256(&layer)))).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), layer);
+    t.server.stop().await;
+}
+
+#[tokio::test]
+async fn the_templates_and_repository_create_commands() {
+    let t = TestServer::start().await;
+    let dir = t.dir.path().to_owned();
+    let berth = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .env("BERTH_AUTH__ENABLED", "false")
+            .env("BERTH_LOG__LEVEL", "warn")
+            .env_remove("BERTH_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let stdout = |o: &std::process::Output| {
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let file = dir.join("prod.json");
+    std::fs::write(
+        &file,
+        json!({"prefix": "prod/", "appliedFor": ["CREATE_ON_PUSH"], "imageTagMutability": "IMMUTABLE",
+            "resourceTags": [{"Key": "env", "Value": "prod"}]})
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(stdout(&berth(&["templates", "put", file.to_str().unwrap()])), "template prod created\n");
+    std::fs::write(&file, json!({"prefix": "prod", "description": "production"}).to_string()).unwrap();
+    assert_eq!(stdout(&berth(&["templates", "put", file.to_str().unwrap()])), "template prod updated\n");
+    let got: Value = serde_json::from_str(&stdout(&berth(&["templates", "get", "prod"]))).unwrap();
+    assert_eq!(
+        (got["description"].as_str(), got["imageTagMutability"].as_str()),
+        (Some("production"), Some("IMMUTABLE"))
+    );
+    let list = stdout(&berth(&["templates", "list"]));
+    assert!(list.lines().nth(1).unwrap().starts_with("prod "), "{list}");
+    let json_list: Value = serde_json::from_str(&stdout(&berth(&["templates", "list", "--json"]))).unwrap();
+    assert_eq!(json_list["repositoryCreationTemplates"][0]["prefix"], "prod");
+
+    // A server running on the same stores uses the template at its next creation.
+    assert_eq!(push_blob(&t, "prod/pushed", b"p").await.0, 201);
+    assert_eq!(t.settings("prod/pushed").await.unwrap().tag_mutability, "IMMUTABLE");
+
+    let line = stdout(&berth(&["repository", "create", "--repository", "prod/made", "--tag", "owner=me"]));
+    assert_eq!(line, "repository prod/made created (IMMUTABLE, key default)\n");
+    let made = t.settings("prod/made").await.unwrap();
+    assert_eq!(made.resource_tags, [("owner".into(), "me".into())], "given tags replace the template's");
+    let again = berth(&["repository", "create", "--repository", "prod/made"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "{again:?}");
+    let bad = berth(&["repository", "create", "--repository", "x/y", "--tag", "novalue"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("KEY=VALUE"), "{bad:?}");
+
+    assert_eq!(stdout(&berth(&["templates", "delete", "prod"])), "template prod deleted\n");
+    let gone = berth(&["templates", "get", "prod"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no repository creation template"), "{gone:?}");
     t.server.stop().await;
 }

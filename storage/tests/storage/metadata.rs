@@ -369,7 +369,7 @@ async fn repository_key_names(store: &dyn MetadataStore) {
 
     // Racing key assignments: exactly one wins.
     let plain_race = repo("rk/plain-race");
-    store.create_repository(&plain_race, &keyed(None), ANON).await.unwrap().key;
+    store.create_repository(&plain_race, &keyed(None), ANON).await.unwrap();
     let won = futures::future::join_all(names.iter().map(|k| store.set_repository_key(&plain_race, k))).await;
     assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
 }
@@ -378,10 +378,10 @@ async fn repository_key_names(store: &dyn MetadataStore) {
 async fn blob_copies(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"copies");
     let (enc, other, plain, nocopy) = (repo("bc/enc"), repo("bc/other"), repo("bc/plain"), repo("bc/nocopy"));
-    store.create_repository(&enc, &keyed(Some("ka")), ANON).await.unwrap().key;
-    store.create_repository(&other, &keyed(Some("kb")), ANON).await.unwrap().key;
-    store.create_repository(&plain, &keyed(None), ANON).await.unwrap().key;
-    store.create_repository(&nocopy, &keyed(Some("kc")), ANON).await.unwrap().key;
+    store.create_repository(&enc, &keyed(Some("ka")), ANON).await.unwrap();
+    store.create_repository(&other, &keyed(Some("kb")), ANON).await.unwrap();
+    store.create_repository(&plain, &keyed(None), ANON).await.unwrap();
+    store.create_repository(&nocopy, &keyed(Some("kc")), ANON).await.unwrap();
 
     assert_eq!(store.blob_copy(&d, "ka").await.unwrap(), None);
     let a = sealed("ka", "ka.1", 6, "obj-a");
@@ -1427,8 +1427,8 @@ async fn events_of_each_change(store: &dyn MetadataStore) {
     let (app, src) = (repo("ev/app"), repo("ev/src"));
 
     // create_repository: an event when it creates, none when the repository exists.
-    store.create_repository(&app, &keyed(None), &origin).await.unwrap().key;
-    store.create_repository(&app, &keyed(Some("k")), &origin).await.unwrap().key;
+    store.create_repository(&app, &keyed(None), &origin).await.unwrap();
+    store.create_repository(&app, &keyed(Some("k")), &origin).await.unwrap();
     let ev = new_events(store, &mut at, "ev/").await;
     assert_eq!(kinds(&ev), [(EventKind::RepositoryCreate, "ev/app", None)]);
     assert_eq!(ev[0].origin, origin);
@@ -1661,8 +1661,8 @@ async fn fan_out_filters(store: &dyn MetadataStore) {
 /// time; other lines in parallel; leases that run out; finishing only by the holder.
 async fn claim_order_and_leases(store: &dyn MetadataStore) {
     let (one, two) = (repo("cl/one"), repo("cl/two"));
-    store.create_repository(&one, &keyed(None), ANON).await.unwrap().key;
-    store.create_repository(&two, &keyed(None), ANON).await.unwrap().key;
+    store.create_repository(&one, &keyed(None), ANON).await.unwrap();
+    store.create_repository(&two, &keyed(None), ANON).await.unwrap();
     let a = hook("cl-a", &["cl/*"]);
     let b = hook("cl-b", &["cl/one"]);
     store.put_subscription(&a).await.unwrap();
@@ -1838,8 +1838,8 @@ async fn claim_races(store: &dyn MetadataStore) {
 /// Listing by every filter, counts per state, replay and purge.
 async fn delivery_admin(store: &dyn MetadataStore) {
     let (one, two) = (repo("ad/one"), repo("ad/two"));
-    store.create_repository(&one, &keyed(None), ANON).await.unwrap().key;
-    store.create_repository(&two, &keyed(None), ANON).await.unwrap().key;
+    store.create_repository(&one, &keyed(None), ANON).await.unwrap();
+    store.create_repository(&two, &keyed(None), ANON).await.unwrap();
     for s in [hook("ad-a", &["ad/*"]), hook("ad-b", &["ad/one"]), hook("ad-z", &["nothing/*"])] {
         store.put_subscription(&s).await.unwrap();
     }
@@ -2068,7 +2068,7 @@ async fn repository_deletion(store: &dyn MetadataStore) {
     assert_eq!(store.delete_repository(&r, true, &origin).await.unwrap(), RepositoryDeleted::NotFound);
     // An empty repository needs no force.
     let empty = repo("rd/empty");
-    store.create_repository(&empty, &keyed(None), ANON).await.unwrap().key;
+    store.create_repository(&empty, &keyed(None), ANON).await.unwrap();
     assert_eq!(store.delete_repository(&empty, false, &origin).await.unwrap(), RepositoryDeleted::Deleted);
 
     // Pushing again creates it again.

@@ -196,7 +196,7 @@ async fn leftover_dooms_are_resumed(store: &dyn MetadataStore) {
 /// Phase (c): copies for key names no repository linking the blob uses.
 async fn unused_copies(store: &dyn MetadataStore) {
     let r = repo("gc/copies");
-    store.create_repository(&r, &NewRepository::with_key(Some("kused".into())), ANON).await.unwrap().key;
+    store.create_repository(&r, &NewRepository::with_key(Some("kused".into())), ANON).await.unwrap();
     let d = digest("gc-copies");
     store.add_blob_copy(&d, &copy("kused", "obj-used")).await.unwrap();
     store.add_blob_copy(&d, &copy("kgone", "obj-gone")).await.unwrap();
