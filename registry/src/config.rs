@@ -216,12 +216,15 @@ pub enum PlainHttp {
 pub struct EncryptionConfig {
     /// New repositories encrypt their blobs (existing ones keep what they were created with).
     pub enabled: bool,
-    /// The key name of new repositories no rule below matches.
+    /// The key name of new repositories whose creation template names none (`AES256`) and
+    /// that no rule below matches.
     pub default_key: String,
     /// Folder of key files; default `<data_dir>/keys`. On first start with no key for
     /// `default_key`, one is generated here (single-process setups only).
     pub key_dir: Option<PathBuf>,
-    /// Keys by repository name prefix, checked in order, fixed when a repository is created.
+    /// Keys by repository name prefix, checked in order, fixed when a repository is created:
+    /// configuration templates that set only the key (`service::templates` ranks them
+    /// against the stored repository creation templates).
     pub repositories: Vec<RepositoryKeyRule>,
 }
 

@@ -30,7 +30,7 @@ pub enum TemplatesAction {
     ///
     /// On an update, fields the file leaves out keep their value.
     Put {
-        /// The JSON file, e.g. {"prefix": "prod", "appliedFor": ["CREATE_ON_PUSH"], "imageTagMutability": "IMMUTABLE"}.
+        /// The template's JSON file, e.g. prod.json.
         file: PathBuf,
     },
     /// Delete a stored template (repositories created with it keep their settings).
