@@ -13,7 +13,8 @@
 #   E2E_LARGE_MIB      size of the large random layer (default 512)
 #   E2E_KEEP=1         keep the scratch folder even when everything passed
 #   E2E_ONLY="auth tls ..."  run only these groups of checks (skopeo docker podman buildah
-#                      ctr oras auth tls large image deploy health); the sign-ins always run.
+#                      ctr oras auth tls immutable large image deploy health); the sign-ins
+#                      always run.
 #                      Groups use content earlier ones pushed: for quick local iterations.
 #   E2E_HOST_IP        a non-loopback address of this machine for docker's verified-TLS
 #                      checks (default: the first global IPv4 address)
@@ -582,6 +583,55 @@ auth_checks() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Tag immutability (ECR's imageTagMutability), set with curl through the admin API: docker
+# and skopeo pushing another image to an existing tag are refused, and what they print
+# carries ECR's sentence; the same image pushed again, a new tag and a delete go through.
+
+export IMMUTABLE_REFUSAL="The image tag '(d1|s1)' already exists in the 'e2e/immutable' repository and cannot be overwritten because the repository is immutable"
+
+c_immutable_set_through_the_admin_api() {
+  docker tag "$R/e2e/login:1" "$R/e2e/immutable:d1" && docker push -q "$R/e2e/immutable:d1" || return 1
+  sk copy --dest-tls-verify=false "oci:$LAB/oci-one:1" "docker://$R/e2e/immutable:s1" || return 1
+  manifest_digest e2e/immutable d1 >"$LAB/immutable-d1" && manifest_digest e2e/immutable s1 >"$LAB/immutable-s1" || return 1
+  echo '{"imageTagMutability": "IMMUTABLE"}' >"$LAB/immutable.json"
+  admin_api PUT /repositories/e2e/immutable/tag-mutability "$LAB/immutable.json" | jq -e '.imageTagMutability == "IMMUTABLE"' || return 1
+  admin_api GET /repositories/e2e/immutable/settings | jq -e '.repositoryName == "e2e/immutable" and .imageTagMutability == "IMMUTABLE"'
+}
+
+c_immutable_docker_push_of_another_image_refused() {
+  docker import -c 'LABEL e2e=another-image' "$LAB/tiny/login.tar" "$R/e2e/immutable:d1" >/dev/null || return 1
+  refused "$IMMUTABLE_REFUSAL" docker push "$R/e2e/immutable:d1" || return 1
+  expect_eq "$(manifest_digest e2e/immutable d1)" "$(cat "$LAB/immutable-d1")"
+}
+
+c_immutable_docker_same_image_again() {
+  docker tag "$R/e2e/login:1" "$R/e2e/immutable:d1" && docker push "$R/e2e/immutable:d1" || return 1
+  expect_eq "$(manifest_digest e2e/immutable d1)" "$(cat "$LAB/immutable-d1")"
+}
+
+c_immutable_skopeo_copy_of_another_image_refused() {
+  refused "$IMMUTABLE_REFUSAL" sk copy --dest-tls-verify=false "oci:$LAB/oci-two:1" "docker://$R/e2e/immutable:s1" || return 1
+  expect_eq "$(manifest_digest e2e/immutable s1)" "$(cat "$LAB/immutable-s1")"
+}
+
+c_immutable_skopeo_same_image_again_new_tag_and_delete() {
+  sk copy --dest-tls-verify=false "oci:$LAB/oci-one:1" "docker://$R/e2e/immutable:s1" || return 1
+  expect_eq "$(manifest_digest e2e/immutable s1)" "$(cat "$LAB/immutable-s1")" || return 1
+  # A tag that does not exist yet may be created; deleting is allowed (as in ECR).
+  sk copy --dest-tls-verify=false "oci:$LAB/oci-two:1" "docker://$R/e2e/immutable:s2" || return 1
+  sk delete --tls-verify=false "docker://$R/e2e/immutable:s2" || return 1
+  expect_eq "$(api /v2/e2e/immutable/tags/list | jq -c .tags)" '["d1","s1"]'
+}
+
+immutable_checks() {
+  check immutable_set_through_the_admin_api "$STEP" c_immutable_set_through_the_admin_api
+  check immutable_docker_push_of_another_image_refused "$STEP" c_immutable_docker_push_of_another_image_refused
+  check immutable_docker_same_image_again "$STEP" c_immutable_docker_same_image_again
+  check immutable_skopeo_copy_of_another_image_refused "$STEP" c_immutable_skopeo_copy_of_another_image_refused
+  check immutable_skopeo_same_image_again_new_tag_and_delete "$STEP" c_immutable_skopeo_same_image_again_new_tag_and_delete
+}
+
+# ---------------------------------------------------------------------------------------
 # TLS: a second Berth with a certificate from a CA made for this run, and clients that
 # verify it. docker 20.10 treats every registry whose host resolves into 127.0.0.0/8 as
 # insecure (`localhost` included): it then skips verification and never reads certs.d, so
@@ -809,6 +859,7 @@ main() {
   group ctr ctr_checks
   group oras oras_checks
   group auth auth_checks
+  group immutable immutable_checks
   group tls tls_checks
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" large "* ]]; then
     make_large_layer

@@ -132,6 +132,7 @@ impl App {
             quota_warning: config.quotas.warning,
             gc: crate::service::gc::GcSettings { grace: config.gc.grace, ..Default::default() },
             create_on_push: config.registry.create_on_push,
+            pull_flush: crate::service::pulls::FLUSH_INTERVAL,
         };
         tune(&mut settings);
         let enc = &config.encryption;
@@ -179,8 +180,14 @@ impl App {
             hosts: config.hosts.clone(),
             integrity: Default::default(),
             seen: Default::default(),
+            pulls: Default::default(),
         });
         crate::service::gc::seen::spawn_flusher(Arc::downgrade(&registry.seen), registry.meta.clone());
+        crate::service::pulls::spawn_flusher(
+            Arc::downgrade(&registry.pulls),
+            registry.meta.clone(),
+            registry.settings.pull_flush,
+        );
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -513,6 +520,7 @@ impl RunningServer {
         }
         let _ = self.stop.send(());
         let _ = self.task.await;
+        self.app.registry.flush_pull_times().await;
     }
 }
 

@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
-    /// Repositories: create, delete.
+    /// Repositories: create, delete, settings.
     Repository {
         #[command(subcommand)]
         action: ops_cli::RepositoryAction,
@@ -143,6 +143,17 @@ pub enum Command {
     Quota {
         #[command(subcommand)]
         action: usage_cli::QuotaAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Images of a repository with their tags, sizes, push and last pull times.
+    Images {
+        #[command(subcommand)]
+        action: crate::images_cli::ImagesAction,
         /// TOML configuration file (as for `serve`).
         #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,

@@ -35,6 +35,12 @@ pub enum ApiError {
     SizeInvalid(String),
     #[error("{0}")]
     TagInvalid(String),
+    /// A push that would move a tag the repository holds immutable (ECR's sentence, which
+    /// docker shows as it is).
+    #[error(
+        "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
+    )]
+    TagImmutable { repo: berth_oci::RepoName, tag: berth_oci::Tag },
     /// A blob `Range` that does not overlap the blob.
     #[error("requested range is not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
@@ -103,6 +109,11 @@ impl From<berth_storage::Error> for ApiError {
             )),
             S::Body(e) => ApiError::BlobUploadInvalid(format!("request body could not be read: {e}")),
             S::Limit(message) => ApiError::LimitReached(message),
+            S::TagImmutable { repo, tag } => ApiError::TagImmutable { repo, tag },
+            // The service decides again a few times first.
+            S::MutabilityChanged(repo) => ApiError::Unavailable(format!(
+                "the tag mutability of repository {repo} keeps changing during this push; push again"
+            )),
             // Writers wait for the collector before linking; this is the backstop.
             S::Doomed(d) => {
                 ApiError::Unavailable(format!("blob {d} is being garbage-collected; push it again in a minute"))

@@ -3,6 +3,7 @@
 mod admin_cli;
 mod cli;
 mod gc_cli;
+mod images_cli;
 mod keys_cli;
 mod ops_cli;
 mod templates_cli;
@@ -107,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _scrub = app.spawn_scrub(&config.scrub);
             let _gc = app.spawn_gc(&config.gc);
             berth_registry::server::serve(listener, app.router(), tls, limits, shutdown_signal()).await?;
+            app.registry().flush_pull_times().await;
             tracing::info!("stopped");
         }
         Command::Health { addr, config } => {
@@ -153,6 +155,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Quota { action, config, data_dir } => {
             usage_cli::quota(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Images { action, config, data_dir } => {
+            images_cli::images(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Gc { action, config, data_dir } => {
             gc_cli::gc(open_for_command(config, data_dir).await?.registry(), action).await?

@@ -1,5 +1,5 @@
 //! `berth webhooks …`, `berth deliveries …`, `berth task-def resolve` and `berth repository
-//! delete`: the same verbs as the admin API (`berth_registry::events::admin`, the service),
+//! delete|settings`: the same verbs as the admin API (`berth_registry::events::admin`, the service),
 //! run on the stores of the configuration. A running server picks up what they change at
 //! its next poll (`events.poll_interval`).
 
@@ -184,6 +184,21 @@ pub enum RepositoryAction {
         /// Delete it even though it holds manifests (they go with it).
         #[arg(long)]
         force: bool,
+    },
+    /// Show a repository's settings, or set its tag mutability (ECR's PutImageTagMutability).
+    Settings {
+        /// The repository, e.g. team/app.
+        #[arg(long)]
+        repository: String,
+        /// Set it: MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION.
+        #[arg(long, value_name = "MODE")]
+        tag_mutability: Option<String>,
+        /// A wildcard exclusion filter, e.g. 'dev-*' (repeatable, up to 5; with a *_WITH_EXCLUSION mode).
+        #[arg(long = "exclude", value_name = "FILTER")]
+        exclusions: Vec<String>,
+        /// Print JSON (ECR's DescribeRepositories fields) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -404,6 +419,9 @@ pub async fn repository(registry: &Registry, action: RepositoryAction) -> anyhow
     let (name, force) = match action {
         RepositoryAction::Create(args) => return crate::templates_cli::create_repository(registry, args).await,
         RepositoryAction::Delete { name, force } => (name, force),
+        RepositoryAction::Settings { repository, tag_mutability, exclusions, json } => {
+            return repository_settings(registry, &repository, tag_mutability, exclusions, json).await;
+        }
     };
     let repo: RepoName = name.parse().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     match registry.delete_repository(&repo, force, &origin()).await {
@@ -415,6 +433,65 @@ pub async fn repository(registry: &Registry, action: RepositoryAction) -> anyhow
         },
     }
     println!("repository {repo} deleted");
+    Ok(())
+}
+
+/// `berth repository settings`: shows them, or sets the tag mutability.
+async fn repository_settings(
+    registry: &Registry,
+    name: &str,
+    tag_mutability: Option<String>,
+    exclusions: Vec<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use berth_registry::rules::mutability::{Mode, TagMutability};
+    let repo: RepoName = name.parse().map_err(|e| anyhow::anyhow!("--repository {name}: {e}"))?;
+    let unknown = |e: ApiError| match e {
+        ApiError::NotFound(_) => anyhow::anyhow!("no repository {repo}"),
+        e => e.into(),
+    };
+    // The rules' messages name ECR's fields; here the flags stand for them.
+    let in_flags = |e: String| {
+        anyhow::anyhow!(
+            "{}",
+            e.replace("exclusion filter", "--exclude").replace("imageTagMutability", "--tag-mutability")
+        )
+    };
+    let view = match tag_mutability {
+        None if !exclusions.is_empty() => {
+            anyhow::bail!("--exclude needs --tag-mutability IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION")
+        }
+        None => registry.repository_settings(&repo).await.map_err(unknown)?,
+        Some(mode) => {
+            let mode: Mode = mode.parse().map_err(in_flags)?;
+            let setting = TagMutability::new(mode, exclusions).map_err(in_flags)?;
+            let view = registry.put_tag_mutability(&repo, &setting).await.map_err(unknown)?;
+            if !json {
+                let excluded = match setting.exclusions.as_slice() {
+                    [] => String::new(),
+                    list => format!(" except {}", list.join(", ")),
+                };
+                println!("repository {repo}: tag mutability {}{excluded}", setting.mode);
+                return Ok(());
+            }
+            view
+        }
+    };
+    if json {
+        return print_json(&view);
+    }
+    let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(view.created_at.max(0) as u64);
+    let filters: Vec<&str> = view.image_tag_mutability_exclusion_filters.iter().map(|f| f.filter.as_str()).collect();
+    println!("repository      {}", view.repository_name);
+    println!("created         {}", humantime::format_rfc3339_seconds(created));
+    println!("tag mutability  {}", view.image_tag_mutability);
+    if !filters.is_empty() {
+        println!("exclusions      {}", filters.join(", "));
+    }
+    match &view.encryption_configuration.key_name {
+        Some(key) => println!("encryption      {} (key {key})", view.encryption_configuration.encryption_type),
+        None => println!("encryption      none (plaintext)"),
+    }
     Ok(())
 }
 

@@ -15,6 +15,16 @@ pub enum Error {
     /// The request body failed while it was being read (client went away, timeout...).
     #[error("request body: {0}")]
     Body(#[source] std::io::Error),
+    /// A push would move a tag its repository holds immutable to another manifest (ECR's
+    /// words, as docker shows them).
+    #[error(
+        "The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
+    )]
+    TagImmutable { repo: berth_oci::RepoName, tag: berth_oci::Tag },
+    /// A push decided which tags may move under a tag mutability setting that changed before
+    /// it was written; the caller reads the setting again and retries.
+    #[error("the tag mutability of repository {0} changed during the push")]
+    MutabilityChanged(berth_oci::RepoName),
     /// A concurrent change won; the caller's view is stale.
     #[error("conflicting concurrent change")]
     Conflict,

@@ -15,12 +15,14 @@
 //! | `GET`, `PATCH /api/v1/repositories/<name>/tags` | `ecr:ListTagsForResource`, `ecr:TagResource` (+ `ecr:UntagResource`) |
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
+//! | `GET /api/v1/repositories/<name>/settings`, `PUT …/tag-mutability` | `ecr:DescribeRepositories`, `ecr:PutImageTagMutability` (`http::repository_settings`) |
 //! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`), repository creation templates (`http::templates`) are served here too, and also with authentication off (then to anyone,
-//! like everything else).
+//! (`http::usage`), image details (`http::images`) and repository creation templates
+//! (`http::templates`) are served here too, and also with
+//! authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,13 +60,25 @@ enum Target {
     Gc,
     Events(super::webhooks::Target),
     Usage(super::usage::Target),
+    RepositorySettings(super::repository_settings::Target),
+    /// `GET /api/v1/repositories/<name>/images` (`http::images`).
+    Images(RepoName),
     Templates(super::templates::Target),
 }
 
 impl Target {
     /// Identities and policies exist only with authentication on.
     fn needs_auth(&self) -> bool {
-        !matches!(self, Target::Repositories | Target::Gc | Target::Events(_) | Target::Usage(_) | Target::Templates(_))
+        !matches!(
+            self,
+            Target::Repositories
+                | Target::Gc
+                | Target::Events(_)
+                | Target::Usage(_)
+                | Target::Images(_)
+                | Target::RepositorySettings(_)
+                | Target::Templates(_)
+        )
     }
 }
 
@@ -90,12 +104,16 @@ fn parse(path: &str) -> ApiResult<Target> {
             Target::Policy(PolicyTarget::Repository(repo(name)?), None)
         }
         ["repositories", name @ .., "tags"] if !name.is_empty() => Target::Tags(repo(name)?),
+        ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
-        other => match (super::usage::parse(other), super::templates::parse(other)) {
-            (Some(usage), _) => Target::Usage(usage?),
-            (None, Some(templates)) => Target::Templates(templates),
-            (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+        other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
+            (Some(settings), _) => Target::RepositorySettings(settings?),
+            (None, Some(usage)) => Target::Usage(usage?),
+            (None, None) => match super::templates::parse(other) {
+                Some(templates) => Target::Templates(templates),
+                None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+            },
         },
     })
 }
@@ -206,6 +224,28 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::usage::handle(call, &method, t).await;
+        }
+        Target::Images(repo) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::images::handle(call, &method, repo).await;
+        }
+        Target::RepositorySettings(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::repository_settings::handle(call, &method, t).await;
         }
         Target::Templates(t) => {
             let call = super::webhooks::Call {

@@ -44,7 +44,7 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
         ApiError::NameUnknown => (ErrorCode::NameUnknown, StatusCode::NOT_FOUND),
         ApiError::NotCreatedOnPush(_) => (ErrorCode::NameUnknown, StatusCode::NOT_FOUND),
         ApiError::SizeInvalid(_) => (ErrorCode::SizeInvalid, StatusCode::BAD_REQUEST),
-        ApiError::TagInvalid(_) => (ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
+        ApiError::TagInvalid(_) | ApiError::TagImmutable { .. } => (ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
         ApiError::RangeNotSatisfiable { .. } => (ErrorCode::RangeInvalid, StatusCode::RANGE_NOT_SATISFIABLE),
         ApiError::ChunkOutOfOrder { .. } => (ErrorCode::RangeInvalid, StatusCode::RANGE_NOT_SATISFIABLE),
         ApiError::PaginationInvalid(_) => (ErrorCode::PaginationNumberInvalid, StatusCode::BAD_REQUEST),

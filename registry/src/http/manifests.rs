@@ -15,7 +15,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::service::Registry;
 
 pub async fn get(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req) -> ApiResult<Response> {
-    let m = reg.get_manifest(name, reference).await?;
+    let m = if req.method == Method::HEAD {
+        reg.get_manifest(name, reference).await?
+    } else {
+        reg.pull_manifest(name, reference).await?
+    };
     let len = m.content.len();
     let body = if req.method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) };
     let mut r = (StatusCode::OK, body).into_response();

@@ -61,7 +61,7 @@ impl Registry {
             ds.iter().map(|d| RequiredContent { digest: d.digest.clone(), size: d.size }).collect()
         };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let record = NewManifest {
+        let mut record = NewManifest {
             repo: repo.clone(),
             digest: digest.clone(),
             media_type: parsed.media_type.clone(),
@@ -72,6 +72,7 @@ impl Registry {
             blobs: required(&parsed.blobs),
             manifests: required(&parsed.manifests),
             tags: tags.clone(),
+            mutability: Default::default(),
         };
         let covering = self.quotas_for(repo).await?;
         self.check_manifest_quota(&covering, repo, &digest).await?;
@@ -85,7 +86,7 @@ impl Registry {
                 tracing::info!(repo.name = %repo, template = ?plan.template, "repository created by a push");
             }
         }
-        let stored = self.meta.put_manifest(&record, origin).await;
+        let stored = self.put_guarded(&mut record, origin).await;
         self.manifests.invalidate(repo);
         stored?;
         self.events.wake();
@@ -93,6 +94,20 @@ impl Registry {
             manifest.tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest pushed");
         self.note_quota_use(&covering, repo, origin).await;
         Ok(Pushed { digest, subject, tags })
+    }
+
+    /// Stores `record` with the guard of its tags (`service::repository_settings`), deciding
+    /// again when the repository's tag mutability changed in between (a few times at most:
+    /// the setting changes at an administrator's pace).
+    async fn put_guarded(&self, record: &mut NewManifest, origin: &Origin) -> ApiResult<()> {
+        let mut attempt = 1;
+        loop {
+            record.mutability = self.tag_guard(&record.repo, &record.tags).await?;
+            match self.meta.put_manifest(record, origin).await {
+                Err(berth_storage::Error::MutabilityChanged(_)) if attempt < 3 => attempt += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<Arc<Manifest>> {

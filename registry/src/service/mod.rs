@@ -5,9 +5,12 @@ pub mod blobs;
 pub mod cache;
 pub mod encryption;
 pub mod gc;
+pub mod images;
 pub mod keys;
 pub mod manifests;
+pub mod pulls;
 pub mod repositories;
+pub mod repository_settings;
 pub mod scrub;
 pub mod taskdef;
 pub mod templates;
@@ -37,6 +40,9 @@ pub struct Settings {
     pub gc: gc::GcSettings,
     /// `registry.create_on_push`: a push may create a repository no template covers.
     pub create_on_push: bool,
+    /// How often the last pull times noted are written (`service::pulls`; tests lengthen it
+    /// to flush by hand).
+    pub pull_flush: Duration,
 }
 
 /// Everything a request needs: the stores, the settings and the manifest cache. Shared by
@@ -56,6 +62,8 @@ pub struct Registry {
     pub integrity: Arc<scrub::IntegrityCounters>,
     /// Blob links clients were told about since the last flush (`service::gc::seen`).
     pub seen: Arc<gc::seen::SeenLinks>,
+    /// Manifests pulled since the last flush of their pull times (`service::pulls`).
+    pub pulls: Arc<pulls::PullTimes>,
 }
 
 /// The URL path of an upload session, as given in `Location`.

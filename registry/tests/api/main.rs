@@ -16,6 +16,8 @@ mod encryption;
 mod events;
 mod gc;
 mod gc_race;
+mod images;
+mod immutability;
 mod integrity;
 mod limits;
 mod quotas;

@@ -41,7 +41,7 @@ impl TestServer {
     }
 
     async fn settings(&self, name: &str) -> Option<NewRepository> {
-        self.server.app.registry().meta.repository_settings(&repo(name)).await.unwrap()
+        self.server.app.registry().meta.repository_setup(&repo(name)).await.unwrap()
     }
 }
 
@@ -251,6 +251,21 @@ async fn a_push_creates_the_repository_with_the_longest_matching_template() {
     assert_eq!(prod.tag_mutability, "IMMUTABLE");
     assert_eq!(prod.key.as_deref(), Some("default"), "no key in the template: the registry's default");
     assert!(prod.resource_tags.is_empty(), "one template applies, not a merge");
+    // The template's IMMUTABLE holds from the first push: a tag does not move.
+    let index = |n: &str| {
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [], "annotations": {"n": n}})
+    };
+    let put = |body: Value| {
+        t.client
+            .put(t.url("/v2/prod/fresh/manifests/v1"))
+            .header("content-type", "application/vnd.oci.image.index.v1+json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(put(index("1")).await.unwrap().status(), 201);
+    let (status, body) = answer(put(index("2")).await.unwrap()).await;
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (400, Some("TAG_INVALID")), "{body}");
 
     let r = t
         .client

@@ -40,6 +40,32 @@ pub struct NewManifest {
     pub manifests: Vec<RequiredContent>,
     /// Tags to point at this manifest.
     pub tags: Vec<Tag>,
+    /// Which of `tags` may not move, and the repository setting that says so.
+    pub mutability: TagGuard,
+}
+
+/// What keeps a push from moving an immutable tag. The caller reads the repository's tag
+/// mutability ([`Repositories::repository_settings`](super::Repositories::repository_settings)),
+/// decides which tags it holds immutable (the registry's `rules::mutability`; the store has
+/// no rule of its own) and passes both. In the transaction that writes the tags the store
+/// then checks that (1) the repository's setting is still `setting`, else
+/// [`Error::MutabilityChanged`](crate::Error::MutabilityChanged) (decide again and retry),
+/// and (2) no tag of `immutable` names another manifest, else
+/// [`Error::TagImmutable`](crate::Error::TagImmutable) and nothing of the push is written. So
+/// of two pushes of different manifests to one new immutable tag exactly one wins, and a
+/// setting change is never overtaken by a push decided under the old setting.
+///
+/// The default (the default setting, nothing immutable) is right for a repository whose
+/// setting is the default, and refused (`MutabilityChanged`) for any other: a caller that
+/// does not read the setting cannot move an immutable tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagGuard {
+    /// The repository's setting as the caller read it (the default for a repository that
+    /// did not exist: one created by this push has no tag to protect).
+    pub setting: super::TagMutabilitySetting,
+    /// The tags of the push that may not be moved to another manifest (pushing the manifest
+    /// they name again is fine).
+    pub immutable: Vec<Tag>,
 }
 
 /// A manifest that names another as its `subject`, as the referrers API lists it.

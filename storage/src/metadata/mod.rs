@@ -4,7 +4,8 @@
 //! file with its records, and implemented per backend in a file of the same name
 //! (`sqlite/<domain>.rs`, `postgres/<domain>.rs`):
 //!
-//! - [`Repositories`] (`repositories.rs`): repositories, their keys, listing and deletion;
+//! - [`Repositories`] (`repositories.rs`): repositories, their keys, settings (tag
+//!   mutability), listing and deletion;
 //! - [`Blobs`] (`blobs.rs`): blob links to repositories and sealed copies;
 //! - [`Manifests`] (`manifests.rs`): manifests, tags, referrers and the change feed;
 //! - [`Uploads`] (`uploads.rs`): upload sessions;
@@ -16,6 +17,8 @@
 //!   doomed digests, the collector's lease and its runs.
 //! - [`UsageStore`] (`usage.rs`): usage counters (kept by the database's triggers as rows
 //!   come and go) and quotas.
+//! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
+//!   pull times (ECR's image details); last pull times written in batches.
 //! - [`Templates`] (`templates.rs`): repository creation templates.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
@@ -36,6 +39,7 @@ mod blobs;
 pub mod events;
 pub mod gc;
 mod identity;
+mod images;
 mod keys;
 mod manifests;
 mod policies;
@@ -59,11 +63,14 @@ pub use events::{
 };
 pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
+pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
-pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent};
+pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
-pub use repositories::{CreatedRepository, NewRepository, Repositories, RepositoryDeleted};
+pub use repositories::{
+    CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
+};
 pub use templates::{TemplateRecord, Templates};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
 pub use usage::{
@@ -77,7 +84,7 @@ pub use usage::{
 pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
-        Blobs as _, Events as _, GcStore as _, Identity as _, Keys as _, Manifests as _, Policies as _,
+        Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Manifests as _, Policies as _,
         Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
@@ -96,6 +103,7 @@ pub trait MetadataStore:
     + GcStore
     + UsageStore
     + Templates
+    + Images
     + std::fmt::Debug
 {
 }
@@ -112,6 +120,7 @@ impl<T> MetadataStore for T where
         + GcStore
         + UsageStore
         + Templates
+        + Images
         + std::fmt::Debug
         + ?Sized
 {

@@ -207,6 +207,7 @@ mod blobs;
 mod events;
 mod gc;
 mod identity;
+mod images;
 mod keys;
 mod manifests;
 mod policies;

@@ -51,7 +51,7 @@ pub trait Templates: Send + Sync {
     /// The settings repository `repo` has now, in the shape it was created with (key, tag
     /// mutability, lifecycle policy, repository policy, resource tags by key); `None` when it
     /// does not exist. One snapshot.
-    async fn repository_settings(&self, repo: &RepoName) -> Result<Option<NewRepository>>;
+    async fn repository_setup(&self, repo: &RepoName) -> Result<Option<NewRepository>>;
 }
 
 /// The `resource_tags` column: ECR's `[{"Key": .., "Value": ..}]`.

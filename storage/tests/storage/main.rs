@@ -7,6 +7,8 @@ mod blob_store;
 mod crypt;
 mod metadata;
 mod metadata_gc;
+mod metadata_images;
+mod metadata_mutability;
 mod metadata_templates;
 mod postgres_tls;
 mod usage;

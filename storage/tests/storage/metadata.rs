@@ -48,6 +48,7 @@ fn manifest(r: &RepoName, body: &str, blobs: Vec<RequiredContent>, tags: &[&str]
         blobs,
         manifests: vec![],
         tags: tags.iter().map(|t| tag(t)).collect(),
+        mutability: Default::default(),
     }
 }
 
@@ -1114,6 +1115,8 @@ async fn suite(store: &dyn MetadataStore) {
     crate::usage::counters(store).await;
     crate::usage::quotas(store).await;
     crate::metadata_gc::suite(store).await;
+    crate::metadata_mutability::suite(store).await;
+    crate::metadata_images::suite(store).await;
     crate::metadata_templates::suite(store).await;
 }
 

@@ -46,6 +46,7 @@ fn manifest(r: &RepoName, body: &str, blobs: &[&Digest]) -> NewManifest {
         blobs: blobs.iter().map(|d| RequiredContent { digest: (*d).clone(), size: 3 }).collect(),
         manifests: vec![],
         tags: vec![],
+        mutability: Default::default(),
     }
 }
 

@@ -96,11 +96,11 @@ async fn repositories_created_with_settings(store: &dyn MetadataStore) {
         repository_policy: Some(policy.into()),
         resource_tags: vec![("team".into(), "a".into()), ("cost".into(), "42".into())],
     };
-    assert!(store.repository_settings(&r).await.unwrap().is_none());
+    assert!(store.repository_setup(&r).await.unwrap().is_none());
     let created = store.create_repository(&r, &new, ANON).await.unwrap();
     assert!(created.created);
     assert_eq!(created.key.as_deref(), Some("team-a"));
-    let settings = store.repository_settings(&r).await.unwrap().unwrap();
+    let settings = store.repository_setup(&r).await.unwrap().unwrap();
     let mut want = new.clone();
     want.resource_tags.sort();
     assert_eq!(settings, want, "tags read back by key");
@@ -115,7 +115,7 @@ async fn repositories_created_with_settings(store: &dyn MetadataStore) {
     let again = store.create_repository(&r, &NewRepository::with_key(None), ANON).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.key.as_deref(), Some("team-a"));
-    assert_eq!(store.repository_settings(&r).await.unwrap().unwrap(), want);
+    assert_eq!(store.repository_setup(&r).await.unwrap().unwrap(), want);
 
     // Set before the first push: the repository's own policy and tag win over the new ones.
     let early = repo("tpl-suite/early");
@@ -125,19 +125,19 @@ async fn repositories_created_with_settings(store: &dyn MetadataStore) {
     tags.insert("team".to_owned(), "own".to_owned());
     store.tag_repository(&early, &tags, &[]).await.unwrap();
     assert!(store.create_repository(&early, &new, ANON).await.unwrap().created);
-    let early_settings = store.repository_settings(&early).await.unwrap().unwrap();
+    let early_settings = store.repository_setup(&early).await.unwrap().unwrap();
     assert_eq!(early_settings.repository_policy.as_deref(), Some(own));
     assert_eq!(early_settings.resource_tags, [("cost".into(), "42".into()), ("team".into(), "own".into())]);
 
     // A plain repository: the defaults.
     let plain = repo("tpl-suite/plain");
     assert!(store.create_repository(&plain, &NewRepository::with_key(None), ANON).await.unwrap().created);
-    assert_eq!(store.repository_settings(&plain).await.unwrap().unwrap(), NewRepository::with_key(None));
+    assert_eq!(store.repository_setup(&plain).await.unwrap().unwrap(), NewRepository::with_key(None));
 
     // Deleting the repository takes its settings with it.
     for r in [&r, &early, &plain] {
         store.delete_repository(r, true, ANON).await.unwrap();
-        assert!(store.repository_settings(r).await.unwrap().is_none());
+        assert!(store.repository_setup(r).await.unwrap().is_none());
         assert!(store.policies(&PolicyTarget::Repository(r.clone())).await.unwrap().is_empty());
         assert!(store.repository_tags(r).await.unwrap().is_empty());
     }

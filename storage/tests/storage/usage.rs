@@ -34,6 +34,7 @@ fn manifest(r: &RepoName, body: &str, blobs: &[(&Digest, u64)], tags: &[&str]) -
         blobs: blobs.iter().map(|(d, size)| RequiredContent { digest: (*d).clone(), size: *size }).collect(),
         manifests: vec![],
         tags: tags.iter().map(|t| t.parse::<Tag>().unwrap()).collect(),
+        mutability: Default::default(),
     }
 }
 

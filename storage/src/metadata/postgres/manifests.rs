@@ -115,8 +115,22 @@ impl Manifests for PostgresStore {
         let children: Vec<String> = m.blobs.iter().chain(&m.manifests).map(|c| c.digest.to_string()).collect();
         // Sorted: concurrent pushes lock shared tags in the same order, so they cannot deadlock.
         let tags: Vec<&str> = m.tags.iter().map(Tag::as_str).collect::<BTreeSet<_>>().into_iter().collect();
+        let immutable: Vec<&str> = m.mutability.immutable.iter().map(Tag::as_str).collect();
         transaction!(self, |tx| {
             let (id, created) = ensure_repo(&tx, &m.repo).await?;
+            if !created && !tags.is_empty() {
+                // FOR SHARE until commit: a change of the setting (an UPDATE) waits for this
+                // push, and this read waits for a change in flight, then sees it.
+                let row = tx
+                    .query_one(
+                        "SELECT tag_mutability, tag_mutability_exclusions FROM repositories WHERE id = $1 FOR SHARE",
+                        &[&id],
+                    )
+                    .await?;
+                if super::repositories::setting_of(row.try_get(0)?, row.try_get(1)?)? != m.mutability.setting {
+                    return Err(Error::MutabilityChanged(m.repo.clone()));
+                }
+            }
             // The checks hold until commit: the rows stay locked against unlink and delete.
             if !m.blobs.is_empty() {
                 let found = tx
@@ -185,14 +199,31 @@ impl Manifests for PostgresStore {
                 }
             }
             if !tags.is_empty() {
-                tx.execute(
-                    "INSERT INTO tags (repository_id, name, digest, updated_at) \
-                     SELECT $1, unnest($2::text[]), $3, $4 \
-                     ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, \
-                     updated_at = excluded.updated_at",
-                    &[&id, &tags, &digest, &now],
-                )
-                .await?;
+                // An immutable tag is not moved: ON CONFLICT waits for a concurrent push of the
+                // same tag to commit and evaluates the WHERE on the row it committed, so of two
+                // pushes of different manifests to one new immutable tag, the second finds the
+                // first's and writes nothing. The tags written come back; one missing is an
+                // immutable tag that names another manifest, and the whole push is undone.
+                let written = tx
+                    .query(
+                        "INSERT INTO tags (repository_id, name, digest, updated_at) \
+                         SELECT $1, unnest($2::text[]), $3, $4 \
+                         ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, \
+                         updated_at = excluded.updated_at \
+                         WHERE tags.digest = excluded.digest OR NOT (tags.name = ANY($5::text[])) \
+                         RETURNING name",
+                        &[&id, &tags, &digest, &now, &immutable],
+                    )
+                    .await?;
+                if written.len() != tags.len() {
+                    let written: BTreeSet<&str> =
+                        written.iter().map(|r| r.try_get(0)).collect::<Result<_, tokio_postgres::Error>>()?;
+                    let held = m.mutability.immutable.iter().find(|t| !written.contains(t.as_str()));
+                    return Err(match held {
+                        Some(tag) => Error::TagImmutable { repo: m.repo.clone(), tag: tag.clone() },
+                        None => Error::Conflict,
+                    });
+                }
             }
             let mut events = Vec::with_capacity(m.tags.len() + 1);
             if created {

@@ -1,4 +1,4 @@
-//! [`PostgresStore`]'s repositories: their creation, keys, listing and deletion ([`Repositories`]).
+//! [`PostgresStore`]'s repositories: their creation, keys, settings, listing and deletion ([`Repositories`]).
 
 use async_trait::async_trait;
 use berth_oci::RepoName;
@@ -10,8 +10,15 @@ use crate::metadata::sql::POLICY_COLUMNS;
 use crate::metadata::templates::json_list;
 use crate::metadata::{
     CreatedRepository, Event, EventKind, NewRepository, Origin, Page, RESOURCE_POLICY, Repositories, RepositoryDeleted,
-    repository_created, size_of, unix_now,
+    RepositorySettings, TagMutabilitySetting, repository_created, size_of, unix_now,
 };
+
+/// A repository's tag mutability from its two columns.
+pub(super) fn setting_of(mode: String, exclusions: &str) -> Result<TagMutabilitySetting> {
+    let exclusions = serde_json::from_str(exclusions)
+        .map_err(|e| Error::Corrupt(format!("tag mutability exclusions {exclusions:?}: {e}")))?;
+    Ok(TagMutabilitySetting { mode, exclusions })
+}
 
 #[async_trait]
 impl Repositories for PostgresStore {
@@ -135,6 +142,37 @@ impl Repositories for PostgresStore {
                 Ok((repo, r.try_get(1)?))
             })
             .collect()
+    }
+
+    async fn repository_settings(&self, repo: &RepoName) -> Result<Option<RepositorySettings>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT created_at, key_name, tag_mutability, tag_mutability_exclusions FROM repositories \
+                 WHERE name = $1",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&stmt, &[&repo.as_str()]).await? else { return Ok(None) };
+        Ok(Some(RepositorySettings {
+            name: repo.clone(),
+            created_at: row.try_get(0)?,
+            key: row.try_get(1)?,
+            tag_mutability: setting_of(row.try_get(2)?, row.try_get(3)?)?,
+        }))
+    }
+
+    async fn set_tag_mutability(&self, repo: &RepoName, mode: &str, exclusions: &[String]) -> Result<bool> {
+        let exclusions = serde_json::to_string(exclusions).map_err(|e| Error::Corrupt(e.to_string()))?;
+        // Waits for pushes holding the row's share lock (they decided under the old setting).
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE repositories SET tag_mutability = $2, tag_mutability_exclusions = $3 WHERE name = $1",
+                &[&repo.as_str(), &mode, &exclusions],
+            )
+            .await?;
+        Ok(n > 0)
     }
 }
 

@@ -101,7 +101,7 @@ impl Templates for PostgresStore {
         client.query_opt(&sql, &[&prefix]).await?.as_ref().map(template_record).transpose()
     }
 
-    async fn repository_settings(&self, repo: &RepoName) -> Result<Option<NewRepository>> {
+    async fn repository_setup(&self, repo: &RepoName) -> Result<Option<NewRepository>> {
         let client = self.client().await?;
         // One statement: one snapshot of the four tables.
         let row = client

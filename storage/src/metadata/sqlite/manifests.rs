@@ -11,12 +11,39 @@ use crate::metadata::{
     manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
 };
 
+/// Refuses a push decided under a tag mutability that is no longer the repository's, or
+/// one that would move an immutable tag to another manifest ([`crate::metadata::TagGuard`]).
+fn check_tags(conn: &rusqlite::Connection, id: i64, m: &NewManifest) -> Result<()> {
+    if super::repositories::tag_mutability(conn, id)? != m.mutability.setting {
+        return Err(Error::MutabilityChanged(m.repo.clone()));
+    }
+    let digest = m.digest.to_string();
+    for tag in &m.mutability.immutable {
+        let current: Option<String> = conn
+            .query_row(
+                "SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2",
+                params![id, tag.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if current.is_some_and(|d| d != digest) {
+            return Err(Error::TagImmutable { repo: m.repo.clone(), tag: tag.clone() });
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Manifests for SqliteStore {
     async fn put_manifest(&self, m: &NewManifest, origin: &Origin) -> Result<()> {
         let (m, origin) = (m.clone(), origin.clone());
         self.write(move |tx| {
             let (id, created) = ensure_repo(tx, &m.repo)?;
+            // The writer's lock (`BEGIN IMMEDIATE`) holds from here to commit: the setting and
+            // the tags read below cannot change before the tags are written.
+            if !created && !m.tags.is_empty() {
+                check_tags(tx, id, &m)?;
+            }
             for required in &m.blobs {
                 let size: Option<i64> = tx
                     .query_row(

@@ -1,4 +1,4 @@
-//! [`SqliteStore`]'s repositories: their creation, keys, listing and deletion ([`Repositories`]).
+//! [`SqliteStore`]'s repositories: their creation, keys, settings, listing and deletion ([`Repositories`]).
 
 use async_trait::async_trait;
 use berth_oci::RepoName;
@@ -10,8 +10,24 @@ use crate::metadata::sql::POLICY_COLUMNS;
 use crate::metadata::templates::json_list;
 use crate::metadata::{
     CreatedRepository, Event, EventKind, NewRepository, Origin, Page, RESOURCE_POLICY, Repositories, RepositoryDeleted,
-    repository_created, size_of, unix_now,
+    RepositorySettings, TagMutabilitySetting, repository_created, size_of, unix_now,
 };
+
+/// The tag mutability of the repository with row id `id`.
+pub(super) fn tag_mutability(conn: &rusqlite::Connection, id: i64) -> Result<TagMutabilitySetting> {
+    let (mode, exclusions): (String, String) = conn.query_row(
+        "SELECT tag_mutability, tag_mutability_exclusions FROM repositories WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    setting_of(mode, &exclusions)
+}
+
+fn setting_of(mode: String, exclusions: &str) -> Result<TagMutabilitySetting> {
+    let exclusions = serde_json::from_str(exclusions)
+        .map_err(|e| Error::Corrupt(format!("tag mutability exclusions {exclusions:?}: {e}")))?;
+    Ok(TagMutabilitySetting { mode, exclusions })
+}
 
 #[async_trait]
 impl Repositories for SqliteStore {
@@ -109,6 +125,37 @@ impl Repositories for SqliteStore {
                 Ok((name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?, key))
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn repository_settings(&self, repo: &RepoName) -> Result<Option<RepositorySettings>> {
+        let repo = repo.clone();
+        self.with_conn(move |c| {
+            let row: Option<(i64, Option<String>, String, String)> = c
+                .query_row(
+                    "SELECT created_at, key_name, tag_mutability, tag_mutability_exclusions FROM repositories \
+                     WHERE name = ?1",
+                    [repo.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            row.map(|(created_at, key, mode, exclusions)| {
+                Ok(RepositorySettings { name: repo, created_at, key, tag_mutability: setting_of(mode, &exclusions)? })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_tag_mutability(&self, repo: &RepoName, mode: &str, exclusions: &[String]) -> Result<bool> {
+        let (repo, mode) = (repo.to_string(), mode.to_owned());
+        let exclusions = serde_json::to_string(exclusions).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE repositories SET tag_mutability = ?2, tag_mutability_exclusions = ?3 WHERE name = ?1",
+                params![repo, mode, exclusions],
+            )? > 0)
         })
         .await
     }

@@ -116,7 +116,7 @@ impl Templates for SqliteStore {
         .await
     }
 
-    async fn repository_settings(&self, repo: &RepoName) -> Result<Option<NewRepository>> {
+    async fn repository_setup(&self, repo: &RepoName) -> Result<Option<NewRepository>> {
         let repo = repo.as_str().to_owned();
         self.with_conn(move |c| {
             // One read transaction: one snapshot of the four tables.
