@@ -16,10 +16,12 @@
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
 //! | `GET /api/v1/repositories/<name>/settings`, `PUT …/tag-mutability` | `ecr:DescribeRepositories`, `ecr:PutImageTagMutability` (`http::repository_settings`) |
+//! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`) and image details (`http::images`) are served here too, and also with
+//! (`http::usage`), image details (`http::images`) and repository creation templates
+//! (`http::templates`) are served here too, and also with
 //! authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
@@ -61,6 +63,7 @@ enum Target {
     RepositorySettings(super::repository_settings::Target),
     /// `GET /api/v1/repositories/<name>/images` (`http::images`).
     Images(RepoName),
+    Templates(super::templates::Target),
 }
 
 impl Target {
@@ -74,6 +77,7 @@ impl Target {
                 | Target::Usage(_)
                 | Target::Images(_)
                 | Target::RepositorySettings(_)
+                | Target::Templates(_)
         )
     }
 }
@@ -106,7 +110,10 @@ fn parse(path: &str) -> ApiResult<Target> {
         other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
             (Some(settings), _) => Target::RepositorySettings(settings?),
             (None, Some(usage)) => Target::Usage(usage?),
-            (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+            (None, None) => match super::templates::parse(other) {
+                Some(templates) => Target::Templates(templates),
+                None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+            },
         },
     })
 }
@@ -239,6 +246,28 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::repository_settings::handle(call, &method, t).await;
+        }
+        Target::Templates(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::templates::handle(call, &method, t).await;
+        }
+        Target::Repositories if method == Method::POST => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::templates::create_repository(call, &event_origin).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

@@ -3,4 +3,5 @@
 //! every adapter and every preview gets the same answer as the run that acts on it.
 
 pub mod mutability;
+pub mod templates;
 pub mod wildcard;

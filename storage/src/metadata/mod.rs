@@ -19,6 +19,7 @@
 //!   come and go) and quotas.
 //! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
 //!   pull times (ECR's image details); last pull times written in batches.
+//! - [`Templates`] (`templates.rs`): repository creation templates.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -48,6 +49,7 @@ pub mod postgres_url;
 mod repositories;
 mod sql;
 pub mod sqlite;
+mod templates;
 mod uploads;
 mod usage;
 
@@ -66,7 +68,10 @@ pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
-pub use repositories::{Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting};
+pub use repositories::{
+    CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
+};
+pub use templates::{TemplateRecord, Templates};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
 pub use usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
@@ -80,7 +85,7 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Manifests as _, Policies as _,
-        Repositories as _, Uploads as _, UsageStore as _,
+        Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -97,6 +102,7 @@ pub trait MetadataStore:
     + Events
     + GcStore
     + UsageStore
+    + Templates
     + Images
     + std::fmt::Debug
 {
@@ -113,6 +119,7 @@ impl<T> MetadataStore for T where
         + Events
         + GcStore
         + UsageStore
+        + Templates
         + Images
         + std::fmt::Debug
         + ?Sized

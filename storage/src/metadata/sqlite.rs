@@ -17,6 +17,7 @@ mod keys;
 mod manifests;
 mod policies;
 mod repositories;
+mod templates;
 mod uploads;
 mod usage;
 

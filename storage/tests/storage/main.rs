@@ -9,5 +9,6 @@ mod metadata;
 mod metadata_gc;
 mod metadata_images;
 mod metadata_mutability;
+mod metadata_templates;
 mod postgres_tls;
 mod usage;
