@@ -131,6 +131,7 @@ impl App {
             quotas: config.quotas.records(),
             quota_warning: config.quotas.warning,
             gc: crate::service::gc::GcSettings { grace: config.gc.grace, ..Default::default() },
+            create_on_push: config.registry.create_on_push,
             pull_flush: crate::service::pulls::FLUSH_INTERVAL,
         };
         tune(&mut settings);

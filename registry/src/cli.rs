@@ -102,10 +102,21 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
-    /// Repositories: delete, settings.
+    /// Repositories: create, delete, settings.
     Repository {
         #[command(subcommand)]
         action: ops_cli::RepositoryAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Repository creation templates: the settings new repositories start with.
+    Templates {
+        #[command(subcommand)]
+        action: crate::templates_cli::TemplatesAction,
         /// TOML configuration file (as for `serve`).
         #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
         config: Option<PathBuf>,

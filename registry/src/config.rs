@@ -43,6 +43,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub quotas: QuotasConfig,
     pub lifecycle: LifecycleConfig,
+    pub registry: RegistryConfig,
 }
 
 /// The scheduled runs of repositories' lifecycle policies (README "Lifecycle policies").
@@ -59,6 +60,22 @@ pub struct LifecycleConfig {
 impl Default for LifecycleConfig {
     fn default() -> Self {
         LifecycleConfig { interval: Duration::from_secs(3600) }
+    }
+}
+
+/// How repositories come to be (README "Repository creation templates").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A push to a repository that does not exist creates it. With `false`, only a push
+    /// matching a repository creation template applied for `CREATE_ON_PUSH` (or a rule of
+    /// `[[encryption.repositories]]`) creates one; others get `NAME_UNKNOWN`, as in ECR.
+    pub create_on_push: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { create_on_push: true }
     }
 }
 
@@ -217,12 +234,15 @@ pub enum PlainHttp {
 pub struct EncryptionConfig {
     /// New repositories encrypt their blobs (existing ones keep what they were created with).
     pub enabled: bool,
-    /// The key name of new repositories no rule below matches.
+    /// The key name of new repositories whose creation template names none (`AES256`) and
+    /// that no rule below matches.
     pub default_key: String,
     /// Folder of key files; default `<data_dir>/keys`. On first start with no key for
     /// `default_key`, one is generated here (single-process setups only).
     pub key_dir: Option<PathBuf>,
-    /// Keys by repository name prefix, checked in order, fixed when a repository is created.
+    /// Keys by repository name prefix, checked in order, fixed when a repository is created:
+    /// configuration templates that set only the key (`service::templates` ranks them
+    /// against the stored repository creation templates).
     pub repositories: Vec<RepositoryKeyRule>,
 }
 
@@ -499,6 +519,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             quotas: QuotasConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum ApiError {
     NameInvalid(String),
     #[error("repository name not known to registry")]
     NameUnknown,
+    /// A push to a repository that does not exist, which this registry does not create
+    /// (`registry.create_on_push = false` and no template covers it); the message says how.
+    #[error("{0}")]
+    NotCreatedOnPush(String),
     #[error("{0}")]
     SizeInvalid(String),
     #[error("{0}")]

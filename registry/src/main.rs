@@ -7,6 +7,7 @@ mod images_cli;
 mod keys_cli;
 mod lifecycle_cli;
 mod ops_cli;
+mod templates_cli;
 mod usage_cli;
 
 use std::net::SocketAddr;
@@ -147,6 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Repository { action, config, data_dir } => {
             ops_cli::repository(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Templates { action, config, data_dir } => {
+            templates_cli::templates(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Usage { repository, json, config, data_dir } => {
             usage_cli::usage(open_for_command(config, data_dir).await?.registry(), repository, json).await?

@@ -175,6 +175,8 @@ pub enum TaskDefAction {
 
 #[derive(Subcommand)]
 pub enum RepositoryAction {
+    /// Create a repository (ECR's CreateRepository); settings left out come from its template.
+    Create(crate::templates_cli::CreateArgs),
     /// Delete a repository with its tags, manifests and policy; one holding images only with --force.
     Delete {
         /// The repository, e.g. team/app.
@@ -415,6 +417,7 @@ pub async fn task_def(registry: &Registry, action: TaskDefAction) -> anyhow::Res
 
 pub async fn repository(registry: &Registry, action: RepositoryAction) -> anyhow::Result<()> {
     let (name, force) = match action {
+        RepositoryAction::Create(args) => return crate::templates_cli::create_repository(registry, args).await,
         RepositoryAction::Delete { name, force } => (name, force),
         RepositoryAction::Settings { repository, tag_mutability, exclusions, json } => {
             return repository_settings(registry, &repository, tag_mutability, exclusions, json).await;

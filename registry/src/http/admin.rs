@@ -16,11 +16,13 @@
 //! | `GET`, `PUT`, `DELETE /api/v1/registry/policy` | `ecr:GetRegistryPolicy`, `ecr:PutRegistryPolicy`, `ecr:DeleteRegistryPolicy` |
 //! | `DELETE /api/v1/repositories?name=<name>[&force=true]` | `ecr:DeleteRepository` |
 //! | `GET /api/v1/repositories/<name>/settings`, `PUT …/tag-mutability` | `ecr:DescribeRepositories`, `ecr:PutImageTagMutability` (`http::repository_settings`) |
+//! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
-//! (`http::usage`) and image details (`http::images`) are served here too, and also with
+//! (`http::usage`), image details (`http::images`) and repository creation templates
+//! (`http::templates`) are served here too, and also with
 //! authentication off (then to anyone, like everything else).
 
 use std::collections::BTreeMap;
@@ -63,6 +65,7 @@ enum Target {
     /// `GET /api/v1/repositories/<name>/images` (`http::images`).
     Images(RepoName),
     Lifecycle(super::lifecycle::Target),
+    Templates(super::templates::Target),
 }
 
 impl Target {
@@ -77,6 +80,7 @@ impl Target {
                 | Target::Images(_)
                 | Target::Lifecycle(_)
                 | Target::RepositorySettings(_)
+                | Target::Templates(_)
         )
     }
 }
@@ -106,15 +110,15 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
-        other => {
-            match (super::repository_settings::parse(other), super::usage::parse(other), super::lifecycle::parse(other))
-            {
-                (Some(settings), _, _) => Target::RepositorySettings(settings?),
-                (None, Some(usage), _) => Target::Usage(usage?),
-                (None, None, Some(lifecycle)) => Target::Lifecycle(lifecycle?),
-                (None, None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
-            }
-        }
+        other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
+            (Some(settings), _) => Target::RepositorySettings(settings?),
+            (None, Some(usage)) => Target::Usage(usage?),
+            (None, None) => match (super::lifecycle::parse(other), super::templates::parse(other)) {
+                (Some(lifecycle), _) => Target::Lifecycle(lifecycle?),
+                (None, Some(templates)) => Target::Templates(templates),
+                (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+            },
+        },
     })
 }
 
@@ -257,6 +261,28 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::repository_settings::handle(call, &method, t).await;
+        }
+        Target::Templates(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::templates::handle(call, &method, t).await;
+        }
+        Target::Repositories if method == Method::POST => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::templates::create_repository(call, &event_origin).await;
         }
         Target::Repositories => {
             let name = query.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str()).unwrap_or_default();

@@ -20,6 +20,7 @@ pub(crate) mod middleware;
 pub mod ranges;
 mod repository_settings;
 pub mod route;
+mod templates;
 mod token;
 mod uploads;
 mod usage;

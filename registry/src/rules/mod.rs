@@ -4,4 +4,5 @@
 
 pub mod lifecycle;
 pub mod mutability;
+pub mod templates;
 pub mod wildcard;

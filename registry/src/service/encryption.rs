@@ -1,7 +1,8 @@
 //! Which key a repository's blobs are sealed with, and the key-encryption keys behind it.
 //!
-//! A repository's key name is fixed when it is created (configuration rules, or the
-//! registry's default key; none when encryption is off). Each name has one active KEK
+//! A repository's key name is fixed when it is created (by its creation template or a
+//! configuration rule, see `service::templates`, or the registry's default key; none when
+//! encryption is off). Each name has one active KEK
 //! version in the metadata store, shared by all replicas; this process caches it briefly.
 //! Material comes from the key ring; the first time this process uses a KEK its check value
 //! is compared with the one recorded, so different material under a known id is refused.
@@ -10,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_oci::RepoName;
 use berth_storage::MetadataStore;
 use berth_storage::crypt::{Kek, KeyRing};
 use berth_storage::metadata::{KeyRecord, KeyState, unix_now};
@@ -28,7 +28,8 @@ pub struct Encryption {
     /// New repositories are encrypted.
     pub enabled: bool,
     pub default_key: String,
-    /// `(prefix, key name)`, first match wins.
+    /// `[[encryption.repositories]]`: `(prefix, key name)`, first match wins; configuration
+    /// templates, ranked against the stored ones by `service::templates`.
     pub rules: Vec<(String, String)>,
     active: Mutex<HashMap<String, (Arc<Kek>, Instant)>>,
     verified: Mutex<HashSet<String>>,
@@ -37,15 +38,6 @@ pub struct Encryption {
 impl Encryption {
     pub fn new(ring: Arc<KeyRing>, enabled: bool, default_key: String, rules: Vec<(String, String)>) -> Encryption {
         Encryption { ring, enabled, default_key, rules, active: Default::default(), verified: Default::default() }
-    }
-
-    /// The key name a new repository `repo` gets; `None` when encryption is off.
-    pub fn key_for_new(&self, repo: &RepoName) -> Option<String> {
-        if !self.enabled {
-            return None;
-        }
-        let rule = self.rules.iter().find(|(prefix, _)| repo.as_str().starts_with(prefix.as_str()));
-        Some(rule.map(|(_, k)| k.clone()).unwrap_or_else(|| self.default_key.clone()))
     }
 
     /// KEK `id`, checked against its record the first time.

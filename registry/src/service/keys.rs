@@ -186,7 +186,8 @@ impl Registry {
             let key = match key {
                 Some(k) => k,
                 None => {
-                    let Some(k) = self.crypt.key_for_new(&repo) else { continue };
+                    let plan = self.creation_plan(&repo, crate::rules::templates::AppliedFor::CreateOnPush).await?;
+                    let Some(k) = plan.new.key else { continue };
                     // Sealed copies first, so reads never miss one once the key is set.
                     self.seal_repository(&repo, &k, &mut done, progress).await?;
                     self.meta.set_repository_key(&repo, &k).await?;

@@ -76,10 +76,15 @@ impl Registry {
         };
         let covering = self.quotas_for(repo).await?;
         self.check_manifest_quota(&covering, repo, &digest).await?;
-        if record.blobs.is_empty() && record.manifests.is_empty() && self.meta.repository_key(repo).await?.is_none() {
-            // Referencing nothing, this manifest may be the repository's first content: the
-            // repository is created with the key it would get from a blob.
-            self.meta.create_repository(repo, self.crypt.key_for_new(repo).as_deref(), origin).await?;
+        let references_nothing = record.blobs.is_empty() && record.manifests.is_empty();
+        // A manifest that references content needs a repository holding it; one referencing
+        // nothing may be the repository's first content, created here with its plan. With
+        // `registry.create_on_push` off, a push to a missing repository is refused by name.
+        if (references_nothing || !self.settings.create_on_push) && self.meta.repository_key(repo).await?.is_none() {
+            let plan = self.plan_for_push(repo).await?;
+            if references_nothing && self.meta.create_repository(repo, &plan.new, origin).await?.created {
+                tracing::info!(repo.name = %repo, template = ?plan.template, "repository created by a push");
+            }
         }
         let stored = self.put_guarded(&mut record, origin).await;
         self.manifests.invalidate(repo);

@@ -14,6 +14,7 @@ pub mod repositories;
 pub mod repository_settings;
 pub mod scrub;
 pub mod taskdef;
+pub mod templates;
 pub mod uploads;
 pub mod usage;
 
@@ -38,6 +39,8 @@ pub struct Settings {
     pub quota_warning: u8,
     /// `gc.grace` and the wait between marking and removing links.
     pub gc: gc::GcSettings,
+    /// `registry.create_on_push`: a push may create a repository no template covers.
+    pub create_on_push: bool,
     /// How often the last pull times noted are written (`service::pulls`; tests lengthen it
     /// to flush by hand).
     pub pull_flush: Duration,

@@ -51,21 +51,38 @@ pub fn out_of_order(up: &UploadRecord) -> ApiError {
 
 impl Registry {
     /// The key name blobs pushed to `repo` are sealed with: the repository's, or for a
-    /// repository not created yet the one it will be created with. `None`: plaintext.
+    /// repository not created yet the one its creation plan gives it (refused when pushes
+    /// may not create it: [`Registry::plan_for_push`]). `None`: plaintext.
     pub async fn upload_key(&self, repo: &RepoName) -> ApiResult<Option<String>> {
         match self.meta.repository_key(repo).await? {
             Some(key) => Ok(key),
-            None => Ok(self.crypt.key_for_new(repo)),
+            None => Ok(self.plan_for_push(repo).await?.new.key),
         }
     }
 
-    /// Creates `repo` with key `key` unless it exists; fails when it exists with another key
-    /// (it was created meanwhile), so a blob is never linked where it cannot be read.
+    /// Creates `repo` unless it exists, with the settings of its creation plan, which must
+    /// give it key `key` (the key the upload was prepared for); fails when the repository
+    /// has, or would get, another key (it was created meanwhile, or a template changed), so a
+    /// blob is never linked where it cannot be read. The client pushes again.
     pub(crate) async fn ensure_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> ApiResult<()> {
         // Read first: creating is a write transaction (an fsync on SQLite), needed once.
         let actual = match self.meta.repository_key(repo).await? {
             Some(actual) => actual,
-            None => self.meta.create_repository(repo, key, origin).await?,
+            None => {
+                let plan = self.plan_for_push(repo).await?;
+                if plan.new.key.as_deref() != key {
+                    return Err(ApiError::Internal(format!(
+                        "repository {repo} would be created with key {:?}, the upload was prepared for {key:?} \
+                         (a creation template changed); retry the push",
+                        plan.new.key
+                    )));
+                }
+                let created = self.meta.create_repository(repo, &plan.new, origin).await?;
+                if created.created {
+                    tracing::info!(repo.name = %repo, template = ?plan.template, "repository created by a push");
+                }
+                created.key
+            }
         };
         // Also refused: a plaintext upload into a repository that got a key meanwhile
         // (`berth keys encrypt-existing`), whose plaintext may be deleted at any moment.

@@ -547,7 +547,8 @@ async fn each_endpoint_is_its_ecr_action() {
     let reader = basic("reader", "reader-password-1");
     let repo = "lc/auth";
     let meta = t.server.app.registry().meta.clone();
-    meta.create_repository(&repo.parse().unwrap(), None, &Default::default()).await.unwrap();
+    let new = berth_storage::metadata::NewRepository::with_key(None);
+    meta.create_repository(&repo.parse().unwrap(), &new, &Default::default()).await.unwrap();
     let r = t
         .client
         .post(t.url("/api/v1/users"))

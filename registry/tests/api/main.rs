@@ -28,6 +28,7 @@ mod restart;
 mod secrets;
 mod startup;
 mod streaming;
+mod templates;
 mod throttle;
 mod tls;
 mod tls_probe;

@@ -21,6 +21,7 @@
 //!   pull times (ECR's image details); last pull times written in batches.
 //! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, and the conditional
 //!   deletion a lifecycle run makes (only when the image's tags are still those planned).
+//! - [`Templates`] (`templates.rs`): repository creation templates.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -51,6 +52,7 @@ pub mod postgres_url;
 mod repositories;
 mod sql;
 pub mod sqlite;
+mod templates;
 mod uploads;
 mod usage;
 
@@ -70,7 +72,10 @@ pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
-pub use repositories::{Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting};
+pub use repositories::{
+    CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
+};
+pub use templates::{TemplateRecord, Templates};
 pub use uploads::{UploadQuota, UploadRecord, Uploads};
 pub use usage::{
     KeyUsage, QuotaDimension, QuotaRecord, QuotaScope, RegistryUsage, RepositoryUsage, ScopeUsage, UsageStore,
@@ -84,7 +89,7 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, Repositories as _, Uploads as _, UsageStore as _,
+        Policies as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -101,6 +106,7 @@ pub trait MetadataStore:
     + Events
     + GcStore
     + UsageStore
+    + Templates
     + Images
     + Lifecycle
     + std::fmt::Debug
@@ -118,6 +124,7 @@ impl<T> MetadataStore for T where
         + Events
         + GcStore
         + UsageStore
+        + Templates
         + Images
         + Lifecycle
         + std::fmt::Debug

@@ -18,6 +18,47 @@ pub enum RepositoryDeleted {
     },
 }
 
+/// A repository to create, with the settings it starts with (from a creation template, the
+/// configuration, or the caller of ECR's `CreateRepository`), all written in the transaction
+/// that creates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRepository {
+    /// The key name its blobs are sealed with; `None`: plaintext. Fixed at creation.
+    pub key: Option<String>,
+    /// ECR's `imageTagMutability` name (validated by the caller) and its exclusion filters.
+    pub tag_mutability: String,
+    pub tag_mutability_exclusions: Vec<String>,
+    /// Its lifecycle policy JSON (a `lifecycle_policies` row).
+    pub lifecycle_policy: Option<String>,
+    /// Its repository policy JSON (the repository's [`RESOURCE_POLICY`](super::RESOURCE_POLICY)).
+    pub repository_policy: Option<String>,
+    /// Its resource tags (`repository_tags` rows).
+    pub resource_tags: Vec<(String, String)>,
+}
+
+impl NewRepository {
+    /// A repository with key `key` and nothing else set (`MUTABLE`, no policies, no tags).
+    pub fn with_key(key: Option<String>) -> NewRepository {
+        NewRepository {
+            key,
+            tag_mutability: "MUTABLE".into(),
+            tag_mutability_exclusions: Vec::new(),
+            lifecycle_policy: None,
+            repository_policy: None,
+            resource_tags: Vec::new(),
+        }
+    }
+}
+
+/// What [`Repositories::create_repository`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedRepository {
+    /// The key name the repository has (its own when it existed: fixed at creation).
+    pub key: Option<String>,
+    /// `false`: it existed, and nothing was written.
+    pub created: bool,
+}
+
 /// A repository's tag mutability as stored: ECR's `imageTagMutability` name (`MUTABLE`,
 /// `IMMUTABLE`, `IMMUTABLE_WITH_EXCLUSION`, `MUTABLE_WITH_EXCLUSION`) and its wildcard
 /// exclusion filters. The registry checks both (`rules::mutability`) before storing them; the
@@ -54,9 +95,18 @@ pub trait Repositories: Send + Sync {
     /// The key name of `repo`: `None` when the repository does not exist, `Some(None)` when
     /// it stores plaintext.
     async fn repository_key(&self, repo: &RepoName) -> Result<Option<Option<String>>>;
-    /// Creates `repo` with key `key` (`None`: plaintext) unless it exists; returns the key
-    /// it has (fixed at creation). Event: `repository.create` when it was created.
-    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>>;
+    /// Creates `repo` with its settings `new` unless it exists: the `repositories` row (key,
+    /// tag mutability), its lifecycle policy, repository policy and resource tags, in one
+    /// transaction. A repository policy or resource tag already stored under its name (set
+    /// before the first push) is kept: the setting made for this repository wins over the
+    /// template's. Returns the key it has (fixed at creation) and whether it was created.
+    /// Event: `repository.create` when it was created.
+    async fn create_repository(
+        &self,
+        repo: &RepoName,
+        new: &NewRepository,
+        origin: &Origin,
+    ) -> Result<CreatedRepository>;
     /// Deletes `repo` with its tags, manifests, blob links, upload sessions, repository
     /// tags and repository policies; refused while it holds manifests unless `force`.
     /// Events: `repository.delete`.

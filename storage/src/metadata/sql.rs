@@ -44,3 +44,8 @@ pub(crate) const QUOTA_COLUMNS: &str = "scope, max_bytes, max_images, updated_at
 /// A garbage collection run's columns (`gc_runs`).
 pub(crate) const GC_RUN_COLUMNS: &str = "id, started_ms, finished_ms, state, dry_run, repository, phase, links, blobs, \
     copies, unknown_objects, uploads, bytes, duration_ms, error";
+
+/// A repository creation template's columns (`repository_templates`), read back by
+/// [`TemplateColumns`](super::templates::TemplateColumns) in this order.
+pub(crate) const TEMPLATE_COLUMNS: &str = "prefix, description, tag_mutability, tag_mutability_exclusions, key_name, \
+    lifecycle_policy, repository_policy, resource_tags, applied_for, created_at, updated_at";

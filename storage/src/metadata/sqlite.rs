@@ -18,6 +18,7 @@ mod lifecycle;
 mod manifests;
 mod policies;
 mod repositories;
+mod templates;
 mod uploads;
 mod usage;
 

@@ -10,5 +10,6 @@ mod metadata_gc;
 mod metadata_images;
 mod metadata_lifecycle;
 mod metadata_mutability;
+mod metadata_templates;
 mod postgres_tls;
 mod usage;

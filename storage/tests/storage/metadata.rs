@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use berth_storage::metadata::events::unix_now_ms;
 use berth_storage::metadata::prelude::*;
 use berth_storage::metadata::{
-    AccessKeyRecord, BlobEntry, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event,
-    EventKind, KeyRecord, KeyState, NewManifest, Origin, Outcome, Page, PayloadFormat, PolicyRecord, PolicySet,
-    PolicyTarget, RESOURCE_POLICY, RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription,
-    SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
+    AccessKeyRecord, BlobEntry, Claimed, CreatedRepository, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase,
+    DeliveryState, Event, EventKind, KeyRecord, KeyState, NewManifest, NewRepository, Origin, Outcome, Page,
+    PayloadFormat, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY, RepositoryDeleted, RequiredContent,
+    RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
 };
 use berth_storage::{Error, PostgresStore, SqliteStore};
 
@@ -20,6 +20,10 @@ const ANON: &Origin =
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
+}
+/// A repository to create with key `key` and no other setting.
+fn keyed(key: Option<&str>) -> NewRepository {
+    NewRepository::with_key(key.map(str::to_owned))
 }
 fn tag(s: &str) -> Tag {
     s.parse().unwrap()
@@ -323,12 +327,20 @@ async fn repository_key_names(store: &dyn MetadataStore) {
     let (enc, plain, late) = (repo("rk/enc"), repo("rk/plain"), repo("rk/late"));
     let alpha = Some("alpha".to_string());
     assert_eq!(store.repository_key(&enc).await.unwrap(), None, "no repository yet");
-    assert_eq!(store.create_repository(&enc, Some("alpha"), ANON).await.unwrap(), alpha);
-    assert_eq!(store.create_repository(&enc, Some("beta"), ANON).await.unwrap(), alpha, "fixed at creation");
-    assert_eq!(store.create_repository(&enc, None, ANON).await.unwrap(), alpha);
+    assert_eq!(store.create_repository(&enc, &keyed(Some("alpha")), ANON).await.unwrap().key, alpha);
+    assert_eq!(
+        store.create_repository(&enc, &keyed(Some("beta")), ANON).await.unwrap().key,
+        alpha,
+        "fixed at creation"
+    );
+    assert_eq!(store.create_repository(&enc, &keyed(None), ANON).await.unwrap().key, alpha);
     assert_eq!(store.repository_key(&enc).await.unwrap(), Some(alpha.clone()));
-    assert_eq!(store.create_repository(&plain, None, ANON).await.unwrap(), None);
-    assert_eq!(store.create_repository(&plain, Some("alpha"), ANON).await.unwrap(), None, "plaintext stays plaintext");
+    assert_eq!(store.create_repository(&plain, &keyed(None), ANON).await.unwrap().key, None);
+    assert_eq!(
+        store.create_repository(&plain, &keyed(Some("alpha")), ANON).await.unwrap().key,
+        None,
+        "plaintext stays plaintext"
+    );
     assert_eq!(store.repository_key(&plain).await.unwrap(), Some(None));
 
     // A repository made by its first link has no key; it can be given one, once.
@@ -348,15 +360,17 @@ async fn repository_key_names(store: &dyn MetadataStore) {
     // Racing creations with different keys: one wins, and every caller is told its key.
     let race = repo("rk/race");
     let names: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
-    let got = futures::future::join_all(names.iter().map(|k| store.create_repository(&race, Some(k), ANON))).await;
-    let got: Vec<Option<String>> = got.into_iter().map(Result::unwrap).collect();
+    let news: Vec<NewRepository> = names.iter().map(|k| keyed(Some(k.as_str()))).collect();
+    let got = futures::future::join_all(news.iter().map(|new| store.create_repository(&race, new, ANON))).await;
+    let got: Vec<CreatedRepository> = got.into_iter().map(Result::unwrap).collect();
     let winner = store.repository_key(&race).await.unwrap().unwrap();
     assert!(winner.as_ref().is_some_and(|w| names.contains(w)));
-    assert!(got.iter().all(|k| *k == winner), "{got:?}");
+    assert!(got.iter().all(|c| c.key == winner), "{got:?}");
+    assert_eq!(got.iter().filter(|c| c.created).count(), 1, "one creator: {got:?}");
 
     // Racing key assignments: exactly one wins.
     let plain_race = repo("rk/plain-race");
-    store.create_repository(&plain_race, None, ANON).await.unwrap();
+    store.create_repository(&plain_race, &keyed(None), ANON).await.unwrap();
     let won = futures::future::join_all(names.iter().map(|k| store.set_repository_key(&plain_race, k))).await;
     assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
 }
@@ -365,10 +379,10 @@ async fn repository_key_names(store: &dyn MetadataStore) {
 async fn blob_copies(store: &dyn MetadataStore) {
     let d = Digest::sha256_of(b"copies");
     let (enc, other, plain, nocopy) = (repo("bc/enc"), repo("bc/other"), repo("bc/plain"), repo("bc/nocopy"));
-    store.create_repository(&enc, Some("ka"), ANON).await.unwrap();
-    store.create_repository(&other, Some("kb"), ANON).await.unwrap();
-    store.create_repository(&plain, None, ANON).await.unwrap();
-    store.create_repository(&nocopy, Some("kc"), ANON).await.unwrap();
+    store.create_repository(&enc, &keyed(Some("ka")), ANON).await.unwrap();
+    store.create_repository(&other, &keyed(Some("kb")), ANON).await.unwrap();
+    store.create_repository(&plain, &keyed(None), ANON).await.unwrap();
+    store.create_repository(&nocopy, &keyed(Some("kc")), ANON).await.unwrap();
 
     assert_eq!(store.blob_copy(&d, "ka").await.unwrap(), None);
     let a = sealed("ka", "ka.1", 6, "obj-a");
@@ -1104,6 +1118,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::metadata_mutability::suite(store).await;
     crate::metadata_images::suite(store).await;
     crate::metadata_lifecycle::suite(store).await;
+    crate::metadata_templates::suite(store).await;
 }
 
 #[tokio::test]
@@ -1416,8 +1431,8 @@ async fn events_of_each_change(store: &dyn MetadataStore) {
     let (app, src) = (repo("ev/app"), repo("ev/src"));
 
     // create_repository: an event when it creates, none when the repository exists.
-    store.create_repository(&app, None, &origin).await.unwrap();
-    store.create_repository(&app, Some("k"), &origin).await.unwrap();
+    store.create_repository(&app, &keyed(None), &origin).await.unwrap();
+    store.create_repository(&app, &keyed(Some("k")), &origin).await.unwrap();
     let ev = new_events(store, &mut at, "ev/").await;
     assert_eq!(kinds(&ev), [(EventKind::RepositoryCreate, "ev/app", None)]);
     assert_eq!(ev[0].origin, origin);
@@ -1650,8 +1665,8 @@ async fn fan_out_filters(store: &dyn MetadataStore) {
 /// time; other lines in parallel; leases that run out; finishing only by the holder.
 async fn claim_order_and_leases(store: &dyn MetadataStore) {
     let (one, two) = (repo("cl/one"), repo("cl/two"));
-    store.create_repository(&one, None, ANON).await.unwrap();
-    store.create_repository(&two, None, ANON).await.unwrap();
+    store.create_repository(&one, &keyed(None), ANON).await.unwrap();
+    store.create_repository(&two, &keyed(None), ANON).await.unwrap();
     let a = hook("cl-a", &["cl/*"]);
     let b = hook("cl-b", &["cl/one"]);
     store.put_subscription(&a).await.unwrap();
@@ -1827,8 +1842,8 @@ async fn claim_races(store: &dyn MetadataStore) {
 /// Listing by every filter, counts per state, replay and purge.
 async fn delivery_admin(store: &dyn MetadataStore) {
     let (one, two) = (repo("ad/one"), repo("ad/two"));
-    store.create_repository(&one, None, ANON).await.unwrap();
-    store.create_repository(&two, None, ANON).await.unwrap();
+    store.create_repository(&one, &keyed(None), ANON).await.unwrap();
+    store.create_repository(&two, &keyed(None), ANON).await.unwrap();
     for s in [hook("ad-a", &["ad/*"]), hook("ad-b", &["ad/one"]), hook("ad-z", &["nothing/*"])] {
         store.put_subscription(&s).await.unwrap();
     }
@@ -2057,7 +2072,7 @@ async fn repository_deletion(store: &dyn MetadataStore) {
     assert_eq!(store.delete_repository(&r, true, &origin).await.unwrap(), RepositoryDeleted::NotFound);
     // An empty repository needs no force.
     let empty = repo("rd/empty");
-    store.create_repository(&empty, None, ANON).await.unwrap();
+    store.create_repository(&empty, &keyed(None), ANON).await.unwrap();
     assert_eq!(store.delete_repository(&empty, false, &origin).await.unwrap(), RepositoryDeleted::Deleted);
 
     // Pushing again creates it again.

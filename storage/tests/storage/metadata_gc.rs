@@ -8,7 +8,9 @@ use berth_storage::MetadataStore;
 use berth_storage::crypt::{Run, SealedBlob};
 use berth_storage::metadata::events::unix_now_ms;
 use berth_storage::metadata::gc::HOLD_TTL_SECS;
-use berth_storage::metadata::{EventKind, GcCounts, GcRun, GcState, NewManifest, Origin, RequiredContent, unix_now};
+use berth_storage::metadata::{
+    EventKind, GcCounts, GcRun, GcState, NewManifest, NewRepository, Origin, RequiredContent, unix_now,
+};
 
 const ANON: &Origin =
     &Origin { actor: None, request_id: None, addr: None, method: None, host: None, scheme: None, user_agent: None };
@@ -195,7 +197,7 @@ async fn leftover_dooms_are_resumed(store: &dyn MetadataStore) {
 /// Phase (c): copies for key names no repository linking the blob uses.
 async fn unused_copies(store: &dyn MetadataStore) {
     let r = repo("gc/copies");
-    store.create_repository(&r, Some("kused"), ANON).await.unwrap();
+    store.create_repository(&r, &NewRepository::with_key(Some("kused".into())), ANON).await.unwrap();
     let d = digest("gc-copies");
     store.add_blob_copy(&d, &copy("kused", "obj-used")).await.unwrap();
     store.add_blob_copy(&d, &copy("kgone", "obj-gone")).await.unwrap();

@@ -4,7 +4,7 @@
 
 use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::MetadataStore;
-use berth_storage::metadata::{NewManifest, Origin, RepositoryDeleted, RequiredContent, unix_now};
+use berth_storage::metadata::{NewManifest, NewRepository, Origin, RepositoryDeleted, RequiredContent, unix_now};
 
 const ANON: &Origin =
     &Origin { actor: None, request_id: None, addr: None, method: None, host: None, scheme: None, user_agent: None };
@@ -59,7 +59,7 @@ pub async fn suite(store: &dyn MetadataStore) {
 async fn listing(store: &dyn MetadataStore) {
     let r = repo("images/listing");
     assert_eq!(store.list_images(&r).await.unwrap(), None, "no such repository");
-    store.create_repository(&r, None, ANON).await.unwrap();
+    store.create_repository(&r, &NewRepository::with_key(None), ANON).await.unwrap();
     assert_eq!(store.list_images(&r).await.unwrap(), Some(vec![]), "a repository without images");
 
     let [config, layer_a, layer_b] = ["config", "layer-a", "layer-b"].map(|s| Digest::sha256_of(s.as_bytes()));

@@ -3,7 +3,9 @@
 //! every store. Each case works on repositories of its own and deletes them at the end.
 
 use berth_oci::{Digest, RepoName, Tag};
-use berth_storage::metadata::{EventKind, Expired, NewManifest, Origin, RepositoryDeleted, RequiredContent};
+use berth_storage::metadata::{
+    EventKind, Expired, NewManifest, NewRepository, Origin, RepositoryDeleted, RequiredContent,
+};
 use berth_storage::{Error, MetadataStore};
 
 const ANON: &Origin =
@@ -30,7 +32,7 @@ async fn policies(store: &dyn MetadataStore) {
     assert!(!store.delete_lifecycle_policy(&missing).await.unwrap());
 
     for r in [&a, &b] {
-        store.create_repository(r, None, ANON).await.unwrap();
+        store.create_repository(r, &NewRepository::with_key(None), ANON).await.unwrap();
     }
     assert_eq!(store.lifecycle_policy(&a).await.unwrap(), None, "none yet");
     store.put_lifecycle_policy(&b, "first").await.unwrap();
@@ -64,7 +66,7 @@ async fn policies(store: &dyn MetadataStore) {
 
     // The policy goes with its repository; a repository of the same name starts without one.
     assert_eq!(store.delete_repository(&b, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
-    store.create_repository(&b, None, ANON).await.unwrap();
+    store.create_repository(&b, &NewRepository::with_key(None), ANON).await.unwrap();
     assert_eq!(store.lifecycle_policy(&b).await.unwrap(), None);
     assert!(!store.lifecycle_repositories().await.unwrap().contains(&b));
     for r in [&a, &b] {

@@ -6,9 +6,11 @@ use deadpool_postgres::GenericClient;
 
 use super::{ATTEMPTS, PostgresStore, db_limit, emit};
 use crate::error::{Error, Result};
+use crate::metadata::sql::POLICY_COLUMNS;
+use crate::metadata::templates::json_list;
 use crate::metadata::{
-    Event, EventKind, Origin, Page, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
-    repository_created, size_of, unix_now,
+    CreatedRepository, Event, EventKind, NewRepository, Origin, Page, RESOURCE_POLICY, Repositories, RepositoryDeleted,
+    RepositorySettings, TagMutabilitySetting, repository_created, size_of, unix_now,
 };
 
 /// A repository's tag mutability from its two columns.
@@ -41,20 +43,29 @@ impl Repositories for PostgresStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>> {
+    async fn create_repository(
+        &self,
+        repo: &RepoName,
+        new: &NewRepository,
+        origin: &Origin,
+    ) -> Result<CreatedRepository> {
+        let exclusions = json_list(&new.tag_mutability_exclusions);
         transaction!(self, |tx| {
             let mut found = None;
             for _ in 0..ATTEMPTS {
+                let now = unix_now();
                 let inserted = tx
                     .query_opt(
-                        "INSERT INTO repositories (name, created_at, key_name) VALUES ($1, $2, $3) \
-                         ON CONFLICT (name) DO NOTHING RETURNING key_name",
-                        &[&repo.as_str(), &unix_now(), &key],
+                        "INSERT INTO repositories (name, created_at, key_name, tag_mutability, \
+                         tag_mutability_exclusions) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (name) DO NOTHING RETURNING id, key_name",
+                        &[&repo.as_str(), &now, &new.key, &new.tag_mutability, &exclusions],
                     )
                     .await?;
                 if let Some(row) = inserted {
+                    write_settings(&tx, row.try_get(0)?, repo, new, now).await?;
                     emit(&tx, &[repository_created(repo, origin)]).await?;
-                    found = Some(row.try_get::<_, Option<String>>(0)?);
+                    found = Some(CreatedRepository { key: row.try_get(1)?, created: true });
                     break;
                 }
                 // Another transaction created it and committed (ON CONFLICT waited for it); this
@@ -62,7 +73,7 @@ impl Repositories for PostgresStore {
                 let existing =
                     tx.query_opt("SELECT key_name FROM repositories WHERE name = $1", &[&repo.as_str()]).await?;
                 if let Some(row) = existing {
-                    found = Some(row.try_get(0)?);
+                    found = Some(CreatedRepository { key: row.try_get(0)?, created: false });
                     break;
                 }
             }
@@ -163,4 +174,42 @@ impl Repositories for PostgresStore {
             .await?;
         Ok(n > 0)
     }
+}
+
+/// A new repository's settings beyond its row: its lifecycle policy, and its repository policy
+/// and resource tags unless some were stored under its name before it existed.
+async fn write_settings(
+    tx: &impl GenericClient,
+    id: i64,
+    repo: &RepoName,
+    new: &NewRepository,
+    now: i64,
+) -> Result<()> {
+    if let Some(policy) = &new.lifecycle_policy {
+        tx.execute(
+            "INSERT INTO lifecycle_policies (repository_id, policy, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository_id) DO NOTHING",
+            &[&id, policy, &now],
+        )
+        .await?;
+    }
+    if let Some(document) = &new.repository_policy {
+        tx.execute(
+            &format!(
+                "INSERT INTO policies ({POLICY_COLUMNS}) VALUES ('repository', $1, $2, $3, $4) \
+                 ON CONFLICT (target_kind, target, name) DO NOTHING"
+            ),
+            &[&repo.as_str(), &RESOURCE_POLICY, document, &now],
+        )
+        .await?;
+    }
+    for (key, value) in &new.resource_tags {
+        tx.execute(
+            "INSERT INTO repository_tags (repository, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository, key) DO NOTHING",
+            &[&repo.as_str(), key, value],
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -6,9 +6,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, delete_policies_of, emit, limit_of, repo_id};
 use crate::error::{Error, Result};
+use crate::metadata::sql::POLICY_COLUMNS;
+use crate::metadata::templates::json_list;
 use crate::metadata::{
-    Event, EventKind, Origin, Page, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
-    repository_created, size_of, unix_now,
+    CreatedRepository, Event, EventKind, NewRepository, Origin, Page, RESOURCE_POLICY, Repositories, RepositoryDeleted,
+    RepositorySettings, TagMutabilitySetting, repository_created, size_of, unix_now,
 };
 
 /// The tag mutability of the repository with row id `id`.
@@ -51,18 +53,29 @@ impl Repositories for SqliteStore {
         .await
     }
 
-    async fn create_repository(&self, repo: &RepoName, key: Option<&str>, origin: &Origin) -> Result<Option<String>> {
-        let (repo, key, origin) = (repo.clone(), key.map(str::to_owned), origin.clone());
+    async fn create_repository(
+        &self,
+        repo: &RepoName,
+        new: &NewRepository,
+        origin: &Origin,
+    ) -> Result<CreatedRepository> {
+        let (repo, new, origin) = (repo.clone(), new.clone(), origin.clone());
         self.write(move |tx| {
+            let now = unix_now();
             let created = tx.execute(
-                "INSERT INTO repositories (name, created_at, key_name) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                params![repo.as_str(), unix_now(), key],
+                "INSERT INTO repositories (name, created_at, key_name, tag_mutability, tag_mutability_exclusions) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+                params![repo.as_str(), now, new.key, new.tag_mutability, json_list(&new.tag_mutability_exclusions)],
             )? > 0;
-            let key = tx.query_row("SELECT key_name FROM repositories WHERE name = ?1", [repo.as_str()], |r| r.get(0))?;
+            let (id, key): (i64, Option<String>) =
+                tx.query_row("SELECT id, key_name FROM repositories WHERE name = ?1", [repo.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
             if created {
+                write_settings(tx, id, &repo, &new, now)?;
                 emit(tx, &[repository_created(&repo, &origin)])?;
             }
-            Ok(key)
+            Ok(CreatedRepository { key, created })
         })
         .await
     }
@@ -146,4 +159,39 @@ impl Repositories for SqliteStore {
         })
         .await
     }
+}
+
+/// A new repository's settings beyond its row: its lifecycle policy, and its repository policy
+/// and resource tags unless some were stored under its name before it existed.
+fn write_settings(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    repo: &RepoName,
+    new: &NewRepository,
+    now: i64,
+) -> Result<()> {
+    if let Some(policy) = &new.lifecycle_policy {
+        tx.execute(
+            "INSERT INTO lifecycle_policies (repository_id, policy, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (repository_id) DO NOTHING",
+            params![id, policy, now],
+        )?;
+    }
+    if let Some(document) = &new.repository_policy {
+        tx.execute(
+            &format!(
+                "INSERT INTO policies ({POLICY_COLUMNS}) VALUES ('repository', ?1, ?2, ?3, ?4) \
+                 ON CONFLICT (target_kind, target, name) DO NOTHING"
+            ),
+            params![repo.as_str(), RESOURCE_POLICY, document, now],
+        )?;
+    }
+    for (key, value) in &new.resource_tags {
+        tx.execute(
+            "INSERT INTO repository_tags (repository, key, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (repository, key) DO NOTHING",
+            params![repo.as_str(), key, value],
+        )?;
+    }
+    Ok(())
 }
