@@ -271,6 +271,18 @@ impl App {
         }))
     }
 
+    /// Runs every repository's lifecycle policy every `lifecycle.interval` (first at a random
+    /// point within the first interval), for as long as the runtime lives; `None` when the
+    /// schedule is off.
+    pub fn spawn_lifecycle(&self, config: &crate::config::LifecycleConfig) -> Option<JoinHandle<()>> {
+        if config.interval.is_zero() {
+            tracing::info!("the scheduled lifecycle runs are off (lifecycle.interval = \"off\")");
+            return None;
+        }
+        tracing::info!(lifecycle.interval = %humantime::format_duration(config.interval), "lifecycle runs scheduled");
+        Some(tokio::spawn(crate::service::lifecycle::schedule(self.registry.clone(), config.interval)))
+    }
+
     /// Purges stale upload sessions every `interval`, for as long as the runtime lives.
     pub fn spawn_maintenance(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let registry = self.registry.clone();

@@ -161,6 +161,17 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
+    /// Lifecycle policies: put, get, delete, preview, run, status.
+    Lifecycle {
+        #[command(subcommand)]
+        action: crate::lifecycle_cli::LifecycleAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
     /// Garbage collection: run now, or show the recent runs.
     Gc {
         #[command(subcommand)]

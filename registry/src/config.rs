@@ -42,7 +42,25 @@ pub struct Config {
     pub gc: GcConfig,
     pub server: ServerConfig,
     pub quotas: QuotasConfig,
+    pub lifecycle: LifecycleConfig,
     pub registry: RegistryConfig,
+}
+
+/// The scheduled runs of repositories' lifecycle policies (README "Lifecycle policies").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Time between runs of every repository's policy; zero (`"off"`, `"0s"`) turns the
+    /// schedule off (`berth lifecycle run` and `POST /api/v1/lifecycle/run` still work). The
+    /// first run starts at a random point within the first interval, so replicas do not align.
+    #[serde(with = "duration_or_off")]
+    pub interval: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig { interval: Duration::from_secs(3600) }
+    }
 }
 
 /// How repositories come to be (README "Repository creation templates").
@@ -500,6 +518,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             server: ServerConfig::default(),
             quotas: QuotasConfig::default(),
+            lifecycle: LifecycleConfig::default(),
             registry: RegistryConfig::default(),
         }
     }
@@ -803,6 +822,25 @@ pub(crate) mod byte_rate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn lifecycle_interval() {
+        assert_eq!(Config::default().lifecycle.interval, Duration::from_secs(3600));
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "[lifecycle]\ninterval = \"off\"\n")?;
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert!(c.lifecycle.interval.is_zero());
+            jail.set_env("BERTH_LIFECYCLE__INTERVAL", "6h");
+            let c = load(Some(Path::new("berth.toml")), environment(), &Overrides::default()).unwrap();
+            assert_eq!(c.lifecycle.interval, Duration::from_secs(6 * 3600));
+            jail.set_env("BERTH_LIFECYCLE__INTERVAL", "0");
+            assert!(load(None, environment(), &Overrides::default()).unwrap().lifecycle.interval.is_zero());
+            jail.set_env("BERTH_LIFECYCLE__INTERVAL", "hourly");
+            assert!(load(None, environment(), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error

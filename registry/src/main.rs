@@ -5,6 +5,7 @@ mod cli;
 mod gc_cli;
 mod images_cli;
 mod keys_cli;
+mod lifecycle_cli;
 mod ops_cli;
 mod templates_cli;
 mod usage_cli;
@@ -107,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.spawn_dispatcher();
             let _scrub = app.spawn_scrub(&config.scrub);
             let _gc = app.spawn_gc(&config.gc);
+            let _lifecycle = app.spawn_lifecycle(&config.lifecycle);
             berth_registry::server::serve(listener, app.router(), tls, limits, shutdown_signal()).await?;
             app.registry().flush_pull_times().await;
             tracing::info!("stopped");
@@ -158,6 +160,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Images { action, config, data_dir } => {
             images_cli::images(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Lifecycle { action, config, data_dir } => {
+            lifecycle_cli::lifecycle(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Gc { action, config, data_dir } => {
             gc_cli::gc(open_for_command(config, data_dir).await?.registry(), action).await?

@@ -18,6 +18,7 @@
 //! | `GET /api/v1/repositories/<name>/settings`, `PUT …/tag-mutability` | `ecr:DescribeRepositories`, `ecr:PutImageTagMutability` (`http::repository_settings`) |
 //! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
+//! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
 //! (`http::usage`), image details (`http::images`) and repository creation templates
@@ -63,6 +64,7 @@ enum Target {
     RepositorySettings(super::repository_settings::Target),
     /// `GET /api/v1/repositories/<name>/images` (`http::images`).
     Images(RepoName),
+    Lifecycle(super::lifecycle::Target),
     Templates(super::templates::Target),
 }
 
@@ -76,6 +78,7 @@ impl Target {
                 | Target::Events(_)
                 | Target::Usage(_)
                 | Target::Images(_)
+                | Target::Lifecycle(_)
                 | Target::RepositorySettings(_)
                 | Target::Templates(_)
         )
@@ -110,9 +113,10 @@ fn parse(path: &str) -> ApiResult<Target> {
         other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
             (Some(settings), _) => Target::RepositorySettings(settings?),
             (None, Some(usage)) => Target::Usage(usage?),
-            (None, None) => match super::templates::parse(other) {
-                Some(templates) => Target::Templates(templates),
-                None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+            (None, None) => match (super::lifecycle::parse(other), super::templates::parse(other)) {
+                (Some(lifecycle), _) => Target::Lifecycle(lifecycle?),
+                (None, Some(templates)) => Target::Templates(templates),
+                (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
             },
         },
     })
@@ -224,6 +228,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::usage::handle(call, &method, t).await;
+        }
+        Target::Lifecycle(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::lifecycle::handle(call, &method, t).await;
         }
         Target::Images(repo) => {
             let call = super::webhooks::Call {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod headers;
 mod health;
 mod images;
+mod lifecycle;
 mod listing;
 mod manifests;
 mod metrics;

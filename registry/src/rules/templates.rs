@@ -31,7 +31,7 @@ pub const MAX_RESOURCE_TAGS: usize = 50;
 pub const MAX_TAG_KEY: usize = 128;
 pub const MAX_TAG_VALUE: usize = 256;
 pub const MAX_REPOSITORY_POLICY: usize = 10_240;
-pub const MAX_LIFECYCLE_POLICY: usize = 30_720;
+pub const MAX_LIFECYCLE_POLICY: usize = super::lifecycle::MAX_POLICY_CHARS;
 
 /// A template's prefix, normalized: `ROOT`, or a namespace without a trailing `/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

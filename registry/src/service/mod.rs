@@ -7,6 +7,7 @@ pub mod encryption;
 pub mod gc;
 pub mod images;
 pub mod keys;
+pub mod lifecycle;
 pub mod manifests;
 pub mod pulls;
 pub mod repositories;

@@ -141,19 +141,10 @@ pub struct Plan {
     pub template: Option<(String, TemplateSource)>,
 }
 
-/// Checks a lifecycle policy's text. For now: at most 30,720 characters, a JSON object with a
-/// `rules` array. The lead wires in the lifecycle parser (`crate::rules::lifecycle`, being
-/// written alongside) at merge, so templates and `PutLifecyclePolicy` check alike.
+/// Checks a lifecycle policy's text as `PutLifecyclePolicy` does (`rules::lifecycle`), so a
+/// template never gives a repository a policy that could not be put on it.
 pub fn validate_lifecycle_policy(text: &str) -> Result<(), String> {
-    if text.chars().count() > rules::MAX_LIFECYCLE_POLICY {
-        return Err(format!("the lifecycle policy is longer than {} characters", rules::MAX_LIFECYCLE_POLICY));
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("the lifecycle policy is not JSON: {e}"))?;
-    match value.get("rules") {
-        Some(serde_json::Value::Array(_)) if value.is_object() => Ok(()),
-        _ => Err("the lifecycle policy must be a JSON object with a \"rules\" array".into()),
-    }
+    crate::rules::lifecycle::Policy::parse(text).map(|_| ())
 }
 
 /// A repository policy's text checked by the parser `PUT /api/v1/repositories/<name>/policy` uses.
@@ -584,8 +575,12 @@ mod tests {
     #[test]
     fn lifecycle_policy_shape() {
         let cases = [
-            (r#"{"rules":[]}"#, true),
-            (r#"{"rules":[{"rulePriority":1}]}"#, true),
+            (
+                r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#,
+                true,
+            ),
+            (r#"{"rules":[]}"#, false),
+            (r#"{"rules":[{"rulePriority":1}]}"#, false),
             (r#"{"rules":{}}"#, false),
             (r#"[]"#, false),
             (r#"{"rule":[]}"#, false),

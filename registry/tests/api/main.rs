@@ -19,6 +19,7 @@ mod gc_race;
 mod images;
 mod immutability;
 mod integrity;
+mod lifecycle;
 mod limits;
 mod quotas;
 mod readme;

@@ -19,6 +19,8 @@
 //!   come and go) and quotas.
 //! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
 //!   pull times (ECR's image details); last pull times written in batches.
+//! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, and the conditional
+//!   deletion a lifecycle run makes (only when the image's tags are still those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
@@ -41,6 +43,7 @@ pub mod gc;
 mod identity;
 mod images;
 mod keys;
+mod lifecycle;
 mod manifests;
 mod policies;
 pub mod postgres;
@@ -65,6 +68,7 @@ pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
 pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
+pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
@@ -84,8 +88,8 @@ pub use usage::{
 pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
-        Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Manifests as _, Policies as _,
-        Repositories as _, Templates as _, Uploads as _, UsageStore as _,
+        Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
+        Policies as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -104,6 +108,7 @@ pub trait MetadataStore:
     + UsageStore
     + Templates
     + Images
+    + Lifecycle
     + std::fmt::Debug
 {
 }
@@ -121,6 +126,7 @@ impl<T> MetadataStore for T where
         + UsageStore
         + Templates
         + Images
+        + Lifecycle
         + std::fmt::Debug
         + ?Sized
 {

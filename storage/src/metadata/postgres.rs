@@ -133,6 +133,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("postgres_v9.sql")),
     (10, include_str!("postgres_v10.sql")),
     (11, include_str!("postgres_v11.sql")),
+    (12, include_str!("postgres_v12.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -209,6 +210,7 @@ mod gc;
 mod identity;
 mod images;
 mod keys;
+mod lifecycle;
 mod manifests;
 mod policies;
 mod repositories;

@@ -14,6 +14,7 @@ mod gc;
 mod identity;
 mod images;
 mod keys;
+mod lifecycle;
 mod manifests;
 mod policies;
 mod repositories;
@@ -47,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("sqlite_v8.sql")),
     (9, include_str!("sqlite_v9.sql")),
     (10, include_str!("sqlite_v10.sql")),
+    (11, include_str!("sqlite_v11.sql")),
 ];
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ mod crypt;
 mod metadata;
 mod metadata_gc;
 mod metadata_images;
+mod metadata_lifecycle;
 mod metadata_mutability;
 mod metadata_templates;
 mod postgres_tls;

@@ -1117,6 +1117,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::metadata_gc::suite(store).await;
     crate::metadata_mutability::suite(store).await;
     crate::metadata_images::suite(store).await;
+    crate::metadata_lifecycle::suite(store).await;
     crate::metadata_templates::suite(store).await;
 }
 
@@ -1321,7 +1322,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 11, "each migration recorded once");
+        assert_eq!(versions, 12, "each migration recorded once");
     })
     .await;
 

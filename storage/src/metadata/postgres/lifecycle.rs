@@ -1,0 +1,153 @@
+//! [`PostgresStore`]'s lifecycle policies ([`Lifecycle`]).
+
+use async_trait::async_trait;
+use berth_oci::{Digest, RepoName};
+use deadpool_postgres::GenericClient;
+
+use super::{PostgresStore, emit};
+use crate::error::{Error, Result};
+use crate::metadata::{
+    Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, manifest_deleted, size_of, unix_now,
+};
+
+#[async_trait]
+impl Lifecycle for PostgresStore {
+    async fn put_lifecycle_policy(&self, repo: &RepoName, policy: &str) -> Result<()> {
+        transaction!(self, |tx| {
+            // The repository row stays share-locked until commit: its deletion waits, then
+            // deletes this policy with it.
+            let row = tx
+                .query_opt("SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE", &[&repo.as_str()])
+                .await?
+                .ok_or(Error::NotFound)?;
+            let id: i64 = row.try_get(0)?;
+            tx.execute(
+                "INSERT INTO lifecycle_policies (repository_id, policy, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repository_id) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+                &[&id, &policy, &unix_now()],
+            )
+            .await?;
+        })
+    }
+
+    async fn lifecycle_policy(&self, repo: &RepoName) -> Result<Option<LifecyclePolicyRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT l.policy, l.updated_at, l.last_evaluated_at, l.last_expired, l.last_kept \
+                 FROM lifecycle_policies l \
+                 JOIN repositories r ON r.id = l.repository_id WHERE r.name = $1",
+                &[&repo.as_str()],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(LifecyclePolicyRecord {
+                policy: r.try_get(0)?,
+                updated_at: r.try_get(1)?,
+                last_evaluated_at: r.try_get(2)?,
+                last_expired: size_of(r.try_get(3)?),
+                last_kept: size_of(r.try_get(4)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_lifecycle_policy(&self, repo: &RepoName) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM lifecycle_policies l USING repositories r WHERE r.id = l.repository_id AND r.name = $1",
+                &[&repo.as_str()],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn lifecycle_repositories(&self) -> Result<Vec<RepoName>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT r.name FROM lifecycle_policies l JOIN repositories r ON r.id = l.repository_id \
+                 ORDER BY r.name COLLATE \"C\"",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let name: String = r.try_get(0)?;
+                name.parse().map_err(|e| Error::Corrupt(format!("repository name {name:?}: {e}")))
+            })
+            .collect()
+    }
+
+    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64, expired: u64, kept: u64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE lifecycle_policies l SET last_evaluated_at = $2, last_expired = $3, last_kept = $4 \
+                 FROM repositories r WHERE r.id = l.repository_id AND r.name = $1",
+                &[&repo.as_str(), &at, &db_size(expired), &db_size(kept)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn expire_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+        origin: &Origin,
+    ) -> Result<Expired> {
+        let column = digest.to_string();
+        transaction!(self, |tx| {
+            // As `delete_manifest`: the manifest first, locked, so a push pointing a tag at it
+            // waits for this transaction (or this one for the push), then its tags, locked.
+            let found = tx
+                .query_opt(
+                    "SELECT m.repository_id, m.media_type, m.size FROM manifests m \
+                     JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2 \
+                     FOR UPDATE OF m",
+                    &[&repo.as_str(), &column],
+                )
+                .await?;
+            match found {
+                None => Expired::Gone,
+                Some(row) => {
+                    let (id, media_type, size): (i64, String, i64) =
+                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                    let mut current: Vec<String> = tx
+                        .query("SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 ORDER BY name COLLATE \"C\" FOR UPDATE", &[
+                            &id, &column,
+                        ])
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()?;
+                    current.sort();
+                    // In a later statement than the lock: an index pushed meanwhile (which
+                    // holds this manifest FOR KEY SHARE) has committed, or waits for us.
+                    let listed = tx
+                        .query_opt(
+                            "SELECT 1 FROM manifest_references WHERE repository_id = $1 AND child_digest = $2 LIMIT 1",
+                            &[&id, &column],
+                        )
+                        .await?
+                        .is_some();
+                    if current != tags {
+                        Expired::TagsChanged
+                    } else if listed {
+                        Expired::Referenced
+                    } else {
+                        // Tags and references go with the manifest (ON DELETE CASCADE).
+                        tx.execute("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", &[&id, &column])
+                            .await?;
+                        emit(&tx, &manifest_deleted(repo, digest, &media_type, size_of(size), &current, origin))
+                            .await?;
+                        Expired::Deleted
+                    }
+                }
+            }
+        })
+    }
+}

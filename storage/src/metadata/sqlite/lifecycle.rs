@@ -1,0 +1,134 @@
+//! [`SqliteStore`]'s lifecycle policies ([`Lifecycle`]).
+
+use async_trait::async_trait;
+use berth_oci::{Digest, RepoName};
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, emit, repo_id};
+use crate::error::{Error, Result};
+use crate::metadata::{
+    Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, manifest_deleted, size_of, unix_now,
+};
+
+#[async_trait]
+impl Lifecycle for SqliteStore {
+    async fn put_lifecycle_policy(&self, repo: &RepoName, policy: &str) -> Result<()> {
+        let (repo, policy) = (repo.clone(), policy.to_owned());
+        self.write(move |tx| {
+            let id = repo_id(tx, &repo)?.ok_or(Error::NotFound)?;
+            tx.execute(
+                "INSERT INTO lifecycle_policies (repository_id, policy, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (repository_id) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+                params![id, policy, unix_now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lifecycle_policy(&self, repo: &RepoName) -> Result<Option<LifecyclePolicyRecord>> {
+        let repo = repo.clone();
+        self.with_conn(move |c| {
+            Ok(c.query_row(
+                "SELECT l.policy, l.updated_at, l.last_evaluated_at, l.last_expired, l.last_kept \
+                 FROM lifecycle_policies l \
+                 JOIN repositories r ON r.id = l.repository_id WHERE r.name = ?1",
+                [repo.as_str()],
+                |r| {
+                    Ok(LifecyclePolicyRecord {
+                        policy: r.get(0)?,
+                        updated_at: r.get(1)?,
+                        last_evaluated_at: r.get(2)?,
+                        last_expired: size_of(r.get(3)?),
+                        last_kept: size_of(r.get(4)?),
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_lifecycle_policy(&self, repo: &RepoName) -> Result<bool> {
+        let repo = repo.clone();
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else { return Ok(false) };
+            Ok(tx.execute("DELETE FROM lifecycle_policies WHERE repository_id = ?1", [id])? > 0)
+        })
+        .await
+    }
+
+    async fn lifecycle_repositories(&self) -> Result<Vec<RepoName>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT r.name FROM lifecycle_policies l JOIN repositories r ON r.id = l.repository_id ORDER BY r.name",
+            )?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            names
+                .into_iter()
+                .map(|n| n.parse().map_err(|e| Error::Corrupt(format!("repository name {n:?}: {e}"))))
+                .collect()
+        })
+        .await
+    }
+
+    async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64, expired: u64, kept: u64) -> Result<()> {
+        let repo = repo.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE lifecycle_policies SET last_evaluated_at = ?2, last_expired = ?3, last_kept = ?4 \
+                 WHERE repository_id = (SELECT id FROM repositories WHERE name = ?1)",
+                params![repo.as_str(), at, db_size(expired), db_size(kept)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+        origin: &Origin,
+    ) -> Result<Expired> {
+        let (repo, digest, expected, origin) = (repo.clone(), digest.clone(), tags.to_vec(), origin.clone());
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo)? else { return Ok(Expired::Gone) };
+            let column = digest.to_string();
+            let found: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT media_type, size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                    params![id, column],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((media_type, size)) = found else { return Ok(Expired::Gone) };
+            let mut tags: Vec<String> = {
+                let mut stmt = tx.prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2")?;
+                let rows = stmt.query_map(params![id, column], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tags.sort();
+            if tags != expected {
+                return Ok(Expired::TagsChanged);
+            }
+            let listed = tx
+                .query_row(
+                    "SELECT 1 FROM manifest_references WHERE repository_id = ?1 AND child_digest = ?2 LIMIT 1",
+                    params![id, column],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if listed {
+                return Ok(Expired::Referenced);
+            }
+            // Tags and references go with the manifest (ON DELETE CASCADE).
+            tx.execute("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2", params![id, column])?;
+            emit(tx, &manifest_deleted(&repo, &digest, &media_type, size_of(size), &tags, &origin))?;
+            Ok(Expired::Deleted)
+        })
+        .await
+    }
+}
