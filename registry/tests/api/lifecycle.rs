@@ -593,3 +593,52 @@ async fn each_endpoint_is_its_ecr_action() {
     assert_eq!(send(t.client.delete(&url).header("authorization", &admin)).await.0, 200);
     t.server.stop().await;
 }
+
+/// The schedule (`lifecycle.interval`) runs every repository's policy by itself, as actor
+/// `lifecycle`, and runs again: an image that becomes expirable after a run goes at a later one.
+#[tokio::test]
+async fn the_schedule_runs_every_policy_by_itself() {
+    let t = start().await;
+    let (a, b) = ("lc/scheduled-a", "lc/scheduled-b");
+    let policy = json!({"rules": [rule(1, pulled_more_than(30, "untagged"))]});
+    let old_a = image(&t, a, None, "sched-a-old", None, None).await;
+    let new_a = image(&t, a, None, "sched-a-new", None, None).await;
+    let old_b = image(&t, b, None, "sched-b-old", None, None).await;
+    let new_b = image(&t, b, None, "sched-b-new", None, None).await;
+    pulled(&t, a, &[&old_a.0], 40).await;
+    pulled(&t, b, &[&old_b.0], 40).await;
+    assert_eq!(put_policy(&t, a, &policy).await.0, 200);
+    assert_eq!(put_policy(&t, b, &policy).await.0, 200);
+
+    let meta = t.server.app.registry().meta.clone();
+    let images = |repo: &'static str| {
+        let meta = meta.clone();
+        async move {
+            let list = meta.list_images(&repo.parse().unwrap()).await.unwrap().unwrap();
+            list.into_iter().map(|i| i.digest.to_string()).collect::<BTreeSet<_>>()
+        }
+    };
+    let config = berth_registry::config::LifecycleConfig { interval: Duration::from_millis(200) };
+    let schedule = t.server.app.spawn_lifecycle(&config).expect("a nonzero interval schedules runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while images(a).await.len() > 1 || images(b).await.len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "no scheduled run expired the stale images in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(images(a).await, BTreeSet::from([new_a.0.clone()]));
+    assert_eq!(images(b).await, BTreeSet::from([new_b.0.clone()]));
+
+    // The kept image turns stale: a later scheduled run takes it, untouched by anyone else.
+    pulled(&t, a, &[&new_a.0], 40).await;
+    while !images(a).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no later scheduled run took the image that turned stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    schedule.abort();
+    assert_eq!(images(b).await, BTreeSet::from([new_b.0.clone()]));
+
+    let deletes: Vec<_> =
+        meta.events(0, 1000).await.unwrap().into_iter().filter(|e| e.kind.as_str() == "manifest.delete").collect();
+    assert_eq!(deletes.len(), 3, "{deletes:?}");
+    assert!(deletes.iter().all(|e| e.origin.actor.as_deref() == Some("lifecycle")), "{deletes:?}");
+}
