@@ -4,11 +4,9 @@ use async_trait::async_trait;
 use berth_oci::{Digest, RepoName};
 use deadpool_postgres::GenericClient;
 
-use super::{PostgresStore, emit};
+use super::PostgresStore;
 use crate::error::{Error, Result};
-use crate::metadata::{
-    Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, manifest_deleted, size_of, unix_now,
-};
+use crate::metadata::{Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, size_of, unix_now};
 
 #[async_trait]
 impl Lifecycle for PostgresStore {
@@ -99,55 +97,6 @@ impl Lifecycle for PostgresStore {
         tags: &[String],
         origin: &Origin,
     ) -> Result<Expired> {
-        let column = digest.to_string();
-        transaction!(self, |tx| {
-            // As `delete_manifest`: the manifest first, locked, so a push pointing a tag at it
-            // waits for this transaction (or this one for the push), then its tags, locked.
-            let found = tx
-                .query_opt(
-                    "SELECT m.repository_id, m.media_type, m.size FROM manifests m \
-                     JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2 \
-                     FOR UPDATE OF m",
-                    &[&repo.as_str(), &column],
-                )
-                .await?;
-            match found {
-                None => Expired::Gone,
-                Some(row) => {
-                    let (id, media_type, size): (i64, String, i64) =
-                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-                    let mut current: Vec<String> = tx
-                        .query("SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 ORDER BY name COLLATE \"C\" FOR UPDATE", &[
-                            &id, &column,
-                        ])
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get(0))
-                        .collect::<Result<_, _>>()?;
-                    current.sort();
-                    // In a later statement than the lock: an index pushed meanwhile (which
-                    // holds this manifest FOR KEY SHARE) has committed, or waits for us.
-                    let listed = tx
-                        .query_opt(
-                            "SELECT 1 FROM manifest_references WHERE repository_id = $1 AND child_digest = $2 LIMIT 1",
-                            &[&id, &column],
-                        )
-                        .await?
-                        .is_some();
-                    if current != tags {
-                        Expired::TagsChanged
-                    } else if listed {
-                        Expired::Referenced
-                    } else {
-                        // Tags and references go with the manifest (ON DELETE CASCADE).
-                        tx.execute("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", &[&id, &column])
-                            .await?;
-                        emit(&tx, &manifest_deleted(repo, digest, &media_type, size_of(size), &current, origin))
-                            .await?;
-                        Expired::Deleted
-                    }
-                }
-            }
-        })
+        transaction!(self, |tx| super::manifests::remove_manifest(&tx, repo, digest, Some(tags), origin).await?)
     }
 }

@@ -14,8 +14,8 @@ use super::{ATTEMPTS, PostgresStore, db_limit, emit, ensure_repo};
 use crate::error::{Causes, Error, Result};
 use crate::metadata::postgres_tls::PgTls;
 use crate::metadata::{
-    Change, ManifestRecord, Manifests, NewManifest, Origin, Page, Referrer, RequiredContent, check_reference, db_size,
-    manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
+    Change, Expired, ManifestRecord, Manifests, NewManifest, Origin, Page, Referrer, RequiredContent, check_reference,
+    db_size, manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
 };
 
 /// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
@@ -269,44 +269,8 @@ impl Manifests for PostgresStore {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool> {
-        let column = digest.to_string();
-        transaction!(self, |tx| {
-            // The manifest first: a push that would point a tag at it (which share-locks it
-            // through the tag's foreign key, or keeps it when it exists) waits for this
-            // deletion, or this one for the push.
-            let found = tx
-                .query_opt(
-                    "SELECT m.repository_id, m.media_type, m.size FROM manifests m \
-                     JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2 \
-                     FOR UPDATE OF m",
-                    &[&repo.as_str(), &column],
-                )
-                .await?;
-            match found {
-                None => false,
-                Some(row) => {
-                    let (id, media_type, size): (i64, String, i64) =
-                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-                    // Locked too: a push moving one of them elsewhere commits first, and then
-                    // the tag is no longer this manifest's (re-checked on the new row).
-                    let tags: Vec<String> = tx
-                        .query(
-                            "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 \
-                             ORDER BY name COLLATE \"C\" FOR UPDATE",
-                            &[&id, &column],
-                        )
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get(0))
-                        .collect::<Result<_, _>>()?;
-                    // Tags and references go with the manifest (ON DELETE CASCADE).
-                    tx.execute("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", &[&id, &column])
-                        .await?;
-                    emit(&tx, &manifest_deleted(repo, digest, &media_type, size_of(size), &tags, origin)).await?;
-                    true
-                }
-            }
-        })
+        let deleted = transaction!(self, |tx| remove_manifest(&tx, repo, digest, None, origin).await?);
+        Ok(deleted? == Expired::Deleted)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool> {
@@ -394,4 +358,61 @@ impl Manifests for PostgresStore {
         }
         Ok(out)
     }
+}
+
+/// Deletes a manifest of `repo` with its tags, emitting `tag.delete`s and `manifest.delete`
+/// (tags and references go with it, ON DELETE CASCADE). With `planned` (a lifecycle run),
+/// only while its tags are exactly those (sorted) and no manifest lists it.
+pub(super) async fn remove_manifest(
+    tx: &impl GenericClient,
+    repo: &RepoName,
+    digest: &Digest,
+    planned: Option<&[String]>,
+    origin: &Origin,
+) -> Result<Expired> {
+    let column = digest.to_string();
+    // The manifest first: a push that would point a tag at it (which share-locks it through
+    // the tag's foreign key, or keeps it when it exists) waits for this deletion, or this one
+    // for the push.
+    let found = tx
+        .query_opt(
+            "SELECT m.repository_id, m.media_type, m.size FROM manifests m \
+             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2 \
+             FOR UPDATE OF m",
+            &[&repo.as_str(), &column],
+        )
+        .await?;
+    let Some(row) = found else { return Ok(Expired::Gone) };
+    let (id, media_type, size): (i64, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    // Locked too: a push moving one of them elsewhere commits first, and then the tag is no
+    // longer this manifest's (re-checked on the new row).
+    let tags: Vec<String> = tx
+        .query(
+            "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 ORDER BY name COLLATE \"C\" FOR UPDATE",
+            &[&id, &column],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    if let Some(planned) = planned {
+        if tags != planned {
+            return Ok(Expired::TagsChanged);
+        }
+        // In a later statement than the lock: an index pushed meanwhile (which holds this
+        // manifest FOR KEY SHARE) has committed, or waits for us.
+        let listed = tx
+            .query_opt(
+                "SELECT 1 FROM manifest_references WHERE repository_id = $1 AND child_digest = $2 LIMIT 1",
+                &[&id, &column],
+            )
+            .await?
+            .is_some();
+        if listed {
+            return Ok(Expired::Referenced);
+        }
+    }
+    tx.execute("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", &[&id, &column]).await?;
+    emit(tx, &manifest_deleted(repo, digest, &media_type, size_of(size), &tags, origin)).await?;
+    Ok(Expired::Deleted)
 }

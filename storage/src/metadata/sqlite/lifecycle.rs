@@ -4,11 +4,9 @@ use async_trait::async_trait;
 use berth_oci::{Digest, RepoName};
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, emit, repo_id};
+use super::{SqliteStore, repo_id};
 use crate::error::{Error, Result};
-use crate::metadata::{
-    Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, manifest_deleted, size_of, unix_now,
-};
+use crate::metadata::{Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, size_of, unix_now};
 
 #[async_trait]
 impl Lifecycle for SqliteStore {
@@ -93,42 +91,6 @@ impl Lifecycle for SqliteStore {
         origin: &Origin,
     ) -> Result<Expired> {
         let (repo, digest, expected, origin) = (repo.clone(), digest.clone(), tags.to_vec(), origin.clone());
-        self.write(move |tx| {
-            let Some(id) = repo_id(tx, &repo)? else { return Ok(Expired::Gone) };
-            let column = digest.to_string();
-            let found: Option<(String, i64)> = tx
-                .query_row(
-                    "SELECT media_type, size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-                    params![id, column],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((media_type, size)) = found else { return Ok(Expired::Gone) };
-            let mut tags: Vec<String> = {
-                let mut stmt = tx.prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2")?;
-                let rows = stmt.query_map(params![id, column], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            tags.sort();
-            if tags != expected {
-                return Ok(Expired::TagsChanged);
-            }
-            let listed = tx
-                .query_row(
-                    "SELECT 1 FROM manifest_references WHERE repository_id = ?1 AND child_digest = ?2 LIMIT 1",
-                    params![id, column],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            if listed {
-                return Ok(Expired::Referenced);
-            }
-            // Tags and references go with the manifest (ON DELETE CASCADE).
-            tx.execute("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2", params![id, column])?;
-            emit(tx, &manifest_deleted(&repo, &digest, &media_type, size_of(size), &tags, &origin))?;
-            Ok(Expired::Deleted)
-        })
-        .await
+        self.write(move |tx| super::manifests::remove_manifest(tx, &repo, &digest, Some(&expected), &origin)).await
     }
 }

@@ -7,8 +7,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, emit, ensure_repo, limit_of, repo_id};
 use crate::error::{Error, Result};
 use crate::metadata::{
-    ManifestRecord, Manifests, NewManifest, Origin, Page, Referrer, check_reference, db_size, manifest_deleted,
-    manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
+    Expired, ManifestRecord, Manifests, NewManifest, Origin, Page, Referrer, check_reference, db_size,
+    manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
 };
 
 /// Refuses a push decided under a tag mutability that is no longer the repository's, or
@@ -144,29 +144,8 @@ impl Manifests for SqliteStore {
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool> {
         let (repo, digest, origin) = (repo.clone(), digest.clone(), origin.clone());
-        self.write(move |tx| {
-            let Some(id) = repo_id(tx, &repo)? else { return Ok(false) };
-            let column = digest.to_string();
-            let found: Option<(String, i64)> = tx
-                .query_row(
-                    "SELECT media_type, size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-                    params![id, column],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((media_type, size)) = found else { return Ok(false) };
-            let tags: Vec<String> = {
-                let mut stmt =
-                    tx.prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2 ORDER BY name")?;
-                let rows = stmt.query_map(params![id, column], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            // Tags and references go with the manifest (ON DELETE CASCADE).
-            tx.execute("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2", params![id, column])?;
-            emit(tx, &manifest_deleted(&repo, &digest, &media_type, size_of(size), &tags, &origin))?;
-            Ok(true)
-        })
-        .await
+        let deleted = self.write(move |tx| remove_manifest(tx, &repo, &digest, None, &origin)).await?;
+        Ok(deleted == Expired::Deleted)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool> {
@@ -253,4 +232,51 @@ impl Manifests for SqliteStore {
         })
         .await
     }
+}
+
+/// Deletes a manifest of `repo` with its tags, emitting `tag.delete`s and `manifest.delete`
+/// (tags and references go with it, ON DELETE CASCADE). With `planned` (a lifecycle run),
+/// only while its tags are exactly those (sorted) and no manifest lists it.
+pub(super) fn remove_manifest(
+    tx: &rusqlite::Transaction<'_>,
+    repo: &RepoName,
+    digest: &Digest,
+    planned: Option<&[String]>,
+    origin: &Origin,
+) -> Result<Expired> {
+    let Some(id) = repo_id(tx, repo)? else { return Ok(Expired::Gone) };
+    let column = digest.to_string();
+    let found: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT media_type, size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+            params![id, column],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((media_type, size)) = found else { return Ok(Expired::Gone) };
+    let tags: Vec<String> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2 ORDER BY name")?;
+        let rows = stmt.query_map(params![id, column], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if let Some(planned) = planned {
+        if tags != planned {
+            return Ok(Expired::TagsChanged);
+        }
+        let listed = tx
+            .query_row(
+                "SELECT 1 FROM manifest_references WHERE repository_id = ?1 AND child_digest = ?2 LIMIT 1",
+                params![id, column],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if listed {
+            return Ok(Expired::Referenced);
+        }
+    }
+    tx.execute("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2", params![id, column])?;
+    emit(tx, &manifest_deleted(repo, digest, &media_type, size_of(size), &tags, origin))?;
+    Ok(Expired::Deleted)
 }
