@@ -8,6 +8,7 @@ mod admin;
 pub(crate) mod auth;
 mod blobs;
 mod drain;
+pub mod ecr;
 pub mod error;
 pub mod headers;
 mod health;
@@ -53,6 +54,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/.well-known/jwks.json", get(token::jwks))
         .route("/api/v1/login-token", get(token::login_token).post(token::login_token))
         .route("/api/v1/{*path}", axum::routing::any(admin::admin))
+        .route("/", axum::routing::post(ecr::handle))
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(registry.clone(), auth::authorize))
         .layer(axum::middleware::from_fn_with_state(registry.clone(), middleware::observe))

@@ -134,6 +134,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("postgres_v10.sql")),
     (11, include_str!("postgres_v11.sql")),
     (12, include_str!("postgres_v12.sql")),
+    (13, include_str!("postgres_v13.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("sqlite_v9.sql")),
     (10, include_str!("sqlite_v10.sql")),
     (11, include_str!("sqlite_v11.sql")),
+    (12, include_str!("sqlite_v12.sql")),
 ];
 
 #[derive(Debug, Clone)]

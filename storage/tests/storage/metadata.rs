@@ -1322,7 +1322,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 12, "each migration recorded once");
+        assert_eq!(versions, 13, "each migration recorded once");
     })
     .await;
 
