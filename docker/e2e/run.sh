@@ -13,7 +13,7 @@
 #   E2E_LARGE_MIB      size of the large random layer (default 512)
 #   E2E_KEEP=1         keep the scratch folder even when everything passed
 #   E2E_ONLY="auth tls ..."  run only these groups of checks (skopeo docker podman buildah
-#                      ctr oras auth tls immutable large image deploy health); the sign-ins
+#                      ctr oras auth ecr tls immutable large image deploy health); the sign-ins
 #                      always run.
 #                      Groups use content earlier ones pushed: for quick local iterations.
 #   E2E_HOST_IP        a non-loopback address of this machine for docker's verified-TLS
@@ -153,11 +153,12 @@ install_clients() {
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${need[@]}" >/dev/null
   fi
   local venv=$ROOT/target/e2e-venv
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import oras' 2>/dev/null; then
-    log "installing oras (PyPI) into $venv"
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'oras==0.2.43'
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import oras' 2>/dev/null ||
+    [ "$("$venv/bin/python" -c 'import awscli, botocore; print(awscli.__version__, botocore.__version__)' 2>/dev/null)" != "1.46.3 1.44.8" ]; then
+    log "installing oras and the aws CLI (PyPI) into $venv"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'oras==0.2.43' 'awscli==1.46.3' 'botocore==1.44.8'
   fi
-  export ORAS_PY=$venv/bin/python
+  export ORAS_PY=$venv/bin/python AWS_CLI=$venv/bin/aws
 }
 
 # ---------------------------------------------------------------------------------------
@@ -583,6 +584,58 @@ auth_checks() {
 }
 
 # ---------------------------------------------------------------------------------------
+# ECR's own API with the aws CLI (`aws ecr ... --endpoint-url`), signed with an access key from
+# `berth admin key create`: the README's worked example. get-login-password signs docker in;
+# what docker pushed is what describe-images shows.
+
+ecr() { "$AWS_CLI" ecr "$@" --endpoint-url "http://$R" --region "$ECR_REGION" --output json; }
+
+c_ecr_create_repository() {
+  ecr create-repository --repository-name e2e/ecr-cli --image-scanning-configuration scanOnPush=true |
+    jq -e '.repository.repositoryName == "e2e/ecr-cli" and .repository.imageScanningConfiguration.scanOnPush'
+}
+
+c_ecr_get_login_password_docker_login() {
+  ecr get-login-password >"$LAB/ecr-password" && [ -s "$LAB/ecr-password" ] || return 1
+  dk ecr-cli login --username AWS --password-stdin "$R" <"$LAB/ecr-password"
+}
+
+c_ecr_docker_push_pull() {
+  local id
+  dk ecr-cli import "$LAB/tiny/ecr.tar" "$R/e2e/ecr-cli:1" >/dev/null && dk ecr-cli push -q "$R/e2e/ecr-cli:1" || return 1
+  id=$(dk ecr-cli image inspect -f '{{.Id}}' "$R/e2e/ecr-cli:1") || return 1
+  dk ecr-cli rmi "$R/e2e/ecr-cli:1" >/dev/null && dk ecr-cli pull -q "$R/e2e/ecr-cli:1" || return 1
+  expect_eq "$(dk ecr-cli image inspect -f '{{.Id}}' "$R/e2e/ecr-cli:1")" "$id"
+}
+
+c_ecr_describe_images_shows_the_pushed_digest() {
+  local digest
+  digest=$(manifest_digest e2e/ecr-cli 1) && [ -n "$digest" ] || return 1
+  ecr describe-images --repository-name e2e/ecr-cli --image-ids imageTag=1 | tee "$LAB/ecr-describe.json" |
+    jq -e --arg d "$digest" '.imageDetails | length == 1 and .[0].imageDigest == $d and .[0].imageTags == ["1"] and .[0].imageSizeInBytes > 0'
+}
+
+c_ecr_delete_repository_force() {
+  ecr delete-repository --repository-name e2e/ecr-cli --force | jq -e '.repository.repositoryName == "e2e/ecr-cli"' || return 1
+  expect_eq "$(status_of /v2/e2e/ecr-cli/tags/list)" 404
+}
+
+ecr_checks() {
+  local key
+  key=$("$E2E_BERTH_BIN" admin key create admin --json --data-dir "$LAB/berth" 2>"$LAB/ecr-key.stderr") || { cat "$LAB/ecr-key.stderr" >&2; }
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY ECR_REGION
+  AWS_ACCESS_KEY_ID=$(jq -r .id <<<"$key")
+  AWS_SECRET_ACCESS_KEY=$(jq -r .secret <<<"$key")
+  ECR_REGION=$(env -u BERTH_AUTH__ADMIN_PASSWORD "$E2E_BERTH_BIN" config --data-dir "$LAB/berth" | jq -r .auth.region)
+  export AWS_CONFIG_FILE=$LAB/aws-config AWS_SHARED_CREDENTIALS_FILE=$LAB/aws-credentials AWS_EC2_METADATA_DISABLED=true
+  check ecr_create_repository "$STEP" c_ecr_create_repository
+  check ecr_get_login_password_docker_login "$STEP" c_ecr_get_login_password_docker_login
+  check ecr_docker_push_pull 20 c_ecr_docker_push_pull
+  check ecr_describe_images_shows_the_pushed_digest "$STEP" c_ecr_describe_images_shows_the_pushed_digest
+  check ecr_delete_repository_force "$STEP" c_ecr_delete_repository_force
+}
+
+# ---------------------------------------------------------------------------------------
 # Tag immutability (ECR's imageTagMutability), set with curl through the admin API: docker
 # and skopeo pushing another image to an existing tag are refused, and what they print
 # carries ECR's sentence; the same image pushed again, a new tag and a delete go through.
@@ -859,6 +912,7 @@ main() {
   group ctr ctr_checks
   group oras oras_checks
   group auth auth_checks
+  group ecr ecr_checks
   group immutable immutable_checks
   group tls tls_checks
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" large "* ]]; then
