@@ -50,6 +50,7 @@ COMMON_ERRORS = {
     "UnrecognizedClientException",
     "InvalidSignatureException",
     "IncompleteSignature",
+    "IncompleteSignatureException",
     "MissingAuthenticationTokenException",
     "SignatureDoesNotMatch",
     "ThrottlingException",
