@@ -272,7 +272,7 @@ class Scenario:
         assert r["repositoryName"] == repo and json_equal(r["lifecyclePolicyText"], policy), r
         r = self.ecr.get_lifecycle_policy(repositoryName=repo)
         assert json_equal(r["lifecyclePolicyText"], policy), r
-        assert isinstance(r["lastEvaluatedAt"], datetime.datetime) or "lastEvaluatedAt" not in r, r
+        assert "lastEvaluatedAt" not in r or isinstance(r["lastEvaluatedAt"], datetime.datetime), r
         self.state["lifecycle"] = policy
         bad = json.dumps({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged"}, "action": {"type": "expire"}}]})
         expect_error("InvalidParameterException", self.ecr.put_lifecycle_policy, repositoryName=repo, lifecyclePolicyText=bad)
