@@ -120,6 +120,7 @@ ECR_DENIED_SECRET=$(json_field secret <<<"$reader_key")
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
 status=0
+"$VENV/bin/python" docker/ecr/walk_model.py --self-test || status=1
 log "scenario (boto3 $BOTO3_VERSION, awscli $AWSCLI_VERSION)"
 timeout --kill-after=10 "$SECONDS_EACH" "$VENV/bin/python" docker/ecr/ecr_scenario.py || status=1
 log "model walk (botocore $BOTOCORE_VERSION's ECR model)"

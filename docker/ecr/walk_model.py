@@ -2,6 +2,7 @@
 """Checks Berth's ECR answers against ECR's own model (botocore's service-2.json).
 
     walk_model.py RECORD.jsonl [--probe]
+    walk_model.py --self-test      # the walker finds each kind of mistake in made-up answers
 
 RECORD.jsonl holds raw answers, one JSON object a line, as ecr_scenario.py records them
 (botocore's `after-call` event): {"operation", "status", "content_type", "body", "client"}.
@@ -118,7 +119,7 @@ class Walker:
                     out.append(f"{path}: {v!r:.80} does not match {shape.name}'s pattern {pattern}")
         elif t in ("integer", "long"):
             if isinstance(v, bool) or not isinstance(v, int):
-                return out.append(f"{path}: expected an {t} ({shape.name}), got {type(v).__name__} {v!r:.60}")
+                return out.append(f"{path}: expected {'an' if t == 'integer' else 'a'} {t} ({shape.name}), got {type(v).__name__} {v!r:.60}")
             self.range(shape, v, path, out)
         elif t in ("double", "float"):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -331,7 +332,49 @@ class Walker:
         return not_served
 
 
+def self_test():
+    """The walker catches each kind of mistake (so a walk that finds nothing means something)."""
+    w = Walker(model())
+
+    def rec(op, body, status=200, content_type=JSON_1_1):
+        return {"operation": op, "status": status, "content_type": content_type, "body": json.dumps(body)}
+
+    repo = {"repositoryName": "team/app", "repositoryArn": "arn:aws:ecr:local:000000000000:repository/team/app",
+            "registryId": "000000000000", "createdAt": 1764864000, "imageTagMutability": "MUTABLE",
+            "imageScanningConfiguration": {"scanOnPush": False}}
+    cases = [
+        ("a right answer", rec("DescribeRepositories", {"repositories": [repo]}), None),
+        ("a member the shape lacks", rec("DescribeRepositories", {"repositories": [dict(repo, name="x")]}), "not a member"),
+        ("a timestamp as text", rec("DescribeRepositories", {"repositories": [dict(repo, createdAt="2025-12-04T00:00:00Z")]}), "epoch seconds"),
+        ("a timestamp in milliseconds", rec("DescribeRepositories", {"repositories": [dict(repo, createdAt=1764864000000)]}), "milliseconds"),
+        ("a value outside the enum", rec("DescribeRepositories", {"repositories": [dict(repo, imageTagMutability="mutable")]}), "not a value"),
+        ("a boolean as text", rec("DescribeRepositories", {"repositories": [dict(repo, imageScanningConfiguration={"scanOnPush": "false"})]}), "expected a boolean"),
+        ("a long as text", rec("DescribeImages", {"imageDetails": [{"imageSizeInBytes": "12"}]}), "expected a long"),
+        ("null", rec("DescribeImages", {"imageDetails": [{"imageTags": None}]}), "null"),
+        ("a list as an object", rec("ListImages", {"imageIds": {"imageTag": "v1"}}), "expected a list"),
+        ("a required member missing", rec("ListImageReferrers", {"referrers": [{"digest": "sha256:" + "0" * 64, "size": 1}]}), "required"),
+        ("a name too long", rec("DescribeRepositories", {"repositories": [dict(repo, repositoryName="a" * 300)]}), "at most"),
+        ("the wrong content type", rec("DescribeRegistry", {"registryId": "000000000000"}, content_type="application/json"), "Content-Type"),
+        ("an error the operation does not declare", rec("ListImages", {"__type": "ImageNotFoundException", "message": "x"}, 400), "does not declare"),
+        ("an error name nobody has", rec("ListImages", {"__type": "NoSuchThing", "message": "x"}, 400), "neither"),
+        ("an error without __type", rec("ListImages", {"message": "x"}, 400), "__type"),
+        ("a declared error", rec("ListImages", {"__type": "RepositoryNotFoundException", "message": "x"}, 400), None),
+        ("AccessDeniedException", rec("ListImages", {"__type": "AccessDeniedException", "message": "x"}, 403), None),
+    ]
+    bad = 0
+    for name, r, expect in cases:
+        problems = w.answer(r)
+        caught = any(expect in p for p in problems) if expect else not problems
+        if not caught:
+            bad += 1
+            print(f"FAIL walk_model self-test, {name}: expected {expect or 'no problem'}, got {problems}")
+    print(f"walk_model self-test: {len(cases) - bad} of {len(cases)} cases as expected")
+    return bad == 0
+
+
 def main(argv):
+    if argv[1:] == ["--self-test"]:
+        return 0 if self_test() else 1
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
