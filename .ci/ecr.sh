@@ -67,14 +67,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Berth reads every BERTH_* variable as configuration: none from the caller.
-berth() { env $(env | grep -o '^BERTH_[A-Z0-9_]*' | sed 's/^/-u /') "$BIN" "$@"; }
+# Berth reads every BERTH_* variable as configuration: none from the caller. `env` execs the
+# binary, so a background `berth serve`'s $! is the server's own PID.
+unset_berth=()
+for name in $(env | grep -o '^BERTH_[A-Z0-9_]*'); do unset_berth+=(-u "$name"); done
+berth() { env "${unset_berth[@]}" "$BIN" "$@"; }
 
 data=$dir/data
 port=""
 for p in $(seq 59150 59250); do
   port_in_use "$p" && continue
-  berth serve --listen "127.0.0.1:$p" --data-dir "$data" >"$dir/berth.log" 2>&1 &
+  env "${unset_berth[@]}" "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$data" >"$dir/berth.log" 2>&1 &
   pid=$!
   deadline=$((SECONDS + 30))
   while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do

@@ -509,6 +509,20 @@ class Scenario:
         d = self.ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]
         assert d["imageTagMutability"] == "MUTABLE" and d["imageScanningConfiguration"]["scanOnPush"] is False, d
 
+    def image_scans_refused(self):
+        """Berth stores the scanning configuration and scans nothing: a scan is refused, and
+        there are no findings (never invented ones)."""
+        repo = self.need("repo")
+        image = {"imageTag": "v1"}
+        e = expect_error("ValidationException", self.ecr.start_image_scan, repositoryName=repo, imageId=image)
+        assert "scan" in str(e).lower(), e
+        try:
+            self.ecr.describe_image_scan_findings(repositoryName=repo, imageId=image)
+        except (self.ecr.exceptions.ValidationException, self.ecr.exceptions.ScanNotFoundException):
+            pass
+        else:
+            raise AssertionError("DescribeImageScanFindings answered findings, and Berth scans nothing")
+
     def batch_delete_image(self):
         repo = self.need("repo")
         r = self.ecr.batch_delete_image(
@@ -742,6 +756,7 @@ class Scenario:
         c("boto3_list_image_referrers", self.referrers)
         c("boto3_lifecycle_policy_preview", self.lifecycle_preview)
         c("boto3_tag_mutability_and_scanning_configuration", self.tag_mutability_and_scanning)
+        c("boto3_image_scans_refused_berth_does_not_scan", self.image_scans_refused)
         c("boto3_batch_delete_image_with_failures", self.batch_delete_image)
         c("boto3_delete_lifecycle_and_repository_policies", self.delete_policies)
         c("boto3_describe_registry_and_registry_policy", self.registry_and_policy)

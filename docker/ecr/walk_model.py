@@ -61,6 +61,16 @@ COMMON_ERRORS = {
 }
 
 
+# Operations Berth serves with a refusal by design, each with the errors of ECR's model that
+# are that refusal: Berth stores the scanning configuration but scans nothing, so a scan
+# cannot be started and has no findings (no invented results). An answer of the scenario
+# with one of these errors accounts for the operation as a valid result would.
+REFUSED_BY_DESIGN = {
+    "StartImageScan": {"ValidationException"},
+    "DescribeImageScanFindings": {"ValidationException", "ScanNotFoundException"},
+}
+
+
 def model():
     return botocore.session.get_session().get_service_model("ecr")
 
@@ -383,11 +393,21 @@ def main(argv):
     w = Walker(service)
     records = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
     exercised = set()
+    refused = set()
     for i, rec in enumerate(records):
-        if w.record(rec, f"{rec.get('client', '?')} #{i} {rec['operation']} {rec['status']}") and 200 <= rec["status"] < 300:
+        if not w.record(rec, f"{rec.get('client', '?')} #{i} {rec['operation']} {rec['status']}"):
+            continue
+        if 200 <= rec["status"] < 300:
             exercised.add(rec["operation"])
+        elif rec["operation"] in REFUSED_BY_DESIGN:
+            kind = json.loads(rec["body"]).get("__type", "").split("#")[-1]
+            if kind in REFUSED_BY_DESIGN[rec["operation"]]:
+                refused.add(rec["operation"])
     print(f"walk_model: {len(records)} recorded answers; operations answered with a valid result: {len(exercised)}")
     print("  " + " ".join(sorted(exercised)))
+    if refused:
+        print(f"walk_model: refused by design, as the model allows: {' '.join(sorted(refused))}")
+    exercised |= refused
     if probe:
         probed = []
         not_served = w.probe(exercised, probed)
