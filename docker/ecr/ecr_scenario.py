@@ -406,6 +406,8 @@ class Scenario:
         assert set(self.need("untagged")) <= untagged and self.need("v1_digest") not in untagged, untagged
         only_tagged = self.ecr.list_images(repositoryName=repo, filter={"tagStatus": "TAGGED"})["imageIds"]
         assert all("imageTag" in i for i in only_tagged), only_tagged
+        if "docker_digest" in self.state:
+            assert ("docker", self.state["docker_digest"]) in tagged, f"docker's push is not listed: {ids}"
 
     def describe_images(self):
         repo = self.need("repo")
