@@ -114,14 +114,16 @@ class Scenario:
         self.denied = self.client(os.environ["ECR_DENIED_KEY_ID"], os.environ["ECR_DENIED_SECRET"], "boto3-denied")
         self.work = tempfile.mkdtemp(prefix="ecr-scenario.")
 
-    def client(self, key_id, secret, label):
+    def client(self, key_id, secret, label, validate=True):
         session = boto3.session.Session(
             aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=self.region
         )
         c = session.client(
             "ecr",
             endpoint_url=self.endpoint,
-            config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60),
+            config=botocore.config.Config(
+                retries={"max_attempts": 1}, connect_timeout=5, read_timeout=60, parameter_validation=validate
+            ),
         )
         ecr_record.register(c.meta.events, self.record, label)
         return c
@@ -511,6 +513,35 @@ class Scenario:
         d = self.ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]
         assert d["imageTagMutability"] == "MUTABLE" and d["imageScanningConfiguration"]["scanOnPush"] is False, d
 
+    def bounds_and_forged_tokens(self):
+        """ECR's maximums are checked, and a pagination token the client made up is refused.
+        botocore would stop these before sending them: this client does not validate."""
+        repo = self.need("repo")
+        raw = self.client(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], "boto3-unvalidated", validate=False)
+        digest = "sha256:" + "4" * 64
+        cases = [
+            ("DescribeRepositories maxResults 1001", raw.describe_repositories, {"maxResults": 1001}),
+            ("DescribeRepositories maxResults 0", raw.describe_repositories, {"maxResults": 0}),
+            ("DescribeRepositories 101 repositoryNames", raw.describe_repositories, {"repositoryNames": [f"{self.prefix}/r{i}" for i in range(101)]}),
+            ("ListImages maxResults 1001", raw.list_images, {"repositoryName": repo, "maxResults": 1001}),
+            ("BatchGetImage 101 imageIds", raw.batch_get_image, {"repositoryName": repo, "imageIds": [{"imageTag": f"t{i}"} for i in range(101)]}),
+            ("BatchDeleteImage 101 imageIds", raw.batch_delete_image, {"repositoryName": repo, "imageIds": [{"imageTag": f"t{i}"} for i in range(101)]}),
+            ("BatchCheckLayerAvailability 101 layerDigests", raw.batch_check_layer_availability, {"repositoryName": repo, "layerDigests": [digest] * 101}),
+            ("DescribeImages 101 imageIds", raw.describe_images, {"repositoryName": repo, "imageIds": [{"imageTag": f"t{i}"} for i in range(101)]}),
+            ("DescribeRepositories forged nextToken", raw.describe_repositories, {"nextToken": "forged-token"}),
+            ("ListImages forged nextToken", raw.list_images, {"repositoryName": repo, "nextToken": "forged-token"}),
+            ("DescribeImages forged nextToken", raw.describe_images, {"repositoryName": repo, "nextToken": "forged-token"}),
+        ]
+        wrong = []
+        for name, call, params in cases:
+            try:
+                call(**params)
+                wrong.append(f"{name}: accepted")
+            except ClientError as e:
+                if error_code(e) != "InvalidParameterException":
+                    wrong.append(f"{name}: {error_code(e)} ({e}), expected InvalidParameterException")
+        assert not wrong, "; ".join(wrong)
+
     def image_scans_refused(self):
         """Berth stores the scanning configuration and scans nothing: a scan is refused, and
         there are no findings (never invented ones)."""
@@ -758,6 +789,7 @@ class Scenario:
         c("boto3_list_image_referrers", self.referrers)
         c("boto3_lifecycle_policy_preview", self.lifecycle_preview)
         c("boto3_tag_mutability_and_scanning_configuration", self.tag_mutability_and_scanning)
+        c("boto3_maximums_checked_and_forged_tokens_refused", self.bounds_and_forged_tokens)
         c("boto3_image_scans_refused_berth_does_not_scan", self.image_scans_refused)
         c("boto3_batch_delete_image_with_failures", self.batch_delete_image)
         c("boto3_delete_lifecycle_and_repository_policies", self.delete_policies)
