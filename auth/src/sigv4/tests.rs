@@ -231,7 +231,9 @@ const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken
 
 #[test]
 fn botocore_signed_ecr_requests_verify() {
-    let cases: [(&[(&str, &str)], &str, &str, &str); 2] = [
+    // (headers, body, signed headers, botocore's signature)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+    let cases: [Case; 2] = [
         (
             &[
                 ("Host", "127.0.0.1:5000"),
