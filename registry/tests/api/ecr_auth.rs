@@ -298,3 +298,45 @@ async fn botocore_style_requests_without_a_content_hash_and_with_one() {
     assert!(message(&v).contains("x-amz-content-sha256"), "{v}");
     t.server.stop().await;
 }
+
+/// On PostgreSQL without a key-encryption key no secret is sealed: keys sign in with Basic
+/// credentials only, and a signed request is told why it cannot be checked.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\", then cargo test -- --ignored"]
+async fn without_a_kek_signed_requests_are_told_why() {
+    let schema = crate::replicas::Schema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = auth_config(dir.path());
+    c.metadata.backend = berth_registry::config::MetadataBackend::Postgres;
+    c.metadata.url = Some(schema.url.clone().try_into().unwrap());
+    c.encryption.enabled = false;
+    let (t, ecr) = start_with(dir, c).await;
+    let meta = t.server.app.registry().meta.clone();
+    assert_eq!(meta.access_key(&ecr.key_id).await.unwrap().unwrap().secret_sealed, None);
+    let (status, v) = ecr.call(GAT, &json!({})).await;
+    assert_eq!((status, kind(&v)), (403, "UnrecognizedClientException"), "{v}");
+    assert!(message(&v).contains("no key-encryption key"), "{v}");
+    // Basic credentials still work, and seal nothing (there is nothing to seal under).
+    assert_eq!(v2_status(&ecr, &basic(&ecr.key_id, &ecr.secret)).await, 200);
+    assert_eq!(meta.access_key(&ecr.key_id).await.unwrap().unwrap().secret_sealed, None);
+    t.server.stop().await;
+    schema.drop().await;
+}
+
+/// With authentication off nothing is signed or checked; GetAuthorizationToken still answers
+/// (a token bound to no user, which signs in nobody once authentication is on).
+#[tokio::test]
+async fn with_authentication_off_requests_need_no_signature() {
+    let t = crate::support::TestServer::start().await;
+    let ecr = EcrClient {
+        client: t.client.clone(),
+        url: t.server.url(),
+        key_id: String::new(),
+        secret: String::new(),
+        region: REGION.into(),
+    };
+    let (status, v) = ecr.send(ecr.request(GAT, &json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!login_password(&v).is_empty());
+    t.server.stop().await;
+}
