@@ -257,10 +257,9 @@ impl Authorization {
     /// sent, in constant time. `amz_date` is [`Authorization::check_headers`]'s answer.
     pub fn verify(&self, request: &Request<'_>, amz_date: &str, secret: &str) -> Result<(), SigV4Error> {
         let payload = hex::encode(digest(&SHA256, request.body));
+        // S3's `UNSIGNED-PAYLOAD` and streaming forms do not apply: ECR's bodies are signed.
         if let Some(sent) = header(request.headers, "x-amz-content-sha256")
             && !sent.eq_ignore_ascii_case(&payload)
-            // S3's streaming and unsigned forms do not apply to ECR's JSON bodies.
-            && !matches!(sent.trim(), "UNSIGNED-PAYLOAD")
         {
             return Err(SigV4Error::ContentSha256);
         }
