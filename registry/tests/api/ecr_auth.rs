@@ -340,3 +340,38 @@ async fn with_authentication_off_requests_need_no_signature() {
     assert!(!login_password(&v).is_empty());
     t.server.stop().await;
 }
+
+/// A secret sealed under a KEK that is no longer the active one is sealed again under the
+/// active one when next used, and keeps working.
+#[tokio::test]
+async fn a_secret_sealed_under_a_rotated_kek_is_resealed_when_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = auth_config(dir.path());
+    let (t, ecr) = start_with(dir, config.clone()).await;
+    let kek_of = |stored: String| {
+        let b64 = stored.strip_prefix("sealed:v1:").unwrap().to_owned();
+        let sealed = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        berth_storage::crypt::secret::kek_id(&sealed).unwrap().to_owned()
+    };
+    let sealed_now = |t: &crate::support::TestServer| {
+        let meta = t.server.app.registry().meta.clone();
+        let id = ecr.key_id.clone();
+        async move { meta.access_key(&id).await.unwrap().unwrap().secret_sealed.unwrap() }
+    };
+    assert_eq!(kek_of(sealed_now(&t).await), "default.1");
+    let rotation = t.server.app.registry().rotate_key("default", Duration::ZERO, &|_| {}).await.unwrap();
+    assert_eq!(rotation.to, "default.2");
+    let crate::support::TestServer { server, dir, .. } = t;
+    server.stop().await;
+
+    // Restarted: default.2 seals; the secret sealed under default.1 still opens, and is
+    // sealed again under default.2 by its first use.
+    let t = crate::support::TestServer::start_with(dir, config).await;
+    let ecr = EcrClient { url: t.server.url(), ..ecr.clone() };
+    assert_eq!(kek_of(sealed_now(&t).await), "default.1");
+    let (status, v) = ecr.call(GAT, &json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(kek_of(sealed_now(&t).await), "default.2");
+    assert_eq!(ecr.call(GAT, &json!({})).await.0, 200);
+    t.server.stop().await;
+}
