@@ -123,6 +123,7 @@ pub async fn observe(State(reg): State<Arc<Registry>>, mut req: Request, next: N
             "/token/jwks.json" | "/.well-known/jwks.json" => ("jwks", None),
             "/api/v1/login-token" => ("login_token", None),
             p if p.starts_with("/api/v1/") => ("admin", None),
+            p if p.starts_with(super::ecr::DOWNLOAD_PATH) => ("ecr_download", None),
             _ => ("unknown", None),
         },
     };
