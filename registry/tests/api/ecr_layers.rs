@@ -186,6 +186,7 @@ async fn parts_must_follow_on_and_have_their_length() {
     let unknown = "0b9f4d4e-8f4e-4d7a-9a51-5d1a3c7c2b10";
     let (status, body) = part(&t, repo, unknown, 0, 0, b"x").await;
     assert_eq!((status, kind(&body)), (400, "UploadNotFoundException"), "{body}");
+    assert!(body["message"].as_str().unwrap().contains(unknown), "{body}");
     let (status, body) = part(&t, "ecr/other", &other, 0, 0, b"x").await;
     assert_eq!((status, kind(&body)), (400, "UploadNotFoundException"), "{body}");
     let (status, body) = complete(&t, repo, unknown, &sha256(b"x")).await;

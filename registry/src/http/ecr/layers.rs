@@ -257,6 +257,20 @@ fn borrowed_input<'a, T: Deserialize<'a>>(body: &'a [u8]) -> EcrResult<T> {
     })
 }
 
+/// The service's error about upload `id`, an unknown one named as ECR names it.
+fn upload_error(ecr: &Ecr<'_>, repo: &RepoName, id: &UploadId, e: ApiError) -> EcrError {
+    match e {
+        ApiError::BlobUploadUnknown => EcrError::new(
+            "UploadNotFoundException",
+            format!(
+                "there is no upload '{id}' in the repository '{repo}' (completed, discarded, expired or never \
+                 started); start one with InitiateLayerUpload"
+            ),
+        ),
+        other => not_found_as(ecr, repo, other),
+    }
+}
+
 fn upload_id(value: &str) -> EcrResult<UploadId> {
     value.parse().map_err(|_| EcrError::invalid(format!("uploadId '{value}' is not an upload id")))
 }
@@ -294,7 +308,7 @@ async fn upload_part(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         return Err(EcrError::invalid(format!("layerPartBlob must be at most {MAX_PART} bytes")));
     }
     ecr.allow(actions::UPLOAD_LAYER_PART, Some(&repo)).await?;
-    let up = ecr.reg.upload_status(&repo, &id).await.map_err(|e| ecr.api(e))?;
+    let up = ecr.reg.upload_status(&repo, &id).await.map_err(|e| upload_error(ecr, &repo, &id, e))?;
     let part = base64::engine::general_purpose::STANDARD
         .decode(i.layer_part_blob.as_bytes())
         .map_err(|e| EcrError::invalid(format!("layerPartBlob is not base64: {e}")))?;
@@ -327,7 +341,7 @@ async fn upload_part(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         }),
         // Another part was appended first.
         Err(ApiError::ChunkOutOfOrder { offset, .. }) => Ok(out_of_order(ecr, &repo, &id, offset, first)),
-        Err(e) => Err(ecr.api(e)),
+        Err(e) => Err(upload_error(ecr, &repo, &id, e)),
     }
 }
 
@@ -376,7 +390,7 @@ async fn complete(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
     let digest: Digest =
         given.parse().map_err(|e| EcrError::invalid(format!("layerDigests[0] '{given}' is not a digest ({e})")))?;
     ecr.allow(actions::COMPLETE_LAYER_UPLOAD, Some(&repo)).await?;
-    let up = ecr.reg.upload_status(&repo, &id).await.map_err(|e| ecr.api(e))?;
+    let up = ecr.reg.upload_status(&repo, &id).await.map_err(|e| upload_error(ecr, &repo, &id, e))?;
     if up.offset == 0 {
         return Err(EcrError::new(
             "EmptyUploadException",
@@ -403,7 +417,7 @@ async fn complete(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
     ecr.reg
         .finish_upload(&repo, &id, None, empty, &digest, &ecr.origin)
         .await
-        .map_err(|e| not_found_as(ecr, &repo, e))?;
+        .map_err(|e| upload_error(ecr, &repo, &id, e))?;
     output(&CompleteOutput {
         registry_id: ecr.account().to_owned(),
         repository_name: repo.to_string(),
