@@ -371,3 +371,42 @@ async fn an_upload_to_a_repository_a_push_may_not_create_is_refused() {
         push_layer(&t, "ecr/absent", b"now it exists").await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: eval \"$(bash .ci/postgres.sh start)\" (and S3: .ci/s3.sh), then cargo test -- --ignored"]
+async fn on_replicas_parts_go_to_any_and_a_download_url_of_one_works_at_another() {
+    let schema = crate::replicas::Schema::create().await;
+    let blobs = tempfile::tempdir().unwrap();
+    let mut rs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::replicas::replica_config(&schema, blobs.path(), &format!("replicas/{}", schema.name));
+        config.data_dir = dir.path().to_owned();
+        rs.push(TestServer::start_with(dir, config).await);
+    }
+    let repo = "ecr/replicated";
+    let layer = data(250_000, 3);
+    let id = initiate(&rs[0], repo).await;
+    let cuts = [0, 100_000, 200_000, layer.len()];
+    for (i, w) in cuts.windows(2).enumerate() {
+        let (status, body) = part(&rs[i % 2], repo, &id, w[0] as u64, w[1] as u64 - 1, &layer[w[0]..w[1]]).await;
+        assert_eq!(status, 200, "part {i}: {body}");
+    }
+    // A part sent again to the other replica is out of order there too.
+    let (status, body) = part(&rs[1], repo, &id, 0, 99_999, &layer[..100_000]).await;
+    assert_eq!((status, kind(&body)), (400, "InvalidLayerPartException"), "{body}");
+    assert_eq!(body["lastValidByteReceived"], layer.len() - 1);
+    let digest = sha256(&layer);
+    let (status, body) = complete(&rs[1], repo, &id, &digest).await;
+    assert_eq!(status, 200, "{body}");
+    let url = download_url(&rs[0], repo, &digest).await;
+    let elsewhere = url.replace(&rs[0].server.url(), &rs[1].server.url());
+    assert_ne!(url, elsewhere);
+    let (status, bytes) = fetch(&rs[1], &elsewhere).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert!(bytes == layer, "replica 1 serves replica 0's URL byte for byte");
+    for r in rs {
+        r.server.stop().await;
+    }
+    schema.drop().await;
+}
