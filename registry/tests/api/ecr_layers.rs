@@ -254,9 +254,15 @@ async fn batch_check_reports_available_missing_and_malformed_digests() {
     );
     let failures = body["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 2, "{body}");
-    let code = |d: &str| failures.iter().find(|f| f["layerDigest"] == d).map(|f| f["failureCode"].clone());
-    assert_eq!(code(&missing), Some(json!("MissingLayerDigest")));
-    assert_eq!(code("sha256:not-hex"), Some(json!("InvalidLayerDigest")));
+    assert_eq!(
+        (&failures[0]["layerDigest"], &failures[0]["failureCode"]),
+        (&json!(missing), &json!("MissingLayerDigest"))
+    );
+    assert_eq!(
+        (&failures[1]["layerDigest"], &failures[1]["failureCode"]),
+        (&json!("sha256:not-hex"), &json!("InvalidLayerDigest")),
+        "in the request's order"
+    );
     assert!(failures.iter().all(|f| f["failureReason"].as_str().is_some_and(|r| !r.is_empty())));
 
     // A digest of another repository is missing here.

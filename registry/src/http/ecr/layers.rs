@@ -142,37 +142,47 @@ async fn batch_check(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         return Err(EcrError::invalid(format!("layerDigests[{long}] is longer than {MAX_BATCH_DIGEST} characters")));
     }
     ecr.allow(actions::BATCH_CHECK_LAYER_AVAILABILITY, Some(&repo)).await?;
-    let mut failures = Vec::new();
+    // Failures are listed in the order of the request, whichever check found them.
+    let mut failures: Vec<(usize, LayerFailure)> = Vec::new();
     let mut valid = Vec::new();
-    for given in &i.layer_digests {
+    for (at, given) in i.layer_digests.iter().enumerate() {
         match given.parse::<Digest>() {
-            Ok(d) => valid.push(d),
-            Err(e) => failures.push(LayerFailure {
-                layer_digest: given.clone(),
-                failure_code: "InvalidLayerDigest",
-                failure_reason: format!("'{given}' is not a digest ({e})"),
-            }),
+            Ok(d) => valid.push((at, d)),
+            Err(e) => failures.push((
+                at,
+                LayerFailure {
+                    layer_digest: given.clone(),
+                    failure_code: "InvalidLayerDigest",
+                    failure_reason: format!("'{given}' is not a digest ({e})"),
+                },
+            )),
         }
     }
-    let entries = match ecr.reg.layer_entries(&repo, &valid).await {
+    let digests: Vec<Digest> = valid.iter().map(|(_, d)| d.clone()).collect();
+    let entries = match ecr.reg.layer_entries(&repo, &digests).await {
         Err(ApiError::NameUnknown) => return Err(ecr.repository_not_found(&repo)),
         other => other.map_err(|e| ecr.api(e))?,
     };
     let mut layers = Vec::new();
-    for (digest, entry) in valid.iter().zip(entries) {
+    for ((at, digest), entry) in valid.into_iter().zip(entries) {
         match entry {
             Some(entry) => layers.push(Layer {
                 layer_digest: digest.to_string(),
                 layer_availability: "AVAILABLE",
                 layer_size: entry.size,
             }),
-            None => failures.push(LayerFailure {
-                layer_digest: digest.to_string(),
-                failure_code: "MissingLayerDigest",
-                failure_reason: format!("the layer {digest} is not in the repository '{repo}'"),
-            }),
+            None => failures.push((
+                at,
+                LayerFailure {
+                    layer_digest: digest.to_string(),
+                    failure_code: "MissingLayerDigest",
+                    failure_reason: format!("the layer {digest} is not in the repository '{repo}'"),
+                },
+            )),
         }
     }
+    failures.sort_by_key(|(at, _)| *at);
+    let failures = failures.into_iter().map(|(_, f)| f).collect();
     output(&BatchCheckOutput { layers, failures })
 }
 
