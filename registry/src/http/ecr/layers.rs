@@ -76,13 +76,31 @@ fn parts_in_flight() -> &'static Arc<Semaphore> {
 }
 
 /// For `UploadLayerPart`, a place among the bodies buffered at once, taken before its body is
-/// read and held until it is answered; a request that waits [`PART_WAIT`] for one gets
-/// `ThrottlingException` (which the SDKs retry). `None` for every other operation.
+/// read (which must arrive within [`PART_READ`]) and held until it is answered; a request
+/// that waits [`PART_WAIT`] for one gets `ThrottlingException` (which the SDKs retry). `None`
+/// for every other operation.
 pub(super) async fn part_permit(operation: &str) -> EcrResult<Option<OwnedSemaphorePermit>> {
     if operation != "UploadLayerPart" {
         return Ok(None);
     }
     acquire(parts_in_flight(), PART_WAIT).await.map(Some)
+}
+
+/// How long a part's body may take to arrive once it holds its place (28 MiB in 5 minutes is
+/// about 100 KiB/s): a client trickling bytes does not keep a place for ever.
+pub(super) const PART_READ: Duration = Duration::from_secs(300);
+
+/// `read` (a part's body), or `RequestTimeoutException` (408, which the SDKs retry) when it
+/// takes longer than `limit`.
+pub(super) async fn part_deadline<T>(read: impl Future<Output = T>, limit: Duration) -> EcrResult<T> {
+    tokio::time::timeout(limit, read).await.map_err(|_| EcrError {
+        status: StatusCode::REQUEST_TIMEOUT,
+        kind: "RequestTimeoutException",
+        message: format!(
+            "the layer part did not arrive within {} s; send it again (or in smaller parts on a slow link)",
+            limit.as_secs()
+        ),
+    })
 }
 
 async fn acquire(parts: &Arc<Semaphore>, wait: Duration) -> EcrResult<OwnedSemaphorePermit> {
@@ -543,6 +561,13 @@ mod tests {
         drop(held);
         assert!(acquire(&parts, Duration::ZERO).await.is_ok(), "a freed buffer is taken again");
         assert!(part_permit("InitiateLayerUpload").await.unwrap().is_none(), "only parts take a buffer");
+    }
+
+    #[tokio::test]
+    async fn a_part_that_does_not_arrive_gives_its_place_up() {
+        let e = part_deadline(std::future::pending::<()>(), Duration::ZERO).await.unwrap_err();
+        assert_eq!((e.status, e.kind), (StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException"));
+        assert_eq!(part_deadline(async { 7 }, Duration::from_secs(60)).await.unwrap(), 7);
     }
 
     #[test]

@@ -175,7 +175,9 @@ async fn serve(reg: &Registry, req: Request) -> EcrResult {
         Err(e) => return Err(unread(body, e)),
     };
     let limit = body_limit(&operation);
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| EcrError {
+    let read = axum::body::to_bytes(body, limit);
+    let read = if _part.is_some() { layers::part_deadline(read, layers::PART_READ).await? } else { read.await };
+    let body = read.map_err(|_| EcrError {
         status: hyper::StatusCode::PAYLOAD_TOO_LARGE,
         kind: "InvalidParameterException",
         message: format!("the request body of {operation} must be at most {limit} bytes"),
