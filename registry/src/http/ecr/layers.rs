@@ -309,7 +309,7 @@ fn upload_id(value: &str) -> EcrResult<UploadId> {
 fn invalid_part(ecr: &Ecr<'_>, repo: &RepoName, id: &UploadId, offset: u64, message: String) -> Response {
     let mut body = serde_json::json!({
         "__type": "InvalidLayerPartException",
-        "message": message,
+        "message": &message,
         "registryId": ecr.account(),
         "repositoryName": repo.as_str(),
         "uploadId": id.as_str(),
@@ -320,6 +320,8 @@ fn invalid_part(ecr: &Ecr<'_>, repo: &RepoName, id: &UploadId, offset: u64, mess
     let mut r = (StatusCode::BAD_REQUEST, body.to_string()).into_response();
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
     r.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static("InvalidLayerPartException"));
+    // The request's log line says why, as for the errors `handle` renders.
+    r.extensions_mut().insert(crate::http::error::LoggedError(format!("InvalidLayerPartException: {message}")));
     r
 }
 
