@@ -416,3 +416,47 @@ async fn on_replicas_parts_go_to_any_and_a_download_url_of_one_works_at_another(
     }
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn with_authentication_on_a_download_url_needs_no_other_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.auth.enabled = true;
+    config.auth.admin_password = Some("admin-password-for-ecr-layer-tests".to_owned().into());
+    let t = TestServer::start_with(dir, config).await;
+    let layer = b"a private layer".to_vec();
+    let digest = sha256(&layer);
+    let admin = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("admin:admin-password-for-ecr-layer-tests")
+    );
+    let r = t
+        .client
+        .post(t.url(&format!("/v2/ecr/private/blobs/uploads/?digest={digest}")))
+        .header("authorization", &admin)
+        .body(layer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let anonymous = t.client.get(t.url(&format!("/v2/ecr/private/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the OCI API wants credentials");
+    // The URL GetDownloadUrlForLayer gives (signed by this registry's key) is enough.
+    let registry = t.server.app.registry().clone();
+    let (r, d): (RepoName, Digest) = ("ecr/private".parse().unwrap(), digest.parse().unwrap());
+    let token = registry
+        .auth
+        .download_token(&r, &d, "admin", berth_storage::metadata::unix_now(), std::time::Duration::from_secs(1200))
+        .unwrap();
+    let url = format!("{}/_ecr/download/ecr/private/{digest}?token={token}", t.server.url());
+    assert_eq!(fetch(&t, &url).await, (200, layer));
+    // And is no bearer token for the OCI API.
+    let r = t
+        .client
+        .get(t.url(&format!("/v2/ecr/private/blobs/{digest}")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
