@@ -460,3 +460,52 @@ async fn with_authentication_on_a_download_url_needs_no_other_credentials() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn each_layer_operation_is_decided_by_its_own_action_before_anything_changes() {
+    let (t, admin) = crate::ecr_common::start().await;
+    let repo = "ecr/guarded";
+    // The administrator pushes a layer, signed, through all three upload operations.
+    let (status, body) = admin.call("InitiateLayerUpload", &json!({"repositoryName": repo})).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["uploadId"].as_str().unwrap().to_owned();
+    let blob = base64::engine::general_purpose::STANDARD.encode(b"guarded layer");
+    let part_input = json!({"repositoryName": repo, "uploadId": id, "partFirstByte": 0, "partLastByte": 12,
+        "layerPartBlob": blob});
+    let digest = sha256(b"guarded layer");
+    let complete_input = json!({"repositoryName": repo, "uploadId": id, "layerDigests": [digest]});
+
+    // A puller may check and download, and not upload; a user with no policy may do nothing.
+    let pull = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer"], "Resource": "*"}]});
+    let puller = admin.for_user("puller", Some(pull)).await;
+    let nobody = admin.for_user("nobody", None).await;
+    for (client, op, input) in [
+        (&puller, "InitiateLayerUpload", json!({"repositoryName": repo})),
+        (&puller, "UploadLayerPart", part_input.clone()),
+        (&nobody, "BatchCheckLayerAvailability", json!({"repositoryName": repo, "layerDigests": [digest]})),
+        (&nobody, "GetDownloadUrlForLayer", json!({"repositoryName": repo, "layerDigest": digest})),
+    ] {
+        let (status, body) = client.call(op, &input).await;
+        assert_eq!((status, kind(&body)), (403, "AccessDeniedException"), "{op}: {body}");
+        let action = format!("ecr:{op}");
+        assert!(body["message"].as_str().unwrap().contains(&action), "{op}: {body}");
+    }
+    // The refused part changed nothing: the upload still starts at byte 0.
+    let (status, body) = admin.call("UploadLayerPart", &part_input).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = puller.call("CompleteLayerUpload", &complete_input).await;
+    assert_eq!((status, kind(&body)), (403, "AccessDeniedException"), "{body}");
+    let (status, body) = admin.call("CompleteLayerUpload", &complete_input).await;
+    assert_eq!(status, 200, "the refused completion left the upload as it was: {body}");
+
+    // The puller's own operations work, and its URL needs nothing more.
+    let (status, body) =
+        puller.call("BatchCheckLayerAvailability", &json!({"repositoryName": repo, "layerDigests": [digest]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["layers"][0]["layerAvailability"], "AVAILABLE");
+    let (status, body) =
+        puller.call("GetDownloadUrlForLayer", &json!({"repositoryName": repo, "layerDigest": digest})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetch(&t, body["downloadUrl"].as_str().unwrap()).await, (200, b"guarded layer".to_vec()));
+}
