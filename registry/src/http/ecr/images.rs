@@ -449,11 +449,12 @@ async fn batch_get_image(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
             }
         };
         let reference = match &w {
-            Wanted::Digest(d) => Reference::Digest(d.clone()),
-            Wanted::Tag(t) | Wanted::Both(_, t) => Reference::Tag(t.clone()),
+            Wanted::Digest(d) | Wanted::Both(d, _) => Reference::Digest(d.clone()),
+            Wanted::Tag(t) => Reference::Tag(t.clone()),
         };
-        if let Wanted::Both(d, _) = &w {
-            match ecr.reg.get_manifest(&repo, &reference).await {
+        if let Wanted::Both(d, t) = &w {
+            // The tag must name the digest; what is answered is then read by the digest.
+            match ecr.reg.get_manifest(&repo, &Reference::Tag(t.clone())).await {
                 Ok(m) if &m.digest != d => {
                     failures.push(Failure::new(id, "ImageTagDoesNotMatchDigest", "the tag names another digest"));
                     continue;
@@ -847,7 +848,11 @@ async fn list_image_referrers(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
     let mut referrers = Vec::new();
     let mut bytes = 0usize;
     let mut next_token = None;
-    'pages: while active {
+    if !active {
+        // Berth has no archive: nothing is ARCHIVED or ACTIVATING.
+        return output(&ListImageReferrersOutput { referrers, next_token });
+    }
+    'pages: loop {
         let (found, more) =
             ecr.reg.referrers(&repo, &subject, one_type, last.clone()).await.map_err(|e| api_for(ecr, &repo, e))?;
         let Some(tail) = found.last() else { break };
