@@ -332,6 +332,25 @@ async fn batch_delete_image_deletes_the_image_with_its_last_tag() {
     let answer = ok(&t, "BatchDeleteImage", json!({"repositoryName": repo, "imageIds": [{"imageTag": "v2"}]})).await;
     assert_eq!(ids(&answer), [(a.clone(), Some("v2".to_owned()))]);
     assert_eq!(manifest_status(&t, repo, &a).await, 404, "its last tag took the image");
+    // The store's events: each tag's deletion, then the image's.
+    let meta = t.server.app.registry().meta.clone();
+    let events: Vec<(String, Option<String>)> = meta
+        .events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.repository == repo && e.digest.as_deref() == Some(a.as_str()))
+        .filter(|e| matches!(e.kind.as_str(), "tag.delete" | "manifest.delete"))
+        .map(|e| (e.kind.as_str().to_owned(), e.tag))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("tag.delete".to_owned(), Some("v1".to_owned())),
+            ("tag.delete".to_owned(), Some("v2".to_owned())),
+            ("manifest.delete".to_owned(), None)
+        ]
+    );
     let listed = ok(&t, "ListImages", json!({"repositoryName": repo})).await;
     assert!(ids(&listed).iter().all(|(d, _)| d != &a), "{listed}");
 
