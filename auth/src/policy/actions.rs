@@ -57,7 +57,8 @@ pub const IAM_GET_USER_POLICY: &str = "iam:GetUserPolicy";
 pub const IAM_LIST_USER_POLICIES: &str = "iam:ListUserPolicies";
 pub const IAM_DELETE_USER_POLICY: &str = "iam:DeleteUserPolicy";
 
-/// Every ECR action: the 58 API operations plus the two IAM-only permissions. Policies may
+/// Every ECR action: the 62 API operations of botocore 1.44.8's model plus the two IAM-only
+/// permissions. Policies may
 /// name any of them (a policy copied from ECR should parse), even those Berth never checks.
 pub const ECR: &[&str] = &[
     BATCH_CHECK_LAYER_AVAILABILITY,
@@ -100,6 +101,10 @@ pub const ECR: &[&str] = &[
     "ecr:DescribeImageScanFindings",
     "ecr:PutReplicationConfiguration",
     "ecr:DescribeImageReplicationStatus",
+    "ecr:DescribeReplicationBackfillResults",
+    "ecr:ListReplicationBackfills",
+    "ecr:StartReplicationBackfill",
+    "ecr:StopReplicationBackfill",
     "ecr:DescribeRegistry",
     "ecr:CreatePullThroughCacheRule",
     "ecr:DeletePullThroughCacheRule",
@@ -229,7 +234,7 @@ mod tests {
 
     #[test]
     fn lists_every_ecr_action_once() {
-        assert_eq!(ECR.len(), 60, "58 API operations and 2 IAM-only permissions");
+        assert_eq!(ECR.len(), 64, "62 API operations and 2 IAM-only permissions");
         for (i, a) in ECR.iter().enumerate() {
             assert!(!ECR[i + 1..].contains(a), "{a} listed twice");
         }

@@ -123,6 +123,7 @@ pub async fn observe(State(reg): State<Arc<Registry>>, mut req: Request, next: N
             "/token/jwks.json" | "/.well-known/jwks.json" => ("jwks", None),
             "/api/v1/login-token" => ("login_token", None),
             p if p.starts_with("/api/v1/") => ("admin", None),
+            "/" if method == hyper::Method::POST => ("ecr", None),
             _ => ("unknown", None),
         },
     };
@@ -135,7 +136,8 @@ pub async fn observe(State(reg): State<Arc<Registry>>, mut req: Request, next: N
         req.extensions_mut().insert(ParsedRoute(p));
     }
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request.id = %id, http.method = %method, http.route = route);
+    let span = tracing::info_span!("request", request.id = %id, http.method = %method, http.route = route,
+        ecr.operation = tracing::field::Empty);
     let req = req.map(super::drain::DrainOnDrop::wrap);
     let mut response = match transfer_codings(req.headers()) {
         Ok(()) => next.run(req).instrument(span.clone()).await,

@@ -133,7 +133,12 @@ impl Ecr<'_> {
 /// `POST /`: one ECR operation.
 pub async fn handle(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let request_id = req.extensions().get::<super::middleware::RequestId>().map(|r| r.0.clone());
-    let mut response = serve(&reg, req).await.unwrap_or_else(IntoResponse::into_response);
+    let mut response = serve(&reg, req).await.unwrap_or_else(|e| {
+        let logged = super::error::LoggedError(format!("{}: {}", e.kind, e.message));
+        let mut r = e.into_response();
+        r.extensions_mut().insert(logged);
+        r
+    });
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("x-amzn-requestid", id);
     }
@@ -153,6 +158,7 @@ async fn serve(reg: &Registry, req: Request) -> EcrResult {
         return Err(unread(body, e));
     };
     let operation = operation.to_owned();
+    tracing::Span::current().record("ecr.operation", operation.as_str());
     let origin = super::auth::origin(&parts.extensions);
     let pending = if reg.auth.enabled() {
         match signature::precheck(reg, &parts, origin).await {

@@ -87,5 +87,14 @@ mod tests {
     #[test]
     fn sorted_and_unique() {
         assert!(super::OPERATIONS.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(super::OPERATIONS.len(), 62);
+    }
+
+    #[test]
+    fn every_operation_is_an_action_policies_may_name() {
+        for op in super::OPERATIONS {
+            let action = format!("ecr:{op}");
+            assert!(berth_auth::policy::actions::ECR.contains(&action.as_str()), "{action} is not in actions::ECR");
+        }
     }
 }
