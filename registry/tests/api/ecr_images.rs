@@ -318,10 +318,15 @@ async fn batch_delete_image_deletes_the_image_with_its_last_tag() {
     let body = image_manifest(&t, repo, "delete-a").await.to_string();
     push_bytes(&t, repo, Some("v2"), IMAGE, &body).await;
     let (b, _) = image(&t, repo, Some("b1"), "delete-b").await;
-    let child = image(&t, repo, None, "delete-child").await;
+    let child = image(&t, repo, Some("arm"), "delete-child").await;
     let index = json!({"schemaVersion": 2, "mediaType": INDEX,
         "manifests": [{"mediaType": IMAGE, "digest": child.0, "size": child.1}]});
     let index_digest = push_bytes(&t, repo, Some("multi"), INDEX, &index.to_string()).await;
+
+    // The last tag of an image an index lists: the tag goes, the image stays with the index.
+    let answer = ok(&t, "BatchDeleteImage", json!({"repositoryName": repo, "imageIds": [{"imageTag": "arm"}]})).await;
+    assert_eq!(ids(&answer), [(child.0.clone(), Some("arm".to_owned()))]);
+    assert_eq!((manifest_status(&t, repo, "arm").await, manifest_status(&t, repo, &child.0).await), (404, 200));
 
     let answer = ok(&t, "BatchDeleteImage", json!({"repositoryName": repo, "imageIds": [{"imageTag": "v1"}]})).await;
     assert_eq!(ids(&answer), [(a.clone(), Some("v1".to_owned()))]);
