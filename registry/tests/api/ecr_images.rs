@@ -1,9 +1,10 @@
-//! ECR's image and lifecycle operations over real HTTP (`POST /` with `X-Amz-Target`), with
-//! authentication off: images pushed with the OCI API, then each operation's answer in
+//! ECR's image and lifecycle operations over real HTTP (`POST /` with `X-Amz-Target`), mostly
+//! with authentication off: images pushed with the OCI API, then each operation's answer in
 //! botocore's shapes and its errors by ECR's exception names; `BatchGetImage` is a pull
 //! (byte-exact, its pull time recorded); `BatchDeleteImage` of an image's last tag deletes the
 //! image; `PutImage` checks references and holds immutable tags; a lifecycle preview and the
-//! run after it expire the same images.
+//! run after it expire the same images. With authentication on (requests signed by
+//! `ecr_common`), each operation is decided by its own ECR action.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -654,5 +655,94 @@ async fn lifecycle_preview_then_run_expire_the_same_images() {
     assert_eq!(refused(&t, "GetLifecyclePolicy", missing.clone()).await.0, "RepositoryNotFoundException");
     assert_eq!(refused(&t, "GetLifecyclePolicyPreview", missing).await.0, "RepositoryNotFoundException");
     delete_repository(&t, repo).await;
+    t.server.stop().await;
+}
+
+/// With authentication on, each operation is decided by its own ECR action on the
+/// repository: a user allowed to read images lists and pulls them, and is refused
+/// (`AccessDeniedException`, 403) every change, which then does not happen; a user with no
+/// policy is refused even the listing.
+#[tokio::test]
+async fn each_operation_is_allowed_by_its_own_action() {
+    use crate::ecr_common::{ADMIN_PW, basic};
+    let (t, admin) = crate::ecr_common::start().await;
+    let repo = "ecr-images/denied";
+    let config = b"{\"seed\":\"denied\"}";
+    let r = t
+        .client
+        .post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(config))))
+        .header("authorization", basic("admin", ADMIN_PW))
+        .body(config.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let manifest = json!({"schemaVersion": 2, "mediaType": IMAGE,
+        "config": {"mediaType": CONFIG, "digest": sha256(config), "size": config.len()}, "layers": []})
+    .to_string();
+    let (status, body) =
+        admin.call("PutImage", &json!({"repositoryName": repo, "imageManifest": manifest, "imageTag": "v1"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let reader = admin
+        .for_user(
+            "image-reader",
+            Some(json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Action": ["ecr:ListImages", "ecr:DescribeImages", "ecr:BatchGetImage"], "Resource": "*"}]})),
+        )
+        .await;
+    let ids = json!({"repositoryName": repo, "imageIds": [{"imageTag": "v1"}]});
+    assert_eq!(reader.call("ListImages", &json!({"repositoryName": repo})).await.0, 200);
+    assert_eq!(reader.call("DescribeImages", &ids).await.0, 200);
+    let (status, got) = reader.call("BatchGetImage", &ids).await;
+    assert_eq!((status, got["images"][0]["imageManifest"].as_str()), (200, Some(manifest.as_str())));
+
+    let other = json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).to_string();
+    let policy = json!({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged",
+        "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]})
+    .to_string();
+    let refused_ops = [
+        ("BatchDeleteImage", ids.clone()),
+        ("PutImage", json!({"repositoryName": repo, "imageManifest": other, "imageTag": "v2"})),
+        ("PutImageTagMutability", json!({"repositoryName": repo, "imageTagMutability": "IMMUTABLE"})),
+        ("PutLifecyclePolicy", json!({"repositoryName": repo, "lifecyclePolicyText": policy})),
+        ("StartLifecyclePolicyPreview", json!({"repositoryName": repo, "lifecyclePolicyText": policy})),
+        ("ListImageReferrers", json!({"repositoryName": repo, "subjectId": {"imageDigest": sha256(b"x")}})),
+    ];
+    for (op, input) in &refused_ops {
+        let (status, body) = reader.call(op, input).await;
+        assert_eq!((status, body["__type"].as_str()), (403, Some("AccessDeniedException")), "{op}: {body}");
+        let action = format!("ecr:{op}");
+        assert!(body["message"].as_str().unwrap().contains(&action), "{op}: {body}");
+    }
+    let (status, listed) = admin.call("ListImages", &json!({"repositoryName": repo})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["imageIds"],
+        json!([{"imageDigest": sha256(manifest.as_bytes()), "imageTag": "v1"}]),
+        "unchanged"
+    );
+    assert_eq!(
+        admin.call("GetLifecyclePolicy", &json!({"repositoryName": repo})).await.1["__type"],
+        "LifecyclePolicyNotFoundException"
+    );
+    assert_eq!(
+        admin.call("GetLifecyclePolicyPreview", &json!({"repositoryName": repo})).await.1["__type"],
+        "LifecyclePolicyPreviewNotFoundException"
+    );
+
+    let nobody = admin.for_user("no-policy", None).await;
+    let (status, body) = nobody.call("ListImages", &json!({"repositoryName": repo})).await;
+    assert_eq!((status, body["__type"].as_str()), (403, Some("AccessDeniedException")), "{body}");
+    let (status, _) = admin.call("BatchDeleteImage", &ids).await;
+    assert_eq!(status, 200);
+    let r = t
+        .client
+        .delete(t.url(&format!("/api/v1/repositories?name={repo}&force=true")))
+        .header("authorization", basic("admin", ADMIN_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     t.server.stop().await;
 }
