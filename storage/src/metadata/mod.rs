@@ -22,6 +22,8 @@
 //! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, and the conditional
 //!   deletion a lifecycle run makes (only when the image's tags are still those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
+//! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
+//!   JSON document kept as given (ECR's registry scanning configuration).
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -49,6 +51,7 @@ mod policies;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
+mod registry_settings;
 mod repositories;
 mod sql;
 pub mod sqlite;
@@ -72,6 +75,7 @@ pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
+pub use registry_settings::{RegistrySetting, RegistrySettings};
 pub use repositories::{
     CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
 };
@@ -89,7 +93,7 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
+        Policies as _, RegistrySettings as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -109,6 +113,7 @@ pub trait MetadataStore:
     + Templates
     + Images
     + Lifecycle
+    + RegistrySettings
     + std::fmt::Debug
 {
 }
@@ -127,6 +132,7 @@ impl<T> MetadataStore for T where
         + Templates
         + Images
         + Lifecycle
+        + RegistrySettings
         + std::fmt::Debug
         + ?Sized
 {
