@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod config_switches;
 mod early_answers;
+mod ecr_repositories;
 mod encryption;
 mod events;
 mod gc;
