@@ -532,7 +532,7 @@ impl RunningServer {
         }
         let _ = self.stop.send(());
         let _ = self.task.await;
-        self.app.registry.flush_pull_times().await;
+        self.app.registry.flush_at_stop().await;
     }
 }
 

@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _gc = app.spawn_gc(&config.gc);
             let _lifecycle = app.spawn_lifecycle(&config.lifecycle);
             berth_registry::server::serve(listener, app.router(), tls, limits, shutdown_signal()).await?;
-            app.registry().flush_pull_times().await;
+            app.registry().flush_at_stop().await;
             tracing::info!("stopped");
         }
         Command::Health { addr, config } => {

@@ -98,6 +98,17 @@ impl Registry {
             Err(e) => tracing::warn!(error = %e, "could not record the images' last pull times at shutdown"),
         }
     }
+
+    /// What the server writes as it stops: the last pull times, and the garbage collector's
+    /// batched notes (links clients read, holds released), so that a hold released in the
+    /// last seconds does not keep the collector off its digest until the hold expires.
+    pub async fn flush_at_stop(&self) {
+        self.flush_pull_times().await;
+        match self.seen.flush(self.meta.as_ref()).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record the blob links read and holds released at shutdown"),
+        }
+    }
 }
 
 #[cfg(test)]

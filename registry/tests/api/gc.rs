@@ -397,3 +397,20 @@ async fn a_push_waits_for_a_doomed_digest() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), &bytes[..]);
     t.server.stop().await;
 }
+
+/// A hold released in the seconds before the server stops is written as it stops: else its
+/// row stays live until it expires (hours) and keeps the collector off the digest.
+#[tokio::test]
+async fn holds_released_just_before_a_stop_are_written() {
+    let t = collecting(Duration::from_millis(10)).await;
+    let digest = push_blob(&t, "gc/stop", b"held until the push was acknowledged").await;
+    let r = t.client.delete(t.url("/api/v1/repositories?name=gc/stop&force=true")).send().await.unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let meta = t.server.app.registry().meta.clone();
+    // Within the seen recorder's 5 s: its release is still in memory.
+    t.server.stop().await;
+    let digest: berth_oci::Digest = digest.parse().unwrap();
+    let doomed =
+        meta.doom_blobs("test", std::slice::from_ref(&digest), berth_storage::metadata::unix_now()).await.unwrap();
+    assert_eq!(doomed.len(), 1, "the upload's hold was released at the stop, so its unlinked blob may be doomed");
+}
