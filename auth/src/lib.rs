@@ -10,6 +10,7 @@
 pub mod credentials;
 pub mod ip;
 pub mod policy;
+pub mod sigv4;
 pub mod token;
 
 use std::fmt;

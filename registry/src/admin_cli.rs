@@ -311,7 +311,7 @@ pub async fn admin(registry: &Registry, action: AdminAction) -> anyhow::Result<(
         },
         AdminAction::Key(a) => match a {
             KeyAction::Create { user, json } => {
-                let key = admin.create_access_key(&user).await?;
+                let key = admin.create_access_key(&user, registry.auth.sealing()).await?;
                 if json {
                     return print_json(&key);
                 }

@@ -419,7 +419,8 @@ async fn prepare_default_key(
             if serving {
                 tracing::warn!(
                     "no key-encryption key: the token signing key is kept unsealed in PostgreSQL, so a copy \
-                    of the database can sign tokens; {shared_key_fix}"
+                    of the database can sign tokens, and access-key secrets are not kept, so ECR's API \
+                    (Signature Version 4) refuses every key; {shared_key_fix}"
                 );
             }
             return Ok(None);

@@ -12,6 +12,7 @@ use berth_storage::MetadataStore;
 use berth_storage::metadata::{AccessKeyRecord, PolicyTarget, RESOURCE_POLICY, UserRecord, unix_now};
 use serde::Serialize;
 
+use super::{SecretSealing, key_secrets};
 use crate::error::{ApiError, ApiResult};
 
 /// A user as shown to administrators: never the password hash.
@@ -136,8 +137,10 @@ impl Admin<'_> {
         Ok(())
     }
 
-    /// A new access key for `user`; its secret is in the answer and nowhere else.
-    pub async fn create_access_key(&self, user: &str) -> ApiResult<AccessKeyView> {
+    /// A new access key for `user`; its secret is in the answer, and stored only as its
+    /// digest (for Basic sign-ins) and sealed under `sealing` (for Signature Version 4;
+    /// without a KEK, not at all: `auth::key_secrets`).
+    pub async fn create_access_key(&self, user: &str, sealing: &SecretSealing) -> ApiResult<AccessKeyView> {
         let new = credentials::generate_access_key();
         let record = AccessKeyRecord {
             id: new.id.clone(),
@@ -145,6 +148,7 @@ impl Admin<'_> {
             secret_digest: credentials::secret_digest(&new.secret),
             disabled: false,
             created_at: unix_now(),
+            secret_sealed: key_secrets::seal(sealing, &new.id, &new.secret).map_err(ApiError::Internal)?,
         };
         if !self.meta.create_access_key(&record).await? {
             return Err(no_user(user));

@@ -11,6 +11,7 @@ pub mod admin;
 mod bootstrap;
 pub mod config;
 mod gate;
+pub mod key_secrets;
 mod signing;
 pub mod throttle;
 
@@ -56,6 +57,8 @@ pub struct Authority {
     passwords: PasswordMemory,
     verified: VerifiedTokens,
     argon2: gate::Argon2Gate,
+    /// Seals access-key secrets (`key_secrets`), which Signature Version 4 needs back.
+    sealing: SecretSealing,
 }
 
 impl std::fmt::Debug for Authority {
@@ -150,6 +153,7 @@ impl Authority {
             passwords: PasswordMemory::new(),
             verified: VerifiedTokens::default(),
             argon2: gate::Argon2Gate::per_core(),
+            sealing: secrets.clone(),
         };
         Ok(authority)
     }
@@ -250,7 +254,10 @@ impl Authority {
             if !credentials::verify_secret(secret, &key.secret_digest) || key.disabled {
                 return Ok(None);
             }
-            return Ok(self.enabled_user(meta, &key.user).await?.map(|u| SignedIn {
+            let Some(u) = self.enabled_user(meta, &key.user).await? else { return Ok(None) };
+            // The secret is at hand: a key from before sealing becomes usable for SigV4.
+            self.seal_at_sign_in(meta, &key, secret).await;
+            return Ok(Some(SignedIn {
                 user: key.user,
                 access_key: Some(key.id),
                 user_id: u.id,

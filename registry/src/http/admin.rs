@@ -363,7 +363,7 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
         }
         (Method::POST, Target::UserKeys(u)) => {
             allow("iam:CreateAccessKey", arns.user(&u)).await?;
-            ok(StatusCode::CREATED, admin.create_access_key(&u).await?)
+            ok(StatusCode::CREATED, admin.create_access_key(&u, reg.auth.sealing()).await?)
         }
         (Method::GET, Target::Key(k)) => {
             allow("iam:ListAccessKeys", key_owner(&k).await?).await?;

@@ -12,6 +12,8 @@ mod cli;
 mod concurrency;
 mod config_switches;
 mod early_answers;
+mod ecr_auth;
+mod ecr_common;
 mod ecr_repositories;
 mod encryption;
 mod events;

@@ -41,8 +41,9 @@ impl std::fmt::Debug for UserRecord {
     }
 }
 
-/// An access key: its id is public, its secret is kept only as a digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An access key: its id is public; its secret is kept as a digest (what Basic sign-ins
+/// check) and, since Signature Version 4 needs the secret itself, sealed under the key ring.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AccessKeyRecord {
     /// Public, unique across users; a request names it to say which secret signed it.
     pub id: String,
@@ -55,6 +56,25 @@ pub struct AccessKeyRecord {
     pub disabled: bool,
     /// Unix seconds; shown in listings, and tells an operator which keys are old.
     pub created_at: i64,
+    /// The secret sealed under a KEK of the key ring (`sealed:v1:<base64>`, bound to the
+    /// key id), for checking Signature Version 4 requests, which need the secret itself.
+    /// `None` for keys created before secrets were sealed (until their next Basic sign-in
+    /// seals them) and on a registry without a KEK. Never the plain secret.
+    pub secret_sealed: Option<String>,
+}
+
+impl std::fmt::Debug for AccessKeyRecord {
+    // Even sealed, the secret stays out of log lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyRecord")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("secret_digest", &self.secret_digest)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .field("secret_sealed", &self.secret_sealed.as_ref().map(|_| "<sealed>"))
+            .finish()
+    }
 }
 
 /// The token service's signing key (PKCS#8 DER of an ES256 key pair).
@@ -114,6 +134,15 @@ pub trait Identity: Send + Sync {
     async fn set_access_key_disabled(&self, id: &str, disabled: bool) -> Result<bool>;
     /// Removes an access key and its policies; false when absent.
     async fn delete_access_key(&self, id: &str) -> Result<bool>;
+    /// Replaces key `id`'s sealed secret with `sealed` if it is still `expected` (`None`:
+    /// not sealed yet): sealing a key at its first sign-in, or under a new KEK, once even
+    /// when replicas race. False when the key is gone or another process changed it first.
+    async fn set_access_key_secret_sealed(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        sealed: Option<&str>,
+    ) -> Result<bool>;
     /// Records `candidate` as the token signing key unless one is recorded already, and
     /// returns every recorded key, oldest first: replicas starting at once agree on one key.
     async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>>;

@@ -22,7 +22,7 @@ pub(crate) const KEY_COUNTS: &str = "(SELECT COUNT(*) FROM blob_copies c WHERE c
 pub(crate) const USER_COLUMNS: &str = "name, password_hash, disabled, created_at, id, credential_generation";
 
 /// An access key's columns (`access_keys`).
-pub(crate) const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at";
+pub(crate) const ACCESS_KEY_COLUMNS: &str = "id, user_name, secret_digest, disabled, created_at, secret_sealed";
 
 /// A policy's columns (`policies`).
 pub(crate) const POLICY_COLUMNS: &str = "target_kind, target, name, document, updated_at";

@@ -690,7 +690,14 @@ fn user_id(seed: &str) -> String {
 }
 
 fn access_key(id: &str, user: &str) -> AccessKeyRecord {
-    AccessKeyRecord { id: id.into(), user: user.into(), secret_digest: hex_digest(id), disabled: false, created_at: 60 }
+    AccessKeyRecord {
+        id: id.into(),
+        user: user.into(),
+        secret_digest: hex_digest(id),
+        disabled: false,
+        created_at: 60,
+        secret_sealed: None,
+    }
 }
 
 /// A stand-in for the SHA-256 hex of a key's secret.
@@ -832,6 +839,39 @@ async fn access_keys(store: &dyn MetadataStore) {
     // The id may be used again, and starts with no policies.
     assert!(store.create_access_key(&access_key("AK-A2", "ak/b")).await.unwrap());
     assert!(store.policies(&key_target("AK-A2")).await.unwrap().is_empty());
+}
+
+/// A key's sealed secret: stored at creation, or set later once (a compare-and-set on the
+/// value expected, `None` for not sealed yet), replaced under a new KEK, cleared.
+async fn access_key_sealed_secrets(store: &dyn MetadataStore) {
+    assert!(store.create_user(&user("as/u")).await.unwrap());
+    let sealed = AccessKeyRecord { secret_sealed: Some("sealed:v1:AAAA".into()), ..access_key("AS-SEALED", "as/u") };
+    assert!(store.create_access_key(&sealed).await.unwrap());
+    assert_eq!(store.access_key("AS-SEALED").await.unwrap(), Some(sealed.clone()));
+    assert!(store.create_access_key(&access_key("AS-OLD", "as/u")).await.unwrap());
+    assert_eq!(store.access_key("AS-OLD").await.unwrap().unwrap().secret_sealed, None);
+
+    // Sealing an old key at its first sign-in: two racing writers, one wins.
+    let (a, b) = tokio::join!(
+        store.set_access_key_secret_sealed("AS-OLD", None, Some("sealed:v1:A")),
+        store.set_access_key_secret_sealed("AS-OLD", None, Some("sealed:v1:B")),
+    );
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(), 1, "exactly one seals it");
+    let now = store.access_key("AS-OLD").await.unwrap().unwrap().secret_sealed.unwrap();
+    assert!(now == "sealed:v1:A" || now == "sealed:v1:B");
+    // Under a new KEK: only from the value read.
+    assert!(!store.set_access_key_secret_sealed("AS-OLD", Some("sealed:v1:other"), Some("sealed:v1:C")).await.unwrap());
+    assert!(!store.set_access_key_secret_sealed("AS-OLD", None, Some("sealed:v1:C")).await.unwrap());
+    assert!(store.set_access_key_secret_sealed("AS-OLD", Some(&now), Some("sealed:v1:C")).await.unwrap());
+    assert_eq!(store.access_key("AS-OLD").await.unwrap().unwrap().secret_sealed.as_deref(), Some("sealed:v1:C"));
+    // Cleared; a missing key is not an error, just no change.
+    assert!(store.set_access_key_secret_sealed("AS-OLD", Some("sealed:v1:C"), None).await.unwrap());
+    assert_eq!(store.access_key("AS-OLD").await.unwrap().unwrap().secret_sealed, None);
+    assert!(!store.set_access_key_secret_sealed("AS-NONE", None, Some("x")).await.unwrap());
+    // The other key and its listing are untouched; the listing carries the sealed form.
+    let listed = store.access_keys(Some("as/u")).await.unwrap();
+    assert_eq!(listed.iter().find(|k| k.id == "AS-SEALED"), Some(&sealed));
+    assert!(store.delete_user("as/u").await.unwrap());
 }
 
 /// Policies on every kind of target: stored, replaced, listed by name, deleted.
@@ -1096,6 +1136,7 @@ async fn suite(store: &dyn MetadataStore) {
     sealed_upload_sessions(store).await;
     users(store).await;
     access_keys(store).await;
+    access_key_sealed_secrets(store).await;
     policies(store).await;
     policies_for_request(store).await;
     repository_tags(store).await;

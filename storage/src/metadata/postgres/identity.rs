@@ -26,6 +26,7 @@ fn access_key_record(row: &tokio_postgres::Row) -> Result<AccessKeyRecord> {
         secret_digest: row.try_get(2)?,
         disabled: row.try_get(3)?,
         created_at: row.try_get(4)?,
+        secret_sealed: row.try_get(5)?,
     })
 }
 
@@ -122,10 +123,10 @@ impl Identity for PostgresStore {
                 let n = tx
                     .execute(
                         &format!(
-                            "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                            "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
                              ON CONFLICT (id) DO NOTHING"
                         ),
-                        &[&key.id, &key.user, &key.secret_digest, &key.disabled, &key.created_at],
+                        &[&key.id, &key.user, &key.secret_digest, &key.disabled, &key.created_at, &key.secret_sealed],
                     )
                     .await?;
                 n > 0
@@ -170,6 +171,23 @@ impl Identity for PostgresStore {
             }
             deleted > 0
         })
+    }
+
+    async fn set_access_key_secret_sealed(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        sealed: Option<&str>,
+    ) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE access_keys SET secret_sealed = $3 WHERE id = $1 AND secret_sealed IS NOT DISTINCT FROM $2",
+                &[&id, &expected, &sealed],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn ensure_signing_key(&self, candidate: &SigningKeyRecord) -> Result<Vec<SigningKeyRecord>> {

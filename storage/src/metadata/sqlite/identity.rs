@@ -26,6 +26,7 @@ fn access_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccessKeyRec
         secret_digest: row.get(2)?,
         disabled: row.get(3)?,
         created_at: row.get(4)?,
+        secret_sealed: row.get(5)?,
     })
 }
 
@@ -110,10 +111,10 @@ impl Identity for SqliteStore {
             // the id is taken.
             Ok(tx.execute(
                 &format!(
-                    "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) SELECT ?1, name, ?3, ?4, ?5 FROM users \
+                    "INSERT INTO access_keys ({ACCESS_KEY_COLUMNS}) SELECT ?1, name, ?3, ?4, ?5, ?6 FROM users \
                      WHERE name = ?2 ON CONFLICT (id) DO NOTHING"
                 ),
-                params![key.id, key.user, key.secret_digest, key.disabled, key.created_at],
+                params![key.id, key.user, key.secret_digest, key.disabled, key.created_at, key.secret_sealed],
             )? > 0)
         })
         .await
@@ -161,6 +162,22 @@ impl Identity for SqliteStore {
             }
             delete_policies_of(tx, "access_key", &id)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn set_access_key_secret_sealed(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        sealed: Option<&str>,
+    ) -> Result<bool> {
+        let (id, expected, sealed) = (id.to_owned(), expected.map(str::to_owned), sealed.map(str::to_owned));
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE access_keys SET secret_sealed = ?3 WHERE id = ?1 AND secret_sealed IS ?2",
+                params![id, expected, sealed],
+            )? == 1)
         })
         .await
     }
