@@ -3,7 +3,8 @@
 //! templates, repository and registry policies, resource tags, DescribeRegistry and the
 //! scanning settings (stored as given; StartImageScan and DescribeImageScanFindings say that
 //! Berth does not scan). Each operation's answer shape and its errors by ECR's exception names.
-//! Authentication is off here (every caller allowed).
+//! Authentication is off here (every caller allowed), but for the last test, which signs its
+//! requests (`ecr_common`) and checks that each operation is allowed by its own action.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -524,5 +525,84 @@ async fn registry_and_scanning_settings_are_stored_and_no_scan_is_invented() {
         refused(&t, op, elsewhere, "RepositoryNotFoundException").await;
     }
     ok(&t, "DeleteRepository", json!({"repositoryName": "scan/app", "force": true})).await;
+    t.server.stop().await;
+}
+
+/// With authentication on, each operation is allowed by its own ECR action on its own
+/// resource: a user allowed `ecr:DescribeRepositories` on one repository describes it and
+/// nothing else, and is refused every change.
+#[tokio::test]
+async fn each_operation_is_allowed_by_its_own_action_on_its_resource() {
+    use crate::ecr_common;
+    let (t, admin) = ecr_common::start().await;
+    for name in ["auth/mine", "auth/other"] {
+        let (status, answer) = admin.call("CreateRepository", &json!({"repositoryName": name})).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let mine = format!("arn:aws:ecr:{}:{ACCOUNT}:repository/auth/mine", ecr_common::REGION);
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": mine},
+        {"Effect": "Allow", "Action": ["ecr:ListTagsForResource", "ecr:GetRepositoryPolicy"], "Resource": mine}]});
+    let user = admin.for_user("reader", Some(policy)).await;
+    let denied = |(status, answer): (u16, Value), what: &str| {
+        assert_eq!(status, 403, "{what}: {answer}");
+        assert_eq!(answer["__type"], "AccessDeniedException", "{what}: {answer}");
+        answer["message"].as_str().unwrap().to_owned()
+    };
+
+    let (status, answer) = user.call("DescribeRepositories", &json!({"repositoryNames": ["auth/mine"]})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["repositories"][0]["repositoryName"], "auth/mine");
+    let other = denied(
+        user.call("DescribeRepositories", &json!({"repositoryNames": ["auth/mine", "auth/other"]})).await,
+        "other",
+    );
+    assert!(other.contains("ecr:DescribeRepositories") && other.contains("repository/auth/other"), "{other}");
+    let every = denied(user.call("DescribeRepositories", &json!({})).await, "every repository");
+    assert!(every.contains("repository/*"), "{every}");
+    let (status, answer) = user.call("ListTagsForResource", &json!({"resourceArn": mine})).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = user.call("GetRepositoryPolicy", &json!({"repositoryName": "auth/mine"})).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (400, Some("RepositoryPolicyNotFoundException")),
+        "allowed: {answer}"
+    );
+
+    // Every other operation is refused, each naming its own action, before anything changes.
+    let changes = [
+        ("CreateRepository", json!({"repositoryName": "auth/new"})),
+        ("DeleteRepository", json!({"repositoryName": "auth/mine"})),
+        ("SetRepositoryPolicy", json!({"repositoryName": "auth/mine", "policyText": POLICY})),
+        ("DeleteRepositoryPolicy", json!({"repositoryName": "auth/mine"})),
+        ("TagResource", json!({"resourceArn": mine, "tags": [{"Key": "a", "Value": "b"}]})),
+        ("UntagResource", json!({"resourceArn": mine, "tagKeys": ["a"]})),
+        (
+            "PutImageScanningConfiguration",
+            json!({"repositoryName": "auth/mine", "imageScanningConfiguration": {"scanOnPush": true}}),
+        ),
+        ("BatchGetRepositoryScanningConfiguration", json!({"repositoryNames": ["auth/mine"]})),
+        ("CreateRepositoryCreationTemplate", json!({"prefix": "auth", "appliedFor": ["CREATE_ON_PUSH"]})),
+        ("DescribeRepositoryCreationTemplates", json!({})),
+        ("PutRegistryPolicy", json!({"policyText": POLICY})),
+        ("GetRegistryPolicy", json!({})),
+        ("DescribeRegistry", json!({})),
+        ("PutRegistryScanningConfiguration", json!({"scanType": "BASIC"})),
+        ("GetRegistryScanningConfiguration", json!({})),
+        ("StartImageScan", json!({"repositoryName": "auth/mine", "imageId": {"imageTag": "v1"}})),
+    ];
+    for (op, input) in changes {
+        let message = denied(user.call(op, &input).await, op);
+        assert!(message.contains(&format!("ecr:{op}")), "{op}: {message}");
+    }
+    let (status, answer) = admin.call("DescribeRepositories", &json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let names: Vec<&str> =
+        answer["repositories"].as_array().unwrap().iter().map(|r| r["repositoryName"].as_str().unwrap()).collect();
+    assert_eq!(names, ["auth/mine", "auth/other"], "nothing was created or deleted");
+    let (_, tags) = admin.call("ListTagsForResource", &json!({"resourceArn": mine})).await;
+    assert_eq!(tags["tags"], json!([]), "nothing was tagged");
+    let (_, scanning) = admin.call("DescribeRepositories", &json!({"repositoryNames": ["auth/mine"]})).await;
+    assert_eq!(scanning["repositories"][0]["imageScanningConfiguration"], json!({"scanOnPush": false}));
     t.server.stop().await;
 }
