@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod cache;
+pub mod ecr_images;
 pub mod ecr_repos;
 pub mod encryption;
 pub mod gc;

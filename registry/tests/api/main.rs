@@ -14,6 +14,7 @@ mod config_switches;
 mod early_answers;
 mod ecr_auth;
 mod ecr_common;
+mod ecr_images;
 mod ecr_repositories;
 mod encryption;
 mod events;

@@ -19,8 +19,9 @@
 //!   come and go) and quotas.
 //! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
 //!   pull times (ECR's image details); last pull times written in batches.
-//! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, and the conditional
-//!   deletion a lifecycle run makes (only when the image's tags are still those planned).
+//! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, their last previews,
+//!   and the conditional deletion a lifecycle run makes (only when the image's tags are still
+//!   those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
 //! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
 //!   JSON document kept as given (ECR's registry scanning configuration).
@@ -71,7 +72,7 @@ pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
 pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
-pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord};
+pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewRecord};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
