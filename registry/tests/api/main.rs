@@ -16,6 +16,7 @@ mod ecr_auth;
 mod ecr_common;
 mod ecr_images;
 mod ecr_layers;
+mod ecr_repositories;
 mod encryption;
 mod events;
 mod gc;

@@ -23,6 +23,8 @@
 //!   and the conditional deletion a lifecycle run makes (only when the image's tags are still
 //!   those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
+//! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
+//!   JSON document kept as given (ECR's registry scanning configuration).
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -50,6 +52,7 @@ mod policies;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
+mod registry_settings;
 mod repositories;
 mod sql;
 pub mod sqlite;
@@ -73,6 +76,7 @@ pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewR
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
+pub use registry_settings::{RegistrySetting, RegistrySettings};
 pub use repositories::{
     CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
 };
@@ -90,7 +94,7 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
+        Policies as _, RegistrySettings as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -110,6 +114,7 @@ pub trait MetadataStore:
     + Templates
     + Images
     + Lifecycle
+    + RegistrySettings
     + std::fmt::Debug
 {
 }
@@ -128,6 +133,7 @@ impl<T> MetadataStore for T where
         + Templates
         + Images
         + Lifecycle
+        + RegistrySettings
         + std::fmt::Debug
         + ?Sized
 {
