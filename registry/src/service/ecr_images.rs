@@ -1,16 +1,13 @@
 //! What ECR's image and lifecycle operations need beyond the OCI verbs: `BatchDeleteImage`'s
-//! tag semantics (a tag's removal takes the image with it when it was its last tag), a pull
-//! that honours `BatchGetImage`'s `acceptedMediaTypes`, and `StartLifecyclePolicyPreview`'s
+//! tag semantics (a tag's removal takes the image with it when it was its last tag), and
+//! `StartLifecyclePolicyPreview`'s
 //! stored preview, which `GetLifecyclePolicyPreview` reads back.
-
-use std::sync::Arc;
 
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use berth_storage::metadata::{Expired, LifecyclePreviewRecord, Origin, unix_now};
 use serde::{Deserialize, Serialize};
 
 use super::Registry;
-use super::cache::Manifest;
 use crate::error::{ApiError, ApiResult};
 
 /// What [`Registry::untag_image`] removed.
@@ -20,15 +17,6 @@ pub enum Untagged {
     Tag,
     /// The tag, and the image it named, which had no other tag.
     TagAndImage,
-}
-
-/// What [`Registry::pull_accepted`] found.
-#[derive(Debug, Clone)]
-pub enum Pulled {
-    /// The manifest, its pull noted.
-    Manifest(Arc<Manifest>),
-    /// The manifest is of this media type, which the caller does not accept: no pull.
-    NotAccepted(String),
 }
 
 /// One image a stored preview expires: ECR's `LifecyclePolicyPreviewResult`.
@@ -81,22 +69,6 @@ impl Registry {
         tracing::info!(repo.name = %repo, manifest.tag = %tag, manifest.digest = %digest,
             image.deleted = untagged == Untagged::TagAndImage, "tag deleted");
         Ok((digest, untagged))
-    }
-
-    /// A pull (ECR's `BatchGetImage`) of `reference` when its media type is one of
-    /// `accepted` (empty: any); the pull is noted as a manifest `GET`'s is, and only then.
-    pub async fn pull_accepted(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-        accepted: &[String],
-    ) -> ApiResult<Pulled> {
-        let manifest = self.get_manifest(repo, reference).await?;
-        if !accepted.is_empty() && !accepted.iter().any(|a| a == &manifest.media_type) {
-            return Ok(Pulled::NotAccepted(manifest.media_type.clone()));
-        }
-        self.pulls.record(repo, &manifest.digest);
-        Ok(Pulled::Manifest(manifest))
     }
 
     /// ECR's `StartLifecyclePolicyPreview`: the plan of `text` (else of the stored policy) for

@@ -21,7 +21,7 @@ use super::error::EcrError;
 use super::wire::{epoch, input, max_results, output, repository_name};
 use super::{Ecr, EcrResult};
 use crate::error::ApiError;
-use crate::service::ecr_images::{Pulled, Untagged};
+use crate::service::ecr_images::Untagged;
 use crate::service::images::{DescribeImages, TagStatus};
 use crate::service::repository_settings::PutTagMutability;
 
@@ -422,8 +422,10 @@ struct BatchGetImageOutput {
     failures: Vec<Failure>,
 }
 
-/// `BatchGetImage`: each image's manifest, byte for byte, when its media type is accepted; a
-/// pull of each (its pull time noted).
+/// `BatchGetImage`: each image's manifest, byte for byte; a pull of each (its pull time noted).
+/// `acceptedMediaTypes` is what ECR may convert a manifest to; Berth converts nothing, so a
+/// manifest is answered as pushed, whatever is accepted, as ECR answers one it cannot convert
+/// (the caller decides what to do with another type: `imageManifestMediaType` says it).
 async fn batch_get_image(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
     let input: BatchGetImageInput = input(body)?;
     ecr.registry_id(input.registry_id.as_deref())?;
@@ -467,8 +469,8 @@ async fn batch_get_image(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
                 Err(e) => return Err(api_for(ecr, &repo, e)),
             }
         }
-        match ecr.reg.pull_accepted(&repo, &reference, &accepted).await {
-            Ok(Pulled::Manifest(m)) => {
+        match ecr.reg.pull_manifest(&repo, &reference).await {
+            Ok(m) => {
                 let Ok(text) = String::from_utf8(m.content.to_vec()) else {
                     // Manifests are JSON, so UTF-8; one that is not cannot be a JSON string.
                     failures.push(Failure::new(id, "ImageInaccessible", "the manifest is not UTF-8 text"));
@@ -486,11 +488,6 @@ async fn batch_get_image(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
                     image_manifest_media_type: m.media_type.clone(),
                 });
             }
-            Ok(Pulled::NotAccepted(media_type)) => failures.push(Failure::new(
-                id,
-                "UnsupportedImageType",
-                format!("the image's manifest is {media_type}, which acceptedMediaTypes does not list"),
-            )),
             Err(ApiError::ManifestUnknown) => failures.push(Failure::not_found(id)),
             Err(e) => return Err(api_for(ecr, &repo, e)),
         }
