@@ -139,7 +139,10 @@ pub struct RepositoryView {
     pub created_at: i64,
     pub image_tag_mutability: String,
     pub image_tag_mutability_exclusion_filters: Vec<ExclusionFilter>,
-    pub encryption_configuration: EncryptionConfiguration,
+    /// The key the repository's blobs are sealed with; absent for a plaintext repository
+    /// (every `encryptionType` of ECR's means encryption).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_configuration: Option<EncryptionConfiguration>,
 }
 
 /// The settings a new repository gets, and the template they come from.
@@ -449,7 +452,10 @@ impl Registry {
             created_at: unix_now(),
             image_tag_mutability: new.tag_mutability.clone(),
             image_tag_mutability_exclusion_filters: filters_view(&new.tag_mutability_exclusions),
-            encryption_configuration: encryption_view(new.key.as_deref()),
+            encryption_configuration: new
+                .key
+                .as_ref()
+                .map(|k| EncryptionConfiguration { encryption_type: "KMS".into(), kms_key: Some(k.clone()) }),
         })
     }
 

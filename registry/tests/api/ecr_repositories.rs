@@ -252,6 +252,17 @@ async fn a_plaintext_repository_claims_no_encryption() {
     .await;
     assert!(asked.contains("encryption.enabled = false"), "{asked}");
     assert_eq!(names_of(&t, json!({})).await.0, ["plain/app"]);
+    // The admin API's CreateRepository answer says the same.
+    let r = t
+        .client
+        .post(t.url("/api/v1/repositories"))
+        .json(&json!({"repositoryName": "plain/admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["repository"].get("encryptionConfiguration").is_none(), "{body}");
     t.server.stop().await;
 }
 
