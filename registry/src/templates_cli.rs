@@ -145,7 +145,7 @@ pub async fn create_repository(registry: &Registry, args: CreateArgs) -> anyhow:
         "repository {} created ({}, key {})",
         repository.repository_name,
         repository.image_tag_mutability,
-        repository.encryption_configuration.kms_key.as_deref().unwrap_or("none: plaintext")
+        repository.encryption_configuration.as_ref().and_then(|e| e.kms_key.as_deref()).unwrap_or("none: plaintext")
     );
     Ok(())
 }

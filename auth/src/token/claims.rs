@@ -102,6 +102,9 @@ pub enum TokenUse {
     Refresh,
     /// An ECR-style 12 h login password (`docker login -u AWS -p <token>`).
     Login,
+    /// A layer download URL's signature (ECR's `GetDownloadUrlForLayer`): its `access`
+    /// names the one blob of one repository it may fetch, and nothing else accepts it.
+    Download,
 }
 
 impl TokenUse {
@@ -110,6 +113,7 @@ impl TokenUse {
             TokenUse::Access => "access",
             TokenUse::Refresh => "refresh",
             TokenUse::Login => "login",
+            TokenUse::Download => "download",
         }
     }
 }

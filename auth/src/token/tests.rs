@@ -446,6 +446,20 @@ fn refresh_token_is_refused_as_access_token() {
 }
 
 #[test]
+fn download_tokens_and_the_others_are_never_taken_for_each_other() {
+    let key = key();
+    let download = key.sign(&claims(TokenUse::Download)).unwrap();
+    assert!(verifier(&key).verify(&download, AUDIENCE, TokenUse::Download, NOW).is_ok());
+    for other in [TokenUse::Access, TokenUse::Refresh, TokenUse::Login] {
+        let err = verifier(&key).verify(&download, AUDIENCE, other, NOW).unwrap_err();
+        assert_eq!(err, TokenError::WrongUse { expected: other, found: TokenUse::Download });
+        let token = key.sign(&claims(other)).unwrap();
+        let err = verifier(&key).verify(&token, AUDIENCE, TokenUse::Download, NOW).unwrap_err();
+        assert_eq!(err, TokenError::WrongUse { expected: TokenUse::Download, found: other });
+    }
+}
+
+#[test]
 fn signed_claims_without_berth_use_are_refused() {
     // A token from a signer that does not say what it is for is for nothing.
     let key = key();

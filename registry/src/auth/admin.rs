@@ -208,6 +208,13 @@ impl Admin<'_> {
         Ok(PolicyView { document: document_value(&p.document), name: p.name, updated_at: p.updated_at })
     }
 
+    /// The text of a repository's or the registry's one policy exactly as stored (ECR's
+    /// `policyText`); `None` when it has none.
+    pub async fn policy_text(&self, target: &PolicyTarget) -> ApiResult<Option<String>> {
+        let name = policy_name(target, None)?;
+        Ok(self.meta.policies(target).await?.into_iter().find(|p| p.name == name).map(|p| p.document))
+    }
+
     pub async fn policies(&self, target: &PolicyTarget) -> ApiResult<Vec<PolicyView>> {
         Ok(self
             .meta

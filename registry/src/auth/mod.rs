@@ -10,6 +10,7 @@
 pub mod admin;
 mod bootstrap;
 pub mod config;
+pub mod download;
 mod gate;
 pub mod key_secrets;
 mod signing;
@@ -371,6 +372,7 @@ impl Authority {
             TokenUse::Access => self.config.token.ttl,
             TokenUse::Refresh => self.config.token.refresh_ttl,
             TokenUse::Login => self.config.token.login_ttl,
+            TokenUse::Download => download::TTL,
         };
         let subject = who.map(SignedIn::subject).unwrap_or("");
         let mut claims =

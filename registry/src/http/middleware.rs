@@ -124,6 +124,7 @@ pub async fn observe(State(reg): State<Arc<Registry>>, mut req: Request, next: N
             "/api/v1/login-token" => ("login_token", None),
             p if p.starts_with("/api/v1/") => ("admin", None),
             "/" if method == hyper::Method::POST => ("ecr", None),
+            p if p.starts_with(super::ecr::DOWNLOAD_PATH) => ("ecr_download", None),
             _ => ("unknown", None),
         },
     };

@@ -55,6 +55,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/login-token", get(token::login_token).post(token::login_token))
         .route("/api/v1/{*path}", axum::routing::any(admin::admin))
         .route("/", axum::routing::post(ecr::handle))
+        .route("/_ecr/download/{*layer}", get(ecr::download))
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(registry.clone(), auth::authorize))
         .layer(axum::middleware::from_fn_with_state(registry.clone(), middleware::observe))

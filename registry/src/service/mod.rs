@@ -3,6 +3,9 @@
 
 pub mod blobs;
 pub mod cache;
+pub mod ecr_images;
+pub mod ecr_layers;
+pub mod ecr_repos;
 pub mod encryption;
 pub mod gc;
 pub mod images;

@@ -180,6 +180,7 @@ mod tests {
                 mode: "MUTABLE_WITH_EXCLUSION".into(),
                 exclusions: vec!["v*".into()],
             },
+            scan_on_push: false,
         }
         .into();
         assert_eq!(

@@ -117,8 +117,17 @@ pub struct CreateRepositoryInput {
     pub image_tag_mutability_exclusion_filters: Option<Vec<ExclusionFilter>>,
     pub encryption_configuration: Option<EncryptionConfiguration>,
     pub tags: Option<Vec<ResourceTag>>,
-    /// Deprecated in ECR (scanning is registry-wide); accepted and ignored.
-    pub image_scanning_configuration: Option<serde_json::Value>,
+    /// ECR's `imageScanningConfiguration`: `scanOnPush` is stored and answered (Berth does
+    /// not scan images).
+    pub image_scanning_configuration: Option<ImageScanningConfiguration>,
+}
+
+/// ECR's `imageScanningConfiguration`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageScanningConfiguration {
+    #[serde(default)]
+    pub scan_on_push: bool,
 }
 
 /// ECR's `Repository`, as `CreateRepository` answers.
@@ -130,7 +139,10 @@ pub struct RepositoryView {
     pub created_at: i64,
     pub image_tag_mutability: String,
     pub image_tag_mutability_exclusion_filters: Vec<ExclusionFilter>,
-    pub encryption_configuration: EncryptionConfiguration,
+    /// The key the repository's blobs are sealed with; absent for a plaintext repository
+    /// (every `encryptionType` of ECR's means encryption).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_configuration: Option<EncryptionConfiguration>,
 }
 
 /// The settings a new repository gets, and the template they come from.
@@ -198,6 +210,12 @@ fn encryption_view(key: Option<&str>) -> EncryptionConfiguration {
         None => EncryptionConfiguration { encryption_type: "AES256".into(), kms_key: None },
         Some(k) => EncryptionConfiguration { encryption_type: "KMS".into(), kms_key: Some(k.to_owned()) },
     }
+}
+
+/// The Berth key name an ECR `kmsKey` names: the key name itself, or the last segment of a
+/// KMS-style ARN (`arn:aws:kms:<region>:<account>:key/<name>`), as Berth answers it.
+pub fn kms_key_name(given: &str) -> &str {
+    if given.starts_with("arn:") { given.rsplit(['/', ':']).next().unwrap_or(given) } else { given }
 }
 
 /// `Some(text)`, or `None` for an empty text (ECR's policies may be given as "").
@@ -353,6 +371,8 @@ impl Registry {
                     lifecycle_policy: r.lifecycle_policy.clone(),
                     repository_policy: r.repository_policy.clone(),
                     resource_tags: r.resource_tags.clone(),
+                    // ECR's templates have no scanning setting.
+                    scan_on_push: false,
                 };
                 Ok(Plan { new, template: Some((r.prefix.clone(), TemplateSource::Api)) })
             }
@@ -400,6 +420,15 @@ impl Registry {
             (None, None) => {}
         }
         if let Some(enc) = &input.encryption_configuration {
+            if !self.crypt.enabled {
+                // Asked for encryption that this registry would not give: say so rather than
+                // create a plaintext repository the caller believes sealed.
+                return Err(invalid(format!(
+                    "encryptionConfiguration {}: encryption at rest is off on this registry (encryption.enabled = \
+                     false), so its repositories store plaintext; leave encryptionConfiguration out",
+                    enc.encryption_type
+                )));
+            }
             new.key = match self.key_of(enc).await? {
                 Some(k) => Some(k),
                 None => self.crypt.enabled.then(|| self.crypt.default_key.clone()),
@@ -407,6 +436,9 @@ impl Registry {
         }
         if let Some(tags) = &input.tags {
             new.resource_tags = tags_of(tags)?;
+        }
+        if let Some(scanning) = &input.image_scanning_configuration {
+            new.scan_on_push = scanning.scan_on_push;
         }
         let created = self.meta.create_repository(&repo, &new, origin).await?;
         if !created.created {
@@ -420,7 +452,10 @@ impl Registry {
             created_at: unix_now(),
             image_tag_mutability: new.tag_mutability.clone(),
             image_tag_mutability_exclusion_filters: filters_view(&new.tag_mutability_exclusions),
-            encryption_configuration: encryption_view(new.key.as_deref()),
+            encryption_configuration: new
+                .key
+                .as_ref()
+                .map(|k| EncryptionConfiguration { encryption_type: "KMS".into(), kms_key: Some(k.clone()) }),
         })
     }
 
@@ -530,8 +565,10 @@ impl Registry {
         Ok(t)
     }
 
-    /// The key name of an `encryptionConfiguration`: `None` for `AES256` (the registry's
-    /// default key), the named key for `KMS`, which must be a key Berth knows.
+    /// The key name of an `encryptionConfiguration`: `None` for `AES256` and for `KMS` without
+    /// `kmsKey` (the registry's default key, as ECR's AWS managed key), the named key for `KMS`
+    /// with `kmsKey` (a key name, or a KMS-style ARN whose last segment names it), which must
+    /// be a key Berth knows. `KMS_DSSE` (two layers) is refused: Berth seals once.
     async fn key_of(&self, enc: &EncryptionConfiguration) -> ApiResult<Option<String>> {
         match enc.encryption_type.as_str() {
             "AES256" if enc.kms_key.as_deref().unwrap_or_default().is_empty() => Ok(None),
@@ -539,13 +576,9 @@ impl Registry {
                 Err(invalid("kmsKey goes with encryptionType KMS; AES256 uses the registry's default key".into()))
             }
             "KMS" => {
-                let Some(name) = enc.kms_key.as_deref().filter(|k| !k.is_empty()) else {
-                    return Err(invalid(
-                        "encryptionType KMS needs kmsKey, the name of a Berth key (berth keys list); AES256 uses the \
-                         registry's default key"
-                            .into(),
-                    ));
-                };
+                // As ECR's KMS without a key is its AWS managed key: the registry's default key.
+                let Some(given) = enc.kms_key.as_deref().filter(|k| !k.is_empty()) else { return Ok(None) };
+                let name = kms_key_name(given);
                 if !self.crypt.enabled {
                     return Err(invalid(format!(
                         "kmsKey {name}: encryption is off on this registry (encryption.enabled = false), new \
@@ -563,6 +596,11 @@ impl Registry {
                 }
                 Ok(Some(name.to_owned()))
             }
+            "KMS_DSSE" => Err(invalid(
+                "encryptionType KMS_DSSE: Berth seals each blob once (AES-256-GCM under one of its keys), there is no \
+                 second layer; use AES256 (the registry's default key) or KMS with kmsKey naming a Berth key"
+                    .into(),
+            )),
             other => Err(invalid(format!("encryptionType {other:?}: use AES256 (the default key) or KMS with kmsKey"))),
         }
     }
@@ -614,5 +652,8 @@ mod tests {
             serde_json::json!({"encryptionType": "AES256"})
         );
         assert!(filters_of(&[ExclusionFilter { filter_type: "REGEX".into(), filter: "x".into() }]).is_err());
+        assert_eq!(kms_key_name("team-a"), "team-a");
+        assert_eq!(kms_key_name("arn:aws:kms:us-east-1:123456789012:key/team-a"), "team-a");
+        assert_eq!(kms_key_name("arn:aws:kms:us-east-1:123456789012:alias/team-a"), "team-a");
     }
 }

@@ -21,6 +21,18 @@ pub struct LifecyclePolicyRecord {
     pub last_kept: u64,
 }
 
+/// A repository's last lifecycle policy preview (ECR's `StartLifecyclePolicyPreview`), kept
+/// until the next one replaces it or the repository goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecyclePreviewRecord {
+    /// The policy text previewed.
+    pub policy: String,
+    /// What the preview found, as JSON in the caller's shape (the store does not read it).
+    pub result: String,
+    /// Unix seconds of the start.
+    pub started_at: i64,
+}
+
 /// What [`Lifecycle::expire_manifest`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
@@ -52,6 +64,12 @@ pub trait Lifecycle: Send + Sync {
     /// `expired` images and keeping `kept` it had planned to expire; nothing when the policy
     /// is gone.
     async fn lifecycle_evaluated(&self, repo: &RepoName, at: i64, expired: u64, kept: u64) -> Result<()>;
+    /// Stores (insert or replace) the preview of `repo`: one per repository, so what a caller
+    /// can make Berth hold is bounded by the repositories; [`crate::Error::NotFound`] when
+    /// the repository does not exist (a preview goes with its repository).
+    async fn put_lifecycle_preview(&self, repo: &RepoName, preview: &LifecyclePreviewRecord) -> Result<()>;
+    /// The last preview of `repo`; None when none was started (or it does not exist).
+    async fn lifecycle_preview(&self, repo: &RepoName) -> Result<Option<LifecyclePreviewRecord>>;
     /// Deletes the manifest `digest` of `repo` with its tags, as
     /// [`Manifests::delete_manifest`](super::Manifests::delete_manifest) does (same events,
     /// from `origin`), but only when its tags are exactly `tags` (sorted) in the same

@@ -19,9 +19,12 @@
 //!   come and go) and quotas.
 //! - [`Images`] (`images.rs`): each manifest with its tags, sizes, references, push and last
 //!   pull times (ECR's image details); last pull times written in batches.
-//! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, and the conditional
-//!   deletion a lifecycle run makes (only when the image's tags are still those planned).
+//! - [`Lifecycle`] (`lifecycle.rs`): repositories' lifecycle policies, their last previews,
+//!   and the conditional deletion a lifecycle run makes (only when the image's tags are still
+//!   those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
+//! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
+//!   JSON document kept as given (ECR's registry scanning configuration).
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -49,6 +52,7 @@ mod policies;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
+mod registry_settings;
 mod repositories;
 mod sql;
 pub mod sqlite;
@@ -68,10 +72,11 @@ pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
 pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
-pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord};
+pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewRecord};
 pub(crate) use manifests::check_reference;
 pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
+pub use registry_settings::{RegistrySetting, RegistrySettings};
 pub use repositories::{
     CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
 };
@@ -89,7 +94,7 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
+        Policies as _, RegistrySettings as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
     };
 }
 
@@ -109,6 +114,7 @@ pub trait MetadataStore:
     + Templates
     + Images
     + Lifecycle
+    + RegistrySettings
     + std::fmt::Debug
 {
 }
@@ -127,6 +133,7 @@ impl<T> MetadataStore for T where
         + Templates
         + Images
         + Lifecycle
+        + RegistrySettings
         + std::fmt::Debug
         + ?Sized
 {

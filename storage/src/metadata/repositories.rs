@@ -34,6 +34,8 @@ pub struct NewRepository {
     pub repository_policy: Option<String>,
     /// Its resource tags (`repository_tags` rows).
     pub resource_tags: Vec<(String, String)>,
+    /// ECR's `imageScanningConfiguration.scanOnPush`, kept as given (Berth scans nothing).
+    pub scan_on_push: bool,
 }
 
 impl NewRepository {
@@ -46,6 +48,7 @@ impl NewRepository {
             lifecycle_policy: None,
             repository_policy: None,
             resource_tags: Vec::new(),
+            scan_on_push: false,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct RepositorySettings {
     /// The key name its blobs are sealed with; `None`: it stores plaintext.
     pub key: Option<String>,
     pub tag_mutability: TagMutabilitySetting,
+    /// ECR's `imageScanningConfiguration.scanOnPush`, as last set.
+    pub scan_on_push: bool,
 }
 
 /// Repositories: their creation, keys, listing and deletion (and the store's liveness).
@@ -120,6 +125,15 @@ pub trait Repositories: Send + Sync {
     async fn list_repositories(&self, page: &Page) -> Result<Vec<String>>;
     /// The settings of `repo`; `None` when it does not exist.
     async fn repository_settings(&self, repo: &RepoName) -> Result<Option<RepositorySettings>>;
+    /// The settings of the repositories named after `page.last`, in byte order, at most
+    /// `page.limit` of them: one query, whatever the page's size (ECR's
+    /// `DescribeRepositories` over every repository).
+    async fn repository_settings_page(&self, page: &Page) -> Result<Vec<RepositorySettings>>;
+    /// The settings of those of `repos` that exist, in byte order of their names: one query
+    /// (ECR's `DescribeRepositories` with `repositoryNames`, at most 100).
+    async fn repository_settings_of(&self, repos: &[RepoName]) -> Result<Vec<RepositorySettings>>;
+    /// Sets ECR's `scanOnPush` of `repo`; `false` when it does not exist.
+    async fn set_scan_on_push(&self, repo: &RepoName, scan_on_push: bool) -> Result<bool>;
     /// Sets the tag mutability of `repo` (checked by the caller); `false` when it does not
     /// exist. A push deciding its tags under the old setting and committing after this is
     /// refused with [`Error::MutabilityChanged`](crate::Error::MutabilityChanged) (see

@@ -17,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod registry_settings;
 mod repositories;
 mod templates;
 mod uploads;

@@ -6,6 +6,7 @@
 mod blob_store;
 mod crypt;
 mod metadata;
+mod metadata_ecr_repos;
 mod metadata_gc;
 mod metadata_images;
 mod metadata_lifecycle;

@@ -1160,6 +1160,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::metadata_images::suite(store).await;
     crate::metadata_lifecycle::suite(store).await;
     crate::metadata_templates::suite(store).await;
+    crate::metadata_ecr_repos::suite(store).await;
 }
 
 #[tokio::test]

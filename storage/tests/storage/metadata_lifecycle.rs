@@ -4,7 +4,7 @@
 
 use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::metadata::{
-    EventKind, Expired, NewManifest, NewRepository, Origin, RepositoryDeleted, RequiredContent,
+    EventKind, Expired, LifecyclePreviewRecord, NewManifest, NewRepository, Origin, RepositoryDeleted, RequiredContent,
 };
 use berth_storage::{Error, MetadataStore};
 
@@ -18,6 +18,28 @@ fn repo(s: &str) -> RepoName {
 pub async fn suite(store: &dyn MetadataStore) {
     policies(store).await;
     conditional_expiry(store).await;
+    previews(store).await;
+}
+
+/// A preview needs its repository, is replaced by the next one, and goes with its repository.
+async fn previews(store: &dyn MetadataStore) {
+    let r = repo("lifecycle/previews");
+    let first = LifecyclePreviewRecord { policy: POLICY.into(), result: "[1]".into(), started_at: 1_000 };
+    assert!(matches!(store.put_lifecycle_preview(&r, &first).await, Err(Error::NotFound)), "no repository");
+    assert_eq!(store.lifecycle_preview(&r).await.unwrap(), None);
+
+    store.create_repository(&r, &NewRepository::with_key(None), ANON).await.unwrap();
+    assert_eq!(store.lifecycle_preview(&r).await.unwrap(), None, "none started");
+    store.put_lifecycle_preview(&r, &first).await.unwrap();
+    assert_eq!(store.lifecycle_preview(&r).await.unwrap(), Some(first.clone()), "as written");
+    let second = LifecyclePreviewRecord { policy: "other".into(), result: "[]".into(), started_at: 2_000 };
+    store.put_lifecycle_preview(&r, &second).await.unwrap();
+    assert_eq!(store.lifecycle_preview(&r).await.unwrap(), Some(second), "replaced");
+
+    assert_eq!(store.delete_repository(&r, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
+    store.create_repository(&r, &NewRepository::with_key(None), ANON).await.unwrap();
+    assert_eq!(store.lifecycle_preview(&r).await.unwrap(), None, "went with its repository");
+    assert_eq!(store.delete_repository(&r, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
 }
 
 const POLICY: &str = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;

@@ -95,6 +95,7 @@ async fn repositories_created_with_settings(store: &dyn MetadataStore) {
         lifecycle_policy: Some(r#"{"rules":[]}"#.into()),
         repository_policy: Some(policy.into()),
         resource_tags: vec![("team".into(), "a".into()), ("cost".into(), "42".into())],
+        scan_on_push: true,
     };
     assert!(store.repository_setup(&r).await.unwrap().is_none());
     let created = store.create_repository(&r, &new, ANON).await.unwrap();

@@ -43,6 +43,7 @@ use crate::auth::{Caller, Permit};
 use crate::error::ApiError;
 use crate::service::Registry;
 pub use error::{EcrError, EcrResult};
+pub(crate) use layers::{DOWNLOAD_PATH, download};
 
 /// The `X-Amz-Target` prefix of every ECR operation.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
@@ -168,8 +169,15 @@ async fn serve(reg: &Registry, req: Request) -> EcrResult {
     } else {
         None
     };
+    // Parts are buffered: how many at once is bounded before one is read.
+    let _part = match layers::part_permit(&operation).await {
+        Ok(p) => p,
+        Err(e) => return Err(unread(body, e)),
+    };
     let limit = body_limit(&operation);
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| EcrError {
+    let read = axum::body::to_bytes(body, limit);
+    let read = if _part.is_some() { layers::part_deadline(read, layers::PART_READ).await? } else { read.await };
+    let body = read.map_err(|_| EcrError {
         status: hyper::StatusCode::PAYLOAD_TOO_LARGE,
         kind: "InvalidParameterException",
         message: format!("the request body of {operation} must be at most {limit} bytes"),

@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn inputs_name_the_field_at_fault() {
         let p: Probe = input(br#"{"repositoryName":"a/b","extra":1}"#).unwrap();
-        assert_eq!(p.repository_name, "a/b");
+        assert_eq!((p.repository_name.as_str(), p.max_results), ("a/b", None));
         let e = input::<Probe>(br#"{"repositoryName":"a/b","maxResults":"ten"}"#).unwrap_err();
         assert_eq!(e.kind, "InvalidParameterException");
         assert!(e.message.starts_with("maxResults"), "{}", e.message);

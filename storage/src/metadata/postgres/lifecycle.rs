@@ -6,7 +6,9 @@ use deadpool_postgres::GenericClient;
 
 use super::PostgresStore;
 use crate::error::{Error, Result};
-use crate::metadata::{Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, size_of, unix_now};
+use crate::metadata::{
+    Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewRecord, Origin, db_size, size_of, unix_now,
+};
 
 #[async_trait]
 impl Lifecycle for PostgresStore {
@@ -88,6 +90,40 @@ impl Lifecycle for PostgresStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn put_lifecycle_preview(&self, repo: &RepoName, preview: &LifecyclePreviewRecord) -> Result<()> {
+        transaction!(self, |tx| {
+            // As a policy: the repository row is share-locked until commit, so its deletion
+            // waits and then deletes this preview with it.
+            let row = tx
+                .query_opt("SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE", &[&repo.as_str()])
+                .await?
+                .ok_or(Error::NotFound)?;
+            let id: i64 = row.try_get(0)?;
+            tx.execute(
+                "INSERT INTO lifecycle_previews (repository_id, policy, result, started_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repository_id) DO UPDATE SET policy = excluded.policy, result = excluded.result, \
+                 started_at = excluded.started_at",
+                &[&id, &preview.policy, &preview.result, &preview.started_at],
+            )
+            .await?;
+        })
+    }
+
+    async fn lifecycle_preview(&self, repo: &RepoName) -> Result<Option<LifecyclePreviewRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT p.policy, p.result, p.started_at FROM lifecycle_previews p \
+                 JOIN repositories r ON r.id = p.repository_id WHERE r.name = $1",
+                &[&repo.as_str()],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(LifecyclePreviewRecord { policy: r.try_get(0)?, result: r.try_get(1)?, started_at: r.try_get(2)? })
+        })
+        .transpose()
     }
 
     async fn expire_manifest(

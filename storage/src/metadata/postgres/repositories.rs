@@ -13,6 +13,21 @@ use crate::metadata::{
     RepositorySettings, TagMutabilitySetting, repository_created, size_of, unix_now,
 };
 
+/// The columns [`settings_of`] reads, in its order.
+const SETTINGS_COLUMNS: &str = "name, created_at, key_name, tag_mutability, tag_mutability_exclusions, scan_on_push";
+
+/// A repository's settings from a row of [`SETTINGS_COLUMNS`].
+fn settings_of(row: &tokio_postgres::Row) -> Result<RepositorySettings> {
+    let name: &str = row.try_get(0)?;
+    Ok(RepositorySettings {
+        name: name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?,
+        created_at: row.try_get(1)?,
+        key: row.try_get(2)?,
+        tag_mutability: setting_of(row.try_get(3)?, row.try_get(4)?)?,
+        scan_on_push: row.try_get(5)?,
+    })
+}
+
 /// A repository's tag mutability from its two columns.
 pub(super) fn setting_of(mode: String, exclusions: &str) -> Result<TagMutabilitySetting> {
     let exclusions = serde_json::from_str(exclusions)
@@ -57,9 +72,9 @@ impl Repositories for PostgresStore {
                 let inserted = tx
                     .query_opt(
                         "INSERT INTO repositories (name, created_at, key_name, tag_mutability, \
-                         tag_mutability_exclusions) VALUES ($1, $2, $3, $4, $5) \
+                         tag_mutability_exclusions, scan_on_push) VALUES ($1, $2, $3, $4, $5, $6) \
                          ON CONFLICT (name) DO NOTHING RETURNING id, key_name",
-                        &[&repo.as_str(), &now, &new.key, &new.tag_mutability, &exclusions],
+                        &[&repo.as_str(), &now, &new.key, &new.tag_mutability, &exclusions, &new.scan_on_push],
                     )
                     .await?;
                 if let Some(row) = inserted {
@@ -146,19 +161,42 @@ impl Repositories for PostgresStore {
 
     async fn repository_settings(&self, repo: &RepoName) -> Result<Option<RepositorySettings>> {
         let client = self.client().await?;
+        let stmt =
+            client.prepare_cached(&format!("SELECT {SETTINGS_COLUMNS} FROM repositories WHERE name = $1")).await?;
+        let row = client.query_opt(&stmt, &[&repo.as_str()]).await?;
+        row.as_ref().map(settings_of).transpose()
+    }
+
+    async fn repository_settings_page(&self, page: &Page) -> Result<Vec<RepositorySettings>> {
+        let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT created_at, key_name, tag_mutability, tag_mutability_exclusions FROM repositories \
-                 WHERE name = $1",
-            )
+            .prepare_cached(&format!(
+                "SELECT {SETTINGS_COLUMNS} FROM repositories WHERE name > $1 ORDER BY name COLLATE \"C\" LIMIT $2"
+            ))
             .await?;
-        let Some(row) = client.query_opt(&stmt, &[&repo.as_str()]).await? else { return Ok(None) };
-        Ok(Some(RepositorySettings {
-            name: repo.clone(),
-            created_at: row.try_get(0)?,
-            key: row.try_get(1)?,
-            tag_mutability: setting_of(row.try_get(2)?, row.try_get(3)?)?,
-        }))
+        let rows = client.query(&stmt, &[&page.last.as_deref().unwrap_or_default(), &db_limit(page)]).await?;
+        rows.iter().map(settings_of).collect()
+    }
+
+    async fn repository_settings_of(&self, repos: &[RepoName]) -> Result<Vec<RepositorySettings>> {
+        let names: Vec<&str> = repos.iter().map(RepoName::as_str).collect();
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {SETTINGS_COLUMNS} FROM repositories WHERE name = ANY($1) ORDER BY name COLLATE \"C\""
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&names]).await?;
+        rows.iter().map(settings_of).collect()
+    }
+
+    async fn set_scan_on_push(&self, repo: &RepoName, scan_on_push: bool) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("UPDATE repositories SET scan_on_push = $2 WHERE name = $1", &[&repo.as_str(), &scan_on_push])
+            .await?;
+        Ok(n > 0)
     }
 
     async fn set_tag_mutability(&self, repo: &RepoName, mode: &str, exclusions: &[String]) -> Result<bool> {

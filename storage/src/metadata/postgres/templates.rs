@@ -110,7 +110,7 @@ impl Templates for PostgresStore {
                  (SELECT p.document FROM policies p WHERE p.target_kind = 'repository' AND p.target = r.name \
                   AND p.name = $2), \
                  COALESCE((SELECT json_agg(json_build_object('Key', t.key, 'Value', t.value) ORDER BY t.key COLLATE \"C\") \
-                  FROM repository_tags t WHERE t.repository = r.name)::text, '[]') \
+                  FROM repository_tags t WHERE t.repository = r.name)::text, '[]'), r.scan_on_push \
                  FROM repositories r LEFT JOIN lifecycle_policies l ON l.repository_id = r.id WHERE r.name = $1",
                 &[&repo.as_str(), &RESOURCE_POLICY],
             )
@@ -124,6 +124,7 @@ impl Templates for PostgresStore {
             lifecycle_policy: row.try_get(3)?,
             repository_policy: row.try_get(4)?,
             resource_tags: tags_from_column(&what("tags"), row.try_get(5)?)?,
+            scan_on_push: row.try_get(6)?,
         }))
     }
 }

@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, repo_id};
 use crate::error::{Error, Result};
-use crate::metadata::{Expired, Lifecycle, LifecyclePolicyRecord, Origin, db_size, size_of, unix_now};
+use crate::metadata::{
+    Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewRecord, Origin, db_size, size_of, unix_now,
+};
 
 #[async_trait]
 impl Lifecycle for SqliteStore {
@@ -79,6 +81,35 @@ impl Lifecycle for SqliteStore {
                 params![repo.as_str(), at, db_size(expired), db_size(kept)],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_lifecycle_preview(&self, repo: &RepoName, preview: &LifecyclePreviewRecord) -> Result<()> {
+        let (repo, preview) = (repo.clone(), preview.clone());
+        self.write(move |tx| {
+            let id = repo_id(tx, &repo)?.ok_or(Error::NotFound)?;
+            tx.execute(
+                "INSERT INTO lifecycle_previews (repository_id, policy, result, started_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (repository_id) DO UPDATE SET policy = excluded.policy, result = excluded.result, \
+                 started_at = excluded.started_at",
+                params![id, preview.policy, preview.result, preview.started_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lifecycle_preview(&self, repo: &RepoName) -> Result<Option<LifecyclePreviewRecord>> {
+        let repo = repo.clone();
+        self.with_conn(move |c| {
+            Ok(c.query_row(
+                "SELECT p.policy, p.result, p.started_at FROM lifecycle_previews p \
+                 JOIN repositories r ON r.id = p.repository_id WHERE r.name = ?1",
+                [repo.as_str()],
+                |r| Ok(LifecyclePreviewRecord { policy: r.get(0)?, result: r.get(1)?, started_at: r.get(2)? }),
+            )
+            .optional()?)
         })
         .await
     }

@@ -23,6 +23,20 @@ pub(super) fn tag_mutability(conn: &rusqlite::Connection, id: i64) -> Result<Tag
     setting_of(mode, &exclusions)
 }
 
+/// The columns [`settings_row`] reads, in its order.
+const SETTINGS_COLUMNS: &str = "name, created_at, key_name, tag_mutability, tag_mutability_exclusions, scan_on_push";
+
+/// A repository's settings from a row of [`SETTINGS_COLUMNS`].
+fn settings_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, Option<String>, String, String, bool)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn settings_of(row: (String, i64, Option<String>, String, String, bool)) -> Result<RepositorySettings> {
+    let (name, created_at, key, mode, exclusions, scan_on_push) = row;
+    let name = name.parse().map_err(|e| Error::Corrupt(format!("repository {name}: {e}")))?;
+    Ok(RepositorySettings { name, created_at, key, tag_mutability: setting_of(mode, &exclusions)?, scan_on_push })
+}
+
 fn setting_of(mode: String, exclusions: &str) -> Result<TagMutabilitySetting> {
     let exclusions = serde_json::from_str(exclusions)
         .map_err(|e| Error::Corrupt(format!("tag mutability exclusions {exclusions:?}: {e}")))?;
@@ -63,9 +77,16 @@ impl Repositories for SqliteStore {
         self.write(move |tx| {
             let now = unix_now();
             let created = tx.execute(
-                "INSERT INTO repositories (name, created_at, key_name, tag_mutability, tag_mutability_exclusions) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
-                params![repo.as_str(), now, new.key, new.tag_mutability, json_list(&new.tag_mutability_exclusions)],
+                "INSERT INTO repositories (name, created_at, key_name, tag_mutability, tag_mutability_exclusions, \
+                 scan_on_push) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                params![
+                    repo.as_str(),
+                    now,
+                    new.key,
+                    new.tag_mutability,
+                    json_list(&new.tag_mutability_exclusions),
+                    new.scan_on_push
+                ],
             )? > 0;
             let (id, key): (i64, Option<String>) =
                 tx.query_row("SELECT id, key_name FROM repositories WHERE name = ?1", [repo.as_str()], |r| {
@@ -132,18 +153,49 @@ impl Repositories for SqliteStore {
     async fn repository_settings(&self, repo: &RepoName) -> Result<Option<RepositorySettings>> {
         let repo = repo.clone();
         self.with_conn(move |c| {
-            let row: Option<(i64, Option<String>, String, String)> = c
+            let row = c
                 .query_row(
-                    "SELECT created_at, key_name, tag_mutability, tag_mutability_exclusions FROM repositories \
-                     WHERE name = ?1",
+                    &format!("SELECT {SETTINGS_COLUMNS} FROM repositories WHERE name = ?1"),
                     [repo.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    settings_row,
                 )
                 .optional()?;
-            row.map(|(created_at, key, mode, exclusions)| {
-                Ok(RepositorySettings { name: repo, created_at, key, tag_mutability: setting_of(mode, &exclusions)? })
-            })
-            .transpose()
+            row.map(settings_of).transpose()
+        })
+        .await
+    }
+
+    async fn repository_settings_page(&self, page: &Page) -> Result<Vec<RepositorySettings>> {
+        let page = page.clone();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SETTINGS_COLUMNS} FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![page.last.unwrap_or_default(), limit_of(page.limit)], settings_row)?;
+            rows.map(|r| settings_of(r?)).collect()
+        })
+        .await
+    }
+
+    async fn repository_settings_of(&self, repos: &[RepoName]) -> Result<Vec<RepositorySettings>> {
+        let names = serde_json::to_string(&repos.iter().map(RepoName::as_str).collect::<Vec<_>>())
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SETTINGS_COLUMNS} FROM repositories WHERE name IN (SELECT value FROM json_each(?1)) \
+                 ORDER BY name"
+            ))?;
+            let rows = stmt.query_map([names], settings_row)?;
+            rows.map(|r| settings_of(r?)).collect()
+        })
+        .await
+    }
+
+    async fn set_scan_on_push(&self, repo: &RepoName, scan_on_push: bool) -> Result<bool> {
+        let repo = repo.to_string();
+        self.write(move |tx| {
+            Ok(tx.execute("UPDATE repositories SET scan_on_push = ?2 WHERE name = ?1", params![repo, scan_on_push])?
+                > 0)
         })
         .await
     }

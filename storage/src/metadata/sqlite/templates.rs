@@ -123,13 +123,13 @@ impl Templates for SqliteStore {
             let tx = c.transaction()?;
             let row = tx
                 .query_row(
-                    "SELECT r.key_name, r.tag_mutability, r.tag_mutability_exclusions, l.policy FROM repositories r \
-                     LEFT JOIN lifecycle_policies l ON l.repository_id = r.id WHERE r.name = ?1",
+                    "SELECT r.key_name, r.tag_mutability, r.tag_mutability_exclusions, l.policy, r.scan_on_push \
+                     FROM repositories r LEFT JOIN lifecycle_policies l ON l.repository_id = r.id WHERE r.name = ?1",
                     [&repo],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
-            let Some((key, tag_mutability, exclusions, lifecycle_policy)) = row else { return Ok(None) };
+            let Some((key, tag_mutability, exclusions, lifecycle_policy, scan_on_push)) = row else { return Ok(None) };
             let repository_policy = tx
                 .query_row(
                     "SELECT document FROM policies WHERE target_kind = 'repository' AND target = ?1 AND name = ?2",
@@ -149,6 +149,7 @@ impl Templates for SqliteStore {
                 lifecycle_policy,
                 repository_policy,
                 resource_tags,
+                scan_on_push,
             }))
         })
         .await
