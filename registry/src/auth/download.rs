@@ -7,12 +7,18 @@
 //!
 //! The token's `access` names exactly one blob of one repository (type [`BLOB`], name
 //! `<repository>@<digest>`, action [`DOWNLOAD`]); the URL's path names them again, and both
-//! must agree.
+//! must agree. Like an S3 pre-signed URL, which dies with the access key that signed it, a
+//! download token is bound to the credentials that asked for it (the access key, or the user,
+//! with the user's stable id and credential generation, as login tokens are): disabling or
+//! deleting the key or the user, or changing the user's password, revokes the URLs it was
+//! given (invariant 15).
 
 use std::time::Duration;
 
 use berth_auth::token::{Claims, ResourceActions, TokenError, TokenUse};
 use berth_oci::{Digest, RepoName};
+
+use berth_storage::MetadataStore;
 
 use super::Authority;
 use crate::error::ApiError;
@@ -39,6 +45,9 @@ pub enum DownloadRefused {
     Invalid(String),
     /// Valid, but for another repository or digest than the URL's path names.
     OtherLayer,
+    /// The credentials that asked for it were revoked since (or it was issued while
+    /// authentication was off, and it is on now).
+    Revoked,
 }
 
 impl std::fmt::Display for DownloadRefused {
@@ -51,6 +60,10 @@ impl std::fmt::Display for DownloadRefused {
             DownloadRefused::OtherLayer => {
                 f.write_str("this download URL was issued for another repository or layer than the one its path names")
             }
+            DownloadRefused::Revoked => f.write_str(
+                "the credentials this download URL was issued to are no longer valid (disabled, deleted or changed); \
+                 ask for a new one with GetDownloadUrlForLayer",
+            ),
         }
     }
 }
@@ -68,16 +81,18 @@ fn grant(repo: &RepoName, digest: &Digest) -> ResourceActions {
 
 impl Authority {
     /// A download token for `digest` in `repo`, issued at `now` (Unix seconds) for `ttl`, on
-    /// behalf of `subject` (the user who asked; `""` when anonymous or authentication is off).
-    pub fn download_token(
+    /// behalf of `subject` (the access key or user who asked; `""` with authentication off),
+    /// bound to that subject's current credentials.
+    pub async fn download_token(
         &self,
+        meta: &dyn MetadataStore,
         repo: &RepoName,
         digest: &Digest,
         subject: &str,
         now: i64,
         ttl: Duration,
     ) -> Result<String, ApiError> {
-        let claims = Claims::new(
+        let mut claims = Claims::new(
             TokenUse::Download,
             self.config.token.issuer.clone(),
             subject,
@@ -86,25 +101,40 @@ impl Authority {
             ttl,
             vec![grant(repo, digest)],
         );
+        if !subject.is_empty() {
+            let Some(who) = self.subject_signed_in(meta, subject).await? else {
+                return Err(DownloadRefused::Revoked.into());
+            };
+            claims = claims.bound_to(who.user_id, who.generation);
+        }
         self.signer.sign(&claims).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// Checks a download token against the repository and digest of the URL's path, at
-    /// `now`. The signature is verified before any claim is read (the verifier's order).
-    pub fn verify_download(
+    /// `now`. The signature is verified before any claim is read (the verifier's order); with
+    /// authentication on, the credentials it was issued to must still be those of an enabled
+    /// user (and key), at the same generation.
+    pub async fn verify_download(
         &self,
+        meta: &dyn MetadataStore,
         token: &str,
         repo: &RepoName,
         digest: &Digest,
         now: i64,
-    ) -> Result<(), DownloadRefused> {
+    ) -> Result<(), ApiError> {
         if token.len() > MAX_DOWNLOAD_TOKEN {
-            return Err(DownloadRefused::Invalid("the token is too long".into()));
+            return Err(DownloadRefused::Invalid("the token is too long".into()).into());
         }
         let claims = self.verifier.verify(token, self.service(), TokenUse::Download, now).map_err(|e| match e {
             TokenError::Expired => DownloadRefused::Expired,
             other => DownloadRefused::Invalid(other.to_string()),
         })?;
-        if claims.access == [grant(repo, digest)] { Ok(()) } else { Err(DownloadRefused::OtherLayer) }
+        if claims.access != [grant(repo, digest)] {
+            return Err(DownloadRefused::OtherLayer.into());
+        }
+        if self.enabled() && self.redeem(meta, &claims).await?.is_none() {
+            return Err(DownloadRefused::Revoked.into());
+        }
+        Ok(())
     }
 }

@@ -334,7 +334,11 @@ async fn download_urls_are_signed_expire_and_fetch_only_their_layer() {
     let registry = t.server.app.registry().clone();
     let (r, d): (RepoName, Digest) = (repo.parse().unwrap(), a.parse().unwrap());
     let hour_ago = berth_storage::metadata::unix_now() - 3600;
-    let expired = registry.auth.download_token(&r, &d, "", hour_ago, std::time::Duration::from_secs(1200)).unwrap();
+    let expired = registry
+        .auth
+        .download_token(registry.meta.as_ref(), &r, &d, "", hour_ago, std::time::Duration::from_secs(1200))
+        .await
+        .unwrap();
     let (status, body) = fetch(&t, &format!("{path}?token={expired}")).await;
     assert_eq!(status, 403);
     assert!(oci_message(&body).contains("expired"), "{}", oci_message(&body));
@@ -446,7 +450,15 @@ async fn with_authentication_on_a_download_url_needs_no_other_credentials() {
     let (r, d): (RepoName, Digest) = ("ecr/private".parse().unwrap(), digest.parse().unwrap());
     let token = registry
         .auth
-        .download_token(&r, &d, "admin", berth_storage::metadata::unix_now(), std::time::Duration::from_secs(1200))
+        .download_token(
+            registry.meta.as_ref(),
+            &r,
+            &d,
+            "admin",
+            berth_storage::metadata::unix_now(),
+            std::time::Duration::from_secs(1200),
+        )
+        .await
         .unwrap();
     let url = format!("{}/_ecr/download/ecr/private/{digest}?token={token}", t.server.url());
     assert_eq!(fetch(&t, &url).await, (200, layer));
@@ -507,5 +519,27 @@ async fn each_layer_operation_is_decided_by_its_own_action_before_anything_chang
     let (status, body) =
         puller.call("GetDownloadUrlForLayer", &json!({"repositoryName": repo, "layerDigest": digest})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(fetch(&t, body["downloadUrl"].as_str().unwrap()).await, (200, b"guarded layer".to_vec()));
+    let url = body["downloadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(fetch(&t, &url).await, (200, b"guarded layer".to_vec()));
+
+    // The URL is bound to the key that asked for it: disabling the key revokes it, as an S3
+    // pre-signed URL dies with its access key; enabling the key again brings it back.
+    let meta = t.server.app.registry().meta.clone();
+    assert!(meta.set_access_key_disabled(&puller.key_id, true).await.unwrap());
+    let (status, body) = fetch(&t, &url).await;
+    assert_eq!(status, 403);
+    assert!(oci_message(&body).contains("no longer valid"), "{}", oci_message(&body));
+    assert!(meta.set_access_key_disabled(&puller.key_id, false).await.unwrap());
+    assert_eq!(fetch(&t, &url).await.0, 200);
+    // Disabling the user revokes it too.
+    let r = admin
+        .client
+        .patch(format!("{}/api/v1/users/puller", admin.url))
+        .header("authorization", crate::ecr_common::basic(&admin.key_id, &admin.secret))
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(fetch(&t, &url).await.0, 403);
 }

@@ -495,9 +495,18 @@ async fn download_url(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         }
         Ok(_) => {}
     }
-    let subject = ecr.origin.actor.as_deref().unwrap_or("");
-    let token =
-        ecr.reg.auth.download_token(&repo, &digest, subject, unix_now(), DOWNLOAD_TTL).map_err(|e| ecr.api(e))?;
+    // Bound to the access key that signed the request (its user's, with authentication off
+    // nobody's): revoking the key or the user revokes the URL.
+    let subject = match &ecr.caller {
+        Some(c) => c.access_key.clone().or_else(|| ecr.origin.actor.clone()).unwrap_or_default(),
+        None => String::new(),
+    };
+    let token = ecr
+        .reg
+        .auth
+        .download_token(ecr.reg.meta.as_ref(), &repo, &digest, &subject, unix_now(), DOWNLOAD_TTL)
+        .await
+        .map_err(|e| ecr.api(e))?;
     output(&DownloadUrlOutput {
         download_url: download_location(&ecr.base_url, &repo, &digest, &token),
         layer_digest: digest.to_string(),
@@ -539,7 +548,7 @@ async fn serve_download(reg: &Registry, parts: axum::http::request::Parts) -> Re
             challenge: None,
         });
     };
-    reg.auth.verify_download(&token, &repo, &digest, unix_now())?;
+    reg.auth.verify_download(reg.meta.as_ref(), &token, &repo, &digest, unix_now()).await?;
     let req = super::super::Req {
         method: parts.method,
         headers: parts.headers,
