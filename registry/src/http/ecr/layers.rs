@@ -271,20 +271,6 @@ struct UploadPartOutput {
     last_byte_received: u64,
 }
 
-/// An input whose fields borrow from the body, read as [`input`] reads the others.
-fn borrowed_input<'a, T: Deserialize<'a>>(body: &'a [u8]) -> EcrResult<T> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            EcrError::invalid(format!("the request is not the operation's JSON input: {inner}"))
-        } else {
-            EcrError::invalid(format!("{path}: {inner}"))
-        }
-    })
-}
-
 /// The service's error about upload `id`, an unknown one named as ECR names it.
 fn upload_error(ecr: &Ecr<'_>, repo: &RepoName, id: &UploadId, e: ApiError) -> EcrError {
     match e {
@@ -326,7 +312,7 @@ fn invalid_part(ecr: &Ecr<'_>, repo: &RepoName, id: &UploadId, offset: u64, mess
 }
 
 async fn upload_part(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
-    let i: UploadPartInput = borrowed_input(body)?;
+    let i: UploadPartInput = input(body)?;
     ecr.registry_id(i.registry_id.as_deref())?;
     let repo = repository_name("repositoryName", &i.repository_name)?;
     let id = upload_id(&i.upload_id)?;
@@ -585,16 +571,14 @@ mod tests {
     fn a_part_input_borrows_its_blob() {
         let body =
             br#"{"repositoryName":"a/b","uploadId":"u","partFirstByte":0,"partLastByte":2,"layerPartBlob":"YWJj"}"#;
-        let i: UploadPartInput = borrowed_input(body).unwrap();
+        let i: UploadPartInput = input(body).unwrap();
         assert!(matches!(i.layer_part_blob, Cow::Borrowed("YWJj")));
-        let e = borrowed_input::<UploadPartInput>(br#"{"repositoryName":"a/b","uploadId":"u","partFirstByte":0}"#)
-            .err()
-            .unwrap();
+        let e =
+            input::<UploadPartInput>(br#"{"repositoryName":"a/b","uploadId":"u","partFirstByte":0}"#).err().unwrap();
         assert_eq!(e.kind, "InvalidParameterException");
         assert!(e.message.contains("partLastByte"), "{}", e.message);
-        let e = borrowed_input::<UploadPartInput>(br#"{"repositoryName":"a/b","uploadId":"u","partFirstByte":"x"}"#)
-            .err()
-            .unwrap();
+        let e =
+            input::<UploadPartInput>(br#"{"repositoryName":"a/b","uploadId":"u","partFirstByte":"x"}"#).err().unwrap();
         assert!(e.message.starts_with("partFirstByte"), "{}", e.message);
     }
 }

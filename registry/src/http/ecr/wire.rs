@@ -9,13 +9,13 @@ use axum::response::IntoResponse;
 use berth_oci::RepoName;
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::error::{EcrError, EcrResult, JSON_1_1};
 
 /// The operation's input. An empty body is `{}` (botocore sends `{}`, curl may send nothing).
-pub fn input<T: DeserializeOwned>(body: &[u8]) -> EcrResult<T> {
+/// Its fields may borrow from the body (`UploadLayerPart`'s base64 part is not copied).
+pub fn input<'a, T: Deserialize<'a>>(body: &'a [u8]) -> EcrResult<T> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
