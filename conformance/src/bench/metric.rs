@@ -426,6 +426,47 @@ mod tests {
     }
 
     #[test]
+    fn cpu_per_gib_from_timed_sections() {
+        let mut timed = Timed::default();
+        timed.add_cpu(CpuSpent { server: Some(0.2), client: Some(0.1) });
+        timed.add_cpu(CpuSpent { server: Some(0.1), client: Some(0.0) });
+        timed.add(1 << 30, Duration::from_secs(1));
+        timed.add(1 << 29, Duration::from_secs(1));
+        let mut rec = Recorder::default();
+        rec.throughput("GET", &timed, None, CeilingKind::Pull);
+        let got: Vec<(Unit, f64)> = rec.metrics.iter().map(|m| (m.unit, m.value.unwrap_or(f64::NAN))).collect();
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [Unit::MegabytesPerSec, Unit::CpuSecsPerGib, Unit::ClientCpuSecsPerGib]
+        );
+        assert!((got[1].1 - 0.3 / 1.5).abs() < 1e-9, "{got:?}");
+        assert!((got[2].1 - 0.1 / 1.5).abs() < 1e-9, "{got:?}");
+
+        // Below one clock tick: no figure, a note.
+        let mut rec = Recorder::default();
+        rec.cpu_per_gib("tiny", 1000, CpuSpent { server: Some(0.0), client: None });
+        assert!(rec.metrics.is_empty());
+        assert_eq!(rec.notes.len(), 1);
+        // An unknown counter stays unknown.
+        let mut spent = CpuSpent { server: Some(1.0), client: Some(1.0) };
+        spent.add(CpuSpent { server: None, client: Some(1.0) }, false);
+        assert_eq!(spent, CpuSpent { server: None, client: Some(2.0) });
+    }
+
+    #[test]
+    fn cpu_snapshots_see_this_process_work() {
+        let snap = CpuSnapshot::take(Some(std::process::id()));
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spent = snap.spent();
+        assert!(spent.server.is_some() && spent.client.is_some(), "{spent:?}");
+        assert!(spent.server >= Some(0.0));
+    }
+
+    #[test]
     fn throughput_failures_are_errors_not_values() {
         let mut rec = Recorder::default();
         let mut timed = Timed::default();

@@ -665,7 +665,9 @@ fn fmt_spread(median: Option<f64>, values: &[f64], fmt: fn(f64) -> String) -> St
     let min = values.iter().copied().reduce(f64::min);
     let max = values.iter().copied().reduce(f64::max);
     match (min, max) {
-        (Some(min), Some(max)) if values.len() > 1 => format!("{} ({}–{})", fmt(median), fmt(min), fmt(max)),
+        (Some(min), Some(max)) if values.len() > 1 => {
+            format!("{} ({}–{})", fmt(median), fmt(min).trim_end_matches('×'), fmt(max))
+        }
         _ => fmt(median),
     }
 }
@@ -1063,7 +1065,8 @@ impl Report {
                     ));
                 }
             }
-            for row in &sc.rows {
+            // CPU figures left out below the clock tick are explained in the notes.
+            for row in sc.rows.iter().filter(|r| !matches!(r.unit, Unit::CpuSecsPerGib | Unit::ClientCpuSecsPerGib)) {
                 for (cell, reg) in row.cells.iter().zip(&sc.registries) {
                     if let Some(reason) = &cell.unavailable {
                         na.push(format!("{} / {} / {}: {reason}", sc.scenario, row.metric, reg.registry));
@@ -1222,6 +1225,140 @@ mod tests {
         assert_eq!(rss.cells[0].median, Some(2.0));
         assert!(rss.cells[1].unavailable.is_some());
         assert_eq!(rss.ratios[0].ratio, None);
+    }
+
+    fn named_runs(scenario: Scenario, per_registry: Vec<(&str, Vec<Vec<Metric>>)>) -> ScenarioReport {
+        let registries: Vec<RegistryRuns> = per_registry
+            .into_iter()
+            .map(|(name, rounds)| RegistryRuns {
+                registry: name.to_owned(),
+                rounds: rounds
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, metrics)| ScenarioRun { scenario, ..run(i, metrics) })
+                    .collect(),
+                peak_rss_kib: None,
+                start_error: None,
+                stopped: None,
+            })
+            .collect();
+        ScenarioReport { scenario, rows: rows(scenario, &registries), registries, elapsed_secs: 1.0 }
+    }
+
+    fn mbps(name: &str, v: f64) -> Metric {
+        Metric::new(name, Unit::MegabytesPerSec, v)
+    }
+
+    fn cpu(name: &str, v: f64) -> Metric {
+        Metric::new(name, Unit::CpuSecsPerGib, v)
+    }
+
+    /// Three registries, two rounds; each goal's verdict follows the figures.
+    #[test]
+    fn goals_are_judged_from_the_figures() {
+        let mut params = Params::quick();
+        params.pull = vec![crate::bench::SizeRun { bytes: 1 << 20, iterations: 1 }];
+        params.push = vec![crate::bench::SizeRun { bytes: 64 << 20, iterations: 1 }];
+        params.part_sizes = vec![8 << 20, 128 << 20];
+        let get = "GET 1 MiB";
+        let pull = named_runs(
+            Scenario::BlobPull,
+            vec![
+                ("Berth", vec![vec![mbps(get, 1400.0), cpu(get, 0.24)], vec![mbps(get, 1300.0), cpu(get, 0.34)]]),
+                (
+                    "Berth plaintext",
+                    vec![vec![mbps(get, 1900.0), cpu(get, 0.05)], vec![mbps(get, 2100.0), cpu(get, 0.07)]],
+                ),
+                ("Distribution", vec![vec![mbps(get, 1000.0), cpu(get, 0.5)], vec![mbps(get, 1000.0), cpu(get, 0.5)]]),
+            ],
+        );
+        let busy = named_runs(
+            Scenario::BlobPullBusy,
+            vec![
+                ("Berth", vec![vec![mbps(get, 1100.0)], vec![mbps(get, 1100.0)]]),
+                ("Berth plaintext", vec![vec![], vec![]]),
+                ("Distribution", vec![vec![mbps(get, 1000.0)], vec![mbps(get, 1000.0)]]),
+            ],
+        );
+        let (mono, parts) = ("monolithic 64 MiB", "8 MiB parts 64 MiB");
+        let push = named_runs(
+            Scenario::BlobPush,
+            vec![
+                (
+                    "Berth",
+                    vec![vec![mbps(mono, 400.0), mbps(parts, 380.0)], vec![mbps(mono, 400.0), mbps(parts, 340.0)]],
+                ),
+                ("Berth plaintext", vec![vec![], vec![]]),
+                (
+                    "Distribution",
+                    vec![vec![mbps(mono, 200.0), mbps(parts, 200.0)], vec![mbps(mono, 200.0), mbps(parts, 200.0)]],
+                ),
+            ],
+        );
+        let info = |name: &str| RegistryInfo { name: name.to_owned(), version: "v".into(), location: "here".into() };
+        let mut report = Report {
+            mode: "compare".into(),
+            tool: "t".into(),
+            started_unix: 0,
+            machine: Machine::probe(),
+            registries: vec![info("Berth"), info("Berth plaintext"), info("Distribution")],
+            ceilings: None,
+            ceilings_error: None,
+            rounds: 2,
+            params,
+            scenarios: vec![push, pull, busy],
+            goals: Vec::new(),
+            elapsed_secs: 1.0,
+        };
+        report.goals = goals(&report);
+        let verdicts: Vec<(&str, Option<bool>)> = report.goals.iter().map(|g| (g.goal.as_str(), g.met)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("server CPU per GiB pulled (GET 1 MiB), Berth", Some(true)), // median 0.29
+                ("server CPU per GiB pulled (GET 1 MiB), Berth plaintext", Some(true)),
+                ("Berth pull (GET 1 MiB) vs Distribution", Some(true)), // 1.35×
+                ("Berth pull with one core busy (GET 1 MiB) vs Distribution", Some(false)), // 1.1×
+                ("Berth plaintext pull (GET 1 MiB) vs Distribution", Some(true)), // 2.0×
+                ("Berth 8 MiB parts 64 MiB vs its own monolithic 64 MiB, every round", Some(false)), // 0.85× in round 2
+                ("Berth 8 MiB parts 64 MiB vs Distribution", Some(true)), // 1.8×
+            ]
+        );
+        assert_eq!(report.goals[0].measured, "0.290 (0.240–0.340)");
+        assert_eq!(report.goals[2].measured, "1.35× (1.30–1.40×)");
+        assert_eq!(report.goals[5].measured, "worst round 0.85× (rounds: 0.95×, 0.85×)");
+        let md = report.markdown();
+        assert!(md.contains("**Goals**"), "{md}");
+        assert!(
+            md.contains("| Berth 8 MiB parts 64 MiB vs Distribution | ≥ 1.5× | 1.80× (1.70–1.90×) | met |"),
+            "{md}"
+        );
+        // The CPU goes in columns beside the MB/s, not in rows of its own.
+        assert!(md.contains("| Berth CPU-s/GiB |"), "{md}");
+        assert!(!md.contains("| CPU-s/GiB |"), "{md}");
+        assert!(md.contains("| blob-pull | GET 1 MiB | MB/s | 1350 (1300–1400) | 2000 (1900–2100) | 1000 | 1.35× (1.30–1.40×) | 2.00× (1.90–2.10×) | 0.290 (0.240–0.340) | 0.060 (0.050–0.070) | 0.500 |"), "{md}");
+
+        // Without the plaintext variant its goals are not measured, not failed.
+        report.registries.remove(1);
+        for sc in &mut report.scenarios {
+            sc.registries.remove(1);
+            sc.rows = rows(sc.scenario, &sc.registries);
+        }
+        let goals = goals(&report);
+        assert_eq!(goals[1].met, None);
+        assert_eq!(goals[1].measured, "not measured");
+        assert_eq!(goals[4].met, None);
+        assert_eq!(goals[2].met, Some(true));
+    }
+
+    #[test]
+    fn variants_parse() {
+        assert_eq!(Variant::parse("default"), Ok(Variant::defaults()));
+        assert_eq!(
+            Variant::parse(" plaintext").map(|v| v.env),
+            Ok(vec![("BERTH_ENCRYPTION__ENABLED".to_owned(), "false".to_owned())])
+        );
+        assert!(Variant::parse("fast").is_err());
     }
 
     #[test]

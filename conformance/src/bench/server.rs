@@ -325,6 +325,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_burner_burns_until_dropped() {
+        let burner = CpuBurner::start().unwrap();
+        let pid = burner.pid();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        drop(burner);
+        // Killed and reaped: the PID is gone (or reused by an unrelated process that is
+        // not our shell loop).
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!cmdline.contains("while :"), "{cmdline}");
+    }
+
+    #[test]
     fn vm_hwm_parsing() {
         let status = "Name:\tberth\nVmPeak:\t  900 kB\nVmHWM:\t   12345 kB\nVmRSS:\t  100 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(12345));
