@@ -87,8 +87,12 @@ async fn every_scenario_reports_positive_rates_without_errors() {
         );
     };
     metric(Scenario::BlobPush, "monolithic 64 KiB", Unit::MegabytesPerSec);
-    metric(Scenario::BlobPush, "chunked 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "streamed PATCH 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "16 KiB parts 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "256 KiB parts 1 MiB", Unit::MegabytesPerSec);
     metric(Scenario::BlobPull, "GET 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPullBusy, "GET 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPullBusy, "range 64 KiB of 1 MiB", Unit::RequestsPerSec);
     metric(Scenario::BlobPull, "range 64 KiB of 1 MiB", Unit::RequestsPerSec);
     metric(Scenario::BlobPull, "range 64 KiB of 1 MiB p99", Unit::Millis);
     metric(Scenario::ManifestGet, "GET c=1", Unit::RequestsPerSec);

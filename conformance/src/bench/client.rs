@@ -252,6 +252,24 @@ impl Target {
         self.finish_upload(location, payload.digest(), None).await
     }
 
+    /// Pushes a blob the way docker does: `POST`, one `PATCH` streaming the
+    /// whole body (chunked transfer encoding, no `Content-Range`), then a
+    /// body-less `PUT ?digest=`.
+    pub async fn push_streamed(&self, repo: &str, payload: &Payload) -> Result<(), BenchError> {
+        let (location, _) = self.start_upload(repo).await?;
+        let request = self
+            .http
+            .patch(location)
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(payload.stream_body())
+            .timeout(transfer_timeout(payload.len()));
+        let response = self.send(request).await?;
+        let response = Self::expect(response, &Method::PATCH, &[202]).await?;
+        let location = Self::location(&response)?;
+        Self::drain(response).await?;
+        self.finish_upload(location, payload.digest(), None).await
+    }
+
     /// `POST /v2/<repo>/blobs/uploads/` → 202: the session URL and the
     /// registry's `OCI-Chunk-Min-Length` (0 if none).
     async fn start_upload(&self, repo: &str) -> Result<(Url, u64), BenchError> {

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use berth_conformance::Url;
 use berth_conformance::auth::CredentialArgs;
 use berth_conformance::bench::ceilings::{self, CeilingParams};
-use berth_conformance::bench::report::{self, CompareConfig, Report, RunConfig};
+use berth_conformance::bench::report::{self, CompareConfig, Report, RunConfig, Variant};
 use berth_conformance::bench::{Params, Scenario};
 use clap::{Args, Parser, Subcommand};
 
@@ -116,9 +116,13 @@ struct CompareArgs {
     distribution_bin: PathBuf,
     #[command(flatten)]
     common: Common,
-    /// Rounds per scenario, alternating Berth and Distribution
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per scenario, alternating among the registries
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Berth configurations side by side with Distribution: `default` (encryption on,
+    /// fsync on) and `plaintext` (BERTH_ENCRYPTION__ENABLED=false)
+    #[arg(long, value_delimiter = ',', default_value = "default,plaintext", value_parser = Variant::parse)]
+    variants: Vec<Variant>,
     /// Where the servers' fresh data directories go (and the disk ceiling is
     /// measured) [default: the temp dir]
     #[arg(long)]
@@ -312,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 scenarios: args.common.scenarios(),
                 params: args.common.params(),
                 rounds: args.rounds,
+                variants: args.variants.clone(),
                 berth_env: args.berth_env.clone(),
                 berth_auth: args.berth_auth,
                 ceilings: (!args.no_ceilings).then(|| args.common.ceiling_params(data_root.clone())),

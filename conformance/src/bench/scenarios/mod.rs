@@ -91,7 +91,8 @@ impl Cx<'_> {
 pub(crate) async fn run(cx: &mut Cx<'_>, scenario: Scenario) -> Result<(), BenchError> {
     match scenario {
         Scenario::BlobPush => blobs::push(cx).await,
-        Scenario::BlobPull => blobs::pull(cx).await,
+        Scenario::BlobPull => blobs::pull(cx, false).await,
+        Scenario::BlobPullBusy => blobs::pull(cx, true).await,
         Scenario::ConcurrentPush => blobs::concurrent_push(cx).await,
         Scenario::ManifestGet => manifests::manifest_get(cx).await,
         Scenario::Image => image::image(cx).await,
