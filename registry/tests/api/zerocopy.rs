@@ -156,6 +156,9 @@ async fn whole_and_ranged_pulls_are_byte_exact() {
     t.server.stop().await;
 }
 
+/// A request on a kept-alive connection: path, Range, the status and body it must get.
+type Step<'a> = (String, Option<&'a str>, u16, Option<&'a [u8]>);
+
 #[tokio::test]
 async fn one_keep_alive_connection_mixes_zero_copy_blobs_manifests_and_errors_and_pipelines() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,7 +176,7 @@ async fn one_keep_alive_connection_mixes_zero_copy_blobs_manifests_and_errors_an
 
     // One after the other on one connection.
     let mut conn = BufReader::new(TcpStream::connect(&addr).await.unwrap());
-    let steps: [(String, Option<&str>, u16, Option<&[u8]>); 8] = [
+    let steps: [Step; 8] = [
         (blob_path.clone(), None, 200, Some(&blob)),
         ("/v2/zero/mix/manifests/v1".into(), None, 200, None),
         (unknown.clone(), None, 404, None),
