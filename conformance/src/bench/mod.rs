@@ -56,6 +56,8 @@ pub use client::{MonolithicMode, Target};
 pub use error::BenchError;
 pub use metric::{CeilingKind, CpuUse, LoadResult, Metric, ScenarioRun, Unit};
 pub use payload::{Payload, PayloadSource};
+pub use scenarios::ExtraParams;
+pub use scenarios::replicas::set_peer_urls;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -73,6 +75,17 @@ pub enum Scenario {
     ManifestGet,
     /// Whole-image push then pull by concurrent clients (images/s, MB/s).
     Image,
+    /// Pushes and pulls from 16 and 64 clients at once (aggregate MB/s, server CPU-s/GiB,
+    /// p50/p99 per request). Not in [`Scenario::ALL`]: select it by name.
+    Concurrency,
+    /// Peak RSS of the server during 64 concurrent 1 GiB pulls, then 64 concurrent pushes.
+    Memory,
+    /// Manifest GET by tag (p50/p99/p99.9/max) alone, then during concurrent 1 GiB pushes.
+    Storm,
+    /// Pull and push over HTTPS versus plain HTTP on the same port (needs an https:// URL).
+    Tls,
+    /// Pushes and cross-replica pulls spread over the replicas given with `--peer-url`.
+    Replicas,
     /// Catalog and tag listing over 10,000 repositories and 10,000 tags.
     Listing,
     /// Many concurrent monolithic pushes (aggregate MB/s).
@@ -90,6 +103,11 @@ impl Scenario {
         Scenario::ConcurrentPush,
     ];
 
+    /// The scenarios that run only when named (`--scenario`): long, or needing a setup
+    /// of their own (TLS, replicas). See `scenarios/{concurrency,storm,tls,replicas}.rs`.
+    pub const EXTRA: [Scenario; 5] =
+        [Scenario::Concurrency, Scenario::Memory, Scenario::Storm, Scenario::Tls, Scenario::Replicas];
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -99,6 +117,11 @@ impl Scenario {
             Self::Image => "image",
             Self::Listing => "listing",
             Self::ConcurrentPush => "concurrent-push",
+            Self::Concurrency => "concurrency",
+            Self::Memory => "memory",
+            Self::Storm => "storm",
+            Self::Tls => "tls",
+            Self::Replicas => "replicas",
         }
     }
 }
@@ -113,8 +136,8 @@ impl FromStr for Scenario {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|sc| sc.name() == s.trim()).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|sc| sc.name()).collect();
+        Self::ALL.into_iter().chain(Self::EXTRA).find(|sc| sc.name() == s.trim()).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().chain(&Self::EXTRA).map(|sc| sc.name()).collect();
             format!("unknown scenario {s:?} (known: {})", names.join(", "))
         })
     }
@@ -175,6 +198,8 @@ pub struct Params {
     /// concurrent-push: pushes in flight, and their size.
     pub concurrent_pushes: usize,
     pub concurrent_push_size: u64,
+    /// concurrency, memory, storm, tls, replicas: their sizes and counts.
+    pub extra: scenarios::ExtraParams,
     /// Any round of any scenario is cut off after this.
     #[serde(serialize_with = "secs")]
     pub round_timeout: Duration,
@@ -216,6 +241,7 @@ impl Params {
             listing_walk_deadline: Duration::from_secs(300),
             concurrent_pushes: 32,
             concurrent_push_size: 64 * MIB,
+            extra: scenarios::ExtraParams::full(),
             round_timeout: Duration::from_secs(900),
         }
     }
@@ -247,6 +273,7 @@ impl Params {
             listing_walk_deadline: Duration::from_secs(60),
             concurrent_pushes: 32,
             concurrent_push_size: 256 * KIB,
+            extra: scenarios::ExtraParams::quick(),
             round_timeout: Duration::from_secs(120),
         }
     }
@@ -261,6 +288,9 @@ impl Params {
                 Scenario::Image => vec![self.image_layer_size],
                 Scenario::ConcurrentPush => vec![self.concurrent_push_size],
                 Scenario::ManifestGet | Scenario::Listing => vec![],
+                Scenario::Concurrency | Scenario::Memory | Scenario::Storm | Scenario::Tls | Scenario::Replicas => {
+                    self.extra.blob_sizes(*scenario)
+                }
             };
             largest = sizes.into_iter().fold(largest, u64::max);
         }
@@ -347,7 +377,7 @@ impl Bench {
         let mut rec = metric::Recorder::default();
         let timeout = self.params.round_timeout;
         let outcome = {
-            let mut cx = scenarios::Cx { bench: self, target, state, rec: &mut rec };
+            let mut cx = scenarios::Cx { bench: self, target, state, rec: &mut rec, server_pid };
             tokio::time::timeout(timeout, scenarios::run(&mut cx, scenario)).await
         };
         match outcome {
@@ -440,7 +470,7 @@ mod tests {
 
     #[test]
     fn scenario_names_round_trip() {
-        for scenario in Scenario::ALL {
+        for scenario in Scenario::ALL.into_iter().chain(Scenario::EXTRA) {
             assert_eq!(scenario.name().parse::<Scenario>(), Ok(scenario));
             let value = clap::ValueEnum::to_possible_value(&scenario).map(|v| v.get_name().to_owned());
             assert_eq!(value.as_deref(), Some(scenario.name()));

@@ -97,6 +97,13 @@ struct RunArgs {
     disk_dir: Option<PathBuf>,
     #[command(flatten)]
     credentials: CredentialArgs,
+    /// Trust this PEM CA certificate (a registry with a private CA over https://), repeatable
+    #[arg(long)]
+    ca_cert: Vec<PathBuf>,
+    /// Another replica of the same registry (scenario `replicas` spreads clients over
+    /// --url and these), repeatable
+    #[arg(long)]
+    peer_url: Vec<Url>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +249,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for scenario in Scenario::ALL {
                 println!("{scenario}");
             }
+            for scenario in Scenario::EXTRA {
+                println!("{scenario} (only when named)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ceilings(args) => {
@@ -264,6 +274,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
+            for path in &args.ca_cert {
+                let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                berth_conformance::bench::client::trust_root_pem(&pem)
+                    .with_context(|| format!("CA certificate {}", path.display()))?;
+            }
+            if !args.peer_url.is_empty() {
+                berth_conformance::bench::set_peer_urls(&args.url, args.peer_url.clone());
+            }
             let namespace = args
                 .namespace
                 .clone()
