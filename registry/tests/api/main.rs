@@ -39,3 +39,4 @@ mod throttle;
 mod tls;
 mod tls_probe;
 mod uploads_maintenance;
+mod zerocopy;
