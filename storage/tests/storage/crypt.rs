@@ -850,7 +850,7 @@ fn a_tampered_file_is_refused_at_the_damaged_segment() {
     // A range reads only its segments: damage in the middle of a span outside the range is
     // not read, damage inside it is refused.
     let tampered = flip(o, blob.segment(span + 5).start + 10);
-    let range = (span as u64 + 6) * SEGMENT - 3..(2 * span as u64 + 1) * SEGMENT;
+    let range = (span as u64 + 6) * SEGMENT + 3..(2 * span as u64 + 1) * SEGMENT;
     let (out, err) = joined(open_from_file(&blob, &tampered, range.clone()));
     assert!(err.is_none() && out == blob.plain[range.start as usize..range.end as usize]);
     let range = (span as u64 + 5) * SEGMENT - 3..(span as u64 + 6) * SEGMENT;
