@@ -763,7 +763,7 @@ fn file_reads_open_every_size_and_range_across_their_spans() {
     for (i, n) in sizes.into_iter().enumerate() {
         let blob = Blob::seal(&dek, plaintext(n, 900 + i as u64), &requests(n, 3 * S + 5, 70_000));
         let len = n as u64;
-        let mut ranges = vec![0..len];
+        let mut ranges: Vec<Range<u64>> = std::iter::once(0..len).collect();
         let (s, sp) = (SEGMENT, SPAN_SEGMENTS * SEGMENT);
         for r in [
             0..1,
