@@ -12,7 +12,7 @@ use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
 };
 
-use crate::crypt::{Dek, SealedBlob, Sealer, format, open_stream};
+use crate::crypt::{Dek, SealedBlob, Sealer, format, open_file, open_stream};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::s3::writer::PartWriter;
@@ -250,11 +250,16 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound),
             Err(e) => return Err(e.into()),
         };
-        let ciphertext = match result.payload {
-            object_store::GetResultPayload::File(file, _) => read_file_range(file, result.range),
-            object_store::GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
-        };
-        Ok(open_stream(ciphertext, dek, copy.runs.clone(), digest.clone(), copy.size, range))
+        let (runs, size) = (copy.runs.clone(), copy.size);
+        Ok(match result.payload {
+            // A local file: large positioned reads opened in place, ahead of the socket.
+            object_store::GetResultPayload::File(file, _) => {
+                open_file(file, result.meta.size, dek, runs, digest.clone(), size, range)
+            }
+            object_store::GetResultPayload::Stream(s) => {
+                open_stream(s.map_err(std::io::Error::other).boxed(), dek, runs, digest.clone(), size, range)
+            }
+        })
     }
 
     /// Removes an encrypted copy's object (a redundant one, or one re-encrypted elsewhere).

@@ -30,7 +30,7 @@ pub mod secret;
 
 pub use format::{SEGMENT, TAG};
 pub use keyring::{Kek, KeyRing};
-pub use open::open_stream;
+pub use open::{open_file, open_stream};
 pub use record::{Run, SealedBlob, UploadSealing};
 pub use seal::Sealer;
 

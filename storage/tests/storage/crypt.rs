@@ -10,8 +10,9 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use berth_oci::Digest;
 use berth_storage::ByteStream;
 use berth_storage::crypt::format::{PREFIX_LEN, SEALED_SEGMENT, cipher_span, nonce, plain_len, sealed_len, segments};
+use berth_storage::crypt::open::SPAN_SEGMENTS;
 use berth_storage::crypt::record::blob_wrap_context;
-use berth_storage::crypt::{Dek, Kek, Run, SEGMENT, SealedBlob, Sealer, TAG, open_stream};
+use berth_storage::crypt::{Dek, Kek, Run, SEGMENT, SealedBlob, Sealer, TAG, open_file, open_stream};
 use bytes::Bytes;
 use futures::executor::block_on;
 use futures::{StreamExt, stream};
@@ -717,5 +718,160 @@ fn plain_len_accepts_only_possible_sizes() {
                 sealed_len(n)
             );
         }
+    }
+}
+
+/// Opens `object` (stored as a local file) as `range` of `blob` with [`open_file`], as a local
+/// read does, and returns what it yielded (each piece kept as handed out) and its error.
+fn open_from_file(blob: &Blob, object: &[u8], range: Range<u64>) -> (Vec<Bytes>, Option<io::Error>) {
+    let mut file = tempfile::tempfile().unwrap();
+    io::Write::write_all(&mut file, object).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+    rt.block_on(async {
+        let mut s = open_file(
+            file,
+            object.len() as u64,
+            blob.dek.clone(),
+            blob.runs.clone(),
+            blob.digest.clone(),
+            blob.len(),
+            range,
+        );
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.push(b),
+                Err(e) => {
+                    assert!(s.next().await.is_none(), "the stream goes on after an error");
+                    return (out, Some(e));
+                }
+            }
+        }
+        (out, None)
+    })
+}
+
+fn joined((pieces, err): (Vec<Bytes>, Option<io::Error>)) -> (Vec<u8>, Option<io::Error>) {
+    (pieces.concat(), err)
+}
+
+#[test]
+fn file_reads_open_every_size_and_range_across_their_spans() {
+    let dek = Dek::generate().unwrap();
+    let span = SPAN_SEGMENTS as usize * S;
+    let sizes = [0, 1, S - 1, S, S + 1, span - 1, span, span + 1, 2 * span, 2 * span + S + 17, 3 * S];
+    for (i, n) in sizes.into_iter().enumerate() {
+        let blob = Blob::seal(&dek, plaintext(n, 900 + i as u64), &requests(n, 3 * S + 5, 70_000));
+        let len = n as u64;
+        let mut ranges: Vec<Range<u64>> = std::iter::once(0..len).collect();
+        let (s, sp) = (SEGMENT, SPAN_SEGMENTS * SEGMENT);
+        for r in [
+            0..1,
+            s - 1..s + 1,
+            s..2 * s,
+            sp - 5..sp + 5,
+            sp..sp + 1,
+            sp - 1..sp,
+            1..2 * sp + 3,
+            sp + 7..2 * sp - 7,
+            2 * sp - 1..2 * sp + s + 1,
+            len.saturating_sub(1)..len,
+            len / 2..len,
+        ] {
+            if r.start < r.end && r.end <= len {
+                ranges.push(r);
+            }
+        }
+        for range in ranges {
+            // Only the segments the range touches are given: the rest of the file is garbage.
+            let (_, bytes) = cipher_span(&range, len);
+            let mut object = vec![0xee; blob.object.len()];
+            object[bytes.start as usize..bytes.end as usize]
+                .copy_from_slice(&blob.object[bytes.start as usize..bytes.end as usize]);
+            let (pieces, err) = open_from_file(&blob, &object, range.clone());
+            assert!(err.is_none(), "n={n} range {range:?}: {err:?}");
+            assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= S), "n={n}: one view per segment at most");
+            let got = pieces.concat();
+            assert!(
+                got == blob.plain[range.start as usize..range.end as usize],
+                "n={n} range {range:?}: wrong plaintext"
+            );
+        }
+    }
+}
+
+#[test]
+fn file_reads_hand_out_views_that_outlive_the_read() {
+    // Many spans, all views held until the end: no buffer is reused while a view of it lives.
+    let dek = Dek::generate().unwrap();
+    let n = 5 * SPAN_SEGMENTS as usize * S + 123;
+    let blob = Blob::seal(&dek, plaintext(n, 950), &vec![vec![n]]);
+    let (pieces, err) = open_from_file(&blob, &blob.object, 0..blob.len());
+    assert!(err.is_none());
+    assert_eq!(pieces.len(), segments(blob.len()) as usize);
+    assert!(pieces.concat() == blob.plain);
+}
+
+#[test]
+fn a_tampered_file_is_refused_at_the_damaged_segment() {
+    let dek = Dek::generate().unwrap();
+    let span = SPAN_SEGMENTS as usize;
+    let n = 3 * span * S + 100; // three full spans and a short segment
+    let blob = Blob::seal(&dek, plaintext(n, 960), &requests(n, 5 * S + 3, 65_000));
+    let o = &blob.object;
+    let all = 0..blob.len();
+    let last = segments(blob.len()) as usize - 1;
+    // Damage in segment `i` yields exactly the spans before its span, then the error: the
+    // first span's damage is an error before any byte (an error status, not a cut body).
+    for i in [0, 1, span / 2, span - 1, span, span + 3, 2 * span + 1, last] {
+        for at in [blob.segment(i).start + 3, blob.segment(i).end - 1] {
+            let got = joined(open_from_file(&blob, &flip(o, at), all.clone()));
+            assert_eq!(refused(&format!("segment {i} flipped at {at}"), got, &blob.plain), (i - i % span) * S);
+        }
+    }
+    let mut swapped = o.clone();
+    swapped[blob.segment(span + 1)].copy_from_slice(&o[blob.segment(span + 2)]);
+    swapped[blob.segment(span + 2)].copy_from_slice(&o[blob.segment(span + 1)]);
+    assert_eq!(refused("swap", joined(open_from_file(&blob, &swapped, all.clone())), &blob.plain), span * S);
+    // Cut inside a span, at a span's end, inside the last segment (a span of its own); extended.
+    for (what, object, before) in [
+        ("cut mid-segment", o[..(span + 2) * SS + 5].to_vec(), span),
+        ("cut at a span's end", o[..span * SS].to_vec(), span),
+        ("cut in the last tag", o[..o.len() - 1].to_vec(), last),
+        ("a byte appended", [o.as_slice(), &[0]].concat(), last),
+        ("a segment appended", [o.as_slice(), &o[blob.segment(0)]].concat(), last),
+    ] {
+        assert_eq!(
+            refused(what, joined(open_from_file(&blob, &object, all.clone())), &blob.plain),
+            before * S,
+            "{what}"
+        );
+    }
+    // A range reads only its segments: damage in the middle of a span outside the range is
+    // not read, damage inside it is refused.
+    let tampered = flip(o, blob.segment(span + 5).start + 10);
+    let range = (span as u64 + 6) * SEGMENT + 3..(2 * span as u64 + 1) * SEGMENT;
+    let (out, err) = joined(open_from_file(&blob, &tampered, range.clone()));
+    assert!(err.is_none() && out == blob.plain[range.start as usize..range.end as usize]);
+    let range = (span as u64 + 5) * SEGMENT - 3..(span as u64 + 6) * SEGMENT;
+    let got = joined(open_from_file(&blob, &tampered, range.clone()));
+    assert_eq!(refused("range over the damage", got, &blob.plain[range.start as usize..range.end as usize]), 0);
+    // A wrong key yields nothing.
+    let other = Blob { dek: Dek::generate().unwrap(), ..Blob::seal(&dek, blob.plain.clone(), &vec![vec![n]]) };
+    assert_eq!(refused("wrong key", joined(open_from_file(&other, &other.object, all)), &blob.plain), 0);
+}
+
+#[test]
+fn an_empty_file_blob_is_authenticated_too() {
+    let dek = Dek::generate().unwrap();
+    let blob = Blob::seal(&dek, Vec::new(), &vec![]);
+    let (pieces, err) = open_from_file(&blob, &blob.object, 0..0);
+    assert!(err.is_none() && pieces.is_empty());
+    for (what, object) in [
+        ("tag flipped", flip(&blob.object, 0)),
+        ("nothing stored", Vec::new()),
+        ("byte appended", [blob.object.as_slice(), &[0]].concat()),
+    ] {
+        refused(what, joined(open_from_file(&blob, &object, 0..0)), &[]);
     }
 }
