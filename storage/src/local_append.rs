@@ -17,8 +17,9 @@
 //!
 //! Writers exclude one another with an exclusive `flock(2)` on the data file, taken before
 //! the session is read and held until after its compare-and-swap, so two chunks at the same
-//! offset never interleave their bytes: the second writer does not wait, it is told the
-//! session moved on (416), as a loser of the compare-and-swap would be. The commit waits for
+//! offset never interleave their bytes: the second writer waits for the lock, then reads
+//! the session the first moved on and is answered 416 with its new offset, as a loser of
+//! the compare-and-swap would be. The commit waits for
 //! the lock: the session is claimed by then, so a writer still holding it fails its
 //! compare-and-swap and cuts its bytes back, and a writer that gets the lock later finds no
 //! session. `flock` holds between processes on a local filesystem too.
@@ -79,6 +80,18 @@ impl BlobStore {
     /// The data file of upload `id` on the local disk, created if missing, locked for the
     /// caller; `None` when another writer holds it (the caller answers as to a lost race).
     pub async fn try_lock_upload(&self, id: &UploadId) -> Result<Option<UploadFile>> {
+        self.open_upload_file(id, false).await
+    }
+
+    /// [`BlobStore::try_lock_upload`], waiting (on the blocking pool) for a writer holding
+    /// the lock to finish: a writer that then reads the session sees where the other left it.
+    pub async fn lock_upload(&self, id: &UploadId) -> Result<UploadFile> {
+        self.open_upload_file(id, true)
+            .await?
+            .ok_or_else(|| Error::Task("an upload's data file lock was not taken".into()))
+    }
+
+    async fn open_upload_file(&self, id: &UploadId, wait: bool) -> Result<Option<UploadFile>> {
         let path = self.upload_data_file(id)?;
         let piece = self.write_chunk;
         blocking(move || {
@@ -86,6 +99,10 @@ impl BlobStore {
                 std::fs::create_dir_all(dir)?;
             }
             let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+            if wait {
+                file.lock()?;
+                return Ok(Some(UploadFile { file: Arc::new(file), piece }));
+            }
             match file.try_lock() {
                 Ok(()) => Ok(Some(UploadFile { file: Arc::new(file), piece })),
                 Err(TryLockError::WouldBlock) => Ok(None),

@@ -205,7 +205,7 @@ impl Registry {
     /// [`Registry::append_chunk`] on the local disk: the chunk is appended to the session's
     /// one data file (`berth_storage::blob::UploadFile`). The file's lock is taken before
     /// the session is read and held past its compare-and-swap, so two writers at the same
-    /// offset never interleave bytes: the second is answered 416 at once. The file is first
+    /// offset never interleave bytes: the second waits, then is answered 416 with the new offset. The file is first
     /// cut back to what the session vouches for (a writer may have died between its write
     /// and its compare-and-swap), and a chunk that is not recorded is cut off again.
     async fn append_in_place(
@@ -215,10 +215,8 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> ApiResult<UploadRecord> {
-        let Some(file) = self.blobs.try_lock_upload(id).await? else {
-            // Another writer is appending (or the upload is being committed).
-            return Err(out_of_order(&self.upload_status(repo, id).await?));
-        };
+        // Waits for a writer appending now: the session is then read as it left it.
+        let file = self.blobs.lock_upload(id).await?;
         let up = self.upload_status(repo, id).await?;
         if range.is_some_and(|r| r.start != up.offset) || !self.blobs.appends_in_place(&up.parts) {
             return Err(out_of_order(&up));

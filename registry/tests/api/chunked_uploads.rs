@@ -107,7 +107,7 @@ async fn a_racing_patch_at_the_same_offset_is_refused_and_the_stored_bytes_stay_
         let file = data_file(&t, &location);
         let staged = std::fs::metadata(&file).unwrap().len();
         // The slow client sends 2 MiB (enough for the server to write some to the file),
-        // then waits for the rival's answer before sending the rest.
+        // then waits before sending the rest.
         let (go, wait) = tokio::sync::oneshot::channel::<()>();
         let first = bytes::Bytes::from(slow[..2 << 20].to_vec());
         let rest = bytes::Bytes::from(slow[2 << 20..].to_vec());
@@ -131,11 +131,24 @@ async fn a_racing_patch_at_the_same_offset_is_refused_and_the_stored_bytes_stay_
             assert!(Instant::now() < deadline, "{at_rest:?}: the slow body never reached the file");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let r = patch(&t, &location, at, &rival).await;
-        assert_eq!(r.status(), 416, "{at_rest:?}: a second writer at the same offset");
-        assert_eq!(r.headers()["range"], format!("0-{}", at - 1).as_str(), "the session did not move");
+        // The rival waits for the slow writer's lock, then finds the session moved on.
+        let rival_request = {
+            let (client, location, rival) = (t.client.clone(), location.clone(), rival.clone());
+            tokio::spawn(async move {
+                client
+                    .patch(&location)
+                    .header("Content-Range", format!("{at}-{}", at + rival.len() - 1))
+                    .body(rival)
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        };
         go.send(()).unwrap();
         assert_eq!(slow_request.await.unwrap().unwrap().status(), 202, "{at_rest:?}");
+        let r = rival_request.await.unwrap();
+        assert_eq!(r.status(), 416, "{at_rest:?}: a second writer at the same offset");
+        assert_eq!(r.headers()["range"], format!("0-{}", at + slow.len() - 1).as_str(), "where the winner left it");
         // Now behind the session: refused too.
         assert_eq!(patch(&t, &location, at, &rival).await.status(), 416);
         let blob = [head.as_slice(), slow.as_slice()].concat();
