@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Berth against CNCF Distribution 2.8 with berth-bench: installs Debian's
-# docker-registry if missing, builds both release binaries, runs `compare`
-# (full preset unless you pass --quick) and leaves bench.txt, bench.json and
-# bench.md in $OUT. Extra arguments go to `berth-bench compare`.
+# Berth (on its defaults, and with encryption off) against CNCF Distribution 2.8
+# with berth-bench: installs Debian's docker-registry if missing, builds both
+# release binaries, runs `compare` (full preset, 5 rounds, every scenario, unless
+# you pass --quick, --rounds, --scenario or --variants) and leaves bench.txt,
+# bench.json and bench.md in $OUT. bench.md is the BENCHMARKS.md table: median
+# (min–max) per figure, CPU-s/GiB columns, the busy-core rows, the Goals table.
+# Extra arguments go to `berth-bench compare`.
 #
-# Usage: conformance/bench/compare.sh [--quick] [--rounds N] [--scenario a,b] ...
-# Env:   OUT (default target/bench), DISTRIBUTION_BIN (default /usr/bin/docker-registry)
+# Usage: conformance/bench/compare.sh [--quick] [--rounds N] [--scenario a,b] [--variants default,plaintext] ...
+# Env:   OUT (default target/bench), DISTRIBUTION_BIN (default /usr/bin/docker-registry),
+#        CARGO_TARGET_DIR (default target)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,10 +24,11 @@ fi
 
 cd "$ROOT"
 cargo build --release -q -p berth-conformance -p berth-registry
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 mkdir -p "$OUT"
 set +e
-target/release/berth-bench compare \
-    --berth-bin target/release/berth \
+"$BIN/berth-bench" compare \
+    --berth-bin "$BIN/berth" \
     --distribution-bin "$DISTRIBUTION_BIN" \
     --json "$OUT/bench.json" --markdown "$OUT/bench.md" "$@" | tee "$OUT/bench.txt"
 status=${PIPESTATUS[0]}

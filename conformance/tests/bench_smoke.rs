@@ -87,8 +87,12 @@ async fn every_scenario_reports_positive_rates_without_errors() {
         );
     };
     metric(Scenario::BlobPush, "monolithic 64 KiB", Unit::MegabytesPerSec);
-    metric(Scenario::BlobPush, "chunked 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "streamed PATCH 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "16 KiB parts 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPush, "256 KiB parts 1 MiB", Unit::MegabytesPerSec);
     metric(Scenario::BlobPull, "GET 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPullBusy, "GET 1 MiB", Unit::MegabytesPerSec);
+    metric(Scenario::BlobPullBusy, "range 64 KiB of 1 MiB", Unit::RequestsPerSec);
     metric(Scenario::BlobPull, "range 64 KiB of 1 MiB", Unit::RequestsPerSec);
     metric(Scenario::BlobPull, "range 64 KiB of 1 MiB p99", Unit::Millis);
     metric(Scenario::ManifestGet, "GET c=1", Unit::RequestsPerSec);
@@ -191,5 +195,155 @@ async fn gc_rounds_reclaim_what_they_seeded_and_measure_push_and_pull() {
     };
     let table = report.markdown();
     assert!(table.contains("reclaim 120 unreferenced blobs: blobs/s") && table.contains("with ÷ without"), "{table}");
+    server.stop().await;
+}
+
+/// The named-only scenarios that need nothing but a registry (concurrency, memory, storm,
+/// replicas with one replica, then with a second address of the same server as its peer, which
+/// exercises the spreading without needing PostgreSQL and S3: `conformance/bench/replicas.sh`
+/// runs it on real replicas). Every figure is there, rates positive, CPU and memory known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_scenarios_report_every_figure_without_errors() {
+    use berth_conformance::bench::set_peer_urls;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { enabled: false, ..Default::default() },
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = RunningServer::start(listener, &config).await.unwrap();
+    let scenarios = vec![Scenario::Concurrency, Scenario::Memory, Scenario::Storm, Scenario::Replicas];
+    let mut run = RunConfig {
+        url: Url::parse(&server.url()).unwrap(),
+        scenarios: scenarios.clone(),
+        params: smoke_params(),
+        rounds: 1,
+        server_pid: Some(std::process::id()),
+        namespace: "smoke".to_owned(),
+        reuse_listing: false,
+        ceilings: None,
+        credentials: None,
+    };
+    let report = report::run(&run, &mut |line| eprintln!("{line}")).await.unwrap();
+    println!("{}", report.text());
+    assert_eq!(report.errors(), Vec::<String>::new());
+    assert_eq!(report.scenarios.iter().map(|s| s.scenario).collect::<Vec<_>>(), scenarios);
+    for sc in &report.scenarios {
+        for row in &sc.rows {
+            let cell = &row.cells[0];
+            let value =
+                cell.median.unwrap_or_else(|| panic!("{} / {}: n/a: {:?}", sc.scenario, row.metric, cell.unavailable));
+            // CPU seconds per GiB may round to 0 at these sizes (the kernel counts in 10 ms ticks).
+            let positive = !row.metric.ends_with("CPU-s/GiB");
+            assert!(value.is_finite() && (value > 0.0 || !positive), "{} / {} = {value}", sc.scenario, row.metric);
+        }
+        for round in &sc.registries[0].rounds {
+            assert!(round.notes.iter().all(|n| !n.contains("not deleted")), "{}: {:?}", sc.scenario, round.notes);
+        }
+    }
+    let names = |scenario: Scenario| -> Vec<(String, Unit)> {
+        let sc = report.scenarios.iter().find(|s| s.scenario == scenario).unwrap();
+        sc.rows.iter().map(|r| (r.metric.clone(), r.unit)).collect()
+    };
+    let has = |scenario: Scenario, name: &str, unit: Unit| {
+        assert!(names(scenario).contains(&(name.to_owned(), unit)), "{scenario}: no {name} in {:?}", names(scenario));
+    };
+    for clients in [16, 64] {
+        has(Scenario::Concurrency, &format!("push {clients} clients × 256 KiB"), Unit::MegabytesPerSec);
+        has(Scenario::Concurrency, &format!("push {clients} clients × 256 KiB p99"), Unit::Millis);
+        has(Scenario::Concurrency, &format!("pull {clients} clients × 1 MiB"), Unit::MegabytesPerSec);
+        has(Scenario::Concurrency, &format!("pull {clients} clients × 1 MiB server CPU-s/GiB"), Unit::Seconds);
+    }
+    has(Scenario::Memory, "peak RSS, pull 64 clients × 1 MiB", Unit::Mebibytes);
+    has(Scenario::Memory, "peak RSS, push 64 clients × 256 KiB", Unit::Mebibytes);
+    has(Scenario::Storm, "manifest GET c=2, quiet p99.9", Unit::Millis);
+    has(Scenario::Storm, "manifest GET c=2, during 4 × 1 MiB pushes max", Unit::Millis);
+    has(Scenario::Storm, "storm: 4 × 1 MiB pushes", Unit::MegabytesPerSec);
+    has(Scenario::Replicas, "pull 8 × 256 KiB, 4 clients, 1 replica", Unit::MegabytesPerSec);
+
+    // The same server under another name, as a second replica.
+    let peer = Url::parse(&server.url().replace("127.0.0.1", "localhost")).unwrap();
+    set_peer_urls(&run.url, vec![peer]);
+    run.scenarios = vec![Scenario::Replicas];
+    let report = report::run(&run, &mut |line| eprintln!("{line}")).await.unwrap();
+    assert_eq!(report.errors(), Vec::<String>::new());
+    let rows: Vec<&str> = report.scenarios[0].rows.iter().map(|r| r.metric.as_str()).collect();
+    assert!(rows.contains(&"push 8 × 256 KiB, 4 clients, 2 replicas"), "{rows:?}");
+    assert!(rows.contains(&"pull 8 × 256 KiB, 4 clients, 2 replicas"), "{rows:?}");
+    server.stop().await;
+}
+
+/// The tls scenario against Berth serving HTTPS (a private CA, trusted the way
+/// `berth-bench run --ca-cert` does) and plain HTTP on one port; and, given a plain URL, it
+/// fails with the reason instead of passing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_scenario_measures_https_and_plain_http_on_one_port() {
+    use berth_registry::config::TlsConfig;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "berth-bench smoke CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), leaf_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { enabled: false, ..Default::default() },
+        tls: TlsConfig {
+            cert_file: Some(dir.path().join("cert.pem")),
+            key_file: Some(dir.path().join("key.pem")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    berth_conformance::bench::client::trust_root_pem(ca_cert.pem().as_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = RunningServer::start(listener, &config).await.unwrap();
+    let mut run = RunConfig {
+        url: Url::parse(&server.https_url()).unwrap(),
+        scenarios: vec![Scenario::Tls],
+        params: smoke_params(),
+        rounds: 1,
+        server_pid: Some(std::process::id()),
+        namespace: "smoke".to_owned(),
+        reuse_listing: false,
+        ceilings: None,
+        credentials: None,
+    };
+    let report = report::run(&run, &mut |line| eprintln!("{line}")).await.unwrap();
+    println!("{}", report.text());
+    assert_eq!(report.errors(), Vec::<String>::new());
+    let rows = &report.scenarios[0].rows;
+    for name in ["https pull 1 MiB", "https push 256 KiB", "http pull 1 MiB", "http push 256 KiB"] {
+        let row = rows.iter().find(|r| r.metric == name && r.unit == Unit::MegabytesPerSec);
+        let value = row.and_then(|r| r.cells[0].median);
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{name}: {value:?} in {:?}",
+            rows.iter().map(|r| &r.metric).collect::<Vec<_>>()
+        );
+        let cpu = format!("{name} server CPU-s/GiB");
+        assert!(rows.iter().any(|r| r.metric == cpu && r.cells[0].median.is_some()), "no {cpu}");
+    }
+
+    // Plain HTTP given: the scenario says what it needs, as an error.
+    run.url = Url::parse(&server.url()).unwrap();
+    let report = report::run(&run, &mut |_| {}).await.unwrap();
+    let errors = report.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("needs an https:// URL"), "{errors:?}");
+    assert!(report.scenarios[0].rows.iter().all(|r| r.unit == Unit::Mebibytes || r.cells[0].median.is_none()));
     server.stop().await;
 }

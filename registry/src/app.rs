@@ -133,6 +133,7 @@ impl App {
             gc: crate::service::gc::GcSettings { grace: config.gc.grace, ..Default::default() },
             create_on_push: config.registry.create_on_push,
             pull_flush: crate::service::pulls::FLUSH_INTERVAL,
+            verify_reads: config.storage.verify_reads,
         };
         tune(&mut settings);
         let enc = &config.encryption;

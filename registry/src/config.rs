@@ -268,6 +268,11 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// fsync blob files and folders before acknowledging a write.
     pub fsync: bool,
+    /// Hash every whole read of a plaintext blob against its digest as it streams, holding
+    /// the last piece back until it matches. Off by default: each digest was verified when
+    /// the blob was stored, clients verify what they pull, and the scrub finds damage at
+    /// rest. On, plaintext pulls also leave the zero-copy path ([`crate::zerocopy`]).
+    pub verify_reads: bool,
     /// The bucket, for the `s3` backend.
     pub s3: S3Config,
 }
@@ -526,7 +531,13 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { backend: StorageBackend::Filesystem, path: None, fsync: true, s3: S3Config::default() }
+        StorageConfig {
+            backend: StorageBackend::Filesystem,
+            path: None,
+            fsync: true,
+            verify_reads: false,
+            s3: S3Config::default(),
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //!   [`app::RunningServer`]).
 //! - [`server`]: the accept loop (HTTP/1.1, graceful shutdown, TLS probes answered fast).
 //! - [`tls`]: HTTPS on the same listener: certificate files, reloaded on change or SIGHUP.
+//! - [`zerocopy`]: plaintext blobs on the local disk sent to plain-HTTP sockets with
+//!   `sendfile(2)`: the connection wrapper and the placeholder bodies it recognizes.
 //! - [`http`]: the HTTP edge: routes, middleware, request parsing, the error table.
 //! - [`service`]: registry verbs over the stores (uploads, blobs, manifests, listings).
 //! - [`events`]: webhooks: subscriptions, payload formats, signatures, the dispatcher.
@@ -28,3 +30,4 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod zerocopy;

@@ -248,14 +248,18 @@ async fn connection(
             tracing::debug!(client.addr = %peer, "plain HTTP refused: this peer must use TLS (tls.plain_http)");
             refuse(stream, PLAIN_REFUSAL).await;
         }
-        (false, _) => http1(stream, peer, Transport::Plain, app, limits, slot, watcher).await,
+        (false, _) => {
+            let (stream, jobs) = crate::zerocopy::ZeroCopyStream::new(stream);
+            http1(stream, peer, Transport::Plain(jobs), app, limits, slot, watcher).await
+        }
     }
 }
 
-/// How a connection reached the HTTP layer, for the request extension the middleware reads.
-#[derive(Clone, Copy)]
+/// How a connection reached the HTTP layer, for the request extensions: the middleware reads
+/// whether it is TLS; a plain connection's zero-copy jobs go to the blob handler.
 enum Transport {
-    Plain,
+    /// Plain TCP, wrapped in a [`crate::zerocopy::ZeroCopyStream`] sharing these jobs.
+    Plain(crate::zerocopy::Jobs),
     Tls,
 }
 
@@ -271,12 +275,18 @@ async fn http1<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let secure = matches!(transport, Transport::Tls);
+    let (secure, zero_copy) = match transport {
+        Transport::Plain(jobs) => (false, Some(jobs)),
+        Transport::Tls => (true, None),
+    };
     let service = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
         // A complete head arrived: from now on this connection is a client being served.
         slot.established();
         req.extensions_mut().insert(middleware_peer(peer));
         req.extensions_mut().insert(middleware_secure(secure));
+        if let Some(jobs) = &zero_copy {
+            req.extensions_mut().insert(jobs.clone());
+        }
         req
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -49,7 +49,7 @@ pub struct BlobStore {
     staging: Arc<dyn ObjectStore>,
     /// The root folder when the store is the local disk: object stores have no folders, but
     /// a disk does, and an upload's emptied folder must not be left behind.
-    local_root: Option<std::path::PathBuf>,
+    pub(crate) local_root: Option<std::path::PathBuf>,
     /// fsync local files before a write is acknowledged.
     fsync: bool,
     /// Piece size of streamed writes ([`WRITE_CHUNK`] or [`LOCAL_WRITE_CHUNK`]).

@@ -12,24 +12,29 @@
 //!   libpq `sslmode` asks: `metadata::postgres_url`, `metadata::postgres_tls`).
 //! - [`verify`]: whole plaintext reads checked against their digest as they stream, the
 //!   last piece held back until it checks.
+//! - [`local_read`]: `BlobStore::open_local`, a plaintext blob's file on the local disk for a
+//!   reader that sends it itself (zero-copy pulls).
 //!
 //! Invariants:
 //! - No HTTP type appears here; request bodies arrive as streams of `Bytes`.
 //! - A blob becomes visible at its content address only after its digest was verified, by an
 //!   atomic create-if-absent; readers never see a partial blob.
 //! - Bodies are streamed in bounded pieces, never buffered whole.
-//! - A whole read never yields all of a blob's bytes unless they hash to its digest (plaintext)
-//!   or every segment opened (sealed).
+//! - A whole read (`read`, `read_sealed`) never yields all of a blob's bytes unless they hash
+//!   to its digest (plaintext) or every segment opened (sealed). `read_stored`, ranges of
+//!   plaintext and `open_local` give the bytes as stored, unchecked.
 
 pub mod blob;
 pub mod crypt;
 pub mod error;
 pub mod layout;
+pub mod local_read;
 pub mod metadata;
 pub mod s3;
 pub mod verify;
 
 pub use blob::{BlobStore, ByteStream, Inbound, Target, Written};
 pub use error::{Error, Result};
+pub use local_read::LocalBlob;
 pub use metadata::{MetadataStore, postgres::PostgresStore, sqlite::SqliteStore};
 pub use verify::IntegrityFailure;

@@ -58,6 +58,24 @@ pub struct Target {
     http: reqwest::Client,
     auth: Auth,
     base: Url,
+    /// Kept to sign in to another address of the same registry ([`Target::at`]).
+    credentials: Option<Credentials>,
+}
+
+/// Root certificates every [`Target`] made after [`trust_root_pem`] trusts, on top of the
+/// system's: how `berth-bench run --ca-cert` reaches a registry whose certificate a private
+/// CA signed (the `tls` scenario). Process-wide because only adding trust is possible here.
+static EXTRA_ROOTS: std::sync::Mutex<Vec<reqwest::Certificate>> = std::sync::Mutex::new(Vec::new());
+
+/// Trusts the PEM certificate(s) in `pem` as roots for every [`Target`] made from now on.
+pub fn trust_root_pem(pem: &[u8]) -> Result<(), BenchError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| BenchError::new(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(BenchError::new("no certificate in the PEM given"));
+    }
+    EXTRA_ROOTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(certs);
+    Ok(())
 }
 
 /// Time allowed for a request moving `len` bytes: 30 s plus 5 MB/s, so a
@@ -76,7 +94,9 @@ impl Target {
     /// A client for the registry at `base` (plain HTTP/1.1, no proxy) that signs in with
     /// `credentials` once [`Target::sign_in`] has learnt how.
     pub fn new(base: Url, credentials: Option<Credentials>) -> Result<Self, BenchError> {
+        let roots = EXTRA_ROOTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let http = reqwest::Client::builder()
+            .tls_certs_merge(roots)
             .no_proxy()
             .http1_only()
             .tcp_nodelay(true)
@@ -85,8 +105,16 @@ impl Target {
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("berth-bench/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let auth = Auth::new(http.clone(), std::slice::from_ref(&base), credentials)?;
-        Ok(Self { http, auth, base })
+        let auth = Auth::new(http.clone(), std::slice::from_ref(&base), credentials.clone())?;
+        Ok(Self { http, auth, base, credentials })
+    }
+
+    /// The same registry (same credentials) at another base URL: its plain-HTTP port, or
+    /// another replica. Signed in before it is returned.
+    pub async fn at(&self, base: Url) -> Result<Self, BenchError> {
+        let other = Self::new(base, self.credentials.clone())?;
+        other.sign_in().await?;
+        Ok(other)
     }
 
     /// Learns from `GET /v2/` how the registry wants to be signed in to; returns a line
@@ -224,6 +252,24 @@ impl Target {
         self.finish_upload(location, payload.digest(), None).await
     }
 
+    /// Pushes a blob the way docker does: `POST`, one `PATCH` streaming the
+    /// whole body (chunked transfer encoding, no `Content-Range`), then a
+    /// body-less `PUT ?digest=`.
+    pub async fn push_streamed(&self, repo: &str, payload: &Payload) -> Result<(), BenchError> {
+        let (location, _) = self.start_upload(repo).await?;
+        let request = self
+            .http
+            .patch(location)
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(payload.stream_body())
+            .timeout(transfer_timeout(payload.len()));
+        let response = self.send(request).await?;
+        let response = Self::expect(response, &Method::PATCH, &[202]).await?;
+        let location = Self::location(&response)?;
+        Self::drain(response).await?;
+        self.finish_upload(location, payload.digest(), None).await
+    }
+
     /// `POST /v2/<repo>/blobs/uploads/` → 202: the session URL and the
     /// registry's `OCI-Chunk-Min-Length` (0 if none).
     async fn start_upload(&self, repo: &str) -> Result<(Url, u64), BenchError> {
@@ -339,6 +385,15 @@ impl Target {
         };
         Ok(ListPage { entries, next })
     }
+    /// `DELETE /v2/<repo>/blobs/<digest>` → 202 (or 404 if it is gone already): what a
+    /// scenario does with the blobs it pushed, on any registry that allows deletes.
+    pub async fn delete_blob(&self, repo: &str, digest: &str) -> Result<(), BenchError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
+        let response = self.send(self.http.delete(url).timeout(transfer_timeout(0))).await?;
+        let response = Self::expect(response, &Method::DELETE, &[202, 404]).await?;
+        Self::drain(response).await
+    }
+
     /// `DELETE /api/v1/repositories?name=<repo>&force=true` (Berth's admin API) → 204: the
     /// repository goes with its manifests and blob links; the bytes stay for the collector.
     pub async fn delete_repository(&self, repo: &str) -> Result<(), BenchError> {

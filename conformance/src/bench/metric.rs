@@ -28,6 +28,14 @@ pub enum Unit {
     /// Memory, 2^20 bytes.
     #[serde(rename = "MiB")]
     Mebibytes,
+    /// Server CPU seconds (user + system, all threads) per GiB moved in a
+    /// timed section: what a byte costs, stable where throughput is not.
+    #[serde(rename = "CPU-s/GiB")]
+    CpuSecsPerGib,
+    /// The same for this benchmark client (it shares the cores): shown in
+    /// the notes, to tell whether the client bounded a figure.
+    #[serde(rename = "client CPU-s/GiB")]
+    ClientCpuSecsPerGib,
 }
 
 impl Unit {
@@ -41,6 +49,8 @@ impl Unit {
             Self::Millis => "ms",
             Self::Seconds => "s",
             Self::Mebibytes => "MiB",
+            Self::CpuSecsPerGib => "CPU-s/GiB",
+            Self::ClientCpuSecsPerGib => "client CPU-s/GiB",
         }
     }
 
@@ -48,7 +58,7 @@ impl Unit {
     pub fn higher_is_better(self) -> bool {
         match self {
             Self::MegabytesPerSec | Self::RequestsPerSec | Self::ImagesPerSec | Self::ItemsPerSec => true,
-            Self::Millis | Self::Seconds | Self::Mebibytes => false,
+            Self::Millis | Self::Seconds | Self::Mebibytes | Self::CpuSecsPerGib | Self::ClientCpuSecsPerGib => false,
         }
     }
 }
@@ -166,6 +176,50 @@ pub struct CpuUse {
     pub server_secs: Option<f64>,
 }
 
+/// CPU seconds used so far by the server (`/proc/PID/stat`, all threads)
+/// and by this process, read together at the start of a timed section.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuSnapshot {
+    server_pid: Option<u32>,
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+impl CpuSnapshot {
+    /// Reads both counters now.
+    pub fn take(server_pid: Option<u32>) -> Self {
+        Self { server_pid, server: server_pid.and_then(super::server::cpu_secs), client: super::server::own_cpu_secs() }
+    }
+
+    /// CPU spent since this snapshot (`None` where a counter could not be read).
+    pub fn spent(&self) -> CpuSpent {
+        let later = Self::take(self.server_pid);
+        CpuSpent {
+            server: self.server.zip(later.server).map(|(a, b)| (b - a).max(0.0)),
+            client: self.client.zip(later.client).map(|(a, b)| (b - a).max(0.0)),
+        }
+    }
+}
+
+/// CPU seconds spent by the server and the client in timed sections.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSpent {
+    pub server: Option<f64>,
+    pub client: Option<f64>,
+}
+
+impl CpuSpent {
+    /// Adds another section's CPU (a counter unknown in either stays unknown).
+    pub fn add(&mut self, other: CpuSpent, first: bool) {
+        if first {
+            *self = other;
+        } else {
+            self.server = self.server.zip(other.server).map(|(a, b)| a + b);
+            self.client = self.client.zip(other.client).map(|(a, b)| a + b);
+        }
+    }
+}
+
 /// The result of a fixed-duration request loop.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
@@ -188,6 +242,9 @@ pub struct Recorder {
     pub errors: Vec<String>,
     pub notes: Vec<String>,
     pub setup_secs: Option<f64>,
+    /// The server's process, when known: its CPU per GiB is recorded with
+    /// every transfer metric.
+    pub server_pid: Option<u32>,
 }
 
 impl Recorder {
@@ -222,12 +279,32 @@ impl Recorder {
             return;
         }
         match stats::megabytes_per_sec(timed.bytes, timed.secs) {
-            Some(rate) => self.metric(
-                Metric::new(name, Unit::MegabytesPerSec, rate)
-                    .with_samples(timed.samples.clone())
-                    .with_ceiling(ceiling),
-            ),
+            Some(rate) => {
+                self.metric(
+                    Metric::new(name, Unit::MegabytesPerSec, rate)
+                        .with_samples(timed.samples.clone())
+                        .with_ceiling(ceiling),
+                );
+                self.cpu_per_gib(name, timed.bytes, timed.cpu);
+            }
             None => self.metric(Metric::unavailable(name, Unit::MegabytesPerSec, "nothing was measured")),
+        }
+    }
+
+    /// Server CPU-s/GiB and client CPU-s/GiB of `bytes` moved, both named
+    /// `name`. A counter that moved less than one clock tick (10 ms) is not
+    /// a measurement: no metric then, and a note says so.
+    pub fn cpu_per_gib(&mut self, name: &str, bytes: u64, cpu: CpuSpent) {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        if gib <= 0.0 {
+            return;
+        }
+        for (secs, unit) in [(cpu.server, Unit::CpuSecsPerGib), (cpu.client, Unit::ClientCpuSecsPerGib)] {
+            match secs {
+                Some(secs) if secs > 0.0 => self.metric(Metric::new(name, unit, secs / gib)),
+                Some(_) => self.note(format!("{name}: {} below the 10 ms clock tick, not reported", unit.label())),
+                None => {}
+            }
         }
     }
 
@@ -278,6 +355,9 @@ pub struct Timed {
     pub secs: f64,
     /// MB/s of each transfer.
     pub samples: Vec<f64>,
+    /// CPU spent during the transfers (see [`Timed::add_cpu`]).
+    pub cpu: CpuSpent,
+    cpu_sections: usize,
 }
 
 impl Timed {
@@ -289,6 +369,13 @@ impl Timed {
         if let Some(rate) = stats::megabytes_per_sec(bytes, secs) {
             self.samples.push(rate);
         }
+    }
+
+    /// Records the CPU of one timed transfer (from a [`CpuSnapshot`] taken
+    /// just before it started).
+    pub fn add_cpu(&mut self, spent: CpuSpent) {
+        self.cpu.add(spent, self.cpu_sections == 0);
+        self.cpu_sections += 1;
     }
 }
 
@@ -336,6 +423,47 @@ mod tests {
         rec.load("HEAD", &LoadResult::default(), None);
         assert_eq!(rec.metrics.len(), 3);
         assert!(rec.metrics.iter().all(|m| m.value.is_none() && m.unavailable.is_some()));
+    }
+
+    #[test]
+    fn cpu_per_gib_from_timed_sections() {
+        let mut timed = Timed::default();
+        timed.add_cpu(CpuSpent { server: Some(0.2), client: Some(0.1) });
+        timed.add_cpu(CpuSpent { server: Some(0.1), client: Some(0.0) });
+        timed.add(1 << 30, Duration::from_secs(1));
+        timed.add(1 << 29, Duration::from_secs(1));
+        let mut rec = Recorder::default();
+        rec.throughput("GET", &timed, None, CeilingKind::Pull);
+        let got: Vec<(Unit, f64)> = rec.metrics.iter().map(|m| (m.unit, m.value.unwrap_or(f64::NAN))).collect();
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [Unit::MegabytesPerSec, Unit::CpuSecsPerGib, Unit::ClientCpuSecsPerGib]
+        );
+        assert!((got[1].1 - 0.3 / 1.5).abs() < 1e-9, "{got:?}");
+        assert!((got[2].1 - 0.1 / 1.5).abs() < 1e-9, "{got:?}");
+
+        // Below one clock tick: no figure, a note.
+        let mut rec = Recorder::default();
+        rec.cpu_per_gib("tiny", 1000, CpuSpent { server: Some(0.0), client: None });
+        assert!(rec.metrics.is_empty());
+        assert_eq!(rec.notes.len(), 1);
+        // An unknown counter stays unknown.
+        let mut spent = CpuSpent { server: Some(1.0), client: Some(1.0) };
+        spent.add(CpuSpent { server: None, client: Some(1.0) }, false);
+        assert_eq!(spent, CpuSpent { server: None, client: Some(2.0) });
+    }
+
+    #[test]
+    fn cpu_snapshots_see_this_process_work() {
+        let snap = CpuSnapshot::take(Some(std::process::id()));
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spent = snap.spent();
+        assert!(spent.server.is_some() && spent.client.is_some(), "{spent:?}");
+        assert!(spent.server >= Some(0.0));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub use client::{MonolithicMode, Target};
 pub use error::BenchError;
 pub use metric::{CeilingKind, CpuUse, LoadResult, Metric, ScenarioRun, Unit};
 pub use payload::{Payload, PayloadSource};
+pub use scenarios::ExtraParams;
+pub use scenarios::replicas::set_peer_urls;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -65,14 +67,28 @@ const GIB: u64 = 1024 * MIB;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
-    /// Monolithic and chunked blob pushes (MB/s).
+    /// Monolithic, streamed-PATCH and multi-PATCH blob pushes (MB/s, CPU-s/GiB).
     BlobPush,
-    /// Whole-blob GETs (MB/s) and random ranged reads of the largest blob.
+    /// Whole-blob GETs (MB/s, CPU-s/GiB) and random ranged reads of the largest blob.
     BlobPull,
+    /// blob-pull again with one core busy: a CPU burner runs through every
+    /// timed section.
+    BlobPullBusy,
     /// Manifest GET and HEAD by tag at 1 and 64 connections (req/s, p50, p99).
     ManifestGet,
     /// Whole-image push then pull by concurrent clients (images/s, MB/s).
     Image,
+    /// Pushes and pulls from 16 and 64 clients at once (aggregate MB/s, server CPU-s/GiB,
+    /// p50/p99 per request). Not in [`Scenario::ALL`]: select it by name.
+    Concurrency,
+    /// Peak RSS of the server during 64 concurrent 1 GiB pulls, then 64 concurrent pushes.
+    Memory,
+    /// Manifest GET by tag (p50/p99/p99.9/max) alone, then during concurrent 1 GiB pushes.
+    Storm,
+    /// Pull and push over HTTPS versus plain HTTP on the same port (needs an https:// URL).
+    Tls,
+    /// Pushes and cross-replica pulls spread over the replicas given with `--peer-url`.
+    Replicas,
     /// Catalog and tag listing over 10,000 repositories and 10,000 tags.
     Listing,
     /// Many concurrent monolithic pushes (aggregate MB/s).
@@ -81,25 +97,47 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::BlobPush,
         Scenario::BlobPull,
+        Scenario::BlobPullBusy,
         Scenario::ManifestGet,
         Scenario::Image,
         Scenario::Listing,
         Scenario::ConcurrentPush,
     ];
 
+    /// The scenarios that run only when named (`--scenario`): long, or needing a setup
+    /// of their own (TLS, replicas). See `scenarios/{concurrency,storm,tls,replicas}.rs`.
+    pub const EXTRA: [Scenario; 5] =
+        [Scenario::Concurrency, Scenario::Memory, Scenario::Storm, Scenario::Tls, Scenario::Replicas];
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::BlobPush => "blob-push",
             Self::BlobPull => "blob-pull",
+            Self::BlobPullBusy => "blob-pull-busy",
             Self::ManifestGet => "manifest-get",
             Self::Image => "image",
             Self::Listing => "listing",
             Self::ConcurrentPush => "concurrent-push",
+            Self::Concurrency => "concurrency",
+            Self::Memory => "memory",
+            Self::Storm => "storm",
+            Self::Tls => "tls",
+            Self::Replicas => "replicas",
         }
+    }
+}
+
+impl Scenario {
+    /// Whether `compare` starts fresh servers (fresh data directories) for
+    /// every round of this scenario instead of once for all rounds: the
+    /// scenarios that write GiBs per round, so that rounds × servers never
+    /// pile up on the disk.
+    pub fn fresh_servers_per_round(self) -> bool {
+        matches!(self, Self::BlobPush | Self::ConcurrentPush)
     }
 }
 
@@ -113,8 +151,8 @@ impl FromStr for Scenario {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|sc| sc.name() == s.trim()).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|sc| sc.name()).collect();
+        Self::ALL.into_iter().chain(Self::EXTRA).find(|sc| sc.name() == s.trim()).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().chain(&Self::EXTRA).map(|sc| sc.name()).collect();
             format!("unknown scenario {s:?} (known: {})", names.join(", "))
         })
     }
@@ -136,10 +174,11 @@ fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 pub struct Params {
     /// `full` or `quick` (or `custom` once changed by hand).
     pub preset: String,
-    /// blob-push: sizes, each pushed monolithic and chunked.
+    /// blob-push: sizes, each pushed monolithic, as one streamed PATCH, and
+    /// in parts of each of `part_sizes` smaller than the blob.
     pub push: Vec<SizeRun>,
-    /// blob-push: PATCH size of chunked uploads.
-    pub chunk_size: u64,
+    /// blob-push: PATCH sizes of multi-PATCH uploads (`Content-Range` parts).
+    pub part_sizes: Vec<u64>,
     /// blob-pull: sizes fetched whole.
     pub pull: Vec<SizeRun>,
     /// blob-pull: the blob ranged reads pick from.
@@ -175,33 +214,36 @@ pub struct Params {
     /// concurrent-push: pushes in flight, and their size.
     pub concurrent_pushes: usize,
     pub concurrent_push_size: u64,
+    /// concurrency, memory, storm, tls, replicas: their sizes and counts.
+    pub extra: scenarios::ExtraParams,
     /// Any round of any scenario is cut off after this.
     #[serde(serialize_with = "secs")]
     pub round_timeout: Duration,
 }
 
 impl Params {
-    /// The published benchmark: 1 MiB / 64 MiB / 1 GiB blobs, 5 s loops,
-    /// 10,000 repositories and tags, 32 × 64 MiB concurrent pushes.
+    /// The published benchmark (with 5 rounds of 3 servers, about 30 min on
+    /// 2 cores): 1 MiB / 64 MiB / 512 MiB blobs, parts of 8, 32 and 64 MiB,
+    /// 3 s loops, 10,000 repositories and tags, 32 × 64 MiB concurrent pushes.
     pub fn full() -> Self {
         Self {
             preset: "full".into(),
             push: vec![
-                SizeRun { bytes: MIB, iterations: 20 },
-                SizeRun { bytes: 64 * MIB, iterations: 5 },
-                SizeRun { bytes: GIB, iterations: 1 },
+                SizeRun { bytes: MIB, iterations: 10 },
+                SizeRun { bytes: 64 * MIB, iterations: 3 },
+                SizeRun { bytes: 512 * MIB, iterations: 1 },
             ],
-            chunk_size: 8 * MIB,
+            part_sizes: vec![8 * MIB, 32 * MIB, 64 * MIB],
             pull: vec![
                 SizeRun { bytes: MIB, iterations: 50 },
                 SizeRun { bytes: 64 * MIB, iterations: 5 },
-                SizeRun { bytes: GIB, iterations: 2 },
+                SizeRun { bytes: 512 * MIB, iterations: 3 },
             ],
-            range_blob: GIB,
+            range_blob: 512 * MIB,
             range_len: MIB,
             range_duration: Duration::from_secs(3),
             range_max_requests: 100_000,
-            manifest_duration: Duration::from_secs(5),
+            manifest_duration: Duration::from_secs(3),
             manifest_concurrency: vec![1, 64],
             manifest_max_requests: 5_000_000,
             image_clients: 4,
@@ -216,6 +258,7 @@ impl Params {
             listing_walk_deadline: Duration::from_secs(300),
             concurrent_pushes: 32,
             concurrent_push_size: 64 * MIB,
+            extra: scenarios::ExtraParams::full(),
             round_timeout: Duration::from_secs(900),
         }
     }
@@ -226,7 +269,7 @@ impl Params {
         Self {
             preset: "quick".into(),
             push: vec![SizeRun { bytes: 64 * KIB, iterations: 3 }, SizeRun { bytes: MIB, iterations: 2 }],
-            chunk_size: 256 * KIB,
+            part_sizes: vec![16 * KIB, 256 * KIB],
             pull: vec![SizeRun { bytes: 64 * KIB, iterations: 5 }, SizeRun { bytes: MIB, iterations: 3 }],
             range_blob: MIB,
             range_len: 64 * KIB,
@@ -247,6 +290,7 @@ impl Params {
             listing_walk_deadline: Duration::from_secs(60),
             concurrent_pushes: 32,
             concurrent_push_size: 256 * KIB,
+            extra: scenarios::ExtraParams::quick(),
             round_timeout: Duration::from_secs(120),
         }
     }
@@ -257,10 +301,15 @@ impl Params {
         for scenario in scenarios {
             let sizes: Vec<u64> = match scenario {
                 Scenario::BlobPush => self.push.iter().map(|r| r.bytes).collect(),
-                Scenario::BlobPull => self.pull.iter().map(|r| r.bytes).chain([self.range_blob]).collect(),
+                Scenario::BlobPull | Scenario::BlobPullBusy => {
+                    self.pull.iter().map(|r| r.bytes).chain([self.range_blob]).collect()
+                }
                 Scenario::Image => vec![self.image_layer_size],
                 Scenario::ConcurrentPush => vec![self.concurrent_push_size],
                 Scenario::ManifestGet | Scenario::Listing => vec![],
+                Scenario::Concurrency | Scenario::Memory | Scenario::Storm | Scenario::Tls | Scenario::Replicas => {
+                    self.extra.blob_sizes(*scenario)
+                }
             };
             largest = sizes.into_iter().fold(largest, u64::max);
         }
@@ -344,10 +393,10 @@ impl Bench {
     ) -> ScenarioRun {
         let started = Instant::now();
         let cpu_before = (server::own_cpu_secs(), server_pid.and_then(server::cpu_secs));
-        let mut rec = metric::Recorder::default();
+        let mut rec = metric::Recorder { server_pid, ..Default::default() };
         let timeout = self.params.round_timeout;
         let outcome = {
-            let mut cx = scenarios::Cx { bench: self, target, state, rec: &mut rec };
+            let mut cx = scenarios::Cx { bench: self, target, state, rec: &mut rec, server_pid };
             tokio::time::timeout(timeout, scenarios::run(&mut cx, scenario)).await
         };
         match outcome {
@@ -440,7 +489,7 @@ mod tests {
 
     #[test]
     fn scenario_names_round_trip() {
-        for scenario in Scenario::ALL {
+        for scenario in Scenario::ALL.into_iter().chain(Scenario::EXTRA) {
             assert_eq!(scenario.name().parse::<Scenario>(), Ok(scenario));
             let value = clap::ValueEnum::to_possible_value(&scenario).map(|v| v.get_name().to_owned());
             assert_eq!(value.as_deref(), Some(scenario.name()));
@@ -460,7 +509,7 @@ mod tests {
     #[test]
     fn payload_buffer_fits_the_selected_scenarios() {
         let full = Params::full();
-        assert_eq!(full.largest_blob(&Scenario::ALL), GIB);
+        assert_eq!(full.largest_blob(&Scenario::ALL), 512 * MIB);
         assert_eq!(full.largest_blob(&[Scenario::Image]), 2 * MIB);
         assert_eq!(full.largest_blob(&[Scenario::Listing]), 4 * KIB);
         assert_eq!(Params::quick().largest_blob(&Scenario::ALL), MIB);

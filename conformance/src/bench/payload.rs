@@ -161,6 +161,13 @@ impl Payload {
         self.range_body(0, self.len())
     }
 
+    /// The whole blob as a stream of unknown length (sent with
+    /// `Transfer-Encoding: chunked`, as docker sends its one PATCH).
+    pub fn stream_body(&self) -> reqwest::Body {
+        let segments = self.segments(0, self.len());
+        reqwest::Body::wrap_stream(futures::stream::iter(segments.into_iter().map(Ok::<_, std::io::Error>)))
+    }
+
     /// Bytes `start..end` as a request body (see [`Payload::body`]).
     pub fn range_body(&self, start: u64, end: u64) -> reqwest::Body {
         let mut segments = self.segments(start, end);

@@ -1,15 +1,20 @@
 //! The two ways to run the benchmark and what they produce.
 //!
 //! - [`run`]: the selected scenarios against one registry URL, `rounds` times.
-//! - [`compare`]: Berth against CNCF Distribution. For each scenario a fresh
-//!   pair of servers (fresh data directories) is started, the rounds
-//!   alternate A B A B …, and each server's peak RSS is read when the
-//!   scenario ends; then both are stopped.
+//! - [`compare`]: Berth's variants (defaults; plaintext) against CNCF
+//!   Distribution. For each scenario fresh servers (fresh data directories)
+//!   are started, the rounds alternate A B C A B C …, and each server's peak
+//!   RSS is read when it stops. Scenarios that write GiBs per round
+//!   ([`Scenario::fresh_servers_per_round`]) get fresh servers every round,
+//!   so the disk holds one round of one server at a time.
 //!
 //! Either way the result is a [`Report`]: every round of every metric (JSON),
-//! per metric the median across rounds, the ratio between the registries,
-//! and each throughput as a percentage of this machine's ceiling, rendered as
-//! a text table ([`Report::text`]) or Markdown ([`Report::markdown`]).
+//! per metric the median and min–max across rounds, server CPU-s per GiB
+//! beside every transfer, each registry's ratio to the last one
+//! (Distribution) with its per-round min–max, each throughput as a
+//! percentage of this machine's ceiling, and (compare) the issue's goals
+//! judged from the run's own figures ([`Goal`]), rendered as a text table
+//! ([`Report::text`]) or Markdown ([`Report::markdown`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,6 +38,8 @@ pub struct Cell {
     pub median: Option<f64>,
     /// One value per round that measured it.
     pub values: Vec<f64>,
+    /// The (0-based) round of each of `values`.
+    pub rounds: Vec<usize>,
     /// Why there is no value, when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
@@ -49,13 +56,41 @@ pub struct Row {
     pub ceiling: Option<CeilingKind>,
     /// One cell per registry, in the report's order.
     pub cells: Vec<Cell>,
-    /// First registry's median ÷ second's (compare only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Each registry but the last against the last (compare: each Berth
+    /// variant against Distribution).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RowRatio>,
+}
+
+/// One registry's figure over the reference registry's (the last one).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowRatio {
+    pub registry: String,
+    /// Ratio of the medians.
     pub ratio: Option<f64>,
-    /// How many times better the first registry is: the ratio for rates,
-    /// its inverse for times and memory. Above 1 means the first is better.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub advantage: Option<f64>,
+    /// value ÷ reference value in each round both measured (rounds
+    /// alternate, so these are neighbours in time).
+    pub per_round: Vec<f64>,
+}
+
+impl Cell {
+    /// The value measured in `round`, if any.
+    pub fn in_round(&self, round: usize) -> Option<f64> {
+        self.rounds.iter().position(|&r| r == round).map(|i| self.values[i])
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        self.values.iter().copied().reduce(f64::min)
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        self.values.iter().copied().reduce(f64::max)
+    }
+}
+
+/// `a(r) / b(r)` for every round `r` both cells measured.
+pub fn per_round_ratios(a: &Cell, b: &Cell) -> Vec<f64> {
+    a.rounds.iter().zip(&a.values).filter_map(|(&r, &v)| stats::ratio(Some(v), b.in_round(r))).collect()
 }
 
 /// One registry's rounds of one scenario.
@@ -109,6 +144,9 @@ pub struct Report {
     pub rounds: usize,
     pub params: Params,
     pub scenarios: Vec<ScenarioReport>,
+    /// The issue's goals, judged from this run's figures (compare only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<Goal>,
     pub elapsed_secs: f64,
 }
 
@@ -122,9 +160,10 @@ async fn flush_page_cache() {
 
 /// Builds the rows of a scenario from each registry's rounds: metrics keyed
 /// by (name, unit) in order of first appearance, the median per registry,
-/// and, for two registries, ratio and advantage. A peak-RSS row comes last
+/// and each registry's ratio to the last one. A peak-RSS row comes last
 /// when any registry's peak is known.
 pub fn rows(scenario: Scenario, registries: &[RegistryRuns]) -> Vec<Row> {
+    let names: Vec<&str> = registries.iter().map(|r| r.registry.as_str()).collect();
     let mut order: Vec<(String, Unit)> = Vec::new();
     let mut ceilings: HashMap<(String, Unit), CeilingKind> = HashMap::new();
     for reg in registries {
@@ -149,10 +188,13 @@ pub fn rows(scenario: Scenario, registries: &[RegistryRuns]) -> Vec<Row> {
                     let found: Vec<_> = reg
                         .rounds
                         .iter()
-                        .flat_map(|r| &r.metrics)
-                        .filter(|m| m.name == name && m.unit == unit)
+                        .flat_map(|r| r.metrics.iter().map(move |m| (r.round, m)))
+                        .filter(|(_, m)| m.name == name && m.unit == unit)
                         .collect();
-                    let values: Vec<f64> = found.iter().filter_map(|m| m.value).collect();
+                    let measured: Vec<(usize, f64)> = found.iter().filter_map(|(r, m)| Some((*r, m.value?))).collect();
+                    let values: Vec<f64> = measured.iter().map(|(_, v)| *v).collect();
+                    let rounds: Vec<usize> = measured.iter().map(|(r, _)| *r).collect();
+                    let found: Vec<_> = found.into_iter().map(|(_, m)| m).collect();
                     let unavailable = if values.is_empty() {
                         Some(
                             found
@@ -164,11 +206,11 @@ pub fn rows(scenario: Scenario, registries: &[RegistryRuns]) -> Vec<Row> {
                     } else {
                         None
                     };
-                    Cell { median: stats::median(&values), values, unavailable }
+                    Cell { median: stats::median(&values), values, rounds, unavailable }
                 })
                 .collect();
             let ceiling = ceilings.get(&(name.clone(), unit)).copied();
-            make_row(scenario, name, unit, ceiling, cells)
+            make_row(scenario, name, unit, ceiling, cells, &names)
         })
         .collect();
     if registries.iter().any(|r| r.peak_rss_kib.is_some()) {
@@ -179,25 +221,37 @@ pub fn rows(scenario: Scenario, registries: &[RegistryRuns]) -> Vec<Row> {
                 Cell {
                     median: mib,
                     values: mib.into_iter().collect(),
+                    rounds: mib.map(|_| 0).into_iter().collect(),
                     unavailable: mib.is_none().then(|| "process not known".to_owned()),
                 }
             })
             .collect();
-        rows.push(make_row(scenario, "peak RSS (VmHWM)".to_owned(), Unit::Mebibytes, None, cells));
+        rows.push(make_row(scenario, "peak RSS (VmHWM)".to_owned(), Unit::Mebibytes, None, cells, &names));
     }
     rows
 }
 
-fn make_row(scenario: Scenario, metric: String, unit: Unit, ceiling: Option<CeilingKind>, cells: Vec<Cell>) -> Row {
-    let (ratio, advantage) = match cells.as_slice() {
-        [a, b] => {
-            let ratio = stats::ratio(a.median, b.median);
-            let advantage = if unit.higher_is_better() { ratio } else { stats::ratio(b.median, a.median) };
-            (ratio, advantage)
-        }
-        _ => (None, None),
+fn make_row(
+    scenario: Scenario,
+    metric: String,
+    unit: Unit,
+    ceiling: Option<CeilingKind>,
+    cells: Vec<Cell>,
+    names: &[&str],
+) -> Row {
+    let ratios = match cells.split_last() {
+        Some((reference, others)) if !others.is_empty() => others
+            .iter()
+            .zip(names)
+            .map(|(cell, name)| RowRatio {
+                registry: (*name).to_owned(),
+                ratio: stats::ratio(cell.median, reference.median),
+                per_round: per_round_ratios(cell, reference),
+            })
+            .collect(),
+        _ => Vec::new(),
     };
-    Row { scenario, higher_is_better: unit.higher_is_better(), metric, unit, ceiling, cells, ratio, advantage }
+    Row { scenario, higher_is_better: unit.higher_is_better(), metric, unit, ceiling, cells, ratios }
 }
 
 fn now_unix() -> u64 {
@@ -308,8 +362,42 @@ pub async fn run(config: &RunConfig, progress: &mut (dyn FnMut(&str) + Send)) ->
         rounds,
         params: config.params.clone(),
         scenarios,
+        goals: Vec::new(),
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A Berth configuration `compare` runs side by side with the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variant {
+    /// The column name: `Berth`, `Berth plaintext`.
+    pub name: String,
+    /// `BERTH_*` variables on top of the compare's own.
+    pub env: Vec<(String, String)>,
+}
+
+impl Variant {
+    /// Berth on its defaults (encryption on, fsync on).
+    pub fn defaults() -> Self {
+        Self { name: "Berth".to_owned(), env: Vec::new() }
+    }
+
+    /// Berth with encryption off (new repositories store plaintext).
+    pub fn plaintext() -> Self {
+        Self {
+            name: "Berth plaintext".to_owned(),
+            env: vec![("BERTH_ENCRYPTION__ENABLED".to_owned(), "false".to_owned())],
+        }
+    }
+
+    /// `default` or `plaintext`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.trim() {
+            "default" => Ok(Self::defaults()),
+            "plaintext" => Ok(Self::plaintext()),
+            other => Err(format!("unknown variant {other:?} (known: default, plaintext)")),
+        }
+    }
 }
 
 /// What `compare` does.
@@ -320,9 +408,11 @@ pub struct CompareConfig {
     pub scenarios: Vec<Scenario>,
     pub params: Params,
     pub rounds: usize,
+    /// The Berth columns, in order (Distribution comes last).
+    pub variants: Vec<Variant>,
     /// Where the servers' fresh data directories are made.
     pub data_root: PathBuf,
-    /// Extra `BERTH_*` variables for Berth (e.g. `BERTH_STORAGE__FSYNC=false`).
+    /// Extra `BERTH_*` variables for every Berth variant (e.g. `BERTH_STORAGE__FSYNC=false`).
     pub berth_env: Vec<(String, String)>,
     /// Run Berth with auth on (a fresh admin password) and sign in with tokens, so the
     /// figures include what auth costs; Distribution still runs without. Off: Berth runs
@@ -346,9 +436,46 @@ fn berth_auth_env(config: &CompareConfig) -> (Vec<(String, String)>, Option<Cred
     (env, credentials)
 }
 
-/// Berth against Distribution, scenario by scenario, each on a fresh pair of
-/// servers. Fails only if a binary is missing; a server that does not start
-/// for a scenario is reported in it.
+/// One server `compare` starts: a Berth variant or Distribution.
+#[derive(Debug, Clone)]
+struct ServerSpec {
+    name: String,
+    /// `Some(env)` for Berth, `None` for Distribution.
+    berth_env: Option<Vec<(String, String)>>,
+    credentials: Option<Credentials>,
+}
+
+impl ServerSpec {
+    async fn start(&self, config: &CompareConfig) -> Result<ServerProcess, BenchError> {
+        match &self.berth_env {
+            Some(env) => ServerProcess::start_berth(&config.berth_bin, &config.data_root, env).await,
+            None => ServerProcess::start_distribution(&config.distribution_bin, &config.data_root).await,
+        }
+    }
+}
+
+/// Records how a server ended: its error lines when a round failed (the log
+/// goes with its data directory), its peak RSS (the highest over the servers
+/// of this registry in the scenario), how it stopped.
+async fn finish_server(runs: &mut RegistryRuns, server: ServerProcess, failed: bool) {
+    if failed && let Some(last) = runs.rounds.last_mut() {
+        last.notes.extend(server.error_lines(5).into_iter().map(|l| format!("server log: {l}")));
+    }
+    if let Some(kib) = server.peak_rss_kib() {
+        runs.peak_rss_kib = Some(runs.peak_rss_kib.map_or(kib, |old| old.max(kib)));
+    }
+    runs.stopped = Some(server.stop().await.unwrap_or_else(|e| format!("stop failed: {e}")));
+}
+
+async fn signed_in(server: &ServerProcess, spec: &ServerSpec) -> Result<Target, BenchError> {
+    let target = Target::new(server.url().clone(), spec.credentials.clone())?;
+    target.sign_in().await?;
+    Ok(target)
+}
+
+/// Berth's variants against Distribution, scenario by scenario, each on
+/// fresh servers. Fails only if a binary is missing; a server that does not
+/// start is reported in its scenario.
 pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<Report, BenchError> {
     for (bin, what) in [(&config.berth_bin, "Berth"), (&config.distribution_bin, "Distribution")] {
         if !bin.is_file() {
@@ -360,90 +487,121 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
             return Err(BenchError::new(format!("{what} binary {} not found; {hint}", bin.display())));
         }
     }
+    if config.variants.is_empty() {
+        return Err(BenchError::new("no Berth variant selected"));
+    }
     let started = Instant::now();
     let started_unix = now_unix();
-    let registries = vec![
-        RegistryInfo {
-            name: "Berth".to_owned(),
-            version: machine::version_of(&config.berth_bin),
-            location: format!(
-                "{}, auth {}",
-                config.berth_bin.display(),
-                if config.berth_auth { "on, signed in with tokens" } else { "off, like Distribution" }
-            ),
-        },
-        RegistryInfo {
-            name: "Distribution".to_owned(),
-            version: machine::version_of(&config.distribution_bin),
-            location: config.distribution_bin.display().to_string(),
-        },
-    ];
+    let berth_version = machine::version_of(&config.berth_bin);
+    let mut registries: Vec<RegistryInfo> = config
+        .variants
+        .iter()
+        .map(|v| {
+            let env: Vec<String> = v.env.iter().map(|(k, val)| format!("{k}={val}")).collect();
+            RegistryInfo {
+                name: v.name.clone(),
+                version: berth_version.clone(),
+                location: format!(
+                    "{}, auth {}{}",
+                    config.berth_bin.display(),
+                    if config.berth_auth { "on, signed in with tokens" } else { "off, like Distribution" },
+                    if env.is_empty() { ", defaults".to_owned() } else { format!(", {}", env.join(" ")) }
+                ),
+            }
+        })
+        .collect();
+    registries.push(RegistryInfo {
+        name: "Distribution".to_owned(),
+        version: machine::version_of(&config.distribution_bin),
+        location: config.distribution_bin.display().to_string(),
+    });
     progress("measuring this machine's ceilings");
     let (ceilings, ceilings_error) = measure_ceilings(config.ceilings.clone()).await;
     let bench = make_bench(config.params.clone(), config.scenarios.clone(), "bench".to_owned()).await?;
     let (berth_env, berth_credentials) = berth_auth_env(config);
+    let mut specs: Vec<ServerSpec> = config
+        .variants
+        .iter()
+        .map(|v| ServerSpec {
+            name: v.name.clone(),
+            berth_env: Some(berth_env.iter().chain(&v.env).cloned().collect()),
+            credentials: berth_credentials.clone(),
+        })
+        .collect();
+    specs.push(ServerSpec { name: "Distribution".to_owned(), berth_env: None, credentials: None });
     let rounds = config.rounds.max(1);
     let mut scenarios = Vec::new();
     for &scenario in &config.scenarios {
         let scenario_started = Instant::now();
-        progress(&format!("[{scenario}] starting a fresh Berth and Distribution"));
-        let berth = ServerProcess::start_berth(&config.berth_bin, &config.data_root, &berth_env).await;
-        let distribution = ServerProcess::start_distribution(&config.distribution_bin, &config.data_root).await;
-        let mut runs: Vec<RegistryRuns> = ["Berth", "Distribution"]
-            .into_iter()
-            .map(|name| RegistryRuns {
-                registry: name.to_owned(),
+        let mut runs: Vec<RegistryRuns> = specs
+            .iter()
+            .map(|spec| RegistryRuns {
+                registry: spec.name.clone(),
                 rounds: Vec::new(),
                 peak_rss_kib: None,
                 start_error: None,
                 stopped: None,
             })
             .collect();
-        let servers = match (berth, distribution) {
-            (Ok(b), Ok(d)) => vec![b, d],
-            (b, d) => {
-                for (i, started) in [b, d].into_iter().enumerate() {
-                    match started {
-                        Ok(server) => runs[i].stopped = server.stop().await.ok(),
+        if scenario.fresh_servers_per_round() {
+            progress(&format!("[{scenario}] fresh servers every round"));
+            for round in 0..rounds {
+                for (i, spec) in specs.iter().enumerate() {
+                    flush_page_cache().await;
+                    let server = match spec.start(config).await {
+                        Ok(server) => server,
                         Err(err) => {
-                            progress(&format!("[{scenario}] {} did not start: {err}", runs[i].registry));
+                            progress(&format!("[{scenario}] {} did not start: {err}", spec.name));
                             runs[i].start_error = Some(err.to_string());
+                            continue;
                         }
+                    };
+                    let target = signed_in(&server, spec).await?;
+                    let mut state = TargetState::new();
+                    let run = bench.run_round(&target, &mut state, scenario, round, Some(server.pid())).await;
+                    progress(&round_line(scenario, &spec.name, &run, rounds));
+                    let failed = !run.errors.is_empty();
+                    runs[i].rounds.push(run);
+                    drop(target); // close pooled connections before stopping the server
+                    finish_server(&mut runs[i], server, failed).await;
+                }
+            }
+        } else {
+            progress(&format!("[{scenario}] starting fresh servers"));
+            let mut servers = Vec::new();
+            for (i, spec) in specs.iter().enumerate() {
+                match spec.start(config).await {
+                    Ok(server) => servers.push(Some(server)),
+                    Err(err) => {
+                        progress(&format!("[{scenario}] {} did not start: {err}", spec.name));
+                        runs[i].start_error = Some(err.to_string());
+                        servers.push(None);
                     }
                 }
-                Vec::new()
             }
-        };
-        if !servers.is_empty() {
-            // Berth first, then Distribution (which never has credentials).
-            let credentials = [berth_credentials.clone(), None];
             let mut targets = Vec::new();
-            for (server, credentials) in servers.iter().zip(credentials) {
-                let target = Target::new(server.url().clone(), credentials)?;
-                target.sign_in().await?;
-                targets.push(target);
+            for (server, spec) in servers.iter().zip(&specs) {
+                targets.push(match server {
+                    Some(server) => Some(signed_in(server, spec).await?),
+                    None => None,
+                });
             }
-            let mut states: Vec<TargetState> = servers.iter().map(|_| TargetState::new()).collect();
-            let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
+            let mut states: Vec<TargetState> = specs.iter().map(|_| TargetState::new()).collect();
             for round in 0..rounds {
                 for (i, target) in targets.iter().enumerate() {
+                    let (Some(target), Some(server)) = (target, &servers[i]) else { continue };
                     flush_page_cache().await;
-                    let run = bench.run_round(target, &mut states[i], scenario, round, Some(pids[i])).await;
+                    let run = bench.run_round(target, &mut states[i], scenario, round, Some(server.pid())).await;
                     progress(&round_line(scenario, &runs[i].registry, &run, rounds));
                     runs[i].rounds.push(run);
                 }
             }
             drop(targets); // close pooled connections before stopping the servers
             for (i, server) in servers.into_iter().enumerate() {
-                // A failed request is explained by the server's own log, which goes with
-                // its data directory: keep its error lines in the report.
-                if runs[i].rounds.iter().any(|r| !r.errors.is_empty())
-                    && let Some(last) = runs[i].rounds.last_mut()
-                {
-                    last.notes.extend(server.error_lines(5).into_iter().map(|l| format!("server log: {l}")));
+                if let Some(server) = server {
+                    let failed = runs[i].rounds.iter().any(|r| !r.errors.is_empty());
+                    finish_server(&mut runs[i], server, failed).await;
                 }
-                runs[i].peak_rss_kib = server.peak_rss_kib();
-                runs[i].stopped = Some(server.stop().await.unwrap_or_else(|e| format!("stop failed: {e}")));
             }
         }
         scenarios.push(ScenarioReport {
@@ -453,7 +611,7 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
             elapsed_secs: scenario_started.elapsed().as_secs_f64(),
         });
     }
-    Ok(Report {
+    let mut report = Report {
         mode: "compare".to_owned(),
         tool: concat!("berth-bench ", env!("CARGO_PKG_VERSION")).to_owned(),
         started_unix,
@@ -464,8 +622,156 @@ pub async fn compare(config: &CompareConfig, progress: &mut (dyn FnMut(&str) + S
         rounds,
         params: config.params.clone(),
         scenarios,
+        goals: Vec::new(),
         elapsed_secs: started.elapsed().as_secs_f64(),
-    })
+    };
+    report.goals = goals(&report);
+    Ok(report)
+}
+
+/// One of the issue's goals and whether this run met it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Goal {
+    /// What is measured, e.g. `server CPU per GiB pulled (GET 512 MiB), Berth`.
+    pub goal: String,
+    /// The bound, e.g. `≤ 0.30 CPU-s/GiB`.
+    pub target: String,
+    /// What this run measured, with its spread.
+    pub measured: String,
+    /// `None` when the run did not measure it.
+    pub met: Option<bool>,
+}
+
+/// Thresholds of issue 20's goals.
+const GOAL_CPU_ENCRYPTED: f64 = 0.30;
+const GOAL_CPU_PLAINTEXT: f64 = 0.10;
+const GOAL_PULL_QUIET: f64 = 1.3;
+const GOAL_PULL_BUSY: f64 = 1.2;
+const GOAL_PULL_PLAINTEXT: f64 = 2.0;
+const GOAL_PARTS_VS_MONOLITHIC: f64 = 0.9;
+const GOAL_PARTS_VS_DISTRIBUTION: f64 = 1.5;
+
+fn find_row<'r>(report: &'r Report, scenario: Scenario, metric: &str, unit: Unit) -> Option<&'r Row> {
+    report
+        .scenarios
+        .iter()
+        .filter(|sc| sc.scenario == scenario)
+        .flat_map(|sc| &sc.rows)
+        .find(|r| r.metric == metric && r.unit == unit)
+}
+
+fn fmt_spread(median: Option<f64>, values: &[f64], fmt: fn(f64) -> String) -> String {
+    let Some(median) = median else { return "not measured".to_owned() };
+    let min = values.iter().copied().reduce(f64::min);
+    let max = values.iter().copied().reduce(f64::max);
+    match (min, max) {
+        (Some(min), Some(max)) if values.len() > 1 => {
+            format!("{} ({}–{})", fmt(median), fmt(min).trim_end_matches('×'), fmt(max))
+        }
+        _ => fmt(median),
+    }
+}
+
+fn fmt_times(v: f64) -> String {
+    fmt_ratio(Some(v))
+}
+
+/// The issue's goals, judged from `report`'s figures: CPU per GiB pulled by
+/// median, pull ratios by the ratio of medians (per-round min–max shown),
+/// multi-PATCH against Berth's own monolithic push by its worst round.
+pub fn goals(report: &Report) -> Vec<Goal> {
+    let index = |name: &str| report.registries.iter().position(|r| r.name == name);
+    let dist = report.registries.len().checked_sub(1).filter(|&i| report.registries[i].name == "Distribution");
+    let params = &report.params;
+    let mut out = Vec::new();
+    let Some(pull) = params.pull.iter().map(|r| r.bytes).max() else { return out };
+    let pull_name = super::scenarios::blobs::pull_metric(pull);
+    let cell = |row: Option<&Row>, reg: Option<usize>| row.zip(reg).and_then(|(row, i)| row.cells.get(i).cloned());
+    let ratio =
+        |row: Option<&Row>, reg: &str| row.and_then(|row| row.ratios.iter().find(|r| r.registry == reg).cloned());
+
+    for (variant, bound) in
+        [(Variant::defaults().name, GOAL_CPU_ENCRYPTED), (Variant::plaintext().name, GOAL_CPU_PLAINTEXT)]
+    {
+        let row = find_row(report, Scenario::BlobPull, &pull_name, Unit::CpuSecsPerGib);
+        let c = cell(row, index(&variant));
+        let median = c.as_ref().and_then(|c| c.median);
+        out.push(Goal {
+            goal: format!("server CPU per GiB pulled ({pull_name}), {variant}"),
+            target: format!("≤ {bound:.2} CPU-s/GiB"),
+            measured: fmt_spread(median, c.as_ref().map_or(&[][..], |c| &c.values), fmt_value),
+            met: median.map(|m| m <= bound),
+        });
+    }
+    let pulls = [
+        (Scenario::BlobPull, Variant::defaults().name, GOAL_PULL_QUIET, "pull"),
+        (Scenario::BlobPullBusy, Variant::defaults().name, GOAL_PULL_BUSY, "pull with one core busy"),
+        (Scenario::BlobPull, Variant::plaintext().name, GOAL_PULL_PLAINTEXT, "pull"),
+    ];
+    for (scenario, variant, bound, what) in pulls {
+        let row = find_row(report, scenario, &pull_name, Unit::MegabytesPerSec);
+        let r = ratio(row, &variant).filter(|_| dist.is_some());
+        let median = r.as_ref().and_then(|r| r.ratio);
+        out.push(Goal {
+            goal: format!("{variant} {what} ({pull_name}) vs Distribution"),
+            target: format!("≥ {bound:.1}×"),
+            measured: fmt_spread(median, r.as_ref().map_or(&[][..], |r| &r.per_round), fmt_times),
+            met: median.map(|m| m >= bound),
+        });
+    }
+    if let Some(push) = params.push.iter().map(|r| r.bytes).max() {
+        use super::scenarios::blobs::{PushKind, push_metric};
+        let berth = Variant::defaults().name;
+        let mono =
+            find_row(report, Scenario::BlobPush, &push_metric(PushKind::Monolithic, push), Unit::MegabytesPerSec);
+        for &part in params.part_sizes.iter().filter(|&&p| p < push) {
+            let name = push_metric(PushKind::Parts(part), push);
+            let row = find_row(report, Scenario::BlobPush, &name, Unit::MegabytesPerSec);
+            let per_round = match (cell(row, index(&berth)), cell(mono, index(&berth))) {
+                (Some(parts), Some(mono)) => per_round_ratios(&parts, &mono),
+                _ => Vec::new(),
+            };
+            let worst = per_round.iter().copied().reduce(f64::min);
+            out.push(Goal {
+                goal: format!("{berth} {name} vs its own monolithic {}, every round", super::size_label(push)),
+                target: format!("≥ {GOAL_PARTS_VS_MONOLITHIC:.1}× in every round"),
+                measured: match worst {
+                    Some(w) => format!(
+                        "worst round {} (rounds: {})",
+                        fmt_times(w),
+                        per_round.iter().map(|v| fmt_times(*v)).collect::<Vec<_>>().join(", ")
+                    ),
+                    None => "not measured".to_owned(),
+                },
+                met: worst.map(|w| w >= GOAL_PARTS_VS_MONOLITHIC),
+            });
+            let r = ratio(row, &berth).filter(|_| dist.is_some());
+            let median = r.as_ref().and_then(|r| r.ratio);
+            out.push(Goal {
+                goal: format!("{berth} {name} vs Distribution"),
+                target: format!("≥ {GOAL_PARTS_VS_DISTRIBUTION:.1}×"),
+                measured: fmt_spread(median, r.as_ref().map_or(&[][..], |r| &r.per_round), fmt_times),
+                met: median.map(|m| m >= GOAL_PARTS_VS_DISTRIBUTION),
+            });
+        }
+    }
+    out
+}
+
+fn goal_rows(goals: &[Goal]) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = ["goal", "target", "measured", "verdict"].map(String::from).to_vec();
+    let rows = goals
+        .iter()
+        .map(|g| {
+            let verdict = match g.met {
+                Some(true) => "met",
+                Some(false) => "not met",
+                None => "not measured",
+            };
+            vec![g.goal.clone(), g.target.clone(), g.measured.clone(), verdict.to_owned()]
+        })
+        .collect();
+    (header, rows)
 }
 
 /// "CPU during the rounds: server 1.23 cores, client 0.45 cores (of 2)":
@@ -505,8 +811,27 @@ fn fmt_ratio(r: Option<f64>) -> String {
     }
 }
 
+/// `median (min–max)`, or the one value, or `n/a`.
 fn fmt_cell(cell: &Cell) -> String {
-    cell.median.map_or_else(|| "n/a".to_owned(), fmt_value)
+    match (cell.median, cell.min(), cell.max()) {
+        (None, ..) => "n/a".to_owned(),
+        (Some(m), Some(lo), Some(hi)) if cell.values.len() > 1 && fmt_value(lo) != fmt_value(hi) => {
+            format!("{} ({}–{})", fmt_value(m), fmt_value(lo), fmt_value(hi))
+        }
+        (Some(m), ..) => fmt_value(m),
+    }
+}
+
+/// `1.25× (1.10–1.40)`: ratio of medians, per-round min–max.
+fn fmt_row_ratio(r: &RowRatio) -> String {
+    let lo = r.per_round.iter().copied().reduce(f64::min);
+    let hi = r.per_round.iter().copied().reduce(f64::max);
+    match (r.ratio, lo, hi) {
+        (Some(_), Some(lo), Some(hi)) if r.per_round.len() > 1 => {
+            format!("{} ({}–{})", fmt_ratio(r.ratio), fmt_ratio(Some(lo)).trim_end_matches('×'), fmt_ratio(Some(hi)))
+        }
+        _ => fmt_ratio(r.ratio),
+    }
 }
 
 fn fmt_duration(secs: f64) -> String {
@@ -559,14 +884,20 @@ impl Report {
         }
     }
 
-    /// Header, rows, and how many columns align left.
+    /// Header and rows. A transfer's server CPU-s/GiB goes in columns of its
+    /// MB/s row; client CPU-s/GiB goes in the notes.
     fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
         let names = self.names();
+        let with_cpu = self.scenarios.iter().flat_map(|sc| &sc.rows).any(|r| r.unit == Unit::CpuSecsPerGib);
         let mut header: Vec<String> = ["scenario", "metric", "unit"].map(String::from).to_vec();
         header.extend(names.iter().map(|n| n.to_string()));
-        if names.len() == 2 {
-            header.push(format!("{}/{}", names[0], names[1]));
-            header.push(format!("{} better by", names[0]));
+        if let Some((reference, others)) = names.split_last()
+            && !others.is_empty()
+        {
+            header.extend(others.iter().map(|n| format!("{n}/{reference}")));
+        }
+        if with_cpu {
+            header.extend(names.iter().map(|n| format!("{n} CPU-s/GiB")));
         }
         if self.ceilings.is_some() {
             header.extend(names.iter().map(|n| format!("{n} % ceil")));
@@ -576,12 +907,22 @@ impl Report {
         }
         let mut rows = Vec::new();
         for sc in &self.scenarios {
+            let cpu_row = |metric: &str| sc.rows.iter().find(|r| r.unit == Unit::CpuSecsPerGib && r.metric == metric);
+            let shown_with =
+                |metric: &str| sc.rows.iter().any(|r| r.unit == Unit::MegabytesPerSec && r.metric == metric);
             for row in &sc.rows {
+                if row.unit == Unit::ClientCpuSecsPerGib || (row.unit == Unit::CpuSecsPerGib && shown_with(&row.metric))
+                {
+                    continue;
+                }
                 let mut cells = vec![sc.scenario.name().to_owned(), row.metric.clone(), row.unit.label().to_owned()];
                 cells.extend(row.cells.iter().map(fmt_cell));
-                if names.len() == 2 {
-                    cells.push(fmt_ratio(row.ratio));
-                    cells.push(fmt_ratio(row.advantage));
+                cells.extend(row.ratios.iter().map(fmt_row_ratio));
+                if with_cpu {
+                    let cpu = (row.unit == Unit::MegabytesPerSec).then(|| cpu_row(&row.metric)).flatten();
+                    cells.extend(
+                        (0..names.len()).map(|i| cpu.and_then(|r| r.cells.get(i)).map(fmt_cell).unwrap_or_default()),
+                    );
                 }
                 if self.ceilings.is_some() {
                     cells.extend(row.cells.iter().map(|c| self.pct(row, c)));
@@ -601,11 +942,24 @@ impl Report {
         let mut lines = Vec::new();
         let preset = &self.params.preset;
         lines.push(format!(
-            "{} ({}): {preset} preset, {} round(s){}; medians across rounds",
+            "{} ({}): {preset} preset, {} round(s){}; each figure is the median across rounds (min–max)",
             self.tool,
             self.mode,
             self.rounds,
-            if self.mode == "compare" { " alternating A B A B, a fresh pair of servers per scenario" } else { "" }
+            if self.mode == "compare" {
+                let fresh: Vec<&str> = self
+                    .scenarios
+                    .iter()
+                    .filter(|s| s.scenario.fresh_servers_per_round())
+                    .map(|s| s.scenario.name())
+                    .collect();
+                format!(
+                    " alternating among the registries round by round, fresh servers per scenario{}",
+                    if fresh.is_empty() { String::new() } else { format!(" (per round for {})", fresh.join(", ")) }
+                )
+            } else {
+                String::new()
+            }
         ));
         lines.push(format!("Machine: {}", self.machine.summary()));
         let versions: Vec<String> =
@@ -631,12 +985,21 @@ impl Report {
         if let Some(err) = &self.ceilings_error {
             lines.push(format!("Ceilings: not measured ({err})"));
         }
-        if self.registries.len() == 2 {
+        if let Some((reference, _)) = self.registries.split_last()
+            && self.registries.len() >= 2
+        {
             lines.push(format!(
-                "'{a}/{b}' is the ratio of medians; '{a} better by' is >1 when {a} is better (rates: {a}/{b}; times and memory: {b}/{a})",
-                a = self.registries[0].name,
-                b = self.registries[1].name
+                "'X/{b}' is the ratio of X's median to {b}'s, with the min–max of the per-round ratios (X's round over \
+                 {b}'s of the same round); above 1 is better for rates, below 1 for times, memory and CPU",
+                b = reference.name
             ));
+        }
+        if self.scenarios.iter().flat_map(|sc| &sc.rows).any(|r| r.unit == Unit::CpuSecsPerGib) {
+            lines.push(
+                "CPU-s/GiB: the server's user + system CPU (/proc/PID/stat, all threads) during the timed transfers, \
+                 per GiB moved (1 GiB = 2^30 bytes); the client's own is in the notes"
+                    .to_owned(),
+            );
         }
         lines
     }
@@ -671,6 +1034,24 @@ impl Report {
                         notes.push(format!("{} / {}: {note}", sc.scenario, reg.registry));
                     }
                 }
+                let client: Vec<String> = sc
+                    .rows
+                    .iter()
+                    .filter(|r| r.unit == Unit::ClientCpuSecsPerGib)
+                    .filter_map(|r| {
+                        let i = sc.registries.iter().position(|x| x.registry == reg.registry)?;
+                        let c = r.cells.get(i)?;
+                        c.median.map(|_| format!("{} {}", r.metric, fmt_cell(c)))
+                    })
+                    .collect();
+                if !client.is_empty() {
+                    notes.push(format!(
+                        "{} / {}: client (berth-bench) CPU-s/GiB: {}",
+                        sc.scenario,
+                        reg.registry,
+                        client.join("; ")
+                    ));
+                }
                 if let Some(note) = cpu_note(&reg.rounds, self.machine.nproc) {
                     notes.push(format!("{} / {}: {note}", sc.scenario, reg.registry));
                 }
@@ -684,7 +1065,8 @@ impl Report {
                     ));
                 }
             }
-            for row in &sc.rows {
+            // CPU figures left out below the clock tick are explained in the notes.
+            for row in sc.rows.iter().filter(|r| !matches!(r.unit, Unit::CpuSecsPerGib | Unit::ClientCpuSecsPerGib)) {
                 for (cell, reg) in row.cells.iter().zip(&sc.registries) {
                     if let Some(reason) = &cell.unavailable {
                         na.push(format!("{} / {} / {}: {reason}", sc.scenario, row.metric, reg.registry));
@@ -713,6 +1095,11 @@ impl Report {
                     let _ = writeln!(out, "  - {item}");
                 }
             }
+        }
+        if !self.goals.is_empty() {
+            let (header, rows) = goal_rows(&self.goals);
+            let _ = writeln!(out, "\nGoals:");
+            out.push_str(&aligned(&header, &rows, 3));
         }
         let _ = writeln!(out, "\nTotal time: {}", fmt_duration(self.elapsed_secs));
         for sc in &self.scenarios {
@@ -745,7 +1132,19 @@ impl Report {
                 }
             }
         }
+        if !self.goals.is_empty() {
+            let (header, rows) = goal_rows(&self.goals);
+            let _ = writeln!(out, "\n**Goals** (issue 20, judged from this run's figures)\n");
+            let _ = writeln!(out, "| {} |", header.join(" | "));
+            let _ = writeln!(out, "|---|---|---|---|");
+            for row in rows {
+                let _ = writeln!(out, "| {} |", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" | "));
+            }
+        }
         let _ = writeln!(out, "\nTotal time: {}.", fmt_duration(self.elapsed_secs));
+        for sc in &self.scenarios {
+            let _ = writeln!(out, "- {}: {}", sc.scenario, fmt_duration(sc.elapsed_secs));
+        }
         out
     }
 }
@@ -814,16 +1213,152 @@ mod tests {
         assert_eq!(push.cells[0].median, Some(200.0));
         assert_eq!(push.cells[0].values, vec![100.0, 300.0, 200.0]);
         assert_eq!(push.cells[1].median, Some(100.0), "the failed round is left out");
-        assert_eq!(push.ratio, Some(2.0));
-        assert_eq!(push.advantage, Some(2.0));
+        assert_eq!(push.ratios[0].ratio, Some(2.0));
+        assert_eq!(push.ratios[0].per_round, vec![2.0, 200.0 / 150.0], "round 2 of B failed: no ratio for it");
+        assert_eq!(push.cells[1].rounds, vec![0, 2]);
+        assert_eq!(fmt_cell(&push.cells[0]), "200 (100–300)");
+        assert_eq!(fmt_row_ratio(&push.ratios[0]), "2.00× (1.33–2.00×)");
         let p99 = &rows[1];
-        assert_eq!(p99.ratio, Some(0.5));
-        assert_eq!(p99.advantage, Some(2.0), "lower latency is better");
+        assert_eq!(p99.ratios[0].ratio, Some(0.5));
         let rss = &rows[2];
         assert_eq!(rss.unit, Unit::Mebibytes);
         assert_eq!(rss.cells[0].median, Some(2.0));
         assert!(rss.cells[1].unavailable.is_some());
-        assert_eq!(rss.advantage, None);
+        assert_eq!(rss.ratios[0].ratio, None);
+    }
+
+    fn named_runs(scenario: Scenario, per_registry: Vec<(&str, Vec<Vec<Metric>>)>) -> ScenarioReport {
+        let registries: Vec<RegistryRuns> = per_registry
+            .into_iter()
+            .map(|(name, rounds)| RegistryRuns {
+                registry: name.to_owned(),
+                rounds: rounds
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, metrics)| ScenarioRun { scenario, ..run(i, metrics) })
+                    .collect(),
+                peak_rss_kib: None,
+                start_error: None,
+                stopped: None,
+            })
+            .collect();
+        ScenarioReport { scenario, rows: rows(scenario, &registries), registries, elapsed_secs: 1.0 }
+    }
+
+    fn mbps(name: &str, v: f64) -> Metric {
+        Metric::new(name, Unit::MegabytesPerSec, v)
+    }
+
+    fn cpu(name: &str, v: f64) -> Metric {
+        Metric::new(name, Unit::CpuSecsPerGib, v)
+    }
+
+    /// Three registries, two rounds; each goal's verdict follows the figures.
+    #[test]
+    fn goals_are_judged_from_the_figures() {
+        let mut params = Params::quick();
+        params.pull = vec![crate::bench::SizeRun { bytes: 1 << 20, iterations: 1 }];
+        params.push = vec![crate::bench::SizeRun { bytes: 64 << 20, iterations: 1 }];
+        params.part_sizes = vec![8 << 20, 128 << 20];
+        let get = "GET 1 MiB";
+        let pull = named_runs(
+            Scenario::BlobPull,
+            vec![
+                ("Berth", vec![vec![mbps(get, 1400.0), cpu(get, 0.24)], vec![mbps(get, 1300.0), cpu(get, 0.34)]]),
+                (
+                    "Berth plaintext",
+                    vec![vec![mbps(get, 1900.0), cpu(get, 0.05)], vec![mbps(get, 2100.0), cpu(get, 0.07)]],
+                ),
+                ("Distribution", vec![vec![mbps(get, 1000.0), cpu(get, 0.5)], vec![mbps(get, 1000.0), cpu(get, 0.5)]]),
+            ],
+        );
+        let busy = named_runs(
+            Scenario::BlobPullBusy,
+            vec![
+                ("Berth", vec![vec![mbps(get, 1100.0)], vec![mbps(get, 1100.0)]]),
+                ("Berth plaintext", vec![vec![], vec![]]),
+                ("Distribution", vec![vec![mbps(get, 1000.0)], vec![mbps(get, 1000.0)]]),
+            ],
+        );
+        let (mono, parts) = ("monolithic 64 MiB", "8 MiB parts 64 MiB");
+        let push = named_runs(
+            Scenario::BlobPush,
+            vec![
+                (
+                    "Berth",
+                    vec![vec![mbps(mono, 400.0), mbps(parts, 380.0)], vec![mbps(mono, 400.0), mbps(parts, 340.0)]],
+                ),
+                ("Berth plaintext", vec![vec![], vec![]]),
+                (
+                    "Distribution",
+                    vec![vec![mbps(mono, 200.0), mbps(parts, 200.0)], vec![mbps(mono, 200.0), mbps(parts, 200.0)]],
+                ),
+            ],
+        );
+        let info = |name: &str| RegistryInfo { name: name.to_owned(), version: "v".into(), location: "here".into() };
+        let mut report = Report {
+            mode: "compare".into(),
+            tool: "t".into(),
+            started_unix: 0,
+            machine: Machine::probe(),
+            registries: vec![info("Berth"), info("Berth plaintext"), info("Distribution")],
+            ceilings: None,
+            ceilings_error: None,
+            rounds: 2,
+            params,
+            scenarios: vec![push, pull, busy],
+            goals: Vec::new(),
+            elapsed_secs: 1.0,
+        };
+        report.goals = goals(&report);
+        let verdicts: Vec<(&str, Option<bool>)> = report.goals.iter().map(|g| (g.goal.as_str(), g.met)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("server CPU per GiB pulled (GET 1 MiB), Berth", Some(true)), // median 0.29
+                ("server CPU per GiB pulled (GET 1 MiB), Berth plaintext", Some(true)),
+                ("Berth pull (GET 1 MiB) vs Distribution", Some(true)), // 1.35×
+                ("Berth pull with one core busy (GET 1 MiB) vs Distribution", Some(false)), // 1.1×
+                ("Berth plaintext pull (GET 1 MiB) vs Distribution", Some(true)), // 2.0×
+                ("Berth 8 MiB parts 64 MiB vs its own monolithic 64 MiB, every round", Some(false)), // 0.85× in round 2
+                ("Berth 8 MiB parts 64 MiB vs Distribution", Some(true)), // 1.8×
+            ]
+        );
+        assert_eq!(report.goals[0].measured, "0.290 (0.240–0.340)");
+        assert_eq!(report.goals[2].measured, "1.35× (1.30–1.40×)");
+        assert_eq!(report.goals[5].measured, "worst round 0.85× (rounds: 0.95×, 0.85×)");
+        let md = report.markdown();
+        assert!(md.contains("**Goals**"), "{md}");
+        assert!(
+            md.contains("| Berth 8 MiB parts 64 MiB vs Distribution | ≥ 1.5× | 1.80× (1.70–1.90×) | met |"),
+            "{md}"
+        );
+        // The CPU goes in columns beside the MB/s, not in rows of its own.
+        assert!(md.contains("| Berth CPU-s/GiB |"), "{md}");
+        assert!(!md.contains("| CPU-s/GiB |"), "{md}");
+        assert!(md.contains("| blob-pull | GET 1 MiB | MB/s | 1350 (1300–1400) | 2000 (1900–2100) | 1000 | 1.35× (1.30–1.40×) | 2.00× (1.90–2.10×) | 0.290 (0.240–0.340) | 0.060 (0.050–0.070) | 0.500 |"), "{md}");
+
+        // Without the plaintext variant its goals are not measured, not failed.
+        report.registries.remove(1);
+        for sc in &mut report.scenarios {
+            sc.registries.remove(1);
+            sc.rows = rows(sc.scenario, &sc.registries);
+        }
+        let goals = goals(&report);
+        assert_eq!(goals[1].met, None);
+        assert_eq!(goals[1].measured, "not measured");
+        assert_eq!(goals[4].met, None);
+        assert_eq!(goals[2].met, Some(true));
+    }
+
+    #[test]
+    fn variants_parse() {
+        assert_eq!(Variant::parse("default"), Ok(Variant::defaults()));
+        assert_eq!(
+            Variant::parse(" plaintext").map(|v| v.env),
+            Ok(vec![("BERTH_ENCRYPTION__ENABLED".to_owned(), "false".to_owned())])
+        );
+        assert!(Variant::parse("fast").is_err());
     }
 
     #[test]
@@ -832,7 +1367,7 @@ mod tests {
         let b = vec![run(0, vec![Metric::unavailable("tags", Unit::Millis, "no tag pagination")])];
         let rows = rows(Scenario::Listing, &regs(a, b));
         assert_eq!(rows[0].cells[1].unavailable.as_deref(), Some("no tag pagination"));
-        assert_eq!(rows[0].ratio, None);
+        assert_eq!(rows[0].ratios[0].ratio, None);
     }
 
     #[test]

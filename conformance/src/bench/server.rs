@@ -98,6 +98,40 @@ pub fn reset_peak_rss(pid: u32) -> Result<(), BenchError> {
         .map_err(|e| BenchError::new(format!("cannot reset the peak RSS of pid {pid}: {e}")))
 }
 
+/// One core kept busy: a `sh` busy loop in a child process, for as long as
+/// this value lives (dropping it kills the child by its PID and reaps it).
+/// It stands for the other work a registry node does next to serving pulls.
+#[derive(Debug)]
+pub struct CpuBurner {
+    child: std::process::Child,
+}
+
+impl CpuBurner {
+    /// Starts the loop.
+    pub fn start() -> Result<Self, BenchError> {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::new(format!("cannot start the CPU burner (sh): {e}")))?;
+        Ok(Self { child })
+    }
+
+    /// The burner's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for CpuBurner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The Distribution configuration the compare mode uses: filesystem storage,
 /// deletes on, errors-only logging, no access log.
 pub fn distribution_config(root: &Path, port: u16) -> String {
@@ -289,6 +323,18 @@ fn tempdir_in(root: &Path, prefix: &str) -> Result<tempfile::TempDir, BenchError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_burner_burns_until_dropped() {
+        let burner = CpuBurner::start().unwrap();
+        let pid = burner.pid();
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        drop(burner);
+        // Killed and reaped: the PID is gone (or reused by an unrelated process that is
+        // not our shell loop).
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!cmdline.contains("while :"), "{cmdline}");
+    }
 
     #[test]
     fn vm_hwm_parsing() {

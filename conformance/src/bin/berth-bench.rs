@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use berth_conformance::Url;
 use berth_conformance::auth::CredentialArgs;
 use berth_conformance::bench::ceilings::{self, CeilingParams};
-use berth_conformance::bench::report::{self, CompareConfig, Report, RunConfig};
+use berth_conformance::bench::report::{self, CompareConfig, Report, RunConfig, Variant};
 use berth_conformance::bench::{Params, Scenario};
 use clap::{Args, Parser, Subcommand};
 
@@ -97,6 +97,13 @@ struct RunArgs {
     disk_dir: Option<PathBuf>,
     #[command(flatten)]
     credentials: CredentialArgs,
+    /// Trust this PEM CA certificate (a registry with a private CA over https://), repeatable
+    #[arg(long)]
+    ca_cert: Vec<PathBuf>,
+    /// Another replica of the same registry (scenario `replicas` spreads clients over
+    /// --url and these), repeatable
+    #[arg(long)]
+    peer_url: Vec<Url>,
 }
 
 #[derive(Debug, Args)]
@@ -109,9 +116,13 @@ struct CompareArgs {
     distribution_bin: PathBuf,
     #[command(flatten)]
     common: Common,
-    /// Rounds per scenario, alternating Berth and Distribution
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per scenario, alternating among the registries
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Berth configurations side by side with Distribution: `default` (encryption on,
+    /// fsync on) and `plaintext` (BERTH_ENCRYPTION__ENABLED=false)
+    #[arg(long, value_delimiter = ',', default_value = "default,plaintext", value_parser = Variant::parse)]
+    variants: Vec<Variant>,
     /// Where the servers' fresh data directories go (and the disk ceiling is
     /// measured) [default: the temp dir]
     #[arg(long)]
@@ -242,6 +253,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for scenario in Scenario::ALL {
                 println!("{scenario}");
             }
+            for scenario in Scenario::EXTRA {
+                println!("{scenario} (only when named)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ceilings(args) => {
@@ -264,6 +278,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
+            for path in &args.ca_cert {
+                let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                berth_conformance::bench::client::trust_root_pem(&pem)
+                    .with_context(|| format!("CA certificate {}", path.display()))?;
+            }
+            if !args.peer_url.is_empty() {
+                berth_conformance::bench::set_peer_urls(&args.url, args.peer_url.clone());
+            }
             let namespace = args
                 .namespace
                 .clone()
@@ -294,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 scenarios: args.common.scenarios(),
                 params: args.common.params(),
                 rounds: args.rounds,
+                variants: args.variants.clone(),
                 berth_env: args.berth_env.clone(),
                 berth_auth: args.berth_auth,
                 ceilings: (!args.no_ceilings).then(|| args.common.ceiling_params(data_root.clone())),

@@ -62,7 +62,8 @@ pub async fn get(reg: &Registry, name: &RepoName, digest: &Digest, req: &Req) ->
     let body = if req.method == Method::HEAD || span.is_empty() {
         Body::empty()
     } else {
-        Body::from_stream(reg.open_blob(digest, &entry, range.clone()).await?)
+        // Content-Length is set below: never chunked, as zero-copy placeholders need.
+        Body::from_stream(reg.open_blob(digest, &entry, range.clone(), req.zero_copy.as_ref()).await?)
     };
     let mut response = (status, body).into_response();
     let h = response.headers_mut();

@@ -72,6 +72,8 @@ pub(crate) struct Req {
     pub caller: Option<crate::auth::Caller>,
     /// Who and what request, for the events a change records.
     pub origin: Origin,
+    /// The connection's zero-copy jobs, on plain HTTP (set by the server).
+    pub zero_copy: Option<crate::zerocopy::Jobs>,
 }
 
 impl Req {
@@ -116,7 +118,8 @@ async fn dispatch(State(reg): State<Arc<Registry>>, request: axum::extract::Requ
         extensions.get::<middleware::ClientAddr>(),
         extensions.get::<middleware::Secure>(),
     );
-    let req = Req { method, headers, query, caller, origin };
+    let zero_copy = extensions.remove::<crate::zerocopy::Jobs>();
+    let req = Req { method, headers, query, caller, origin, zero_copy };
     let result = match (&req.method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(base()),
         (&Method::GET, Route::Catalog) => listing::catalog(&reg, &req).await,

@@ -41,17 +41,24 @@ impl Registry {
     }
 
     /// The blob's bytes (plaintext), or the non-empty `range` of them. A sealed copy whose
-    /// first segment does not open is an error here; a later one ends the stream. Whole reads
-    /// of plaintext are checked against the digest (the last piece is held back until it
-    /// matches), and so is a range that covers the whole blob; other ranges of plaintext
-    /// are served as stored (the scrub finds damage there). Integrity failures are counted.
+    /// first segment does not open is an error here; a later one ends the stream.
+    ///
+    /// Plaintext is served as stored, unless `storage.verify_reads` is on: then whole reads
+    /// are checked against the digest (the last piece is held back until it matches), and
+    /// so is a range that covers the whole blob. Its digest was verified when it was stored,
+    /// clients verify what they pull, and the scrub finds damage at rest. Integrity failures
+    /// are counted. With `zero_copy` (a plain-HTTP connection's jobs), verification off and
+    /// the blob's file on the local disk, the stream is placeholders that the connection
+    /// sends from the file ([`crate::zerocopy`]); nothing else may consume that stream.
     pub async fn open_blob(
         &self,
         digest: &Digest,
         entry: &BlobEntry,
         range: Option<Range<u64>>,
+        zero_copy: Option<&crate::zerocopy::Jobs>,
     ) -> ApiResult<ByteStream> {
         let range = range.filter(|r| r.start > 0 || r.end < entry.size);
+        let verify = self.settings.verify_reads;
         let stream = match &entry.copy {
             Some(copy) => {
                 let kek = self.crypt.kek(self.meta.as_ref(), &copy.kek).await?;
@@ -61,15 +68,19 @@ impl Registry {
                 })?;
                 self.blobs.read_sealed(digest, copy, dek, range).await
             }
-            None => self.blobs.read(digest, range).await,
+            None => match zero_copy.filter(|_| !verify) {
+                Some(jobs) => match self.blobs.open_local(digest).await {
+                    Ok(Some(local)) => return self.zero_copy_body(digest, entry, local, range, jobs),
+                    Ok(None) => self.blobs.read_stored(digest).await.map(|(_, s)| s),
+                    Err(e) => Err(e),
+                },
+                None if verify || range.is_some() => self.blobs.read(digest, range).await,
+                None => self.blobs.read_stored(digest).await.map(|(_, s)| s),
+            },
         };
         let mut stream = match stream {
             Ok(s) => self.integrity.counting(s),
-            Err(berth_storage::Error::NotFound) => {
-                // Linked in the metadata but missing at rest: an operator must know.
-                tracing::error!(blob.digest = %digest, "blob is linked but its content is missing");
-                return Err(ApiError::BlobUnknown);
-            }
+            Err(berth_storage::Error::NotFound) => return Err(missing(digest)),
             Err(e) => return Err(e.into()),
         };
         // The first piece is read before the answer starts, so that a blob that fails at once
@@ -81,6 +92,28 @@ impl Registry {
         }
     }
 
+    /// The zero-copy body of `range` of a plaintext blob's open file. The file was opened and
+    /// its length checked before the answer starts (as the first piece of a read is): a file
+    /// of another length than recorded is damaged, an error status and an integrity failure.
+    fn zero_copy_body(
+        &self,
+        digest: &Digest,
+        entry: &BlobEntry,
+        local: berth_storage::LocalBlob,
+        range: Option<Range<u64>>,
+        jobs: &crate::zerocopy::Jobs,
+    ) -> ApiResult<ByteStream> {
+        if local.len != entry.size {
+            self.integrity.read_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(blob.digest = %digest, blob.size = entry.size, file.size = local.len,
+                "a blob's file has another length than recorded");
+            return Err(ApiError::Internal(format!(
+                "blob {digest}: {} bytes stored, {} recorded",
+                local.len, entry.size
+            )));
+        }
+        Ok(crate::zerocopy::file_body(local.file, range.unwrap_or(0..entry.size), jobs))
+    }
     /// Links `digest` from `from` into `repo` when `from` has it. `None` when it cannot be
     /// mounted (the client then uploads it). Between repositories with different keys the
     /// content is re-encrypted for the target's key (or decrypted for a plaintext one).
@@ -124,7 +157,7 @@ impl Registry {
         let plaintext = match shared {
             Some(plaintext) => plaintext,
             None => {
-                let content = match self.open_blob(digest, &source, None).await {
+                let content = match self.open_blob(digest, &source, None, None).await {
                     Ok(s) => s,
                     Err(ApiError::BlobUnknown) => return Ok(None),
                     Err(e) => return Err(e),
@@ -151,4 +184,10 @@ impl Registry {
         }
         if self.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(ApiError::BlobUnknown) }
     }
+}
+
+/// A blob linked in the metadata but missing at rest: an operator must know.
+fn missing(digest: &Digest) -> ApiError {
+    tracing::error!(blob.digest = %digest, "blob is linked but its content is missing");
+    ApiError::BlobUnknown
 }

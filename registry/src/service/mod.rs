@@ -47,6 +47,8 @@ pub struct Settings {
     /// How often the last pull times noted are written (`service::pulls`; tests lengthen it
     /// to flush by hand).
     pub pull_flush: Duration,
+    /// `storage.verify_reads`: whole plaintext reads hashed, and no zero copy.
+    pub verify_reads: bool,
 }
 
 /// Everything a request needs: the stores, the settings and the manifest cache. Shared by

@@ -9,9 +9,12 @@ use berth_registry::config::Config;
 
 use crate::support::*;
 
+/// Plaintext with whole reads hashed (`storage.verify_reads`; by default plaintext is served
+/// as stored: `zerocopy.rs`).
 fn plaintext_config(dir: &Path) -> Config {
     let mut c = config_in(dir);
     c.encryption.enabled = false;
+    c.storage.verify_reads = true;
     c.scrub.interval = Duration::ZERO;
     c
 }

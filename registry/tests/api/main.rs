@@ -40,3 +40,4 @@ mod throttle;
 mod tls;
 mod tls_probe;
 mod uploads_maintenance;
+mod zerocopy;

@@ -7,9 +7,15 @@
 //! that later steps cannot do without.
 
 pub(crate) mod blobs;
+pub(crate) mod concurrency;
 pub(crate) mod image;
 pub(crate) mod listing;
 pub(crate) mod manifests;
+pub(crate) mod replicas;
+pub(crate) mod storm;
+pub(crate) mod tls;
+
+pub use concurrency::ExtraParams;
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -25,6 +31,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) target: &'a Target,
     pub(crate) state: &'a mut TargetState,
     pub(crate) rec: &'a mut Recorder,
+    /// The server's process, when known: its CPU time and peak RSS.
+    pub(crate) server_pid: Option<u32>,
 }
 
 impl Cx<'_> {
@@ -83,11 +91,17 @@ impl Cx<'_> {
 pub(crate) async fn run(cx: &mut Cx<'_>, scenario: Scenario) -> Result<(), BenchError> {
     match scenario {
         Scenario::BlobPush => blobs::push(cx).await,
-        Scenario::BlobPull => blobs::pull(cx).await,
+        Scenario::BlobPull => blobs::pull(cx, false).await,
+        Scenario::BlobPullBusy => blobs::pull(cx, true).await,
         Scenario::ConcurrentPush => blobs::concurrent_push(cx).await,
         Scenario::ManifestGet => manifests::manifest_get(cx).await,
         Scenario::Image => image::image(cx).await,
         Scenario::Listing => listing::listing(cx).await,
+        Scenario::Concurrency => concurrency::concurrency(cx).await,
+        Scenario::Memory => concurrency::memory(cx).await,
+        Scenario::Storm => storm::storm(cx).await,
+        Scenario::Tls => tls::tls(cx).await,
+        Scenario::Replicas => replicas::replicas(cx).await,
     }
 }
 

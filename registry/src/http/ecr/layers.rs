@@ -541,6 +541,7 @@ async fn serve_download(reg: &Registry, parts: axum::http::request::Parts) -> Re
         query: Vec::new(),
         caller: None,
         origin: Default::default(),
+        zero_copy: parts.extensions.get::<crate::zerocopy::Jobs>().cloned(),
     };
     super::super::blobs::get(reg, &repo, &digest, &req).await
 }
