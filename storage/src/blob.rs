@@ -19,6 +19,10 @@ use crate::s3::writer::PartWriter;
 use crate::s3::{MIN_PART, S3, S3Settings, concat::concat, raw::Completed};
 use crate::verify::verify_stream;
 
+#[path = "local_append.rs"]
+mod local_append;
+pub use local_append::{Appended, UploadFile};
+
 /// A stream of body bytes coming in (a request body) or going out (a blob read).
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
@@ -663,19 +667,6 @@ impl BlobStore {
                 Err(e)
             }
         }
-    }
-
-    /// Hashes an upload's staged parts afresh: used when the running state cannot serve
-    /// (the client asked for another algorithm at the end, or the saved state is unreadable).
-    pub async fn hash_parts(&self, id: &UploadId, parts: &[String], algorithm: berth_oci::Algorithm) -> Result<Digest> {
-        let mut hasher = DigestHasher::new(algorithm);
-        for part in parts {
-            let mut s = self.staging.get(&layout::upload_part(id, part)).await?.into_stream();
-            while let Some(chunk) = s.next().await {
-                hasher.update(&chunk?);
-            }
-        }
-        Ok(hasher.finish())
     }
 
     /// Removes everything upload `id` staged. Missing files are fine.

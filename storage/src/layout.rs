@@ -14,10 +14,15 @@
 //! │                                     racing writers never share an object
 //! └── uploads/
 //!     └── <upload-id>/
-//!         ├── <part>                    one staged chunk of an upload (a PATCH, or the
-//!         │                             body of the final PUT), named `<index>-<random>`
-//!         │                             so that racing writers never share a path
+//!         ├── data                      on the local disk, the upload's one data file:
+//!         │                             each chunk appended in place, under a lock, then
+//!         │                             renamed at commit (`local_append`)
+//!         ├── <part>                    elsewhere, one staged chunk of an upload (a PATCH,
+//!         │                             or the body of the final PUT), named
+//!         │                             `<index>-<random>` so that racing writers never
+//!         │                             share a path; also a one-request push's body
 //!         └── assembled                 parts concatenated at commit, before the rename
+//!                                       (sessions with several parts)
 //! ```
 //!
 //! Which repositories may read a blob, and which parts make up an upload, is recorded in
@@ -68,6 +73,14 @@ pub fn upload_part(id: &UploadId, part: &str) -> Path {
     Path::from(format!("uploads/{id}/{part}"))
 }
 
+/// The name, in a session's part list, of its data file on the local disk.
+pub const UPLOAD_DATA: &str = "data";
+
+/// An upload's data file on the local disk, where its chunks are appended in place.
+pub fn upload_data(id: &UploadId) -> Path {
+    upload_part(id, UPLOAD_DATA)
+}
+
 /// A fresh name for the part at `index`: ordered by index, unique across racing writers.
 pub fn part_name(index: usize) -> String {
     format!("{index:06}-{}", uuid::Uuid::new_v4().simple())
@@ -114,6 +127,8 @@ mod tests {
         assert_eq!(parse_object(&Path::from("blobs/sha256/e3/nothex")), None);
         assert_eq!(parse_object(&upload_part(&id, "p")), None);
         assert_eq!(upload_assembled(&id).as_ref(), "uploads/abc-1/assembled");
+        assert_eq!(upload_data(&id).as_ref(), "uploads/abc-1/data");
+        assert!(!part_name(0).starts_with(UPLOAD_DATA));
         assert!(upload_part(&id, &name).prefix_matches(&upload_dir(&id)));
     }
 }

@@ -5,7 +5,7 @@
 //! compare-and-swap on the offset: of two racing writers one wins, the other gets 416.
 
 use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
-use berth_storage::crypt::format::SEGMENT;
+use berth_storage::crypt::format::{SEALED_SEGMENT, SEGMENT};
 use berth_storage::crypt::record::{OpenUpload, blob_wrap_context};
 use berth_storage::crypt::{Dek, Run, SealedBlob, Sealer, UploadSealing};
 use berth_storage::metadata::{Origin, UploadQuota, UploadRecord, unix_now};
@@ -154,18 +154,11 @@ impl Registry {
         if range.is_some_and(|r| r.start != up.offset) {
             return Err(out_of_order(&up));
         }
+        if self.blobs.appends_in_place(&up.parts) {
+            return self.append_in_place(repo, id, range, body).await;
+        }
         let open = self.open_sealing(&up).await?;
-        let mut inbound = match &open {
-            Some(open) => Inbound {
-                hasher: open.hasher.clone(),
-                sealer: Some(Sealer::new(open.dek.clone(), sealed_segments(&up, open)?, &open.tail)?),
-            },
-            None => Inbound {
-                hasher: DigestHasher::restore_state(&up.hash_state)
-                    .map_err(|e| ApiError::Internal(format!("upload {id}: {e}")))?,
-                sealer: None,
-            },
-        };
+        let mut inbound = inbound_for(&up, open.as_ref())?;
         let staged = self.blobs.stage_part(id, &up.parts, body, &mut inbound).await?;
         if let Some(r) = range
             && staged.len != r.len()
@@ -191,14 +184,7 @@ impl Registry {
         }
         next.parts.extend(staged.name.clone());
         next.updated_at = unix_now();
-        match (&open, &up.sealing, &inbound.sealer) {
-            (Some(open), Some(sealing), Some(sealer)) => {
-                let mut runs = open.runs.clone();
-                runs.extend(sealer.run());
-                next.sealing = Some(sealing.advanced(open, id, next.offset, &inbound.hasher, &runs, sealer.tail())?);
-            }
-            _ => next.hash_state = inbound.hasher.save_state(),
-        }
+        advance_state(&mut next, &up, open.as_ref(), &inbound)?;
         if !self.meta.advance_upload(&next, up.offset, up.parts.len()).await? {
             // Another writer appended first: our bytes are not part of the upload.
             if let Some(name) = &staged.name {
@@ -212,6 +198,64 @@ impl Registry {
         {
             // It is no longer listed in the session; the upload's folder goes at commit.
             tracing::warn!(upload.id = %id, error = %e, "could not remove a part that was joined into the next");
+        }
+        Ok(next)
+    }
+
+    /// [`Registry::append_chunk`] on the local disk: the chunk is appended to the session's
+    /// one data file (`berth_storage::blob::UploadFile`). The file's lock is taken before
+    /// the session is read and held past its compare-and-swap, so two writers at the same
+    /// offset never interleave bytes: the second waits, then is answered 416 with the new offset. The file is first
+    /// cut back to what the session vouches for (a writer may have died between its write
+    /// and its compare-and-swap), and a chunk that is not recorded is cut off again.
+    async fn append_in_place(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> ApiResult<UploadRecord> {
+        // Waits for a writer appending now: the session is then read as it left it.
+        let file = self.blobs.lock_upload(id).await?;
+        let up = self.upload_status(repo, id).await?;
+        if range.is_some_and(|r| r.start != up.offset) || !self.blobs.appends_in_place(&up.parts) {
+            return Err(out_of_order(&up));
+        }
+        let open = self.open_sealing(&up).await?;
+        let mut inbound = inbound_for(&up, open.as_ref())?;
+        let stored = match &open {
+            Some(open) => sealed_segments(&up, open)? * SEALED_SEGMENT,
+            None => up.offset,
+        };
+        file.cut_to(stored).await?;
+        let appended = file.append(stored, body, &mut inbound).await?;
+        if let Some(r) = range
+            && appended.len != r.len()
+        {
+            file.cut_to(stored).await?;
+            return Err(ApiError::SizeInvalid(format!(
+                "Content-Range {}-{} announces {} bytes, the body had {}",
+                r.start,
+                r.end,
+                r.len(),
+                appended.len
+            )));
+        }
+        if appended.len == 0 {
+            return Ok(up);
+        }
+        let mut next = up.clone();
+        next.offset += appended.len;
+        if appended.written > 0 {
+            next.parts = vec![layout::UPLOAD_DATA.to_owned()];
+        }
+        next.updated_at = unix_now();
+        advance_state(&mut next, &up, open.as_ref(), &inbound)?;
+        if !self.meta.advance_upload(&next, up.offset, up.parts.len()).await? {
+            // Under the lock only a claim (commit, cancel, purge) moves the session: our
+            // bytes are not part of the upload.
+            file.cut_to(stored).await?;
+            return Err(out_of_order(&self.upload_status(repo, id).await?));
         }
         Ok(next)
     }
@@ -270,11 +314,11 @@ impl Registry {
         let Some(open) = self.open_sealing(up).await? else {
             let actual = match DigestHasher::restore_state(&up.hash_state) {
                 Ok(h) if h.algorithm() == digest.algorithm() => h.finish(),
-                _ => self.blobs.hash_parts(&up.id, &up.parts, digest.algorithm()).await?,
+                _ => self.blobs.hash_parts(&up.id, &up.parts, up.offset, digest.algorithm()).await?,
             };
             check_digest(&actual, digest)?;
             self.ensure_repository(&up.repo, None, origin).await?;
-            self.blobs.commit_verified(&up.id, &up.parts, digest).await?;
+            self.blobs.commit_upload(&up.id, &up.parts, up.offset, Target::Plain(digest.clone())).await?;
             self.meta.link_blob(&up.repo, digest, up.offset, true, None, origin).await?;
             self.events.wake();
             tracing::info!(repo.name = %up.repo, blob.digest = %digest, blob.size = up.offset, "blob committed");
@@ -300,7 +344,8 @@ impl Registry {
             let mut runs = open.runs.clone();
             runs.push(last);
             let path = layout::sealed_blob(digest, &object);
-            self.blobs.commit(&up.id, &up.parts, Target::Sealed { path, trailer }).await?;
+            let stored = sealed_segments(up, &open)? * SEALED_SEGMENT;
+            self.blobs.commit_upload(&up.id, &up.parts, stored, Target::Sealed { path, trailer }).await?;
             self.record_copy(digest, &key_name, object, up.offset, &open.dek, runs).await?;
         }
         self.meta.link_blob(&up.repo, digest, up.offset, false, None, origin).await?;
@@ -428,6 +473,41 @@ fn check_digest(actual: &Digest, expected: &Digest) -> ApiResult<()> {
     } else {
         Err(ApiError::DigestInvalid(format!("the uploaded content has digest {actual}, not {expected}")))
     }
+}
+
+/// What passes a session's next chunk on to its parts: its hash state restored, and for an
+/// encrypted session a sealer continuing after its sealed segments, with its tail.
+fn inbound_for(up: &UploadRecord, open: Option<&OpenUpload>) -> ApiResult<Inbound> {
+    Ok(match open {
+        Some(open) => Inbound {
+            hasher: open.hasher.clone(),
+            sealer: Some(Sealer::new(open.dek.clone(), sealed_segments(up, open)?, &open.tail)?),
+        },
+        None => Inbound {
+            hasher: DigestHasher::restore_state(&up.hash_state)
+                .map_err(|e| ApiError::Internal(format!("upload {}: {e}", up.id)))?,
+            sealer: None,
+        },
+    })
+}
+
+/// Records in `next` the hash state (and for an encrypted session, the runs and tail) that
+/// `inbound` reached from session `up`.
+fn advance_state(
+    next: &mut UploadRecord,
+    up: &UploadRecord,
+    open: Option<&OpenUpload>,
+    inbound: &Inbound,
+) -> ApiResult<()> {
+    match (open, &up.sealing, &inbound.sealer) {
+        (Some(open), Some(sealing), Some(sealer)) => {
+            let mut runs = open.runs.clone();
+            runs.extend(sealer.run());
+            next.sealing = Some(sealing.advanced(open, &up.id, next.offset, &inbound.hasher, &runs, sealer.tail())?);
+        }
+        _ => next.hash_state = inbound.hasher.save_state(),
+    }
+    Ok(())
 }
 
 /// How many segments of an encrypted upload are sealed in its parts: all bytes but the tail.

@@ -8,6 +8,7 @@ mod support;
 
 mod auth;
 mod bounds;
+mod chunked_uploads;
 mod cli;
 mod concurrency;
 mod config_switches;

@@ -5,6 +5,7 @@
 
 mod blob_store;
 mod crypt;
+mod local_append;
 mod metadata;
 mod metadata_ecr_repos;
 mod metadata_gc;
