@@ -17,9 +17,10 @@
 //!
 //! Writers exclude one another with an exclusive `flock(2)` on the data file, taken before
 //! the session is read and held until after its compare-and-swap, so two chunks at the same
-//! offset never interleave their bytes: the second writer waits for the lock, then reads
-//! the session the first moved on and is answered 416 with its new offset, as a loser of
-//! the compare-and-swap would be. The commit waits for
+//! offset never interleave their bytes: the second writer waits for the lock (polling, so
+//! no blocking-pool thread is held, for at most a minute), then reads the session the first
+//! moved on and is answered 416 with its new offset, as a loser of the compare-and-swap
+//! would be. The commit waits for
 //! the lock: the session is claimed by then, so a writer still holding it fails its
 //! compare-and-swap and cuts its bytes back, and a writer that gets the lock later finds no
 //! session. `flock` holds between processes on a local filesystem too.
@@ -41,6 +42,12 @@ use super::{BlobStore, ByteStream, Inbound, Target};
 use crate::error::{Error, Result};
 use crate::layout;
 
+/// How long a writer waits for another holding an upload's data file before it gives up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The first and the longest pause between attempts to take the lock.
+const LOCK_POLL_MIN: std::time::Duration = std::time::Duration::from_millis(2);
+const LOCK_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// An upload's data file, opened and locked against other writers until dropped.
 #[derive(Debug)]
 pub struct UploadFile {
@@ -56,6 +63,18 @@ pub struct Appended {
     pub len: u64,
     /// Bytes written to the file (sealed segments when the upload is encrypted).
     pub written: u64,
+}
+
+/// Cuts `file` back to `len` bytes; an error when it holds fewer.
+fn cut_back(file: &File, len: u64) -> std::io::Result<()> {
+    let has = file.metadata()?.len();
+    if has < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("an upload's data file holds {has} bytes, its session recorded {len}"),
+        ));
+    }
+    if has > len { file.set_len(len) } else { Ok(()) }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
@@ -80,18 +99,29 @@ impl BlobStore {
     /// The data file of upload `id` on the local disk, created if missing, locked for the
     /// caller; `None` when another writer holds it (the caller answers as to a lost race).
     pub async fn try_lock_upload(&self, id: &UploadId) -> Result<Option<UploadFile>> {
-        self.open_upload_file(id, false).await
+        self.open_upload_file(id).await
     }
 
-    /// [`BlobStore::try_lock_upload`], waiting (on the blocking pool) for a writer holding
-    /// the lock to finish: a writer that then reads the session sees where the other left it.
-    pub async fn lock_upload(&self, id: &UploadId) -> Result<UploadFile> {
-        self.open_upload_file(id, true)
-            .await?
-            .ok_or_else(|| Error::Task("an upload's data file lock was not taken".into()))
+    /// [`BlobStore::try_lock_upload`], waiting for a writer holding the lock to finish: a
+    /// writer that then reads the session sees where the other left it. The wait polls (no
+    /// blocking-pool thread is held, so writers queued on one upload cannot starve the pool
+    /// every file operation needs) and gives up after [`LOCK_WAIT`]: `None`.
+    pub async fn lock_upload(&self, id: &UploadId) -> Result<Option<UploadFile>> {
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        let mut pause = LOCK_POLL_MIN;
+        loop {
+            if let Some(file) = self.open_upload_file(id).await? {
+                return Ok(Some(file));
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LOCK_POLL_MAX);
+        }
     }
 
-    async fn open_upload_file(&self, id: &UploadId, wait: bool) -> Result<Option<UploadFile>> {
+    async fn open_upload_file(&self, id: &UploadId) -> Result<Option<UploadFile>> {
         let path = self.upload_data_file(id)?;
         let piece = self.write_chunk;
         blocking(move || {
@@ -99,10 +129,6 @@ impl BlobStore {
                 std::fs::create_dir_all(dir)?;
             }
             let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-            if wait {
-                file.lock()?;
-                return Ok(Some(UploadFile { file: Arc::new(file), piece }));
-            }
             match file.try_lock() {
                 Ok(()) => Ok(Some(UploadFile { file: Arc::new(file), piece })),
                 Err(TryLockError::WouldBlock) => Ok(None),
@@ -155,14 +181,18 @@ impl BlobStore {
             Target::Plain(digest) => (layout::blob(&digest), Bytes::new()),
             Target::Sealed { path, trailer } => (path, trailer),
         };
-        let path = self.upload_data_file(id)?;
+        // Waits for a writer still appending: the session is claimed, so its
+        // compare-and-swap fails and it cuts its bytes back; later ones find no session.
+        let Some(locked) = self.lock_upload(id).await? else {
+            return Err(Error::Task(format!(
+                "upload {id}: another request held its data file for over {} s",
+                LOCK_WAIT.as_secs()
+            )));
+        };
+        let file = locked.file.clone();
         let fsync = self.fsync;
         blocking(move || {
-            let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            // Waits for a writer still appending: the session is claimed, so its
-            // compare-and-swap fails and it cuts its bytes back; later ones find no session.
-            file.lock()?;
-            file.set_len(stored)?;
+            cut_back(&file, stored)?;
             file.write_all_at(&trailer, stored)?;
             if fsync {
                 file.sync_all()?;
@@ -181,9 +211,12 @@ impl BlobStore {
 impl UploadFile {
     /// Cuts the file back to `len` bytes, what the session vouches for: bytes past it were
     /// written by a writer that never recorded them.
+    /// A file shorter than `len` lost bytes the session recorded (its hash state covers
+    /// them): it is an error, never extended, so no blob is committed with bytes it did not
+    /// receive.
     pub async fn cut_to(&self, len: u64) -> Result<()> {
         let file = self.file.clone();
-        blocking(move || file.set_len(len)).await
+        blocking(move || cut_back(&file, len)).await
     }
 
     /// Writes `body` at `at` (the vouched-for length, the file cut back to it), passing every

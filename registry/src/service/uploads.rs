@@ -216,7 +216,11 @@ impl Registry {
         body: ByteStream,
     ) -> ApiResult<UploadRecord> {
         // Waits for a writer appending now: the session is then read as it left it.
-        let file = self.blobs.lock_upload(id).await?;
+        let Some(file) = self.blobs.lock_upload(id).await? else {
+            // Another request has held the file for a long time (a slow body): this chunk is
+            // refused as out of order, with the offset the session has now.
+            return Err(out_of_order(&self.upload_status(repo, id).await?));
+        };
         let up = self.upload_status(repo, id).await?;
         if range.is_some_and(|r| r.start != up.offset) || !self.blobs.appends_in_place(&up.parts) {
             return Err(out_of_order(&up));

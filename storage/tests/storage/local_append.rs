@@ -165,6 +165,49 @@ async fn one_writer_at_a_time_holds_the_data_file() {
 }
 
 #[tokio::test]
+async fn a_waiting_writer_takes_the_lock_when_the_holder_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::local(dir.path(), false).unwrap();
+    let id = upload_id();
+    let first = lock(&store, &id).await;
+    let waiter = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move { store.lock_upload(&id).await.unwrap().is_some() })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "the second writer waits while the first holds the file");
+    drop(first);
+    assert!(waiter.await.unwrap(), "and takes the lock once it is let go");
+}
+
+#[tokio::test]
+async fn a_data_file_shorter_than_its_session_is_an_error_never_filled_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::local(dir.path(), false).unwrap();
+    let id = upload_id();
+    let blob = pattern(2_000_000, 4);
+    let mut inbound = Inbound::plain(Algorithm::Sha256);
+    let file = lock(&store, &id).await;
+    file.append(0, body(vec![blob.clone()]), &mut inbound).await.unwrap();
+    drop(file);
+    // Bytes the session recorded are lost (the file was cut behind Berth's back).
+    let f = std::fs::OpenOptions::new().write(true).open(data_file(dir.path(), &id)).unwrap();
+    f.set_len(1_000_000).unwrap();
+    drop(f);
+    let file = lock(&store, &id).await;
+    assert!(file.cut_to(blob.len() as u64).await.is_err(), "a writer does not extend the file");
+    drop(file);
+    let digest = inbound.hasher.finish();
+    let parts = vec![layout::UPLOAD_DATA.to_owned()];
+    assert!(
+        store.commit_upload(&id, &parts, blob.len() as u64, Target::Plain(digest.clone())).await.is_err(),
+        "nor does the commit"
+    );
+    assert!(matches!(store.read(&digest, None).await, Err(berth_storage::Error::NotFound)), "no blob of zeros appears");
+    store.discard_upload(&id).await.unwrap();
+}
+
+#[tokio::test]
 async fn sealed_segments_append_in_place_and_commit_with_the_final_segment() {
     let dir = tempfile::tempdir().unwrap();
     let store = BlobStore::local(dir.path(), true).unwrap();
