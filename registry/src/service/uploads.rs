@@ -166,13 +166,7 @@ impl Registry {
             if let Some(name) = &staged.name {
                 self.blobs.discard_part(id, name).await?;
             }
-            return Err(ApiError::SizeInvalid(format!(
-                "Content-Range {}-{} announces {} bytes, the body had {}",
-                r.start,
-                r.end,
-                r.len(),
-                staged.len
-            )));
+            return Err(range_mismatch(r, staged.len));
         }
         if staged.len == 0 {
             return Ok(up);
@@ -237,13 +231,7 @@ impl Registry {
             && appended.len != r.len()
         {
             file.cut_to(stored).await?;
-            return Err(ApiError::SizeInvalid(format!(
-                "Content-Range {}-{} announces {} bytes, the body had {}",
-                r.start,
-                r.end,
-                r.len(),
-                appended.len
-            )));
+            return Err(range_mismatch(r, appended.len));
         }
         if appended.len == 0 {
             return Ok(up);
@@ -469,6 +457,16 @@ impl Registry {
         }
         Ok(purged)
     }
+}
+
+/// The chunk's body did not bring the bytes its `Content-Range` announced.
+fn range_mismatch(r: ChunkRange, got: u64) -> ApiError {
+    ApiError::SizeInvalid(format!(
+        "Content-Range {}-{} announces {} bytes, the body had {got}",
+        r.start,
+        r.end,
+        r.len()
+    ))
 }
 
 fn check_digest(actual: &Digest, expected: &Digest) -> ApiResult<()> {
