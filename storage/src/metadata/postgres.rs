@@ -12,7 +12,8 @@
 //! replicas end as if they had run one after another:
 //!
 //! - Single-statement writes are atomic on their own. `advance_upload` is one
-//!   `UPDATE .. WHERE byte_offset = $expected`: a second writer waits for the first's row
+//!   `UPDATE .. WHERE byte_offset = $expected` (alone in a transaction that does not wait
+//!   for the WAL flush, see `Uploads::advance_upload`): a second writer waits for the first's row
 //!   lock, then re-evaluates the `WHERE` on the new row and updates nothing (it lost).
 //! - Creating rows that may already exist is `INSERT .. ON CONFLICT`, which waits for an
 //!   in-flight insert of the same key instead of failing.

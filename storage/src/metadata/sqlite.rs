@@ -144,6 +144,31 @@ impl SqliteStore {
         .map_err(|e| Error::Task(e.to_string()))?
     }
 
+    /// Like [`Self::write`], but the commit does not wait for the disk (`synchronous=NORMAL`
+    /// for this one transaction): a machine crash may forget it, never tear it, and the next
+    /// synced commit on the database carries it to the disk with its own. For records whose
+    /// loss is harmless by design (an upload session's progress, see `Uploads::advance_upload`).
+    async fn write_relaxed<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.with_conn(move |conn| {
+            conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })();
+            // Back to synced commits before the connection serves anyone else; a connection
+            // that cannot be set back fails this call rather than weakening later writes.
+            conn.execute_batch("PRAGMA synchronous=FULL")?;
+            result
+        })
+        .await
+    }
+
     /// Runs `f` in a write transaction, committed when it returns `Ok`.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
@@ -246,4 +271,29 @@ fn delete_policies_of(tx: &rusqlite::Transaction<'_>, kind: &str, target: &str) 
 /// SQLite reads as "no limit".
 fn limit_of(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `synchronous` level of every pooled connection (2 = FULL); none is in use here.
+    fn levels(store: &SqliteStore) -> Vec<i64> {
+        let idle = store.pool.idle.lock().unwrap();
+        assert_eq!(idle.len(), POOL_SIZE);
+        idle.iter().map(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_write_leaves_every_connection_synced_after_it_commits_or_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
+        assert_eq!(levels(&store), vec![2; POOL_SIZE]);
+        let relaxed: i64 =
+            store.write_relaxed(|tx| Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(relaxed, 1, "the relaxed transaction runs with synchronous=NORMAL");
+        let failed: Result<()> = store.write_relaxed(|_| Err(Error::Corrupt("refused".into()))).await;
+        assert!(failed.is_err());
+        assert_eq!(levels(&store), vec![2; POOL_SIZE], "FULL again on every connection");
+    }
 }

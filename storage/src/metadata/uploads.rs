@@ -66,6 +66,14 @@ pub trait Uploads: Send + Sync {
     async fn get_upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
     /// Replaces the session's progress if it still stands at `expected_offset` with
     /// `expected_parts` parts; `false` when another writer got there first.
+    ///
+    /// Committed without waiting for the disk (SQLite `synchronous=NORMAL`, PostgreSQL
+    /// `synchronous_commit = off`, for this transaction only): a crash of the machine may
+    /// forget the last chunks' progress, never tear it, and the next synced commit carries it.
+    /// Forgetting is harmless by design: the chunks' bytes are not synced either; the session
+    /// then vouches for a shorter length, the data file (or part list) is cut back to it, and
+    /// the client resumes from the offset it is given, as after a lost request. The commit of
+    /// the upload syncs both.
     async fn advance_upload(&self, upload: &UploadRecord, expected_offset: u64, expected_parts: usize) -> Result<bool>;
     /// Ends a session; `false` when it was not there.
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;

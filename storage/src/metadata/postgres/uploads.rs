@@ -77,17 +77,19 @@ impl Uploads for PostgresStore {
 
     async fn advance_upload(&self, u: &UploadRecord, expected_offset: u64, expected_parts: usize) -> Result<bool> {
         // A racing writer blocks on this row's lock, then re-checks the WHERE on the row the
-        // winner left, and updates nothing.
+        // winner left, and updates nothing. The commit does not wait for the WAL flush
+        // (`synchronous_commit = off` for this transaction only): a crash of the database
+        // machine may forget the progress, never tear it (see the trait).
         let (sealing, sealing_kek) = sealing_columns(u);
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE uploads SET byte_offset = $2, hash_state = $3, parts = $4, updated_at = $5, sealing = $8, \
-                 sealing_kek = $9 WHERE id = $1 AND byte_offset = $6 AND cardinality(parts)::bigint = $7",
-            )
-            .await?;
-        let n = client
-            .execute(
+        transaction!(self, |tx| {
+            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE uploads SET byte_offset = $2, hash_state = $3, parts = $4, updated_at = $5, sealing = $8, \
+                     sealing_kek = $9 WHERE id = $1 AND byte_offset = $6 AND cardinality(parts)::bigint = $7",
+                )
+                .await?;
+            tx.execute(
                 &stmt,
                 &[
                     &u.id.as_str(),
@@ -101,8 +103,9 @@ impl Uploads for PostgresStore {
                     &sealing_kek,
                 ],
             )
-            .await?;
-        Ok(n > 0)
+            .await?
+                > 0
+        })
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {

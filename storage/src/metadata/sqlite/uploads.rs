@@ -83,7 +83,7 @@ impl Uploads for SqliteStore {
 
     async fn advance_upload(&self, u: &UploadRecord, expected_offset: u64, expected_parts: usize) -> Result<bool> {
         let u = u.clone();
-        self.write(move |tx| {
+        self.write_relaxed(move |tx| {
             let n = tx.execute(
                 "UPDATE uploads SET byte_offset = ?2, hash_state = ?3, parts = ?4, updated_at = ?5, sealing = ?8, \
                  sealing_kek = ?9 WHERE id = ?1 AND byte_offset = ?6 AND json_array_length(parts) = ?7",
