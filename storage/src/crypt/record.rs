@@ -224,19 +224,79 @@ fn seal_state(dek: &Dek, id: &UploadId, offset: u64, hasher: &DigestHasher, tail
     dek.seal_small(&plain, &upload_state_context(id, offset))
 }
 
+/// Hex in the session record. Through slices, not `hex::encode`/`hex::decode`: those go
+/// character by character through iterators, and a sealed upload's state (its held-back
+/// tail, up to a segment) is written and read again at every chunk.
 mod hex {
     pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&::hex::encode(v))
+        let mut out = vec![0u8; v.len() * 2];
+        ::hex::encode_to_slice(v, &mut out).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&out).map_err(serde::ser::Error::custom)?)
     }
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <String as serde::Deserialize>::deserialize(d)?;
-        ::hex::decode(s).map_err(serde::de::Error::custom)
+        decode(s.as_bytes()).ok_or_else(|| serde::de::Error::custom("not an even number of hex digits"))
+    }
+
+    /// Each byte's value as a hex digit; 0xff for the others.
+    const DIGITS: [u8; 256] = {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
+
+    /// Without a branch per digit: any digit that is not one sets a high bit in `bad`.
+    pub(super) fn decode(text: &[u8]) -> Option<Vec<u8>> {
+        if !text.len().is_multiple_of(2) {
+            return None;
+        }
+        let mut bad = 0u8;
+        let out = text
+            .chunks_exact(2)
+            .map(|pair| {
+                let (high, low) = (DIGITS[pair[0] as usize], DIGITS[pair[1] as usize]);
+                bad |= high | low;
+                (high << 4) | (low & 0x0f)
+            })
+            .collect();
+        (bad & 0xf0 == 0).then_some(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_records_keep_their_hex_form_and_refuse_bad_hex() {
+        let record = UploadSealing {
+            key_name: "default".into(),
+            kek: "k1".into(),
+            wrapped: vec![0x00, 0x7f, 0xff],
+            runs: (0..=255u8).collect(),
+            secret: (0..70_000u32).map(|i| (i * 7) as u8).collect(),
+        };
+        let text = String::from_utf8(record.encode()).unwrap();
+        // The form records already stored have (written by `hex::encode`).
+        assert!(text.contains(&format!("\"{}\"", ::hex::encode(&record.secret))));
+        assert!(text.contains("\"007fff\""));
+        assert_eq!(UploadSealing::decode(text.as_bytes()).unwrap(), record);
+        assert_eq!(super::hex::decode(b"00Ff7a").unwrap(), vec![0x00, 0xff, 0x7a]);
+        for bad in ["\"007ff\"", "\"007fzz\"", "\"007f0g\"", "\"007f \""] {
+            let broken = text.replace("\"007fff\"", bad);
+            assert!(UploadSealing::decode(broken.as_bytes()).is_err(), "{bad} must be refused");
+        }
+    }
 
     #[test]
     fn runs_encode_and_find() {
