@@ -479,6 +479,15 @@ impl Auth {
         Ok(client.execute(again).await?)
     }
 
+    /// Signs `request` as [`Auth::execute`] would before sending it, for a caller that sends
+    /// it some other way; a request not to a registry path, or already signed, is left as is.
+    pub async fn sign(&self, request: &mut Request) -> CaseResult<()> {
+        if !request.headers().contains_key(AUTHORIZATION) && self.registry_tail(request.url()).is_some() {
+            self.authorize(request).await?;
+        }
+        Ok(())
+    }
+
     /// Attaches what the current scheme needs to a request to a registry path.
     async fn authorize(&self, request: &mut Request) -> CaseResult<()> {
         match self.scheme() {

@@ -12,8 +12,8 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK,
 use reqwest::{Method, Response, Url};
 use serde::Serialize;
 
-use super::BenchError;
 use super::payload::Payload;
+use super::{BenchError, raw_get};
 use crate::auth::{Auth, Credentials};
 use crate::content::ACCEPT_ALL_MANIFESTS;
 use crate::wire;
@@ -328,6 +328,11 @@ impl Target {
             request = request.header(RANGE, wire::ByteRange::Closed { first, last }.header());
         }
         let want_status: &[u16] = if range.is_some() { &[206] } else { &[200] };
+        if self.base.scheme() == "http"
+            && let Some(got) = self.get_blob_raw(request.try_clone(), want_status, want_len).await?
+        {
+            return Ok(got);
+        }
         let mut response = Self::expect(self.send(request).await?, &Method::GET, want_status).await?;
         let mut got = 0u64;
         while let Some(chunk) = response.chunk().await? {
@@ -337,6 +342,46 @@ impl Target {
             return Err(BenchError::new(format!("GET blob {digest}: want {want_len} bytes, got {got}")));
         }
         Ok(got)
+    }
+
+    /// [`Target::get_blob`] over plain HTTP with [`raw_get`]: the bytes received; `None` when
+    /// the answer is one the ordinary client should take (a 401 to sign in again, a redirect).
+    async fn get_blob_raw(
+        &self,
+        request: Option<reqwest::RequestBuilder>,
+        want_status: &[u16],
+        want_len: u64,
+    ) -> Result<Option<u64>, BenchError> {
+        let Some(request) = request else { return Ok(None) };
+        let mut request = request.build()?;
+        self.auth.sign(&mut request).await?;
+        let url = request.url();
+        let (Some(host), Some(port)) = (url.host_str().map(str::to_owned), url.port_or_known_default()) else {
+            return Ok(None);
+        };
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .collect();
+        let timeout = transfer_timeout(want_len);
+        let answer = tokio::task::spawn_blocking(move || raw_get::get(&host, port, &path, &headers, timeout))
+            .await
+            .map_err(|e| BenchError::new(format!("raw GET task failed: {e}")))??;
+        if answer.status == 401 || (300..400).contains(&answer.status) {
+            return Ok(None);
+        }
+        if !want_status.contains(&answer.status) {
+            return Err(BenchError::new(format!("GET blob: status {}, want {want_status:?}", answer.status)));
+        }
+        if answer.body_len != want_len {
+            return Err(BenchError::new(format!("GET blob: want {want_len} bytes, got {}", answer.body_len)));
+        }
+        Ok(Some(answer.body_len))
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>` → 201.

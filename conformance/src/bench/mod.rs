@@ -37,6 +37,7 @@ pub mod gc;
 pub mod machine;
 pub mod metric;
 pub mod payload;
+pub mod raw_get;
 pub mod report;
 mod scenarios;
 pub mod server;
