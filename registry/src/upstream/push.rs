@@ -18,13 +18,17 @@ use super::{
 };
 
 impl Upstream {
-    /// Whether the registry has `digest` in `repo` (`HEAD` the blob).
+    /// Whether the registry has `digest` in `repo` (`HEAD` the blob: 200, or a redirect to
+    /// its storage).
     pub async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
         let name = repo_name(repo)?;
         let url = self.v2(&format!("{}/blobs/{digest}", name.as_str()))?;
         let resp = self.send(Method::HEAD, url, HeaderMap::new(), None, &[push_scope(&name)]).await?;
         match resp.status() {
             StatusCode::OK => Ok(true),
+            // Distribution on S3 (and Berth with pre-signed URLs) redirects a HEAD of a blob it
+            // has to its storage.
+            s if s.is_redirection() && s != StatusCode::NOT_MODIFIED => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(refusal(resp).await),
         }

@@ -390,6 +390,119 @@ async fn answers_that_do_not_match_their_digest_are_invalid() {
     task.abort();
 }
 
+/// A registry with a token service of its own, for what the client sends where: every
+/// `/v2/` request needs `Bearer tok`, the realm is `realm_host` (127.0.0.1: the registry's own
+/// origin; localhost: another origin over plain HTTP), the token service wants Basic
+/// `u:p` when any credentials come and records the scopes asked for, and blobs redirect to
+/// storage on another origin that refuses requests carrying credentials.
+struct TokenRegistry {
+    url: String,
+    scopes: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const BLOB: &[u8] = b"bytes kept in storage";
+
+async fn token_registry(realm_host: &str) -> TokenRegistry {
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    #[derive(Clone)]
+    struct S {
+        realm: String,
+        storage: String,
+        scopes: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    }
+    async fn answer(
+        State(s): State<S>,
+        uri: Uri,
+        headers: HeaderMap,
+        Query(q): Query<Vec<(String, String)>>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let path = uri.path().to_owned();
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let mut h = HeaderMap::new();
+        if path == "/token" {
+            let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p"));
+            if !auth.is_empty() && auth != basic {
+                return (StatusCode::UNAUTHORIZED, h, Vec::new());
+            }
+            let scopes: Vec<String> = q.into_iter().filter(|(k, _)| k == "scope").map(|(_, v)| v).collect();
+            s.scopes.lock().unwrap().push(scopes);
+            return (StatusCode::OK, h, br#"{"access_token":"tok","expires_in":300}"#.to_vec());
+        }
+        if path.starts_with("/storage/") {
+            if !auth.is_empty() {
+                return (StatusCode::FORBIDDEN, h, b"credentials sent to storage".to_vec());
+            }
+            return (StatusCode::OK, h, BLOB.to_vec());
+        }
+        if auth != "Bearer tok" {
+            let challenge = format!("Bearer realm=\"{}\",service=\"test\"", s.realm);
+            h.insert("www-authenticate", challenge.parse().unwrap());
+            return (StatusCode::UNAUTHORIZED, h, Vec::new());
+        }
+        if path.contains("/blobs/uploads/") {
+            return (StatusCode::CREATED, h, Vec::new());
+        }
+        if path.contains("/blobs/") {
+            h.insert("location", format!("{}/storage/blob", s.storage).parse().unwrap());
+            return (StatusCode::TEMPORARY_REDIRECT, h, Vec::new());
+        }
+        (StatusCode::OK, h, Vec::new())
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let scopes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let state = S {
+        realm: format!("http://{realm_host}:{port}/token"),
+        storage: format!("http://localhost:{port}"),
+        scopes: scopes.clone(),
+    };
+    let app = axum::Router::new().fallback(answer).with_state(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    TokenRegistry { url: format!("http://127.0.0.1:{port}"), scopes, task }
+}
+
+#[tokio::test]
+async fn tokens_are_asked_per_scope_cached_and_credentials_stay_home() {
+    let reg = token_registry("127.0.0.1").await;
+    let up = upstream(&reg.url, basic_creds("u", "p"));
+    let d = digest_of(BLOB);
+    // One token per scope set, reused while it lives, shared by clones.
+    let blob = up.get_blob("r/app", &d).await.unwrap();
+    assert_eq!(read_all(blob.body).await.unwrap(), BLOB, "the redirect to storage was followed, without credentials");
+    let blob = up.clone().get_blob("r/app", &d).await.unwrap();
+    assert_eq!(read_all(blob.body).await.unwrap(), BLOB);
+    assert!(up.has_blob("r/app", &d).await.unwrap());
+    assert!(up.has_blob("r/app", &d).await.unwrap());
+    assert!(up.mount_blob("r/app", &d, "s/lib").await.unwrap());
+    up.check().await.unwrap();
+    assert_eq!(
+        *reg.scopes.lock().unwrap(),
+        vec![
+            vec!["repository:r/app:pull".to_owned()],
+            vec!["repository:r/app:pull,push".to_owned()],
+            vec!["repository:r/app:pull,push".to_owned(), "repository:s/lib:pull".to_owned()],
+            vec![],
+        ]
+    );
+    // Wrong credentials: the token service refuses them.
+    let wrong = upstream(&reg.url, basic_creds("u", "wrong"));
+    assert!(matches!(wrong.get_blob("r/app", &d).await, Err(UpstreamError::Denied(_))));
+    reg.task.abort();
+
+    // A realm on another host over plain HTTP gets no credentials; anonymous is fine there.
+    let reg = token_registry("localhost").await;
+    let r = upstream(&reg.url, basic_creds("u", "p")).check().await;
+    assert!(matches!(&r, Err(UpstreamError::Invalid(m)) if m.contains("plain HTTP")), "{r:?}");
+    assert!(reg.scopes.lock().unwrap().is_empty(), "the token service was not asked");
+    upstream(&reg.url, Credentials::Anonymous).check().await.unwrap();
+    assert_eq!(reg.scopes.lock().unwrap().len(), 1);
+    reg.task.abort();
+}
+
 /// A TCP proxy to `target` that lets at most `allowance` bytes through in one direction
 /// (client to server when `gate_uploads`, else server to client), counting them in `passed`.
 struct Gate {
