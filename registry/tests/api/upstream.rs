@@ -700,7 +700,15 @@ async fn distribution(users: &[(&str, &str)]) -> Distribution {
     }
     let config_path = dir.path().join("config.yml");
     std::fs::write(&config_path, config).unwrap();
-    let child = std::process::Command::new("/usr/bin/docker-registry")
+    let mut command = std::process::Command::new("/usr/bin/docker-registry");
+    // It reads REGISTRY_* variables as configuration (podman's REGISTRY_AUTH_FILE would be
+    // its `auth.file`).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("REGISTRY_") {
+            command.env_remove(name);
+        }
+    }
+    let child = command
         .arg("serve")
         .arg(&config_path)
         .stdout(std::process::Stdio::null())
