@@ -33,7 +33,13 @@ struct ProxyState {
     counts: Mutex<HashMap<(String, String), usize>>,
     down: AtomicBool,
     corrupt: Mutex<HashSet<String>>,
+    /// Blobs with this digest stop after their first [`HOLD_AFTER`] bytes until the test adds
+    /// a permit.
+    hold: Mutex<Option<(String, Arc<tokio::sync::Semaphore>)>>,
 }
+
+/// Where a held blob stops.
+const HOLD_AFTER: usize = 1024 * 1024;
 
 impl Proxy {
     async fn start(upstream: &str) -> Proxy {
@@ -43,6 +49,7 @@ impl Proxy {
             counts: Mutex::default(),
             down: AtomicBool::new(false),
             corrupt: Mutex::default(),
+            hold: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -101,8 +108,22 @@ async fn forward(State(s): State<Arc<ProxyState>>, req: Request) -> Response {
             response = response.header(name.as_str(), value.as_bytes());
         }
     }
+    let gate = s.hold.lock().unwrap().clone().filter(|(d, _)| path.ends_with(&format!("/blobs/{d}"))).map(|(_, g)| g);
+    let mut passed = 0usize;
+    let held = answer.bytes_stream().then(move |piece| {
+        let before = passed;
+        passed += piece.as_ref().map(|b| b.len()).unwrap_or(0);
+        let gate = gate.clone().filter(|_| before >= HOLD_AFTER);
+        async move {
+            if let Some(g) = gate {
+                g.acquire().await.unwrap().forget();
+                g.add_permits(1);
+            }
+            piece
+        }
+    });
     let mut first = true;
-    let stream = answer.bytes_stream().map(move |piece| {
+    let stream = held.map(move |piece| {
         piece.map(|b| {
             if corrupt && first && !b.is_empty() {
                 first = false;
@@ -546,4 +567,77 @@ async fn importing_needs_batch_import_upstream_image_and_pulling_the_cache_does_
     let r = as_user("puller", "puller-password-1234", path).send().await.unwrap();
     assert_eq!(r.status(), 200, "what is cached is pulled with the pull actions alone");
     assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), image.digest);
+}
+
+#[tokio::test]
+async fn a_cold_blob_reaches_the_client_while_the_upstream_is_still_sending_it() {
+    let upstream = TestServer::start().await;
+    let layer = data(4 * 1024 * 1024, 5);
+    let digest = push_blob(&upstream, "library/slow", &layer, None).await;
+    let proxy = Proxy::start(&upstream.server.url()).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *proxy.state.hold.lock().unwrap() = Some((digest.clone(), gate.clone()));
+    let cache = cache_with(vec![rule("hub", &proxy.url, Duration::from_secs(3600))]).await;
+    let r = cache.client.get(cache.url(&format!("/v2/hub/library/slow/blobs/{digest}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(layer.len() as u64));
+    let mut body = r.bytes_stream();
+    let mut got = Vec::new();
+    // The upstream has sent at most its first MiB and a bit: the client gets bytes now (a
+    // cache that waited for the whole blob would give none until the gate opens).
+    let early = tokio::time::timeout(Duration::from_secs(60), async {
+        while got.len() < HOLD_AFTER / 2 {
+            got.extend_from_slice(&body.next().await.unwrap().unwrap());
+        }
+    })
+    .await;
+    assert!(early.is_ok(), "no byte reached the client while the upstream was still sending");
+    assert!(got.len() < layer.len(), "the client had the whole blob before the upstream sent it");
+    gate.add_permits(1);
+    while let Some(piece) = body.next().await {
+        got.extend_from_slice(&piece.unwrap());
+    }
+    assert!(got == layer, "the bytes differ");
+    // And it was stored: served with the upstream down.
+    proxy.set_down(true);
+    let (status, _, body) = get(&cache, &format!("/v2/hub/library/slow/blobs/{digest}")).await;
+    assert_eq!(status, 200);
+    assert!(body.unwrap() == layer);
+}
+
+#[tokio::test]
+async fn an_index_is_cached_and_its_children_fetched_when_asked_for() {
+    let upstream = TestServer::start().await;
+    let amd = push_image(&upstream, "library/multi", "amd64", b"amd64 layer", None).await;
+    let arm = push_image(&upstream, "library/multi", "arm64", b"arm64 layer", None).await;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.digest,
+             "size": amd.manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.digest,
+             "size": arm.manifest.len(), "platform": {"architecture": "arm64", "os": "linux"}}
+        ]
+    })
+    .to_string();
+    let r = upstream
+        .client
+        .put(upstream.url("/v2/library/multi/manifests/latest"))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let proxy = Proxy::start(&upstream.server.url()).await;
+    let cache = cache_with(vec![rule("hub", &proxy.url, Duration::from_secs(3600))]).await;
+    let (status, digest, body) = get(&cache, "/v2/hub/library/multi/manifests/latest").await;
+    assert_eq!((status, digest), (200, sha256(index.as_bytes())));
+    assert_eq!(body.unwrap(), index.as_bytes());
+    // Only the index so far; a child comes when a client asks for it.
+    assert_eq!(proxy.count("GET", &format!("/v2/library/multi/manifests/{}", arm.digest)), 0);
+    pull_image(&cache, "hub/library/multi", &arm.digest, &arm, b"arm64 layer").await;
+    assert_eq!(proxy.count("GET", &format!("/v2/library/multi/manifests/{}", arm.digest)), 1);
+    assert_eq!(proxy.count("GET", &format!("/v2/library/multi/manifests/{}", amd.digest)), 0);
 }
