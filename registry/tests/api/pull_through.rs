@@ -641,3 +641,122 @@ async fn an_index_is_cached_and_its_children_fetched_when_asked_for() {
     assert_eq!(proxy.count("GET", &format!("/v2/library/multi/manifests/{}", arm.digest)), 1);
     assert_eq!(proxy.count("GET", &format!("/v2/library/multi/manifests/{}", amd.digest)), 0);
 }
+
+/// CNCF Distribution (`docker-registry`) on a loopback port with htpasswd users, its data and
+/// config in a temporary folder. Stopped (by its PID) on drop.
+struct Distribution {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn distribution(user: &str, password: &str) -> Distribution {
+    let dir = tempfile::tempdir().unwrap();
+    // Distribution binds the address itself: a port the OS just gave out and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = std::process::Command::new("htpasswd").args(["-nbB", user, password]).output().unwrap();
+    assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, out.stdout).unwrap();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n\
+         auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        dir.path().join("data").display(),
+        htpasswd.display()
+    );
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = std::process::Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Distribution { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while client.get(format!("{}/v2/", d.url)).send().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "docker-registry did not answer within a minute");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d
+}
+
+/// A blob pushed to `base` in two requests (POST, then PUT `?digest=`), as every registry takes it.
+async fn push_blob_to(client: &reqwest::Client, base: &str, auth: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let r = client.post(format!("{base}/v2/{repo}/blobs/uploads/")).header("authorization", auth).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = if location.starts_with('/') { format!("{base}{location}") } else { location };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = client
+        .put(format!("{location}{sep}digest={digest}"))
+        .header("authorization", auth)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    digest
+}
+
+#[tokio::test]
+#[ignore = "needs docker-registry and htpasswd (apt-get install docker-registry apache2-utils)"]
+async fn distribution_with_htpasswd_as_the_upstream() {
+    let d = distribution("alice", "alice-password").await;
+    let client = reqwest::Client::new();
+    let auth = basic("alice", "alice-password");
+    let layer = data(5 * 1024 * 1024, 6);
+    let config_bytes = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config = push_blob_to(&client, &d.url, &auth, "library/app", &config_bytes).await;
+    let layer_digest = push_blob_to(&client, &d.url, &auth, "library/app", &layer).await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_bytes.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}]
+    })
+    .to_string();
+    let r = client
+        .put(format!("{}/v2/library/app/manifests/v1", d.url))
+        .header("authorization", &auth)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let image = Image { digest: sha256(manifest.as_bytes()), manifest, config, layer: layer_digest };
+
+    let mut r = rule("dist", &d.url, Duration::from_secs(3600));
+    r.username = Some("alice".into());
+    r.password = Some(String::from("alice-password").into());
+    let cache = Arc::new(cache_with(vec![r]).await);
+    // Eight clients at once on the cold image.
+    let pulls: Vec<_> = (0..8)
+        .map(|_| {
+            let cache = cache.clone();
+            let image = clone_image(&image);
+            let layer = layer.clone();
+            tokio::spawn(async move { pull_image(&cache, "dist/library/app", "v1", &image, &layer).await })
+        })
+        .collect();
+    for p in pulls {
+        p.await.unwrap();
+    }
+    drop(d);
+    pull_image(&cache, "dist/library/app", "v1", &image, &layer).await;
+}
+
+fn clone_image(i: &Image) -> Image {
+    Image { digest: i.digest.clone(), manifest: i.manifest.clone(), config: i.config.clone(), layer: i.layer.clone() }
+}
