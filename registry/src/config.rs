@@ -44,6 +44,7 @@ pub struct Config {
     pub quotas: QuotasConfig,
     pub lifecycle: LifecycleConfig,
     pub registry: RegistryConfig,
+    pub pull_through: crate::service::pull_through::PullThroughConfig,
 }
 
 /// The scheduled runs of repositories' lifecycle policies (README "Lifecycle policies").
@@ -525,6 +526,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             lifecycle: LifecycleConfig::default(),
             registry: RegistryConfig::default(),
+            pull_through: Default::default(),
         }
     }
 }
@@ -640,6 +642,7 @@ impl Config {
         self.server.validate()?;
         self.quotas.validate()?;
         self.gc.validate()?;
+        self.pull_through.validate().map_err(ConfigError)?;
         self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
         for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {

@@ -135,6 +135,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("postgres_v11.sql")),
     (12, include_str!("postgres_v12.sql")),
     (13, include_str!("postgres_v13.sql")),
+    (14, include_str!("postgres_v14.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -214,6 +215,7 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod pull_through;
 mod registry_settings;
 mod repositories;
 mod templates;

@@ -17,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod pull_through;
 mod registry_settings;
 mod repositories;
 mod templates;
@@ -51,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("sqlite_v10.sql")),
     (11, include_str!("sqlite_v11.sql")),
     (12, include_str!("sqlite_v12.sql")),
+    (13, include_str!("sqlite_v13.sql")),
 ];
 
 #[derive(Debug, Clone)]
