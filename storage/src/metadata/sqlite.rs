@@ -18,6 +18,7 @@ mod lifecycle;
 mod manifests;
 mod policies;
 mod registry_settings;
+mod replication;
 mod repositories;
 mod templates;
 mod uploads;
@@ -51,6 +52,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("sqlite_v10.sql")),
     (11, include_str!("sqlite_v11.sql")),
     (12, include_str!("sqlite_v12.sql")),
+    // 13 is the pull-through cache's (issue 21); the runner applies every version above the
+    // database's, so the list need not be contiguous.
+    (14, include_str!("sqlite_v14.sql")),
 ];
 
 #[derive(Debug, Clone)]
