@@ -40,4 +40,5 @@ mod throttle;
 mod tls;
 mod tls_probe;
 mod uploads_maintenance;
+mod upstream;
 mod zerocopy;
