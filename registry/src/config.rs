@@ -44,6 +44,8 @@ pub struct Config {
     pub quotas: QuotasConfig,
     pub lifecycle: LifecycleConfig,
     pub registry: RegistryConfig,
+    /// `[replication]`: destinations and rules (README "Replication").
+    pub replication: crate::service::replication::ReplicationConfig,
 }
 
 /// The scheduled runs of repositories' lifecycle policies (README "Lifecycle policies").
@@ -525,6 +527,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             lifecycle: LifecycleConfig::default(),
             registry: RegistryConfig::default(),
+            replication: Default::default(),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
+//! | `GET`, `PUT /api/v1/replication`, `GET …/replication/status` (`http::replication`) | `ecr:DescribeRegistry`, `ecr:PutReplicationConfiguration`, `ecr:DescribeImageReplicationStatus` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
 //! (`http::usage`), image details (`http::images`) and repository creation templates
@@ -66,6 +67,7 @@ enum Target {
     Images(RepoName),
     Lifecycle(super::lifecycle::Target),
     Templates(super::templates::Target),
+    Replication(super::replication::Target),
 }
 
 impl Target {
@@ -81,6 +83,7 @@ impl Target {
                 | Target::Lifecycle(_)
                 | Target::RepositorySettings(_)
                 | Target::Templates(_)
+                | Target::Replication(_)
         )
     }
 }
@@ -116,7 +119,10 @@ fn parse(path: &str) -> ApiResult<Target> {
             (None, None) => match (super::lifecycle::parse(other), super::templates::parse(other)) {
                 (Some(lifecycle), _) => Target::Lifecycle(lifecycle?),
                 (None, Some(templates)) => Target::Templates(templates),
-                (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+                (None, None) => match super::replication::parse(other) {
+                    Some(replication) => Target::Replication(replication),
+                    None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+                },
             },
         },
     })
@@ -272,6 +278,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::templates::handle(call, &method, t).await;
+        }
+        Target::Replication(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::replication::handle(call, &method, t).await;
         }
         Target::Repositories if method == Method::POST => {
             let call = super::webhooks::Call {

@@ -19,6 +19,7 @@ mod manifests;
 mod metrics;
 pub(crate) mod middleware;
 pub mod ranges;
+mod replication;
 mod repository_settings;
 pub mod route;
 mod templates;

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod manifests;
 pub mod pulls;
+pub mod replication;
 pub mod repositories;
 pub mod repository_settings;
 pub mod scrub;

@@ -31,6 +31,7 @@ mod limits;
 mod quotas;
 mod readme;
 mod replicas;
+mod replication;
 mod restart;
 mod secrets;
 mod startup;

@@ -25,6 +25,7 @@ mod lifecycle;
 pub mod model;
 mod policies;
 mod registry;
+mod replication;
 mod repositories;
 mod signature;
 mod tags;
@@ -218,6 +219,9 @@ async fn dispatch(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         return r;
     }
     if let Some(r) = registry::call(ecr, op, body).await {
+        return r;
+    }
+    if let Some(r) = replication::call(ecr, op, body).await {
         return r;
     }
     if let Some(r) = images::call(ecr, op, body).await {
