@@ -639,6 +639,26 @@ class Scenario:
         r = self.ecr.get_registry_scanning_configuration()
         assert r["scanningConfiguration"]["rules"] == rules, r
 
+    def replication(self):
+        """ECR's replication operations over Berth's replication: with no destination defined
+        (they are defined through Berth's admin API), empty rules, and an image with no status."""
+        r = self.ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+        assert r["replicationConfiguration"] == {"rules": []}, r
+        r = self.ecr.describe_registry()
+        assert r["replicationConfiguration"] == {"rules": []}, r
+        repo, digest = self.need("repo"), self.need("v1_digest")
+        r = self.ecr.describe_image_replication_status(repositoryName=repo, imageId={"imageDigest": digest})
+        assert r["repositoryName"] == repo and r["imageId"]["imageDigest"] == digest, r
+        assert r["replicationStatuses"] == [], r
+        expect_error(
+            "ImageNotFoundException",
+            self.ecr.describe_image_replication_status,
+            repositoryName=repo,
+            imageId={"imageTag": "no-such-tag"},
+        )
+        unknown = {"rules": [{"destinations": [{"region": "nowhere", "registryId": self.need("account")}]}]}
+        expect_error("InvalidParameterException", self.ecr.put_replication_configuration, replicationConfiguration=unknown)
+
     def creation_templates(self):
         prefix = f"{self.prefix}/tpl"
         r = self.ecr.create_repository_creation_template(
@@ -820,6 +840,7 @@ class Scenario:
         c("boto3_delete_lifecycle_and_repository_policies", self.delete_policies)
         c("boto3_describe_registry_and_registry_policy", self.registry_and_policy)
         c("boto3_registry_scanning_configuration", self.registry_scanning)
+        c("boto3_replication", self.replication)
         c("boto3_repository_creation_templates", self.creation_templates)
         c("boto3_pull_through_cache_rules", self.pull_through_rules)
         c("boto3_delete_repository_force", self.delete_repository)

@@ -194,6 +194,7 @@ impl App {
             registry.meta.clone(),
             registry.settings.pull_flush,
         );
+        registry.sync_replication_config(&config.replication).await.map_err(StartError::Events)?;
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -217,7 +218,8 @@ impl App {
             );
             return None;
         }
-        crate::events::dispatch::spawn(r.meta.clone(), r.events.clone())
+        let replicator = std::sync::Arc::new(crate::service::replication::copy::Replicator::new(r.clone()));
+        crate::events::dispatch::spawn(r.meta.clone(), r.events.clone(), Some(replicator))
     }
 
     /// Scrubs every `scrub.interval` (first at a random point within the first interval),

@@ -45,6 +45,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub registry: RegistryConfig,
     pub pull_through: crate::service::pull_through::PullThroughConfig,
+    /// `[replication]`: destinations and rules (README "Replication").
+    pub replication: crate::service::replication::ReplicationConfig,
 }
 
 /// The scheduled runs of repositories' lifecycle policies (README "Lifecycle policies").
@@ -527,6 +529,7 @@ impl Default for Config {
             lifecycle: LifecycleConfig::default(),
             registry: RegistryConfig::default(),
             pull_through: Default::default(),
+            replication: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod keys_cli;
 mod lifecycle_cli;
 mod ops_cli;
 mod pull_through_cli;
+mod replication_cli;
 mod templates_cli;
 mod usage_cli;
 
@@ -155,6 +156,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::PullThrough { action, config, data_dir } => {
             pull_through_cli::pull_through(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::Replication { action, config, data_dir } => {
+            replication_cli::replication(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Usage { repository, json, config, data_dir } => {
             usage_cli::usage(open_for_command(config, data_dir).await?.registry(), repository, json).await?

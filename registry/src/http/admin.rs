@@ -20,6 +20,7 @@
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
 //! | pull-through cache rules (`http::pull_through`) | `ecr:CreatePullThroughCacheRule`, … |
+//! | `GET`, `PUT /api/v1/replication`, `GET …/replication/status` (`http::replication`) | `ecr:DescribeRegistry`, `ecr:PutReplicationConfiguration`, `ecr:DescribeImageReplicationStatus` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
 //! (`http::usage`), image details (`http::images`) and repository creation templates
@@ -68,6 +69,7 @@ enum Target {
     Lifecycle(super::lifecycle::Target),
     Templates(super::templates::Target),
     PullThrough(super::pull_through::Target),
+    Replication(super::replication::Target),
 }
 
 impl Target {
@@ -84,6 +86,7 @@ impl Target {
                 | Target::RepositorySettings(_)
                 | Target::Templates(_)
                 | Target::PullThrough(_)
+                | Target::Replication(_)
         )
     }
 }
@@ -122,7 +125,10 @@ fn parse(path: &str) -> ApiResult<Target> {
             (None, None) => match (super::lifecycle::parse(other), super::templates::parse(other)) {
                 (Some(lifecycle), _) => Target::Lifecycle(lifecycle?),
                 (None, Some(templates)) => Target::Templates(templates),
-                (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+                (None, None) => match super::replication::parse(other) {
+                    Some(replication) => Target::Replication(replication),
+                    None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+                },
             },
         },
     })
@@ -289,6 +295,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::pull_through::handle(call, &method, t).await;
+        }
+        Target::Replication(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::replication::handle(call, &method, t).await;
         }
         Target::Repositories if method == Method::POST => {
             let call = super::webhooks::Call {

@@ -20,6 +20,7 @@ mod metrics;
 pub(crate) mod middleware;
 mod pull_through;
 pub mod ranges;
+mod replication;
 mod repository_settings;
 pub mod route;
 mod templates;

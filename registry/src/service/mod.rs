@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod manifests;
 pub mod pull_through;
 pub mod pulls;
+pub mod replication;
 pub mod repositories;
 pub mod repository_settings;
 pub mod scrub;

@@ -32,6 +32,7 @@ mod pull_through;
 mod quotas;
 mod readme;
 mod replicas;
+mod replication;
 mod restart;
 mod secrets;
 mod startup;

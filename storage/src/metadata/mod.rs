@@ -27,6 +27,8 @@
 //!   was last checked upstream.
 //! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
 //!   JSON document kept as given (ECR's registry scanning configuration).
+//! - [`Replication`] (`replication.rs`): the replication configuration (its destinations are
+//!   subscriptions of kind replication) and each image's status at each destination.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -56,6 +58,7 @@ pub mod postgres_tls;
 pub mod postgres_url;
 mod pull_through;
 mod registry_settings;
+mod replication;
 mod repositories;
 mod sql;
 pub mod sqlite;
@@ -69,7 +72,7 @@ use crate::error::Result;
 pub use blobs::{BlobEntry, Blobs};
 pub use events::{
     Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Events,
-    Origin, Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionSource,
+    Origin, Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionKind, SubscriptionSource,
 };
 pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
@@ -83,6 +86,7 @@ pub use manifests::{
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
 pub use pull_through::{PullThrough, PullThroughRuleRecord};
 pub use registry_settings::{RegistrySetting, RegistrySettings};
+pub use replication::{Replication, ReplicationRecord, ReplicationState, ReplicationStatus};
 pub use repositories::{
     CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
 };
@@ -100,8 +104,8 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, PullThrough as _, RegistrySettings as _, Repositories as _, Templates as _, Uploads as _,
-        UsageStore as _,
+        Policies as _, PullThrough as _, RegistrySettings as _, Replication as _, Repositories as _, Templates as _,
+        Uploads as _, UsageStore as _,
     };
 }
 
@@ -123,6 +127,7 @@ pub trait MetadataStore:
     + Lifecycle
     + RegistrySettings
     + PullThrough
+    + Replication
     + std::fmt::Debug
 {
 }
@@ -143,6 +148,7 @@ impl<T> MetadataStore for T where
         + Lifecycle
         + RegistrySettings
         + PullThrough
+        + Replication
         + std::fmt::Debug
         + ?Sized
 {

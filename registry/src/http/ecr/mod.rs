@@ -26,6 +26,7 @@ pub mod model;
 mod policies;
 mod pull_through;
 mod registry;
+mod replication;
 mod repositories;
 mod signature;
 mod tags;
@@ -219,6 +220,9 @@ async fn dispatch(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         return r;
     }
     if let Some(r) = registry::call(ecr, op, body).await {
+        return r;
+    }
+    if let Some(r) = replication::call(ecr, op, body).await {
         return r;
     }
     if let Some(r) = images::call(ecr, op, body).await {
