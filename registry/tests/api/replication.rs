@@ -245,8 +245,7 @@ impl Gate {
                         let _ = tokio::io::copy(&mut sr, &mut cw).await;
                     });
                     let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let Ok(len) = cr.read(&mut buf).await else { break };
+                    while let Ok(len) = cr.read(&mut buf).await {
                         if len == 0 {
                             break;
                         }
