@@ -48,12 +48,18 @@ pub struct RuleArgs {
     /// The namespace upstream that PREFIX stands for, e.g. library.
     #[arg(long)]
     upstream_prefix: Option<String>,
-    /// Basic credentials upstream: the user name; the password is read from standard input.
+    /// Basic credentials upstream: the user name (with --password-stdin).
     #[arg(long)]
     username: Option<String>,
-    /// An ECR upstream: the access key id; the secret key is read from standard input.
+    /// Read the upstream password from standard input (one line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// An ECR upstream: the access key id (with --aws-secret-access-key-stdin).
     #[arg(long)]
     aws_access_key_id: Option<String>,
+    /// Read the ECR upstream's secret access key from standard input (one line).
+    #[arg(long)]
+    aws_secret_access_key_stdin: bool,
     /// An ECR upstream's region.
     #[arg(long)]
     aws_region: Option<String>,
@@ -71,20 +77,24 @@ fn secret_from_stdin(what: &str) -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).with_context(|| format!("reading the {what} from standard input"))?;
     let secret = line.trim_end_matches(['\n', '\r']).to_owned();
-    anyhow::ensure!(!secret.is_empty(), "the {what} is read from standard input, and none was given");
+    anyhow::ensure!(!secret.is_empty(), "no {what} on standard input");
     Ok(secret)
 }
 
 impl RuleArgs {
     fn input(self) -> anyhow::Result<RuleInput> {
-        let password = match &self.username {
-            Some(_) => Some(secret_from_stdin("upstream password")?),
-            None => None,
-        };
-        let aws_secret_access_key = match &self.aws_access_key_id {
-            Some(_) => Some(secret_from_stdin("AWS secret access key")?),
-            None => None,
-        };
+        anyhow::ensure!(
+            self.username.is_some() == self.password_stdin,
+            "--username and --password-stdin go together (the password is read from standard input)"
+        );
+        anyhow::ensure!(
+            self.aws_access_key_id.is_some() == self.aws_secret_access_key_stdin,
+            "--aws-access-key-id and --aws-secret-access-key-stdin go together (the secret key is read from \
+             standard input)"
+        );
+        let password = if self.password_stdin { Some(secret_from_stdin("upstream password")?) } else { None };
+        let aws_secret_access_key =
+            if self.aws_secret_access_key_stdin { Some(secret_from_stdin("AWS secret access key")?) } else { None };
         Ok(RuleInput {
             prefix: Some(self.prefix),
             upstream: self.upstream,

@@ -760,3 +760,65 @@ async fn distribution_with_htpasswd_as_the_upstream() {
 fn clone_image(i: &Image) -> Image {
     Image { digest: i.digest.clone(), manifest: i.manifest.clone(), config: i.config.clone(), layer: i.layer.clone() }
 }
+
+/// `berth ARGS --data-dir DIR` (authentication off), `stdin` on its input.
+fn berth_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .env("BERTH_AUTH__ENABLED", "false")
+        .env("BERTH_LOG__LEVEL", "warn")
+        .env_remove("BERTH_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_manages_rules_that_the_running_server_uses() {
+    let upstream = TestServer::start().await;
+    let image = push_image(&upstream, "library/alpine", "3", b"cli layer", None).await;
+    let cache = cache_with(vec![]).await;
+    let dir = cache.dir.path();
+    let upstream_url = upstream.server.url();
+    let o = berth_in(
+        dir,
+        &["pull-through", "create", "hub", "--upstream", &upstream_url, "--username", "bot", "--password-stdin"],
+        "cli-secret-password\n",
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    let o = berth_in(dir, &["pull-through", "list", "--json"], "");
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed["rules"][0]["prefix"], "hub");
+    assert_eq!(listed["rules"][0]["credentials"], "basic");
+    let all = format!("{o:?}");
+    assert!(!all.contains("cli-secret-password"), "{all}");
+    // Mistakes are named in the command's terms; nothing changes.
+    let o = berth_in(dir, &["pull-through", "create", "ghcr", "--upstream", "https://ghcr.io", "--username", "u"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--password-stdin"), "{o:?}");
+    let o = berth_in(dir, &["pull-through", "create", "ghcr", "--upstream", "ghcr.io"], "");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("https://host"), "{o:?}");
+    // The running server uses the rule the command stored (its stored rules are re-read
+    // within seconds), and with Berth's upstream ignoring credentials, the pull works.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, digest, _) = get(&cache, "/v2/hub/library/alpine/manifests/3").await;
+        if status == 200 {
+            assert_eq!(digest, image.digest);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the server never used the rule");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let o = berth_in(dir, &["pull-through", "delete", "hub"], "");
+    assert!(o.status.success(), "{o:?}");
+    let o = berth_in(dir, &["pull-through", "get", "hub"], "");
+    assert_eq!(o.status.code(), Some(1));
+}

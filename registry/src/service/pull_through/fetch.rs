@@ -45,6 +45,8 @@ use crate::upstream::{BlobBody, UpstreamError};
 /// Pieces in each direction of the tee: what it holds in memory per blob in flight (pieces
 /// are what the upstream connection yields, typically 8–64 KiB).
 const TEE_DEPTH: usize = 8;
+/// How often a request joins a flight whose leader went away before it leads one itself.
+const MAX_JOINS: u32 = 3;
 
 /// Who asks, for the policy decision and the events.
 pub struct Requester<'a> {
@@ -83,22 +85,28 @@ impl Registry {
             // May pull, may not import: what is cached is served as it is.
             return local.map(Some).ok_or(e);
         }
-        let outcome = match self.pull_through.flights.join(key.clone()) {
-            Joined::Busy => Err(busy()),
-            Joined::Follower(f) => followed(f.wait().await, ApiError::ManifestUnknown),
-            Joined::Leader(leader) => {
-                // A flight that ended between the look above and the join may have stored it.
-                let outcome = match self.cached_manifest(&rule, repo, reference).await {
-                    Ok((_, true)) => Ok(()),
-                    Ok((_, false)) => {
-                        let have = local.as_ref().map(|m| m.digest.clone());
-                        self.fetch_manifest(&rule, repo, reference, have.as_ref(), who.origin).await
-                    }
-                    Err(e) => Err(e),
-                };
-                leader.land(landed(&outcome));
-                outcome
-            }
+        let mut joins = 0;
+        let outcome = loop {
+            joins += 1;
+            let leader = match self.pull_through.flights.join(key.clone()) {
+                Joined::Busy => break Err(busy()),
+                Joined::Follower(f) => match f.wait().await {
+                    Landed::Abandoned if joins < MAX_JOINS => continue,
+                    landed => break followed(landed, ApiError::ManifestUnknown),
+                },
+                Joined::Leader(leader) => leader,
+            };
+            // A flight that ended between the look above and the join may have stored it.
+            let outcome = match self.cached_manifest(&rule, repo, reference).await {
+                Ok((_, true)) => Ok(()),
+                Ok((_, false)) => {
+                    let have = local.as_ref().map(|m| m.digest.clone());
+                    self.fetch_manifest(&rule, repo, reference, have.as_ref(), who.origin).await
+                }
+                Err(e) => Err(e),
+            };
+            leader.land(landed(&outcome));
+            break outcome;
         };
         match (outcome, local) {
             (Ok(()), _) => self.get_manifest(repo, reference).await.map(Some),
@@ -287,18 +295,23 @@ impl Registry {
             return Err(ApiError::BlobUnknown);
         }
         self.check_import(repo, who).await?;
-        let leader = match self.pull_through.flights.join(key.clone()) {
-            Joined::Busy => return Err(busy()),
-            Joined::Follower(f) => {
-                return followed(f.wait().await, ApiError::BlobUnknown).map(|()| Some(BlobFetch::Stored));
-            }
-            Joined::Leader(leader) => {
-                // A flight that ended between the client's miss and the join stored it.
-                if self.meta.repo_blob(repo, digest).await?.is_some() {
-                    leader.land(Landed::Done);
-                    return Ok(Some(BlobFetch::Stored));
+        let mut joins = 0;
+        let leader = loop {
+            joins += 1;
+            match self.pull_through.flights.join(key.clone()) {
+                Joined::Busy => return Err(busy()),
+                Joined::Follower(f) => match f.wait().await {
+                    Landed::Abandoned if joins < MAX_JOINS => continue,
+                    landed => return followed(landed, ApiError::BlobUnknown).map(|()| Some(BlobFetch::Stored)),
+                },
+                Joined::Leader(leader) => {
+                    // A flight that ended between the client's miss and the join stored it.
+                    if self.meta.repo_blob(repo, digest).await?.is_some() {
+                        leader.land(Landed::Done);
+                        return Ok(Some(BlobFetch::Stored));
+                    }
+                    break leader;
                 }
-                leader
             }
         };
         let name = rule.spec.upstream_name(repo);
@@ -341,7 +354,7 @@ impl Registry {
                 futures::stream::unfold(client_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
             return Ok(Some(BlobFetch::Streaming { size, body: body.boxed() }));
         }
-        let outcome = done_rx.await.unwrap_or(Landed::Failed("the fetch was abandoned".into()));
+        let outcome = done_rx.await.unwrap_or(Landed::Abandoned);
         followed(outcome, ApiError::BlobUnknown).map(|()| Some(BlobFetch::Stored))
     }
 }
@@ -405,7 +418,7 @@ impl Tee {
                 }
                 tracing::info!(repo.name = %repo, blob.digest = %digest, blob.size = size, "blob cached from upstream");
             }
-            Landed::NotFound | Landed::Failed(_) => {
+            Landed::NotFound | Landed::Failed(_) | Landed::Abandoned => {
                 let why = match &outcome {
                     Landed::Failed(why) => why.clone(),
                     _ => "not found upstream".into(),
@@ -455,6 +468,7 @@ fn followed(outcome: Landed, unknown: ApiError) -> ApiResult<()> {
         Landed::Done => Ok(()),
         Landed::NotFound => Err(unknown),
         Landed::Failed(why) => Err(ApiError::Upstream(why)),
+        Landed::Abandoned => Err(ApiError::Upstream("the fetch was abandoned by the request that led it".into())),
     }
 }
 

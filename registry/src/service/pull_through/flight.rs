@@ -34,6 +34,9 @@ pub enum Landed {
     NotFound,
     /// Anything else, with the reason.
     Failed(String),
+    /// The leader went away before it finished (its request was cancelled): a follower may
+    /// join again and lead.
+    Abandoned,
 }
 
 type Slot = watch::Receiver<Option<Landed>>;
@@ -113,7 +116,7 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.finish(Landed::Failed("the fetch was abandoned".into()));
+        self.finish(Landed::Abandoned);
     }
 }
 
@@ -121,7 +124,7 @@ impl Follower {
     pub async fn wait(mut self) -> Landed {
         match self.0.wait_for(Option::is_some).await {
             Ok(v) => v.clone().unwrap_or(Landed::Failed("the fetch ended without an outcome".into())),
-            Err(_) => Landed::Failed("the fetch was abandoned".into()),
+            Err(_) => Landed::Abandoned,
         }
     }
 }
@@ -214,7 +217,7 @@ mod tests {
         let Joined::Leader(leader) = flights.join("k".into()) else { panic!() };
         let Joined::Follower(f) = flights.join("k".into()) else { panic!() };
         drop(leader);
-        assert!(matches!(f.wait().await, Landed::Failed(_)));
+        assert_eq!(f.wait().await, Landed::Abandoned);
         assert!(flights.is_empty());
     }
 
