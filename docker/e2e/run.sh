@@ -13,8 +13,8 @@
 #   E2E_LARGE_MIB      size of the large random layer (default 512)
 #   E2E_KEEP=1         keep the scratch folder even when everything passed
 #   E2E_ONLY="auth tls ..."  run only these groups of checks (skopeo docker podman buildah
-#                      ctr oras auth ecr tls immutable large image deploy health); the sign-ins
-#                      always run.
+#                      ctr oras auth ecr tls immutable pullthrough replication large image
+#                      deploy health); the sign-ins always run.
 #                      Groups use content earlier ones pushed: for quick local iterations.
 #   E2E_HOST_IP        a non-loopback address of this machine for docker's verified-TLS
 #                      checks (default: the first global IPv4 address)
@@ -145,6 +145,8 @@ install_clients() {
   command -v ss >/dev/null || need+=(iproute2)
   command -v curl >/dev/null || need+=(curl)
   command -v findmnt >/dev/null || need+=(util-linux)
+  [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+  command -v htpasswd >/dev/null || need+=(apache2-utils)
   command -v openssl >/dev/null || need+=(openssl)
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
@@ -882,6 +884,332 @@ server_health_checks() {
   check berth_catalog_lists_e2e_repos "$STEP" "api '/v2/_catalog?n=1000' | jq -e '[.repositories[]|select(startswith(\"e2e/\"))]|length>=15' || api '/v2/_catalog?n=1000'"
 }
 
+# ---------------------------------------------------------------------------------------
+# Beyond one registry (issue 21): a pull-through cache of CNCF Distribution (htpasswd), and
+# replication to a second Berth (token authentication) and to Distribution, with docker,
+# podman and containerd. Each registry runs on loopback with its own data under $LAB and is
+# stopped (by its PID) with the rest; an outage is made by stopping one and starting it again.
+
+rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# start_distribution NAME PORT-FROM USER PASSWORD: Distribution with htpasswd (bcrypt) at
+# $LAB/NAME; sets DIST_ADDR. Run again with the same NAME, it starts on the same port and data.
+start_distribution() {
+  local name=$1 dir=$LAB/$1 port
+  if [ -f "$dir/config.yml" ]; then
+    port=$(awk '/addr:/{split($2, a, ":"); print a[2]}' "$dir/config.yml")
+  else
+    port=$(free_port "$2")
+    mkdir -p "$dir/data"
+    htpasswd -Bbn "$3" "$4" >"$dir/htpasswd" || return 1
+    cat >"$dir/config.yml" <<EOT
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+auth:
+  htpasswd:
+    realm: $name
+    path: $dir/htpasswd
+EOT
+  fi
+  # Distribution reads REGISTRY_* variables as configuration: podman's REGISTRY_AUTH_FILE
+  # (exported above) would be its `auth.file`.
+  local unset=()
+  for v in $(compgen -e | grep '^REGISTRY_'); do unset+=(-u "$v"); done
+  start_bg "$name" env "${unset[@]}" /usr/bin/docker-registry serve "$dir/config.yml"
+  DIST_ADDR=127.0.0.1:$port
+  wait_for 10 eval "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://$DIST_ADDR/v2/)\" = 401 ]"
+}
+
+# stop_started NAME: stops a daemon start_bg started, by the PID it recorded.
+stop_started() {
+  local pid
+  pid=$(cat "$LAB/$1.pid") || return 1
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
+}
+
+# The digest of NAME:REF at Distribution ADDR as USER:PASSWORD (an empty answer when absent).
+dist_digest() { curl -sfI -u "$2" -H "Accept: $ACCEPT" "http://$1/v2/$3/manifests/$4" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
+
+# A runnable image of its own for CLIENT: busybox plus a layer holding /pt-CLIENT.txt.
+make_client_image() {
+  mkdir -p "$LAB/tiny/$1"
+  echo "$1 $RUN_ID" >"$LAB/tiny/$1/$1.txt"
+  tar -C "$LAB/tiny/$1" -cf "$LAB/tiny/$1.tar" "$1.txt"
+  python3 "$HERE/make_oci.py" image "$LAB/oci-$1" --tag 1 --gzip --layer "$LAB/rootfs.tar" --layer "$LAB/tiny/$1.tar" --cmd /bin/sh >/dev/null
+}
+
+# --- pull-through ---
+
+# Upstream images (library/<name>), pushed with skopeo as the upstream's user.
+c_pullthrough_seed_upstream() {
+  local c f=(--dest-tls-verify=false --dest-creds "upstream:$UP_PW")
+  for c in pt-docker pt-podman pt-ctr pt-root; do
+    skopeo copy "${f[@]}" "oci:$LAB/oci-$c:1" "docker://$UP/library/$c:1" || return 1
+  done
+  skopeo copy "${f[@]}" --all "oci:$LAB/oci-multi:1" "docker://$UP/library/pt-multi:1" &&
+    skopeo copy "${f[@]}" "oci:$LAB/oci-one:1" "docker://$UP/library/pt-moving:1"
+}
+
+c_pullthrough_rule_create() {
+  jq -n --arg up "http://$UP" --arg pw "$UP_PW" \
+    '{prefix: "e2e-hub", upstream: $up, username: "upstream", password: $pw, refresh: "2s"}' >"$LAB/pt-rule.json"
+  admin_api POST /pull-through-rules "$LAB/pt-rule.json" | tee "$LAB/pt-rule-answer.json" || return 1
+  # The answer and the listing never show the password.
+  ! grep -q "$UP_PW" "$LAB/pt-rule-answer.json" && admin_api GET /pull-through-rules | tee /dev/stderr | jq -e '.rules[]|select(.prefix=="e2e-hub")' >/dev/null &&
+    ! admin_api GET /pull-through-rules | grep -q "$UP_PW"
+}
+
+c_pullthrough_rule_validate() {
+  admin_api POST /pull-through-rules/e2e-hub/validate | tee /dev/stderr | jq -e '.valid == true'
+}
+
+# A miss pulled by the client: the same manifest digest as upstream, the image runs.
+c_pullthrough_docker_pull_and_run() {
+  docker pull -q "$R/e2e-hub/library/pt-docker:1" || return 1
+  expect_eq "$(docker run --rm --network=none "$R/e2e-hub/library/pt-docker:1" cat /pt-docker.txt)" "pt-docker $RUN_ID" &&
+    expect_eq "$(manifest_digest e2e-hub/library/pt-docker 1)" "$(dist_digest "$UP" "upstream:$UP_PW" library/pt-docker 1)"
+}
+
+c_pullthrough_podman_pull_and_run() {
+  podman pull -q "$R/e2e-hub/library/pt-podman:1" >/dev/null || return 1
+  expect_eq "$(podman run --rm --network=none "$R/e2e-hub/library/pt-podman:1" cat /pt-podman.txt)" "pt-podman $RUN_ID" &&
+    expect_eq "$(manifest_digest e2e-hub/library/pt-podman 1)" "$(dist_digest "$UP" "upstream:$UP_PW" library/pt-podman 1)"
+}
+
+c_pullthrough_ctr_pull_and_run() {
+  local ctr=(ctr -a "$CTR_SOCK") u=(--plain-http --user "admin:$ADMIN_PW")
+  "${ctr[@]}" images pull "${u[@]}" "$R/e2e-hub/library/pt-ctr:1" >/dev/null || return 1
+  expect_eq "$("${ctr[@]}" run --rm "$R/e2e-hub/library/pt-ctr:1" "pt-$RUN_ID" cat /pt-ctr.txt)" "pt-ctr $RUN_ID"
+}
+
+# An index: its children are fetched when the client asks for them, all of them here.
+c_pullthrough_ctr_pull_index_all_platforms() {
+  local ctr=(ctr -a "$CTR_SOCK") u=(--plain-http --user "admin:$ADMIN_PW")
+  "${ctr[@]}" images pull "${u[@]}" --all-platforms "$R/e2e-hub/library/pt-multi:1" >/dev/null || return 1
+  expect_eq "$(manifest_digest e2e-hub/library/pt-multi 1)" "$(dist_digest "$UP" "upstream:$UP_PW" library/pt-multi 1)" &&
+    curl -sf -u "admin:$ADMIN_PW" -H "Accept: $ACCEPT" "http://$R/v2/e2e-hub/library/pt-multi/manifests/1" | jq -r '.manifests[].digest' | while read -r d; do
+      expect_eq "$(status_of "/v2/e2e-hub/library/pt-multi/manifests/$d")" 200 || exit 1
+    done
+}
+
+c_pullthrough_missing_image_not_found() {
+  refused 'not found|manifest unknown|name unknown|404' docker pull "$R/e2e-hub/library/absent-$RUN_ID:1" &&
+    expect_eq "$(status_of "/v2/e2e-hub/library/absent-$RUN_ID/manifests/1")" 404
+}
+
+# A tag moved upstream is seen once the rule's refresh (2 s) has passed.
+c_pullthrough_tag_moved_upstream_seen_after_refresh() {
+  docker pull -q "$R/e2e-hub/library/pt-moving:1" >/dev/null || return 1
+  expect_eq "$(manifest_digest e2e-hub/library/pt-moving 1)" "$(layout_manifest_digest "$LAB/oci-one")" || return 1
+  skopeo copy --dest-tls-verify=false --dest-creds "upstream:$UP_PW" "oci:$LAB/oci-two:1" "docker://$UP/library/pt-moving:1" || return 1
+  sleep 3
+  docker pull -q "$R/e2e-hub/library/pt-moving:1" >/dev/null || return 1
+  expect_eq "$(manifest_digest e2e-hub/library/pt-moving 1)" "$(layout_manifest_digest "$LAB/oci-two")" &&
+    docker run --rm --network=none "$R/e2e-hub/library/pt-moving:1" sh -c 'cd / && sha256sum -c data/random.sha256'
+}
+
+# Docker's registry-mirrors: a dockerd of its own with `--registry-mirror http://<berth>` pulls
+# `pt-root:1` (docker.io/library/pt-root) through a ROOT rule. Docker sends a mirror no
+# credentials of its own, so a registry policy lets anyone pull and import library/* for the
+# check; the rule and the policy are removed again at its end (a ROOT rule covers every name).
+c_pullthrough_docker_registry_mirror_root_rule() {
+  local rc=0 md=(env DOCKER_HOST="$MIRROR_DOCKER_HOST" DOCKER_CONFIG="$LAB/docker/cli-mirror")
+  jq -n --arg up "http://$UP" --arg pw "$UP_PW" '{prefix: "ROOT", upstream: $up, username: "upstream", password: $pw}' >"$LAB/pt-root-rule.json"
+  cat >"$LAB/pt-root-policy.json" <<'EOT'
+{"Version": "2012-10-17", "Statement": [{"Sid": "MirrorPulls", "Effect": "Allow", "Principal": "*",
+  "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"],
+  "Resource": "arn:aws:ecr:*:*:repository/library/*"}]}
+EOT
+  if [ "$(status_of /api/v1/registry/policy)" != 404 ]; then echo "a registry policy is set already; not replacing it"; return 1; fi
+  admin_api POST /pull-through-rules "$LAB/pt-root-rule.json" && admin_api PUT /registry/policy "$LAB/pt-root-policy.json" || rc=1
+  if [ $rc = 0 ]; then
+    "${md[@]}" docker pull -q pt-root:1 &&
+      expect_eq "$("${md[@]}" docker run --rm --network=none pt-root:1 cat /pt-root.txt)" "pt-root $RUN_ID" &&
+      expect_eq "$(manifest_digest library/pt-root 1)" "$(dist_digest "$UP" "upstream:$UP_PW" library/pt-root 1)" || rc=1
+  fi
+  admin_api DELETE /registry/policy
+  admin_api DELETE /pull-through-rules/ROOT
+  return $rc
+}
+
+# The upstream stopped: what was pulled is served from the cache to fresh clients.
+c_pullthrough_served_from_cache_with_upstream_down() {
+  local ctr=(ctr -a "$CTR_SOCK") u=(--plain-http --user "admin:$ADMIN_PW")
+  if curl -s -o /dev/null "http://$UP/v2/"; then echo "the upstream still answers"; return 1; fi
+  docker rmi -f "$R/e2e-hub/library/pt-docker:1" >/dev/null && docker pull -q "$R/e2e-hub/library/pt-docker:1" || return 1
+  expect_eq "$(docker run --rm --network=none "$R/e2e-hub/library/pt-docker:1" cat /pt-docker.txt)" "pt-docker $RUN_ID" || return 1
+  podman rmi -f "$R/e2e-hub/library/pt-podman:1" >/dev/null && podman pull -q "$R/e2e-hub/library/pt-podman:1" >/dev/null || return 1
+  "${ctr[@]}" images rm "$R/e2e-hub/library/pt-ctr:1" >/dev/null && "${ctr[@]}" content prune references >/dev/null 2>&1
+  "${ctr[@]}" images pull "${u[@]}" "$R/e2e-hub/library/pt-ctr:1" >/dev/null || return 1
+  # The tag's refresh is due (stale-if-error): still served.
+  sleep 3
+  docker rmi -f "$R/e2e-hub/library/pt-moving:1" >/dev/null && docker pull -q "$R/e2e-hub/library/pt-moving:1" >/dev/null
+}
+
+start_dockerd_mirror() {
+  local d=$LAB/docker-mirror
+  mkdir -p "$d"
+  start_bg dockerd-mirror /usr/sbin/dockerd --data-root "$d/data" --exec-root "$d/exec" \
+    --pidfile "$d/dockerd.pid" -H "unix://$d/docker.sock" --storage-driver=overlay2 \
+    --iptables=false --ip6tables=false --ip-masq=false --bridge=none --registry-mirror "http://$R"
+  export MIRROR_DOCKER_HOST=unix://$d/docker.sock
+  wait_for 60 env DOCKER_HOST="$MIRROR_DOCKER_HOST" docker info
+}
+
+pullthrough_checks() {
+  export UP UP_PW
+  UP_PW=up-$(rand_hex 12)
+  local c
+  for c in pt-docker pt-podman pt-ctr pt-root; do make_client_image "$c"; done
+  start_distribution dist-up 5300 upstream "$UP_PW" || { check pullthrough_upstream_started 1 false; return; }
+  UP=$DIST_ADDR
+  check pullthrough_seed_upstream 60 c_pullthrough_seed_upstream
+  check pullthrough_rule_create "$STEP" c_pullthrough_rule_create
+  check pullthrough_rule_validate "$STEP" c_pullthrough_rule_validate
+  check pullthrough_docker_pull_and_run 30 c_pullthrough_docker_pull_and_run
+  check pullthrough_podman_pull_and_run 30 c_pullthrough_podman_pull_and_run
+  check pullthrough_ctr_pull_and_run 30 c_pullthrough_ctr_pull_and_run
+  check pullthrough_ctr_pull_index_all_platforms 30 c_pullthrough_ctr_pull_index_all_platforms
+  check pullthrough_missing_image_not_found "$STEP" c_pullthrough_missing_image_not_found
+  check pullthrough_tag_moved_upstream_seen_after_refresh 30 c_pullthrough_tag_moved_upstream_seen_after_refresh
+  if start_dockerd_mirror; then
+    check pullthrough_docker_registry_mirror_root_rule 60 c_pullthrough_docker_registry_mirror_root_rule
+  else
+    check pullthrough_dockerd_with_registry_mirror_started 1 "tail -20 $LAB/dockerd-mirror.log; false"
+  fi
+  stop_started dist-up
+  check pullthrough_served_from_cache_with_upstream_down 60 c_pullthrough_served_from_cache_with_upstream_down
+}
+
+# --- replication ---
+
+start_berth_b() {
+  export B B_PW
+  B_PW=pwb-$(rand_hex 12)
+  B=127.0.0.1:$(free_port $((PORT + 40)))
+  mkdir -p "$LAB/berth-b"
+  start_bg berth-b env BERTH_AUTH__ADMIN_PASSWORD="$B_PW" "$E2E_BERTH_BIN" serve --listen "$B" --data-dir "$LAB/berth-b"
+  wait_for 10 curl -sf -u "admin:$B_PW" "http://$B/v2/"
+}
+
+# at_b NAME REF / at_dst NAME REF: the manifest digest at each destination (empty: absent).
+at_b() { curl -sfI -u "admin:$B_PW" -H "Accept: $ACCEPT" "http://$B/v2/$1/manifests/$2" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}'; }
+at_dst() { dist_digest "$DST" "replica:$DST_PW" "$1" "$2"; }
+# arrives NAME REF DIGEST: waits until both destinations have NAME:REF at DIGEST.
+arrives() { wait_for "${4:-50}" eval "[ \"\$(at_b $1 $2)\" = $3 ] && [ \"\$(at_dst $1 $2)\" = $3 ]"; }
+
+c_replication_configure() {
+  jq -n --arg b "http://$B" --arg bpw "$B_PW" --arg d "http://$DST" --arg dpw "$DST_PW" '{
+    destinations: [
+      {name: "berth-b", url: $b, username: "admin", password: $bpw, timeout: "5s"},
+      {name: "dist", url: $d, username: "replica", password: $dpw, timeout: "5s"}],
+    rules: [{destinations: ["berth-b", "dist"], repository_filters: [{filter: "e2e-prod/", filter_type: "PREFIX_MATCH"}]}]}' >"$LAB/replication.json"
+  admin_api PUT /replication "$LAB/replication.json" | tee "$LAB/replication-answer.json" || return 1
+  ! grep -qE "$B_PW|$DST_PW" "$LAB/replication-answer.json" && ! admin_api GET /replication | grep -qE "$B_PW|$DST_PW"
+}
+
+# docker pushes to Berth; the image arrives at Berth B and at Distribution, same digest.
+c_replication_docker_push_arrives() {
+  docker import -c 'CMD ["/bin/sh"]' "$LAB/rootfs.tar" "$R/e2e-prod/app:1" >/dev/null && docker push -q "$R/e2e-prod/app:1" || return 1
+  local d
+  d=$(manifest_digest e2e-prod/app 1)
+  echo "pushed $d"
+  arrives e2e-prod/app 1 "$d" || { echo "at B: [$(at_b e2e-prod/app 1)], at Distribution: [$(at_dst e2e-prod/app 1)]"; return 1; }
+}
+
+c_replication_docker_pulls_from_berth_b() {
+  dk b login -u admin --password-stdin "$B" <<<"$B_PW" || return 1
+  dk b pull -q "$B/e2e-prod/app:1" >/dev/null &&
+    expect_eq "$(dk b run --rm --network=none "$B/e2e-prod/app:1" cat /etc/motd)" "motd $RUN_ID"
+}
+
+c_replication_podman_pulls_from_berth_b() {
+  podman login --tls-verify=false -u admin --password-stdin "$B" <<<"$B_PW" || return 1
+  podman pull -q --tls-verify=false "$B/e2e-prod/app:1" >/dev/null &&
+    expect_eq "$(podman run --rm --network=none "$B/e2e-prod/app:1" cat /etc/motd)" "motd $RUN_ID"
+}
+
+c_replication_ctr_pulls_from_distribution() {
+  ctr -a "$CTR_SOCK" images pull --plain-http --user "replica:$DST_PW" "$DST/e2e-prod/app:1" >/dev/null &&
+    expect_eq "$(ctr -a "$CTR_SOCK" run --rm "$DST/e2e-prod/app:1" "repl-$RUN_ID" cat /etc/motd)" "motd $RUN_ID"
+}
+
+# A multi-platform index (podman's manifest list) arrives whole: every child, then the index.
+c_replication_index_arrives_whole() {
+  skopeo copy --all --dest-tls-verify=false --authfile "$SKOPEO_AUTH" "oci:$LAB/oci-multi:1" "docker://$R/e2e-prod/multi:1" || return 1
+  local d c
+  # The index as Berth holds it (skopeo may recompress what its blob cache knows).
+  d=$(manifest_digest e2e-prod/multi 1)
+  arrives e2e-prod/multi 1 "$d" || { echo "at B: [$(at_b e2e-prod/multi 1)], at Distribution: [$(at_dst e2e-prod/multi 1)]"; return 1; }
+  for c in $(curl -sf -u "admin:$ADMIN_PW" -H "Accept: $ACCEPT" "http://$R/v2/e2e-prod/multi/manifests/1" | jq -r '.manifests[].digest'); do
+    expect_eq "$(at_b e2e-prod/multi "$c")" "$c" && expect_eq "$(at_dst e2e-prod/multi "$c")" "$c" || return 1
+  done
+  ctr -a "$CTR_SOCK" images pull --plain-http --user "admin:$B_PW" --all-platforms "$B/e2e-prod/multi:1" >/dev/null &&
+    podman pull -q --tls-verify=false --arch arm64 "$DST/e2e-prod/multi:1" --creds "replica:$DST_PW" >/dev/null
+}
+
+# Repositories no rule names stay home (checked after a later matching push arrived).
+c_replication_unmatched_repositories_not_copied() {
+  docker tag "$R/e2e-prod/app:1" "$R/e2e-dev/app:1" && docker push -q "$R/e2e-dev/app:1" || return 1
+  docker tag "$R/e2e-prod/app:1" "$R/e2e-prod/app:after-dev" && docker push -q "$R/e2e-prod/app:after-dev" || return 1
+  arrives e2e-prod/app after-dev "$(manifest_digest e2e-prod/app 1)" || return 1
+  expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -u "admin:$B_PW" "http://$B/v2/e2e-dev/app/manifests/1")" 404 &&
+    [ -z "$(at_dst e2e-dev/app 1)" ]
+}
+
+c_replication_status_complete() {
+  local s
+  s=$(admin_api GET "/replication/status?repository=e2e-prod/app&reference=1") || return 1
+  echo "$s"
+  jq -e '(.statuses | length) == 2 and all(.statuses[]; .status == "COMPLETE")' <<<"$s"
+}
+
+# Distribution stopped during a push: Berth B gets it at once, Distribution once it is back.
+c_replication_push_while_destination_down() {
+  if curl -s -o /dev/null "http://$DST/v2/"; then echo "Distribution still answers"; return 1; fi
+  docker import -c 'CMD ["/bin/sh"]' "$LAB/tiny/login.tar" "$R/e2e-prod/late:1" >/dev/null && docker push -q "$R/e2e-prod/late:1" || return 1
+  local d
+  d=$(manifest_digest e2e-prod/late 1)
+  wait_for 50 eval "[ \"\$(at_b e2e-prod/late 1)\" = $d ]" || { echo "not at B"; return 1; }
+  admin_api GET "/replication/status?repository=e2e-prod/late&reference=1"
+}
+
+c_replication_arrives_after_destination_is_back() {
+  local d
+  d=$(manifest_digest e2e-prod/late 1)
+  arrives e2e-prod/late 1 "$d" 110 || { echo "at Distribution: [$(at_dst e2e-prod/late 1)]"; admin_api GET "/replication/status?repository=e2e-prod/late&reference=1"; return 1; }
+}
+
+replication_checks() {
+  export DST DST_PW
+  DST_PW=dst-$(rand_hex 12)
+  start_berth_b || { check replication_berth_b_started 1 false; return; }
+  start_distribution dist-dst 5320 replica "$DST_PW" || { check replication_distribution_started 1 false; return; }
+  DST=$DIST_ADDR
+  check replication_configure "$STEP" c_replication_configure
+  check replication_docker_push_arrives 60 c_replication_docker_push_arrives
+  check replication_docker_pulls_from_berth_b 30 c_replication_docker_pulls_from_berth_b
+  check replication_podman_pulls_from_berth_b 30 c_replication_podman_pulls_from_berth_b
+  check replication_ctr_pulls_from_distribution 30 c_replication_ctr_pulls_from_distribution
+  check replication_index_arrives_whole 90 c_replication_index_arrives_whole
+  check replication_unmatched_repositories_not_copied 60 c_replication_unmatched_repositories_not_copied
+  check replication_status_complete "$STEP" c_replication_status_complete
+  stop_started dist-dst
+  check replication_push_while_destination_down 60 c_replication_push_while_destination_down
+  start_distribution dist-dst || { check replication_distribution_restarted 1 false; return; }
+  check replication_arrives_after_destination_is_back 120 c_replication_arrives_after_destination_is_back
+}
+
 # The deployer (docker/deployer/): task definitions, webhooks and rolling updates.
 source "$HERE/deploy.sh"
 
@@ -914,6 +1242,8 @@ main() {
   group auth auth_checks
   group ecr ecr_checks
   group immutable immutable_checks
+  group pullthrough pullthrough_checks
+  group replication replication_checks
   group tls tls_checks
   if [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" large "* ]]; then
     make_large_layer

@@ -639,6 +639,26 @@ class Scenario:
         r = self.ecr.get_registry_scanning_configuration()
         assert r["scanningConfiguration"]["rules"] == rules, r
 
+    def replication(self):
+        """ECR's replication operations over Berth's replication: with no destination defined
+        (they are defined through Berth's admin API), empty rules, and an image with no status."""
+        r = self.ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+        assert r["replicationConfiguration"] == {"rules": []}, r
+        r = self.ecr.describe_registry()
+        assert r["replicationConfiguration"] == {"rules": []}, r
+        repo, digest = self.need("repo"), self.need("v1_digest")
+        r = self.ecr.describe_image_replication_status(repositoryName=repo, imageId={"imageDigest": digest})
+        assert r["repositoryName"] == repo and r["imageId"]["imageDigest"] == digest, r
+        assert r["replicationStatuses"] == [], r
+        expect_error(
+            "ImageNotFoundException",
+            self.ecr.describe_image_replication_status,
+            repositoryName=repo,
+            imageId={"imageTag": "no-such-tag"},
+        )
+        unknown = {"rules": [{"destinations": [{"region": "nowhere", "registryId": self.need("account")}]}]}
+        expect_error("InvalidParameterException", self.ecr.put_replication_configuration, replicationConfiguration=unknown)
+
     def creation_templates(self):
         prefix = f"{self.prefix}/tpl"
         r = self.ecr.create_repository_creation_template(
@@ -656,6 +676,31 @@ class Scenario:
         r = self.ecr.delete_repository_creation_template(prefix=prefix)["repositoryCreationTemplate"]
         assert r["prefix"] == prefix, r
         expect_error("TemplateNotFoundException", self.ecr.delete_repository_creation_template, prefix=prefix)
+
+    def pull_through_rules(self):
+        # ECR's prefixes are at most 30 characters. No internet here: the upstream is a closed
+        # port on loopback, so validation answers isValid false (with the reason).
+        prefix = f"ptc-{os.getpid() % 100000}"
+        url = "http://127.0.0.1:9"
+        r = self.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix, upstreamRegistryUrl=url)
+        assert r["ecrRepositoryPrefix"] == prefix and r["upstreamRegistryUrl"] == url, r
+        expect_error(
+            "PullThroughCacheRuleAlreadyExistsException",
+            self.ecr.create_pull_through_cache_rule,
+            ecrRepositoryPrefix=prefix,
+            upstreamRegistryUrl=url,
+        )
+        r = self.ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=[prefix])["pullThroughCacheRules"]
+        assert [x["ecrRepositoryPrefix"] for x in r] == [prefix], r
+        r = self.ecr.update_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+        assert r["ecrRepositoryPrefix"] == prefix, r
+        r = self.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+        assert r["isValid"] is False and r["failure"], r
+        r = self.ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+        assert r["ecrRepositoryPrefix"] == prefix, r
+        expect_error(
+            "PullThroughCacheRuleNotFoundException", self.ecr.delete_pull_through_cache_rule, ecrRepositoryPrefix=prefix
+        )
 
     def delete_repository(self):
         repo = self.need("repo")
@@ -795,7 +840,9 @@ class Scenario:
         c("boto3_delete_lifecycle_and_repository_policies", self.delete_policies)
         c("boto3_describe_registry_and_registry_policy", self.registry_and_policy)
         c("boto3_registry_scanning_configuration", self.registry_scanning)
+        c("boto3_replication", self.replication)
         c("boto3_repository_creation_templates", self.creation_templates)
+        c("boto3_pull_through_cache_rules", self.pull_through_rules)
         c("boto3_delete_repository_force", self.delete_repository)
         c("awscli_create_describe_lifecycle_login_push_describe_delete", self.cli)
         for repo in list(self.created):

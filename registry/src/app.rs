@@ -43,6 +43,8 @@ pub enum StartError {
     Auth(String),
     #[error("events: {0}")]
     Events(String),
+    #[error("pull-through cache: {0}")]
+    PullThrough(String),
     /// The certificate or key file named in the message.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -170,6 +172,8 @@ impl App {
             &crate::events::host_name(),
             &config.listen.to_string(),
         ));
+        let pull_through = crate::service::pull_through::PullThroughCache::new(&config.pull_through)
+            .map_err(StartError::PullThrough)?;
         let registry = Arc::new(Registry {
             blobs,
             meta,
@@ -182,6 +186,7 @@ impl App {
             integrity: Default::default(),
             seen: Default::default(),
             pulls: Default::default(),
+            pull_through,
         });
         crate::service::gc::seen::spawn_flusher(Arc::downgrade(&registry.seen), registry.meta.clone());
         crate::service::pulls::spawn_flusher(
@@ -189,6 +194,7 @@ impl App {
             registry.meta.clone(),
             registry.settings.pull_flush,
         );
+        registry.sync_replication_config(&config.replication).await.map_err(StartError::Events)?;
         if let Some(changes) = registry.meta.changes() {
             tokio::spawn(follow_changes(Arc::downgrade(&registry), changes));
         }
@@ -212,7 +218,8 @@ impl App {
             );
             return None;
         }
-        crate::events::dispatch::spawn(r.meta.clone(), r.events.clone())
+        let replicator = std::sync::Arc::new(crate::service::replication::copy::Replicator::new(r.clone()));
+        crate::events::dispatch::spawn(r.meta.clone(), r.events.clone(), Some(replicator))
     }
 
     /// Scrubs every `scrub.interval` (first at a random point within the first interval),

@@ -13,6 +13,7 @@
 //! - [`service`]: registry verbs over the stores (uploads, blobs, manifests, listings).
 //! - [`events`]: webhooks: subscriptions, payload formats, signatures, the dispatcher.
 //! - [`error`]: [`error::ApiError`], every failure in protocol terms.
+//! - [`upstream`]: the OCI client for other registries (pull-through and replication).
 //!
 //! Invariants:
 //! - No HTTP or axum type appears outside `http` (and the accept loop in `server`).
@@ -30,4 +31,5 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod upstream;
 pub mod zerocopy;

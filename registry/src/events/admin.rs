@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use berth_storage::MetadataStore;
 use berth_storage::metadata::events::unix_now_ms;
-use berth_storage::metadata::{Attempt, Delivery, DeliveryCounts, DeliveryFilter, Subscription, SubscriptionSource};
+use berth_storage::metadata::{
+    Attempt, Delivery, DeliveryCounts, DeliveryFilter, Subscription, SubscriptionKind, SubscriptionSource,
+};
 use serde::Serialize;
 
 use super::config::{EventsConfig, WebhookSpec, check_name, validate};
@@ -74,7 +76,15 @@ impl Webhooks<'_> {
     pub async fn list(&self) -> ApiResult<Vec<WebhookView>> {
         let mut counts: BTreeMap<String, DeliveryCounts> =
             self.meta.delivery_counts().await?.into_iter().map(|c| (c.subscription.clone(), c)).collect();
-        Ok(self.meta.subscriptions().await?.iter().map(|s| WebhookView::of(s, counts.remove(&s.name))).collect())
+        Ok(self
+            .meta
+            .subscriptions()
+            .await?
+            .iter()
+            // Replication destinations are shown by `berth replication`, not as webhooks.
+            .filter(|s| s.kind == SubscriptionKind::Webhook)
+            .map(|s| WebhookView::of(s, counts.remove(&s.name)))
+            .collect())
     }
 
     pub async fn get(&self, name: &str) -> ApiResult<WebhookView> {
@@ -86,6 +96,9 @@ impl Webhooks<'_> {
     pub async fn put(&self, name: &str, spec: &WebhookSpec) -> ApiResult<(bool, WebhookView)> {
         check_name(name).map_err(ApiError::Invalid)?;
         let existing = self.meta.subscriptions().await?.into_iter().find(|s| s.name == name);
+        if existing.as_ref().is_some_and(|s| s.kind == SubscriptionKind::Replication) {
+            return Err(replication_destination(name));
+        }
         if existing.as_ref().is_some_and(|s| s.source == SubscriptionSource::Config) {
             return Err(ApiError::Conflict(format!(
                 "webhook {name} is defined in the configuration file (events.webhooks); change it there"
@@ -115,6 +128,7 @@ impl Webhooks<'_> {
         let existing = self.meta.subscriptions().await?.into_iter().find(|s| s.name == name);
         match existing {
             None => Err(no_webhook(name)),
+            Some(s) if s.kind == SubscriptionKind::Replication => Err(replication_destination(name)),
             Some(s) if s.source == SubscriptionSource::Config => Err(ApiError::Conflict(format!(
                 "webhook {name} is defined in the configuration file (events.webhooks); remove it there"
             ))),
@@ -163,6 +177,12 @@ fn require_selector(f: &DeliveryFilter, verb: &str) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+fn replication_destination(name: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "{name} is a replication destination, not a webhook; change it with `berth replication` (/api/v1/replication)"
+    ))
 }
 
 fn no_webhook(name: &str) -> ApiError {

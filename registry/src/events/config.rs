@@ -234,6 +234,7 @@ pub fn validate(
         enabled: spec.enabled.unwrap_or(true),
         source,
         created_at: 0,
+        kind: berth_storage::metadata::SubscriptionKind::Webhook,
     })
 }
 

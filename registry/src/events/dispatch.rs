@@ -9,19 +9,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use berth_storage::MetadataStore;
 use berth_storage::metadata::events::unix_now_ms;
-use berth_storage::metadata::{Claimed, Outcome};
+use berth_storage::metadata::{Claimed, Outcome, SubscriptionKind};
 use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Events, payload, signature};
+use crate::service::replication::copy::{CopyError, Replicator};
 
 /// How often delivered and dead deliveries past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Starts the dispatcher of this process; `None` (logged) when no HTTP client can be built,
 /// e.g. with no CA certificates on the machine. Events are still recorded then, for another
-/// process or a restart to deliver.
-pub fn spawn(meta: Arc<dyn MetadataStore>, events: Arc<Events>) -> Option<JoinHandle<()>> {
+/// process or a restart to deliver. Deliveries owed to replication destinations (subscriptions
+/// of kind replication) go to `replicator`; without one they wait for a process that has it.
+pub fn spawn(
+    meta: Arc<dyn MetadataStore>,
+    events: Arc<Events>,
+    replicator: Option<Arc<Replicator>>,
+) -> Option<JoinHandle<()>> {
     let owner =
         format!("{}:{}:{}", super::host_name(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let client = reqwest::Client::builder()
@@ -39,7 +45,7 @@ pub fn spawn(meta: Arc<dyn MetadataStore>, events: Arc<Events>) -> Option<JoinHa
         }
     };
     tracing::info!(events.owner = %owner, events.concurrency = events.config.concurrency, "webhook dispatcher started");
-    Some(tokio::spawn(run(Dispatcher { meta, events, client, owner: Arc::from(owner) })))
+    Some(tokio::spawn(run(Dispatcher { meta, events, client, owner: Arc::from(owner), replicator })))
 }
 
 #[derive(Clone)]
@@ -48,6 +54,7 @@ struct Dispatcher {
     events: Arc<Events>,
     client: reqwest::Client,
     owner: Arc<str>,
+    replicator: Option<Arc<Replicator>>,
 }
 
 /// An attempt made, to be recorded.
@@ -132,6 +139,9 @@ impl Dispatcher {
 
     /// Sends one delivery and says how it went (`record` stores that).
     async fn deliver(&self, claimed: Claimed) -> Finished {
+        if claimed.subscription.kind == SubscriptionKind::Replication {
+            return self.replicate(claimed).await;
+        }
         let Claimed { delivery, subscription: sub } = claimed;
         let event = &delivery.event;
         let rendered = payload::render(sub.format, event, &self.events.context);
@@ -202,6 +212,54 @@ impl Dispatcher {
             Outcome::Dead { error, .. } => tracing::error!(webhook = %sub.name, delivery.id = delivery.id,
                 event.id = %event.id, attempt, error = %error,
                 "webhook delivery failed for the last time: dead-lettered (berth deliveries replay to resend)"),
+        }
+        Finished { id: delivery.id, webhook: sub.name, outcome }
+    }
+
+    /// Copies the image of a delivery owed to a replication destination
+    /// ([`crate::service::replication::copy`]), with the same retries and dead letters as a
+    /// webhook, and records the status the outcome leaves.
+    async fn replicate(&self, claimed: Claimed) -> Finished {
+        let Claimed { delivery, subscription: sub } = claimed;
+        let attempt = delivery.attempts + 1;
+        let started = Instant::now();
+        let result = match &self.replicator {
+            Some(r) => r.replicate(&delivery, &sub).await,
+            None => Err(CopyError::Retry("this process does not replicate".into())),
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let outcome = match result {
+            Ok(()) => Outcome::Delivered { status: 200, duration_ms },
+            Err(CopyError::Permanent(error)) => Outcome::Dead { status: None, error, duration_ms },
+            Err(CopyError::Retry(error)) if attempt >= sub.max_attempts => {
+                Outcome::Dead { status: None, error, duration_ms }
+            }
+            Err(CopyError::Retry(error)) => {
+                let delay = self.backoff(attempt, None);
+                let next_attempt_ms = unix_now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                Outcome::Retry { status: None, error, duration_ms, next_attempt_ms }
+            }
+        };
+        let counters = &self.events.counters;
+        let counter = match &outcome {
+            Outcome::Delivered { .. } => &counters.delivered,
+            Outcome::Retry { .. } => &counters.failed,
+            Outcome::Dead { .. } => &counters.dead,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let event = &delivery.event;
+        match &outcome {
+            Outcome::Delivered { .. } => {}
+            Outcome::Retry { error, next_attempt_ms, .. } => tracing::warn!(replication.destination = %sub.name,
+                delivery.id = delivery.id, repo.name = %event.repository, manifest.digest = event.digest.as_deref().unwrap_or(""),
+                attempt, max_attempts = sub.max_attempts, error = %error, retry_in_ms = next_attempt_ms - unix_now_ms(),
+                "replication failed; will retry"),
+            Outcome::Dead { error, .. } => tracing::error!(replication.destination = %sub.name,
+                delivery.id = delivery.id, repo.name = %event.repository, manifest.digest = event.digest.as_deref().unwrap_or(""),
+                attempt, error = %error, "replication failed for the last time: dead-lettered (berth deliveries replay to retry)"),
+        }
+        if let Some(r) = &self.replicator {
+            r.finished(&delivery, &sub, &outcome).await;
         }
         Finished { id: delivery.id, webhook: sub.name, outcome }
     }

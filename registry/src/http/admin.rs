@@ -19,6 +19,8 @@
 //! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
+//! | pull-through cache rules (`http::pull_through`) | `ecr:CreatePullThroughCacheRule`, … |
+//! | `GET`, `PUT /api/v1/replication`, `GET …/replication/status` (`http::replication`) | `ecr:DescribeRegistry`, `ecr:PutReplicationConfiguration`, `ecr:DescribeImageReplicationStatus` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
 //! (`http::usage`), image details (`http::images`) and repository creation templates
@@ -66,6 +68,8 @@ enum Target {
     Images(RepoName),
     Lifecycle(super::lifecycle::Target),
     Templates(super::templates::Target),
+    PullThrough(super::pull_through::Target),
+    Replication(super::replication::Target),
 }
 
 impl Target {
@@ -81,6 +85,8 @@ impl Target {
                 | Target::Lifecycle(_)
                 | Target::RepositorySettings(_)
                 | Target::Templates(_)
+                | Target::PullThrough(_)
+                | Target::Replication(_)
         )
     }
 }
@@ -110,13 +116,19 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
+        other if super::pull_through::parse(other).is_some() => {
+            Target::PullThrough(super::pull_through::parse(other).ok_or_else(unknown)?)
+        }
         other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
             (Some(settings), _) => Target::RepositorySettings(settings?),
             (None, Some(usage)) => Target::Usage(usage?),
             (None, None) => match (super::lifecycle::parse(other), super::templates::parse(other)) {
                 (Some(lifecycle), _) => Target::Lifecycle(lifecycle?),
                 (None, Some(templates)) => Target::Templates(templates),
-                (None, None) => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+                (None, None) => match super::replication::parse(other) {
+                    Some(replication) => Target::Replication(replication),
+                    None => Target::Events(super::webhooks::parse(other).ok_or_else(unknown)?),
+                },
             },
         },
     })
@@ -272,6 +284,28 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::templates::handle(call, &method, t).await;
+        }
+        Target::PullThrough(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::pull_through::handle(call, &method, t).await;
+        }
+        Target::Replication(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::replication::handle(call, &method, t).await;
         }
         Target::Repositories if method == Method::POST => {
             let call = super::webhooks::Call {

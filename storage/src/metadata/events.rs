@@ -259,7 +259,21 @@ pub enum SubscriptionSource {
     Config,
 }
 
-/// A webhook subscription.
+/// What a subscription's deliveries do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SubscriptionKind {
+    /// A webhook: each delivery is an HTTP request to `url`.
+    #[default]
+    #[serde(rename = "webhook")]
+    Webhook,
+    /// A replication destination: each delivery copies the pushed image to the registry at
+    /// `url` (the registry's `service::replication`); `secret` holds its sealed credentials.
+    /// Managed only by the replication configuration, never as a webhook.
+    #[serde(rename = "replication")]
+    Replication,
+}
+
+/// A webhook subscription, or a replication destination ([`SubscriptionKind`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Unique; `[A-Za-z0-9._-]{1,64}`.
@@ -291,6 +305,9 @@ pub struct Subscription {
     /// Unix seconds; set by the store on first insert.
     #[serde(default)]
     pub created_at: i64,
+    /// Absent in definitions stored before replication: a webhook.
+    #[serde(default)]
+    pub kind: SubscriptionKind,
 }
 
 impl Subscription {
@@ -679,6 +696,7 @@ mod tests {
             enabled: true,
             source: SubscriptionSource::Api,
             created_at: 0,
+            kind: SubscriptionKind::Webhook,
         }
     }
 

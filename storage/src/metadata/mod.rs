@@ -23,8 +23,12 @@
 //!   and the conditional deletion a lifecycle run makes (only when the image's tags are still
 //!   those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
+//! - [`PullThrough`] (`pull_through.rs`): pull-through cache rules and when each cached tag
+//!   was last checked upstream.
 //! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
 //!   JSON document kept as given (ECR's registry scanning configuration).
+//! - [`Replication`] (`replication.rs`): the replication configuration (its destinations are
+//!   subscriptions of kind replication) and each image's status at each destination.
 //!
 //! Two implementations run against the same test suite (`storage/tests/storage/metadata.rs`):
 //! [`sqlite::SqliteStore`] (an embedded file, one process) and [`postgres::PostgresStore`] (a
@@ -52,7 +56,9 @@ mod policies;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
+mod pull_through;
 mod registry_settings;
+mod replication;
 mod repositories;
 mod sql;
 pub mod sqlite;
@@ -66,7 +72,7 @@ use crate::error::Result;
 pub use blobs::{BlobEntry, Blobs};
 pub use events::{
     Attempt, Claimed, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase, DeliveryState, Event, EventKind, Events,
-    Origin, Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionSource,
+    Origin, Outcome, PayloadFormat, QuotaNotice, Subscription, SubscriptionKind, SubscriptionSource,
 };
 pub use gc::{Doomed, GcCounts, GcLease, GcPreview, GcRun, GcState, GcStore};
 pub use identity::{AccessKeyRecord, Identity, SigningKeyRecord, UserRecord};
@@ -74,9 +80,13 @@ pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewRecord};
 pub(crate) use manifests::check_reference;
-pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
+pub use manifests::{
+    Change, ManifestRecord, Manifests, NewManifest, ReferenceCheck, Referrer, RequiredContent, TagGuard,
+};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
+pub use pull_through::{PullThrough, PullThroughRuleRecord};
 pub use registry_settings::{RegistrySetting, RegistrySettings};
+pub use replication::{Replication, ReplicationRecord, ReplicationState, ReplicationStatus};
 pub use repositories::{
     CreatedRepository, NewRepository, Repositories, RepositoryDeleted, RepositorySettings, TagMutabilitySetting,
 };
@@ -94,7 +104,8 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, RegistrySettings as _, Repositories as _, Templates as _, Uploads as _, UsageStore as _,
+        Policies as _, PullThrough as _, RegistrySettings as _, Replication as _, Repositories as _, Templates as _,
+        Uploads as _, UsageStore as _,
     };
 }
 
@@ -115,6 +126,8 @@ pub trait MetadataStore:
     + Images
     + Lifecycle
     + RegistrySettings
+    + PullThrough
+    + Replication
     + std::fmt::Debug
 {
 }
@@ -134,6 +147,8 @@ impl<T> MetadataStore for T where
         + Images
         + Lifecycle
         + RegistrySettings
+        + PullThrough
+        + Replication
         + std::fmt::Debug
         + ?Sized
 {

@@ -136,6 +136,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("postgres_v11.sql")),
     (12, include_str!("postgres_v12.sql")),
     (13, include_str!("postgres_v13.sql")),
+    (14, include_str!("postgres_v14.sql")),
+    // 14 is the pull-through cache's (issue 21); the runner applies every version above the
+    // database's, so the list need not be contiguous.
+    (15, include_str!("postgres_v15.sql")),
 ];
 
 /// The advisory lock class (the first key of the two-key form) that event writers take per
@@ -215,7 +219,9 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod pull_through;
 mod registry_settings;
+mod replication;
 mod repositories;
 mod templates;
 mod uploads;

@@ -17,7 +17,9 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod pull_through;
 mod registry_settings;
+mod replication;
 mod repositories;
 mod templates;
 mod uploads;
@@ -51,6 +53,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("sqlite_v10.sql")),
     (11, include_str!("sqlite_v11.sql")),
     (12, include_str!("sqlite_v12.sql")),
+    (13, include_str!("sqlite_v13.sql")),
+    // 13 is the pull-through cache's (issue 21); the runner applies every version above the
+    // database's, so the list need not be contiguous.
+    (14, include_str!("sqlite_v14.sql")),
 ];
 
 #[derive(Debug, Clone)]

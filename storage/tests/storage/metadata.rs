@@ -9,8 +9,9 @@ use berth_storage::metadata::prelude::*;
 use berth_storage::metadata::{
     AccessKeyRecord, BlobEntry, Claimed, CreatedRepository, Delivery, DeliveryCounts, DeliveryFilter, DeliveryPhase,
     DeliveryState, Event, EventKind, KeyRecord, KeyState, NewManifest, NewRepository, Origin, Outcome, Page,
-    PayloadFormat, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY, RepositoryDeleted, RequiredContent,
-    RetireRefused, SigningKeyRecord, Subscription, SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
+    PayloadFormat, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY, ReplicationState, ReplicationStatus,
+    RepositoryDeleted, RequiredContent, RetireRefused, SigningKeyRecord, Subscription, SubscriptionKind,
+    SubscriptionSource, UploadQuota, UploadRecord, UserRecord,
 };
 use berth_storage::{Error, PostgresStore, SqliteStore};
 
@@ -49,6 +50,7 @@ fn manifest(r: &RepoName, body: &str, blobs: Vec<RequiredContent>, tags: &[&str]
         manifests: vec![],
         tags: tags.iter().map(|t| tag(t)).collect(),
         mutability: Default::default(),
+        references: Default::default(),
     }
 }
 
@@ -1161,6 +1163,8 @@ async fn suite(store: &dyn MetadataStore) {
     crate::metadata_lifecycle::suite(store).await;
     crate::metadata_templates::suite(store).await;
     crate::metadata_ecr_repos::suite(store).await;
+    crate::metadata_pull_through::suite(store).await;
+    replication_records(store).await;
 }
 
 #[tokio::test]
@@ -1364,7 +1368,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 13, "each migration recorded once");
+        assert_eq!(versions, 14, "each migration recorded once");
     })
     .await;
 
@@ -1421,6 +1425,7 @@ fn hook(name: &str, repositories: &[&str]) -> Subscription {
         enabled: true,
         source: SubscriptionSource::Api,
         created_at: 0,
+        kind: SubscriptionKind::Webhook,
     }
 }
 
@@ -2267,4 +2272,99 @@ async fn pruning(store: &dyn MetadataStore) {
     let next = store.events(0, 10).await.unwrap();
     assert_eq!(next.len(), 1);
     assert!(next[0].seq > b_push.seq, "{} after {}", next[0].seq, b_push.seq);
+}
+
+/// The replication configuration and its destinations (subscriptions of kind replication)
+/// are written together; a destination receives the pushes it matches in the push's
+/// transaction like any subscription; statuses are per image and destination, and go with
+/// their destination.
+async fn replication_records(store: &dyn MetadataStore) {
+    assert_eq!(store.replication_config().await.unwrap(), None);
+    let destination = |name: &str, repositories: &[&str]| {
+        let mut s = hook(name, repositories);
+        s.events = vec![EventKind::ManifestPush];
+        s
+    };
+    // A webhook's name is not a destination's: refused, nothing written.
+    assert!(store.put_subscription(&hook("repl-hook", &["repl/*"])).await.unwrap());
+    let clash = store.put_replication_config(r#"{"rules":[]}"#, "api", &[destination("repl-hook", &[])]).await;
+    assert!(matches!(clash, Err(Error::Conflict)), "{clash:?}");
+    assert_eq!(store.replication_config().await.unwrap(), None, "nothing written");
+    let hook_now = store.subscriptions().await.unwrap().into_iter().find(|s| s.name == "repl-hook").unwrap();
+    assert_eq!(hook_now.kind, SubscriptionKind::Webhook);
+
+    let (a, b) = (destination("repl-a", &["repl/prod*"]), destination("repl-b", &["repl/other*"]));
+    store.put_replication_config(r#"{"rules":[1]}"#, "config", &[a.clone(), b.clone()]).await.unwrap();
+    let stored = store.replication_config().await.unwrap().unwrap();
+    assert_eq!((stored.document.as_str(), stored.source.as_str()), (r#"{"rules":[1]}"#, "config"));
+    assert!(stored.updated_at > 1_700_000_000);
+    let subs: Vec<Subscription> =
+        store.subscriptions().await.unwrap().into_iter().filter(|s| s.name.starts_with("repl-")).collect();
+    let shown: Vec<(&str, SubscriptionKind, SubscriptionSource)> =
+        subs.iter().map(|s| (s.name.as_str(), s.kind, s.source)).collect();
+    assert_eq!(
+        shown,
+        [
+            ("repl-a", SubscriptionKind::Replication, SubscriptionSource::Api),
+            ("repl-b", SubscriptionKind::Replication, SubscriptionSource::Api),
+            ("repl-hook", SubscriptionKind::Webhook, SubscriptionSource::Api),
+        ]
+    );
+    let a_created = subs[0].created_at;
+
+    // A push to repl/prod/app is owed to repl-a (and the webhook), not to repl-b.
+    let app = repo("repl/prod/app");
+    store.put_manifest(&manifest(&app, r#"{"repl":1}"#, vec![], &["v1"]), ANON).await.unwrap();
+    let owed = deliveries_of(store, "repl-a").await;
+    assert_eq!(owed.len(), 1);
+    assert_eq!((owed[0].event.kind, owed[0].event.tag.as_deref()), (EventKind::ManifestPush, Some("v1")));
+    assert!(deliveries_of(store, "repl-b").await.is_empty());
+    let digest = owed[0].event.digest.clone().unwrap();
+
+    let status = |destination: &str, state, reason: Option<&str>| ReplicationStatus {
+        destination: destination.into(),
+        repository: app.to_string(),
+        digest: digest.clone(),
+        state,
+        reason: reason.map(str::to_owned),
+        updated_ms: 1_000,
+    };
+    assert!(store.replication_statuses(app.as_str(), &digest).await.unwrap().is_empty());
+    store.set_replication_status(&status("repl-b", ReplicationState::Pending, None)).await.unwrap();
+    store.set_replication_status(&status("repl-a", ReplicationState::InProgress, Some("refused"))).await.unwrap();
+    store.set_replication_status(&status("repl-a", ReplicationState::Complete, None)).await.unwrap();
+    assert_eq!(
+        store.replication_statuses(app.as_str(), &digest).await.unwrap(),
+        [status("repl-a", ReplicationState::Complete, None), status("repl-b", ReplicationState::Pending, None)],
+        "replaced per destination, by destination"
+    );
+    assert!(store.replication_statuses(app.as_str(), "sha256:other").await.unwrap().is_empty());
+
+    // Without repl-b: it goes with its statuses; repl-a keeps its deliveries and created_at.
+    let a2 = Subscription { url: "http://127.0.0.1:9/moved".into(), ..a.clone() };
+    store.put_replication_config(r#"{"rules":[2]}"#, "api", &[a2]).await.unwrap();
+    let subs: Vec<Subscription> =
+        store.subscriptions().await.unwrap().into_iter().filter(|s| s.name.starts_with("repl-")).collect();
+    assert_eq!(subs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["repl-a", "repl-hook"]);
+    assert_eq!((subs[0].url.as_str(), subs[0].created_at), ("http://127.0.0.1:9/moved", a_created));
+    assert_eq!(deliveries_of(store, "repl-a").await.len(), 1, "deliveries kept");
+    assert_eq!(
+        store.replication_statuses(app.as_str(), &digest).await.unwrap(),
+        [status("repl-a", ReplicationState::Complete, None)]
+    );
+    assert_eq!(store.replication_config().await.unwrap().unwrap().source, "api");
+
+    // None left: the webhook stays.
+    store.put_replication_config(r#"{"rules":[]}"#, "api", &[]).await.unwrap();
+    let names: Vec<String> = store
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name.starts_with("repl-"))
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["repl-hook"]);
+    assert!(store.delete_subscription("repl-hook").await.unwrap());
+    assert_eq!(store.delete_repository(&app, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
 }

@@ -24,7 +24,9 @@ mod layers;
 mod lifecycle;
 pub mod model;
 mod policies;
+mod pull_through;
 mod registry;
+mod replication;
 mod repositories;
 mod signature;
 mod tags;
@@ -220,6 +222,9 @@ async fn dispatch(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
     if let Some(r) = registry::call(ecr, op, body).await {
         return r;
     }
+    if let Some(r) = replication::call(ecr, op, body).await {
+        return r;
+    }
     if let Some(r) = images::call(ecr, op, body).await {
         return r;
     }
@@ -230,6 +235,9 @@ async fn dispatch(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         return r;
     }
     if let Some(r) = auth_token::call(ecr, op, body).await {
+        return r;
+    }
+    if let Some(r) = pull_through::call(ecr, op, body).await {
         return r;
     }
     Err(EcrError::unsupported(op, model::unsupported_reason(op)))

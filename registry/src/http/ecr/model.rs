@@ -72,8 +72,9 @@ pub const OPERATIONS: &[&str] = &[
 /// Why Berth does not serve an operation of the model, for its error message.
 pub fn unsupported_reason(operation: &str) -> &'static str {
     match operation {
-        op if op.contains("PullThroughCache") => "pull-through cache rules come with the pull-through cache",
-        op if op.contains("Replication") => "replication comes with replication between registries",
+        op if op.contains("ReplicationBackfill") => {
+            "Berth replicates each push as it happens; there is no backfill of earlier images"
+        }
         op if op.contains("Signing") => "image signing configuration is not available in Berth",
         "UpdateImageStorageClass" => "Berth has one storage class; images are never archived",
         "PutAccountSetting" | "GetAccountSetting" => "Berth has no account settings",

@@ -1,5 +1,5 @@
-//! ECR's registry-wide operations: `DescribeRegistry` (no replication rules: replication comes
-//! later, and an empty list is the truth today) and the registry scanning configuration
+//! ECR's registry-wide operations: `DescribeRegistry` (with the replication configuration,
+//! `replication.rs`) and the registry scanning configuration
 //! (`PutRegistryScanningConfiguration`, `GetRegistryScanningConfiguration`), stored as given
 //! in `registry_settings` (`service::ecr_repos`) and answered as stored: Berth does not scan
 //! images. Each allowed by its own ECR action on the registry.
@@ -24,9 +24,10 @@ pub(super) async fn call(ecr: &Ecr<'_>, op: &str, body: &[u8]) -> Option<EcrResu
 async fn describe_registry(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
     let _: serde_json::Map<String, serde_json::Value> = input(body)?;
     ecr.allow("ecr:DescribeRegistry", None).await?;
+    let view = ecr.reg.replication().await.map_err(|e| ecr.api(e))?;
     output(&serde_json::json!({
         "registryId": ecr.account(),
-        "replicationConfiguration": { "rules": [] },
+        "replicationConfiguration": super::replication::configuration(&view),
     }))
 }
 

@@ -17,7 +17,7 @@ use crate::metadata::{
 /// Inserts or replaces `s` with `source`, keeping an existing one's `created_at`: `Some(true)`
 /// when created, `Some(false)` when replaced, `None` (and nothing written) when `keep_api`
 /// and the name belongs to an `api` subscription.
-async fn upsert_subscription(
+pub(super) async fn upsert_subscription(
     tx: &impl GenericClient,
     s: &Subscription,
     source: SubscriptionSource,

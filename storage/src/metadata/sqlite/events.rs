@@ -16,7 +16,11 @@ use crate::metadata::{
 
 /// Inserts or replaces `s` (with `source`), keeping `created_at` of one that exists;
 /// `true` when created.
-fn upsert_subscription(tx: &rusqlite::Transaction<'_>, s: &Subscription, source: SubscriptionSource) -> Result<bool> {
+pub(super) fn upsert_subscription(
+    tx: &rusqlite::Transaction<'_>,
+    s: &Subscription,
+    source: SubscriptionSource,
+) -> Result<bool> {
     let s = Subscription { source, ..s.clone() };
     let existed = tx.query_row("SELECT 1 FROM subscriptions WHERE name = ?1", [&s.name], |_| Ok(())).optional()?;
     tx.execute(

@@ -1,0 +1,24 @@
+-- Berth metadata schema for PostgreSQL, version 15: replication to other registries (issue 21).
+-- (Version 14 is the pull-through cache's.)
+--
+-- The registry-wide replication configuration: one row, the document as JSON (rules and
+-- destinations without credentials: those are sealed in each destination's subscription,
+-- a subscription of kind replication in `subscriptions`).
+CREATE TABLE replication_config (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    document   TEXT NOT NULL,
+    source     TEXT NOT NULL CHECK (source IN ('api', 'config')),
+    updated_at BIGINT NOT NULL
+);
+
+-- Where each image (manifest digest of a repository) stands at each destination, as the
+-- copier last recorded it. Deleted with the destination.
+CREATE TABLE replication_status (
+    destination TEXT COLLATE "C" NOT NULL,
+    repository  TEXT COLLATE "C" NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('PENDING', 'IN_PROGRESS', 'COMPLETE', 'FAILED')),
+    reason      TEXT,
+    updated_ms  BIGINT NOT NULL,
+    PRIMARY KEY (repository, digest, destination)
+);
