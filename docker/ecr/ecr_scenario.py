@@ -677,6 +677,31 @@ class Scenario:
         assert r["prefix"] == prefix, r
         expect_error("TemplateNotFoundException", self.ecr.delete_repository_creation_template, prefix=prefix)
 
+    def pull_through_rules(self):
+        # ECR's prefixes are at most 30 characters. No internet here: the upstream is a closed
+        # port on loopback, so validation answers isValid false (with the reason).
+        prefix = f"ptc-{os.getpid() % 100000}"
+        url = "http://127.0.0.1:9"
+        r = self.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix, upstreamRegistryUrl=url)
+        assert r["ecrRepositoryPrefix"] == prefix and r["upstreamRegistryUrl"] == url, r
+        expect_error(
+            "PullThroughCacheRuleAlreadyExistsException",
+            self.ecr.create_pull_through_cache_rule,
+            ecrRepositoryPrefix=prefix,
+            upstreamRegistryUrl=url,
+        )
+        r = self.ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=[prefix])["pullThroughCacheRules"]
+        assert [x["ecrRepositoryPrefix"] for x in r] == [prefix], r
+        r = self.ecr.update_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+        assert r["ecrRepositoryPrefix"] == prefix, r
+        r = self.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+        assert r["isValid"] is False and r["failure"], r
+        r = self.ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+        assert r["ecrRepositoryPrefix"] == prefix, r
+        expect_error(
+            "PullThroughCacheRuleNotFoundException", self.ecr.delete_pull_through_cache_rule, ecrRepositoryPrefix=prefix
+        )
+
     def delete_repository(self):
         repo = self.need("repo")
         try:
@@ -817,6 +842,7 @@ class Scenario:
         c("boto3_registry_scanning_configuration", self.registry_scanning)
         c("boto3_replication", self.replication)
         c("boto3_repository_creation_templates", self.creation_templates)
+        c("boto3_pull_through_cache_rules", self.pull_through_rules)
         c("boto3_delete_repository_force", self.delete_repository)
         c("awscli_create_describe_lifecycle_login_push_describe_delete", self.cli)
         for repo in list(self.created):

@@ -43,6 +43,8 @@ pub enum StartError {
     Auth(String),
     #[error("events: {0}")]
     Events(String),
+    #[error("pull-through cache: {0}")]
+    PullThrough(String),
     /// The certificate or key file named in the message.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -170,6 +172,8 @@ impl App {
             &crate::events::host_name(),
             &config.listen.to_string(),
         ));
+        let pull_through = crate::service::pull_through::PullThroughCache::new(&config.pull_through)
+            .map_err(StartError::PullThrough)?;
         let registry = Arc::new(Registry {
             blobs,
             meta,
@@ -182,6 +186,7 @@ impl App {
             integrity: Default::default(),
             seen: Default::default(),
             pulls: Default::default(),
+            pull_through,
         });
         crate::service::gc::seen::spawn_flusher(Arc::downgrade(&registry.seen), registry.meta.clone());
         crate::service::pulls::spawn_flusher(

@@ -124,6 +124,17 @@ pub enum Command {
         #[arg(long, global = true, display_order = 901)]
         data_dir: Option<PathBuf>,
     },
+    /// Pull-through cache rules: repositories filled from another registry on a miss.
+    PullThrough {
+        #[command(subcommand)]
+        action: crate::pull_through_cli::PullThroughAction,
+        /// TOML configuration file (as for `serve`).
+        #[arg(long, env = "BERTH_CONFIG", global = true, display_order = 900)]
+        config: Option<PathBuf>,
+        /// Data folder of the registry (as for `serve`; default: ./berth-data).
+        #[arg(long, global = true, display_order = 901)]
+        data_dir: Option<PathBuf>,
+    },
     /// Replication to other registries: destinations, rules, and each image's status.
     Replication {
         #[command(subcommand)]

@@ -44,6 +44,7 @@ pub struct Config {
     pub quotas: QuotasConfig,
     pub lifecycle: LifecycleConfig,
     pub registry: RegistryConfig,
+    pub pull_through: crate::service::pull_through::PullThroughConfig,
     /// `[replication]`: destinations and rules (README "Replication").
     pub replication: crate::service::replication::ReplicationConfig,
 }
@@ -527,6 +528,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             lifecycle: LifecycleConfig::default(),
             registry: RegistryConfig::default(),
+            pull_through: Default::default(),
             replication: Default::default(),
         }
     }
@@ -643,6 +645,7 @@ impl Config {
         self.server.validate()?;
         self.quotas.validate()?;
         self.gc.validate()?;
+        self.pull_through.validate().map_err(ConfigError)?;
         self.auth.validate().map_err(ConfigError)?;
         let enc = &self.encryption;
         for key in std::iter::once(&enc.default_key).chain(enc.repositories.iter().map(|r| &r.key)) {

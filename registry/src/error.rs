@@ -90,6 +90,10 @@ pub enum ApiError {
     ImagesUnresolved(Vec<crate::service::taskdef::Unresolved>),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A pull-through cache could not get what was asked from its upstream registry, and
+    /// holds nothing to serve instead (the message says why: down, refused, wrong answer).
+    #[error("upstream registry: {0}")]
+    Upstream(String),
     /// A request body in a transfer coding other than `chunked` (hyper undoes `chunked`
     /// only and passes the others on, e.g. the `gzip` of `gzip, chunked`).
     #[error("transfer coding {0:?} is not supported; only chunked is")]

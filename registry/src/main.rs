@@ -7,6 +7,7 @@ mod images_cli;
 mod keys_cli;
 mod lifecycle_cli;
 mod ops_cli;
+mod pull_through_cli;
 mod replication_cli;
 mod templates_cli;
 mod usage_cli;
@@ -152,6 +153,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Templates { action, config, data_dir } => {
             templates_cli::templates(open_for_command(config, data_dir).await?.registry(), action).await?
+        }
+        Command::PullThrough { action, config, data_dir } => {
+            pull_through_cli::pull_through(open_for_command(config, data_dir).await?.registry(), action).await?
         }
         Command::Replication { action, config, data_dir } => {
             replication_cli::replication(open_for_command(config, data_dir).await?.registry(), action).await?

@@ -19,6 +19,7 @@
 //! | `POST /api/v1/repositories` | `ecr:CreateRepository` (`http::templates`) |
 //! | `POST /api/v1/gc`, `GET /api/v1/gc` | `berth:RunGarbageCollection`, `berth:GetGarbageCollection` |
 //! | lifecycle policies, previews and runs (`http::lifecycle`) | `ecr:PutLifecyclePolicy`, … |
+//! | pull-through cache rules (`http::pull_through`) | `ecr:CreatePullThroughCacheRule`, … |
 //! | `GET`, `PUT /api/v1/replication`, `GET …/replication/status` (`http::replication`) | `ecr:DescribeRegistry`, `ecr:PutReplicationConfiguration`, `ecr:DescribeImageReplicationStatus` |
 //!
 //! Webhooks, deliveries and task definitions (`http::webhooks`), usage and quotas
@@ -67,6 +68,7 @@ enum Target {
     Images(RepoName),
     Lifecycle(super::lifecycle::Target),
     Templates(super::templates::Target),
+    PullThrough(super::pull_through::Target),
     Replication(super::replication::Target),
 }
 
@@ -83,6 +85,7 @@ impl Target {
                 | Target::Lifecycle(_)
                 | Target::RepositorySettings(_)
                 | Target::Templates(_)
+                | Target::PullThrough(_)
                 | Target::Replication(_)
         )
     }
@@ -113,6 +116,9 @@ fn parse(path: &str) -> ApiResult<Target> {
         ["repositories", name @ .., "images"] if !name.is_empty() => Target::Images(repo(name)?),
         ["repositories"] => Target::Repositories,
         ["gc"] => Target::Gc,
+        other if super::pull_through::parse(other).is_some() => {
+            Target::PullThrough(super::pull_through::parse(other).ok_or_else(unknown)?)
+        }
         other => match (super::repository_settings::parse(other), super::usage::parse(other)) {
             (Some(settings), _) => Target::RepositorySettings(settings?),
             (None, Some(usage)) => Target::Usage(usage?),
@@ -278,6 +284,17 @@ async fn handle(reg: &Registry, req: Request) -> ApiResult<Response> {
                 path: &path,
             };
             return super::templates::handle(call, &method, t).await;
+        }
+        Target::PullThrough(t) => {
+            let call = super::webhooks::Call {
+                reg,
+                caller: caller.as_ref(),
+                query: &query,
+                body: &body,
+                host: None,
+                path: &path,
+            };
+            return super::pull_through::handle(call, &method, t).await;
         }
         Target::Replication(t) => {
             let call = super::webhooks::Call {

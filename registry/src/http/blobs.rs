@@ -1,6 +1,7 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, with `Range` support.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use super::Req;
 use super::headers::{DOCKER_CONTENT_DIGEST, set};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Registry;
+use crate::service::pull_through::fetch::{BlobFetch, Requester};
 
 /// The part of a blob of `size` bytes that a `Range` header asks for.
 /// `Ok(None)`: serve the whole blob (no header, or one this server ignores: other units,
@@ -51,8 +53,25 @@ pub fn requested_range(header: Option<&str>, size: u64) -> ApiResult<Option<Rang
     Ok(Some(range))
 }
 
-pub async fn get(reg: &Registry, name: &RepoName, digest: &Digest, req: &Req) -> ApiResult<Response> {
-    let entry = reg.blob_entry(name, digest).await?;
+pub async fn get(reg: &Arc<Registry>, name: &RepoName, digest: &Digest, req: &Req) -> ApiResult<Response> {
+    let entry = match reg.blob_entry(name, digest).await {
+        Ok(entry) => entry,
+        // Not here: a pull-through cache rule may cover the repository.
+        Err(ApiError::BlobUnknown) => {
+            let who = Requester { caller: req.caller.as_ref(), origin: &req.origin };
+            let whole_get = req.method == Method::GET && req.header(RANGE).is_none();
+            match reg.pull_through_blob(name, digest, &who, whole_get).await? {
+                None => return Err(ApiError::BlobUnknown),
+                Some(BlobFetch::Streaming { size, body }) => {
+                    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+                    blob_headers(&mut response, digest, size);
+                    return Ok(response);
+                }
+                Some(BlobFetch::Stored) => reg.blob_entry(name, digest).await?,
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let size = entry.size;
     let range = requested_range(req.header(RANGE), size)?;
     let (status, span) = match &range {
@@ -66,17 +85,22 @@ pub async fn get(reg: &Registry, name: &RepoName, digest: &Digest, req: &Req) ->
         Body::from_stream(reg.open_blob(digest, &entry, range.clone(), req.zero_copy.as_ref()).await?)
     };
     let mut response = (status, body).into_response();
+    blob_headers(&mut response, digest, span.end - span.start);
+    if range.is_some() {
+        set(response.headers_mut(), CONTENT_RANGE, &format!("bytes {}-{}/{size}", span.start, span.end - 1));
+    }
+    Ok(response)
+}
+
+/// The headers of a blob answer of `len` bytes.
+fn blob_headers(response: &mut Response, digest: &Digest, len: u64) {
     let h = response.headers_mut();
-    set(h, CONTENT_LENGTH, &(span.end - span.start).to_string());
+    set(h, CONTENT_LENGTH, &len.to_string());
     set(h, CONTENT_TYPE, "application/octet-stream");
     set(h, DOCKER_CONTENT_DIGEST, &digest.to_string());
     set(h, ACCEPT_RANGES, "bytes");
     set(h, ETAG, &format!("\"{digest}\""));
     set(h, CACHE_CONTROL, "max-age=31536000");
-    if range.is_some() {
-        set(h, CONTENT_RANGE, &format!("bytes {}-{}/{size}", span.start, span.end - 1));
-    }
-    Ok(response)
 }
 
 pub async fn delete(reg: &Registry, name: &RepoName, digest: &Digest) -> ApiResult<Response> {

@@ -51,6 +51,7 @@ pub fn code_and_status(e: &ApiError) -> (&'static str, StatusCode) {
         ApiError::Unsupported(_) => (ErrorCode::Unsupported, StatusCode::METHOD_NOT_ALLOWED),
         ApiError::RouteUnknown => (ErrorCode::Unsupported, StatusCode::NOT_FOUND),
         ApiError::Unavailable(_) => (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+        ApiError::Upstream(_) => (ErrorCode::Unavailable, StatusCode::BAD_GATEWAY),
         ApiError::TransferCodingUnsupported(_) => (ErrorCode::Unsupported, StatusCode::NOT_IMPLEMENTED),
         ApiError::Internal(_) => (ErrorCode::Unknown, StatusCode::INTERNAL_SERVER_ERROR),
     };

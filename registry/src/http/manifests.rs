@@ -13,12 +13,19 @@ use super::blobs::accepted;
 use super::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG, set};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Registry;
+use crate::service::pull_through::fetch::Requester;
 
 pub async fn get(reg: &Registry, name: &RepoName, reference: &Reference, req: &Req) -> ApiResult<Response> {
-    let m = if req.method == Method::HEAD {
-        reg.get_manifest(name, reference).await?
-    } else {
-        reg.pull_manifest(name, reference).await?
+    let who = Requester { caller: req.caller.as_ref(), origin: &req.origin };
+    let m = match reg.pull_through_manifest(name, reference, &who).await? {
+        Some(m) => {
+            if req.method != Method::HEAD {
+                reg.pulls.record(name, &m.digest);
+            }
+            m
+        }
+        None if req.method == Method::HEAD => reg.get_manifest(name, reference).await?,
+        None => reg.pull_manifest(name, reference).await?,
     };
     let len = m.content.len();
     let body = if req.method == Method::HEAD { Body::empty() } else { Body::from(m.content.clone()) };

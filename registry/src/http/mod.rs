@@ -18,6 +18,7 @@ mod listing;
 mod manifests;
 mod metrics;
 pub(crate) mod middleware;
+mod pull_through;
 pub mod ranges;
 mod replication;
 mod repository_settings;

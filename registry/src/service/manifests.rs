@@ -73,6 +73,7 @@ impl Registry {
             manifests: required(&parsed.manifests),
             tags: tags.clone(),
             mutability: Default::default(),
+            references: Default::default(),
         };
         let covering = self.quotas_for(repo).await?;
         self.check_manifest_quota(&covering, repo, &digest).await?;
@@ -99,7 +100,7 @@ impl Registry {
     /// Stores `record` with the guard of its tags (`service::repository_settings`), deciding
     /// again when the repository's tag mutability changed in between (a few times at most:
     /// the setting changes at an administrator's pace).
-    async fn put_guarded(&self, record: &mut NewManifest, origin: &Origin) -> ApiResult<()> {
+    pub(crate) async fn put_guarded(&self, record: &mut NewManifest, origin: &Origin) -> ApiResult<()> {
         let mut attempt = 1;
         loop {
             record.mutability = self.tag_guard(&record.repo, &record.tags).await?;

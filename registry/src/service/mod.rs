@@ -12,6 +12,7 @@ pub mod images;
 pub mod keys;
 pub mod lifecycle;
 pub mod manifests;
+pub mod pull_through;
 pub mod pulls;
 pub mod replication;
 pub mod repositories;
@@ -71,6 +72,8 @@ pub struct Registry {
     pub seen: Arc<gc::seen::SeenLinks>,
     /// Manifests pulled since the last flush of their pull times (`service::pulls`).
     pub pulls: Arc<pulls::PullTimes>,
+    /// Pull-through cache rules, clients, fetches in flight and recent misses.
+    pub pull_through: pull_through::PullThroughCache,
 }
 
 /// The URL path of an upload session, as given in `Location`.

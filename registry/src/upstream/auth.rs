@@ -50,6 +50,9 @@ impl Cached {
 pub(super) struct AuthState {
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, Cached>>,
+    /// One token request at a time: callers that find no token wait for the one asking,
+    /// then find its token (a cold start of many pulls asks once per scope set, not once each).
+    fetching: tokio::sync::Mutex<()>,
     /// One `GetAuthorizationToken` at a time.
     ecr: tokio::sync::Mutex<Option<Cached>>,
 }
@@ -112,6 +115,12 @@ impl AuthState {
         }
     }
 
+    /// The cached token for a scope set, if it is still good.
+    fn cached(&self, key: &str) -> Option<String> {
+        let tokens = self.tokens.lock().ok()?;
+        tokens.get(key).filter(|t| t.fresh()).map(|t| t.value.clone())
+    }
+
     /// A token for `scopes` from the realm, cached.
     async fn token(
         &self,
@@ -122,11 +131,12 @@ impl AuthState {
         fresh: bool,
     ) -> Result<String> {
         let key = scopes.join(" ");
-        if !fresh
-            && let Ok(tokens) = self.tokens.lock()
-            && let Some(t) = tokens.get(&key).filter(|t| t.fresh())
-        {
-            return Ok(t.value.clone());
+        if !fresh && let Some(t) = self.cached(&key) {
+            return Ok(t);
+        }
+        let _fetching = self.fetching.lock().await;
+        if !fresh && let Some(t) = self.cached(&key) {
+            return Ok(t);
         }
         let credentials = self.basic(up, fresh).await?;
         if credentials.is_some() && realm.scheme() != "https" && realm.origin() != up.inner.base.origin() {

@@ -28,6 +28,7 @@ mod immutability;
 mod integrity;
 mod lifecycle;
 mod limits;
+mod pull_through;
 mod quotas;
 mod readme;
 mod replicas;

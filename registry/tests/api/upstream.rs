@@ -491,6 +491,13 @@ async fn tokens_are_asked_per_scope_cached_and_credentials_stay_home() {
     // Wrong credentials: the token service refuses them.
     let wrong = upstream(&reg.url, basic_creds("u", "wrong"));
     assert!(matches!(wrong.get_blob("r/app", &d).await, Err(UpstreamError::Denied(_))));
+    // Eight requests at once on a cold client: one token request.
+    let cold = upstream(&reg.url, basic_creds("u", "p"));
+    cold.check().await.unwrap();
+    let before = reg.scopes.lock().unwrap().len();
+    let all = futures::future::join_all((0..8).map(|_| cold.has_blob("q/app", &d))).await;
+    assert!(all.iter().all(|r| matches!(r, Ok(true))), "{all:?}");
+    assert_eq!(reg.scopes.lock().unwrap()[before..], [vec!["repository:q/app:pull,push".to_owned()]]);
     reg.task.abort();
 
     // A realm on another host over plain HTTP gets no credentials; anonymous is fine there.

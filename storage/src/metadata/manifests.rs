@@ -42,6 +42,21 @@ pub struct NewManifest {
     pub tags: Vec<Tag>,
     /// Which of `tags` may not move, and the repository setting that says so.
     pub mutability: TagGuard,
+    /// Whether `blobs` and `manifests` must be in the repository already.
+    pub references: ReferenceCheck,
+}
+
+/// Whether a manifest's references must be in its repository when it is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReferenceCheck {
+    /// Every blob and child manifest must be there, with its size (a push:
+    /// `MANIFEST_BLOB_UNKNOWN` otherwise).
+    #[default]
+    Present,
+    /// The references are recorded but may arrive later: a pull-through cache stores a
+    /// manifest it fetched from another registry (digest verified) before the content it
+    /// references, which it fetches when a client asks for it.
+    Fetched,
 }
 
 /// What keeps a push from moving an immutable tag. The caller reads the repository's tag

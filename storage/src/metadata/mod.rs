@@ -23,6 +23,8 @@
 //!   and the conditional deletion a lifecycle run makes (only when the image's tags are still
 //!   those planned).
 //! - [`Templates`] (`templates.rs`): repository creation templates.
+//! - [`PullThrough`] (`pull_through.rs`): pull-through cache rules and when each cached tag
+//!   was last checked upstream.
 //! - [`RegistrySettings`] (`registry_settings.rs`): registry-wide settings by name, each a
 //!   JSON document kept as given (ECR's registry scanning configuration).
 //! - [`Replication`] (`replication.rs`): the replication configuration (its destinations are
@@ -54,6 +56,7 @@ mod policies;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod postgres_url;
+mod pull_through;
 mod registry_settings;
 mod replication;
 mod repositories;
@@ -77,8 +80,11 @@ pub use images::{ImageRecord, Images};
 pub use keys::{KeyRecord, KeyState, Keys, RetireRefused};
 pub use lifecycle::{Expired, Lifecycle, LifecyclePolicyRecord, LifecyclePreviewRecord};
 pub(crate) use manifests::check_reference;
-pub use manifests::{Change, ManifestRecord, Manifests, NewManifest, Referrer, RequiredContent, TagGuard};
+pub use manifests::{
+    Change, ManifestRecord, Manifests, NewManifest, ReferenceCheck, Referrer, RequiredContent, TagGuard,
+};
 pub use policies::{Policies, PolicyRecord, PolicySet, PolicyTarget, RESOURCE_POLICY};
+pub use pull_through::{PullThrough, PullThroughRuleRecord};
 pub use registry_settings::{RegistrySetting, RegistrySettings};
 pub use replication::{Replication, ReplicationRecord, ReplicationState, ReplicationStatus};
 pub use repositories::{
@@ -98,8 +104,8 @@ pub mod prelude {
     pub use super::MetadataStore;
     pub use super::{
         Blobs as _, Events as _, GcStore as _, Identity as _, Images as _, Keys as _, Lifecycle as _, Manifests as _,
-        Policies as _, RegistrySettings as _, Replication as _, Repositories as _, Templates as _, Uploads as _,
-        UsageStore as _,
+        Policies as _, PullThrough as _, RegistrySettings as _, Replication as _, Repositories as _, Templates as _,
+        Uploads as _, UsageStore as _,
     };
 }
 
@@ -120,6 +126,7 @@ pub trait MetadataStore:
     + Images
     + Lifecycle
     + RegistrySettings
+    + PullThrough
     + Replication
     + std::fmt::Debug
 {
@@ -140,6 +147,7 @@ impl<T> MetadataStore for T where
         + Images
         + Lifecycle
         + RegistrySettings
+        + PullThrough
         + Replication
         + std::fmt::Debug
         + ?Sized

@@ -135,8 +135,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("postgres_v11.sql")),
     (12, include_str!("postgres_v12.sql")),
     (13, include_str!("postgres_v13.sql")),
-    // 14 is the pull-through cache's (issue 21); the runner applies every version above the
-    // database's, so the list need not be contiguous.
+    (14, include_str!("postgres_v14.sql")),
     (15, include_str!("postgres_v15.sql")),
 ];
 
@@ -217,6 +216,7 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod pull_through;
 mod registry_settings;
 mod replication;
 mod repositories;

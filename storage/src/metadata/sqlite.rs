@@ -17,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod policies;
+mod pull_through;
 mod registry_settings;
 mod replication;
 mod repositories;
@@ -52,8 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("sqlite_v10.sql")),
     (11, include_str!("sqlite_v11.sql")),
     (12, include_str!("sqlite_v12.sql")),
-    // 13 is the pull-through cache's (issue 21); the runner applies every version above the
-    // database's, so the list need not be contiguous.
+    (13, include_str!("sqlite_v13.sql")),
     (14, include_str!("sqlite_v14.sql")),
 ];
 

@@ -12,6 +12,7 @@ mod metadata_gc;
 mod metadata_images;
 mod metadata_lifecycle;
 mod metadata_mutability;
+mod metadata_pull_through;
 mod metadata_templates;
 mod postgres_tls;
 mod usage;

@@ -50,6 +50,7 @@ fn manifest(r: &RepoName, body: &str, blobs: Vec<RequiredContent>, tags: &[&str]
         manifests: vec![],
         tags: tags.iter().map(|t| tag(t)).collect(),
         mutability: Default::default(),
+        references: Default::default(),
     }
 }
 
@@ -1162,6 +1163,7 @@ async fn suite(store: &dyn MetadataStore) {
     crate::metadata_lifecycle::suite(store).await;
     crate::metadata_templates::suite(store).await;
     crate::metadata_ecr_repos::suite(store).await;
+    crate::metadata_pull_through::suite(store).await;
     replication_records(store).await;
 }
 
@@ -1366,7 +1368,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 14, "each migration recorded once");
+        assert_eq!(versions, 15, "each migration recorded once");
     })
     .await;
 

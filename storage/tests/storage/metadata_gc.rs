@@ -47,6 +47,7 @@ fn manifest(r: &RepoName, body: &str, blobs: &[&Digest]) -> NewManifest {
         manifests: vec![],
         tags: vec![],
         mutability: Default::default(),
+        references: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ fn image(r: &RepoName, body: &str, blobs: &[(&Digest, u64)], tag_names: &[&str])
         manifests: vec![],
         tags: tags(tag_names),
         mutability: Default::default(),
+        references: Default::default(),
     }
 }
 

@@ -113,6 +113,7 @@ async fn conditional_expiry(store: &dyn MetadataStore) {
         manifests: vec![],
         tags: tags.iter().map(|t| t.parse::<Tag>().unwrap()).collect(),
         mutability: Default::default(),
+        references: Default::default(),
     };
     let old = manifest(r#"{"lifecycle":"old"}"#, &["v1", "a"]);
     let retagged = manifest(r#"{"lifecycle":"retagged"}"#, &[]);

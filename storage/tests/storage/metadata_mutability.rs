@@ -36,6 +36,7 @@ fn manifest(r: &RepoName, body: &str, to: &[&str], guard: TagGuard) -> NewManife
         manifests: vec![],
         tags: tags(to),
         mutability: guard,
+        references: Default::default(),
     }
 }
 

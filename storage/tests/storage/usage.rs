@@ -35,6 +35,7 @@ fn manifest(r: &RepoName, body: &str, blobs: &[(&Digest, u64)], tags: &[&str]) -
         manifests: vec![],
         tags: tags.iter().map(|t| t.parse::<Tag>().unwrap()).collect(),
         mutability: Default::default(),
+        references: Default::default(),
     }
 }
 

@@ -85,6 +85,7 @@ impl EcrError {
             ApiError::Unauthorized { .. } => (StatusCode::FORBIDDEN, "UnrecognizedClientException"),
             ApiError::Denied { .. } => (StatusCode::FORBIDDEN, "AccessDeniedException"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServerException"),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "ServerException"),
             ApiError::Internal(_) => {
                 tracing::error!(error = %message, "internal error in an ECR call");
                 return EcrError {

@@ -514,7 +514,7 @@ pub async fn download(State(reg): State<Arc<Registry>>, req: Request) -> Respons
     serve_download(&reg, parts).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn serve_download(reg: &Registry, parts: axum::http::request::Parts) -> Result<Response, ApiError> {
+async fn serve_download(reg: &Arc<Registry>, parts: axum::http::request::Parts) -> Result<Response, ApiError> {
     let path = parts.uri.path().strip_prefix(DOWNLOAD_PATH).unwrap_or_default();
     let Some((repo, digest)) = path.rsplit_once('/') else {
         return Err(ApiError::Invalid(format!(

@@ -24,6 +24,7 @@ mod layers;
 mod lifecycle;
 pub mod model;
 mod policies;
+mod pull_through;
 mod registry;
 mod replication;
 mod repositories;
@@ -234,6 +235,9 @@ async fn dispatch(ecr: &Ecr<'_>, body: &[u8]) -> EcrResult {
         return r;
     }
     if let Some(r) = auth_token::call(ecr, op, body).await {
+        return r;
+    }
+    if let Some(r) = pull_through::call(ecr, op, body).await {
         return r;
     }
     Err(EcrError::unsupported(op, model::unsupported_reason(op)))

@@ -72,7 +72,6 @@ pub const OPERATIONS: &[&str] = &[
 /// Why Berth does not serve an operation of the model, for its error message.
 pub fn unsupported_reason(operation: &str) -> &'static str {
     match operation {
-        op if op.contains("PullThroughCache") => "pull-through cache rules come with the pull-through cache",
         op if op.contains("ReplicationBackfill") => {
             "Berth replicates each push as it happens; there is no backfill of earlier images"
         }

@@ -14,8 +14,9 @@ use super::{ATTEMPTS, PostgresStore, db_limit, emit, ensure_repo};
 use crate::error::{Causes, Error, Result};
 use crate::metadata::postgres_tls::PgTls;
 use crate::metadata::{
-    Change, Expired, ManifestRecord, Manifests, NewManifest, Origin, Page, Referrer, RequiredContent, check_reference,
-    db_size, manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
+    Change, Expired, ManifestRecord, Manifests, NewManifest, Origin, Page, ReferenceCheck, Referrer, RequiredContent,
+    check_reference, db_size, manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of,
+    tag_deleted, unix_now,
 };
 
 /// The channel on which manifest and tag changes are announced (see postgres_v2.sql).
@@ -132,7 +133,8 @@ impl Manifests for PostgresStore {
                 }
             }
             // The checks hold until commit: the rows stay locked against unlink and delete.
-            if !m.blobs.is_empty() {
+            let check = m.references == ReferenceCheck::Present;
+            if check && !m.blobs.is_empty() {
                 let found = tx
                     .query(
                         "SELECT rb.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
@@ -142,7 +144,7 @@ impl Manifests for PostgresStore {
                     .await?;
                 check_references(&m.blobs, &found)?;
             }
-            if !m.manifests.is_empty() {
+            if check && !m.manifests.is_empty() {
                 let found = tx
                     .query(
                         "SELECT digest, size FROM manifests WHERE repository_id = $1 AND digest = ANY($2) \

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, emit, ensure_repo, limit_of, repo_id};
 use crate::error::{Error, Result};
 use crate::metadata::{
-    Expired, ManifestRecord, Manifests, NewManifest, Origin, Page, Referrer, check_reference, db_size,
+    Expired, ManifestRecord, Manifests, NewManifest, Origin, Page, ReferenceCheck, Referrer, check_reference, db_size,
     manifest_deleted, manifest_pushed, parse_digest, repository_created, size_of, tag_deleted, unix_now,
 };
 
@@ -44,7 +44,8 @@ impl Manifests for SqliteStore {
             if !created && !m.tags.is_empty() {
                 check_tags(tx, id, &m)?;
             }
-            for required in &m.blobs {
+            let check = m.references == ReferenceCheck::Present;
+            for required in m.blobs.iter().filter(|_| check) {
                 let size: Option<i64> = tx
                     .query_row(
                         "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
@@ -55,7 +56,7 @@ impl Manifests for SqliteStore {
                     .optional()?;
                 check_reference(required, size.map(size_of))?;
             }
-            for required in &m.manifests {
+            for required in m.manifests.iter().filter(|_| check) {
                 let size: Option<i64> = tx
                     .query_row(
                         "SELECT size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
