@@ -388,8 +388,9 @@ async fn destination_down_then_up_everything_arrives() {
     b.server.stop().await;
 }
 
-/// A stopped while the layer is on its way to B (the upload held by a gate): nothing is
-/// tagged at B; restarted, A resumes the copy once the lease ends, and the image arrives.
+/// A stopped while the layer is on its way to B (the upload held by a gate): meanwhile the
+/// copy keeps its lease (it is not started twice), nothing is tagged at B; restarted, A
+/// resumes the copy once the lease ends, and the image arrives.
 #[tokio::test]
 async fn a_stopped_mid_copy_resumes_and_tags_nothing_partial() {
     let b = start_b().await;
@@ -405,6 +406,9 @@ async fn a_stopped_mid_copy_resumes_and_tags_nothing_partial() {
     })
     .await;
     assert_eq!(status_at_b(&a, "prod/held", "v1").await.unwrap()["status"], "IN_PROGRESS");
+    // A copy outlasting its lease keeps it (renewed): it is not started a second time.
+    tokio::time::sleep(LEASE * 2 + Duration::from_secs(1)).await;
+    assert_eq!(gate.held.load(Ordering::SeqCst), 1, "the copy was started again while in flight");
     a.server.stop().await;
     // Nothing partial is visible at B: no tag, no manifest.
     assert_eq!(b_manifest(&b, "prod/held", "v1").await.0, 404);
