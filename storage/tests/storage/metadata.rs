@@ -1368,7 +1368,7 @@ async fn metadata_on_postgres() {
             conn.await.unwrap().unwrap();
             n
         };
-        assert_eq!(versions, 14, "each migration recorded once");
+        assert_eq!(versions, 15, "each migration recorded once");
     })
     .await;
 
