@@ -953,7 +953,7 @@ make_client_image() {
 # Upstream images (library/<name>), pushed with skopeo as the upstream's user.
 c_pullthrough_seed_upstream() {
   local c f=(--dest-tls-verify=false --dest-creds "upstream:$UP_PW")
-  for c in pt-docker pt-podman pt-ctr; do
+  for c in pt-docker pt-podman pt-ctr pt-root; do
     skopeo copy "${f[@]}" "oci:$LAB/oci-$c:1" "docker://$UP/library/$c:1" || return 1
   done
   skopeo copy "${f[@]}" --all "oci:$LAB/oci-multi:1" "docker://$UP/library/pt-multi:1" &&
@@ -970,7 +970,7 @@ c_pullthrough_rule_create() {
 }
 
 c_pullthrough_rule_validate() {
-  admin_api POST /pull-through-rules/e2e-hub/validate | tee /dev/stderr | grep -Eqi '"(valid|isValid)" *: *true'
+  admin_api POST /pull-through-rules/e2e-hub/validate | tee /dev/stderr | jq -e '.valid == true'
 }
 
 # A miss pulled by the client: the same manifest digest as upstream, the image runs.
@@ -996,7 +996,7 @@ c_pullthrough_ctr_pull_and_run() {
 c_pullthrough_ctr_pull_index_all_platforms() {
   local ctr=(ctr -a "$CTR_SOCK") u=(--plain-http --user "admin:$ADMIN_PW")
   "${ctr[@]}" images pull "${u[@]}" --all-platforms "$R/e2e-hub/library/pt-multi:1" >/dev/null || return 1
-  expect_eq "$(manifest_digest e2e-hub/library/pt-multi 1)" "$(layout_manifest_digest "$LAB/oci-multi")" &&
+  expect_eq "$(manifest_digest e2e-hub/library/pt-multi 1)" "$(dist_digest "$UP" "upstream:$UP_PW" library/pt-multi 1)" &&
     curl -sf -u "admin:$ADMIN_PW" -H "Accept: $ACCEPT" "http://$R/v2/e2e-hub/library/pt-multi/manifests/1" | jq -r '.manifests[].digest' | while read -r d; do
       expect_eq "$(status_of "/v2/e2e-hub/library/pt-multi/manifests/$d")" 200 || exit 1
     done
@@ -1018,6 +1018,30 @@ c_pullthrough_tag_moved_upstream_seen_after_refresh() {
     docker run --rm --network=none "$R/e2e-hub/library/pt-moving:1" sh -c 'cd / && sha256sum -c data/random.sha256'
 }
 
+# Docker's registry-mirrors: a dockerd of its own with `--registry-mirror http://<berth>` pulls
+# `pt-root:1` (docker.io/library/pt-root) through a ROOT rule. Docker sends a mirror no
+# credentials of its own, so a registry policy lets anyone pull and import library/* for the
+# check; the rule and the policy are removed again at its end (a ROOT rule covers every name).
+c_pullthrough_docker_registry_mirror_root_rule() {
+  local rc=0 md=(env DOCKER_HOST="$MIRROR_DOCKER_HOST" DOCKER_CONFIG="$LAB/docker/cli-mirror")
+  jq -n --arg up "http://$UP" --arg pw "$UP_PW" '{prefix: "ROOT", upstream: $up, username: "upstream", password: $pw}' >"$LAB/pt-root-rule.json"
+  cat >"$LAB/pt-root-policy.json" <<'EOT'
+{"Version": "2012-10-17", "Statement": [{"Sid": "MirrorPulls", "Effect": "Allow", "Principal": "*",
+  "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"],
+  "Resource": "arn:aws:ecr:*:*:repository/library/*"}]}
+EOT
+  if [ "$(status_of /api/v1/registry/policy)" != 404 ]; then echo "a registry policy is set already; not replacing it"; return 1; fi
+  admin_api POST /pull-through-rules "$LAB/pt-root-rule.json" && admin_api PUT /registry/policy "$LAB/pt-root-policy.json" || rc=1
+  if [ $rc = 0 ]; then
+    "${md[@]}" docker pull -q pt-root:1 &&
+      expect_eq "$("${md[@]}" docker run --rm --network=none pt-root:1 cat /pt-root.txt)" "pt-root $RUN_ID" &&
+      expect_eq "$(manifest_digest library/pt-root 1)" "$(dist_digest "$UP" "upstream:$UP_PW" library/pt-root 1)" || rc=1
+  fi
+  admin_api DELETE /registry/policy
+  admin_api DELETE /pull-through-rules/ROOT
+  return $rc
+}
+
 # The upstream stopped: what was pulled is served from the cache to fresh clients.
 c_pullthrough_served_from_cache_with_upstream_down() {
   local ctr=(ctr -a "$CTR_SOCK") u=(--plain-http --user "admin:$ADMIN_PW")
@@ -1032,11 +1056,21 @@ c_pullthrough_served_from_cache_with_upstream_down() {
   docker rmi -f "$R/e2e-hub/library/pt-moving:1" >/dev/null && docker pull -q "$R/e2e-hub/library/pt-moving:1" >/dev/null
 }
 
+start_dockerd_mirror() {
+  local d=$LAB/docker-mirror
+  mkdir -p "$d"
+  start_bg dockerd-mirror /usr/sbin/dockerd --data-root "$d/data" --exec-root "$d/exec" \
+    --pidfile "$d/dockerd.pid" -H "unix://$d/docker.sock" --storage-driver=overlay2 \
+    --iptables=false --ip6tables=false --ip-masq=false --bridge=none --registry-mirror "http://$R"
+  export MIRROR_DOCKER_HOST=unix://$d/docker.sock
+  wait_for 60 env DOCKER_HOST="$MIRROR_DOCKER_HOST" docker info
+}
+
 pullthrough_checks() {
   export UP UP_PW
   UP_PW=up-$(rand_hex 12)
   local c
-  for c in pt-docker pt-podman pt-ctr; do make_client_image "$c"; done
+  for c in pt-docker pt-podman pt-ctr pt-root; do make_client_image "$c"; done
   start_distribution dist-up 5300 upstream "$UP_PW" || { check pullthrough_upstream_started 1 false; return; }
   UP=$DIST_ADDR
   check pullthrough_seed_upstream 60 c_pullthrough_seed_upstream
@@ -1048,6 +1082,11 @@ pullthrough_checks() {
   check pullthrough_ctr_pull_index_all_platforms 30 c_pullthrough_ctr_pull_index_all_platforms
   check pullthrough_missing_image_not_found "$STEP" c_pullthrough_missing_image_not_found
   check pullthrough_tag_moved_upstream_seen_after_refresh 30 c_pullthrough_tag_moved_upstream_seen_after_refresh
+  if start_dockerd_mirror; then
+    check pullthrough_docker_registry_mirror_root_rule 60 c_pullthrough_docker_registry_mirror_root_rule
+  else
+    check pullthrough_dockerd_with_registry_mirror_started 1 "tail -20 $LAB/dockerd-mirror.log; false"
+  fi
   stop_started dist-up
   check pullthrough_served_from_cache_with_upstream_down 60 c_pullthrough_served_from_cache_with_upstream_down
 }
@@ -1108,9 +1147,13 @@ c_replication_ctr_pulls_from_distribution() {
 # A multi-platform index (podman's manifest list) arrives whole: every child, then the index.
 c_replication_index_arrives_whole() {
   skopeo copy --all --dest-tls-verify=false --authfile "$SKOPEO_AUTH" "oci:$LAB/oci-multi:1" "docker://$R/e2e-prod/multi:1" || return 1
-  local d
-  d=$(layout_manifest_digest "$LAB/oci-multi")
+  local d c
+  # The index as Berth holds it (skopeo may recompress what its blob cache knows).
+  d=$(manifest_digest e2e-prod/multi 1)
   arrives e2e-prod/multi 1 "$d" || { echo "at B: [$(at_b e2e-prod/multi 1)], at Distribution: [$(at_dst e2e-prod/multi 1)]"; return 1; }
+  for c in $(curl -sf -u "admin:$ADMIN_PW" -H "Accept: $ACCEPT" "http://$R/v2/e2e-prod/multi/manifests/1" | jq -r '.manifests[].digest'); do
+    expect_eq "$(at_b e2e-prod/multi "$c")" "$c" && expect_eq "$(at_dst e2e-prod/multi "$c")" "$c" || return 1
+  done
   ctr -a "$CTR_SOCK" images pull --plain-http --user "admin:$B_PW" --all-platforms "$B/e2e-prod/multi:1" >/dev/null &&
     podman pull -q --tls-verify=false --arch arm64 "$DST/e2e-prod/multi:1" --creds "replica:$DST_PW" >/dev/null
 }
@@ -1128,7 +1171,7 @@ c_replication_status_complete() {
   local s
   s=$(admin_api GET "/replication/status?repository=e2e-prod/app&reference=1") || return 1
   echo "$s"
-  jq -e '[.. | objects | select(has("status")) | .status] as $s | ($s|length) >= 2 and all($s[]; . == "COMPLETE")' <<<"$s"
+  jq -e '(.statuses | length) == 2 and all(.statuses[]; .status == "COMPLETE")' <<<"$s"
 }
 
 # Distribution stopped during a push: Berth B gets it at once, Distribution once it is back.
