@@ -224,7 +224,7 @@ impl Dispatcher {
         let attempt = delivery.attempts + 1;
         let started = Instant::now();
         let result = match &self.replicator {
-            Some(r) => r.replicate(&delivery, &sub).await,
+            Some(r) => self.renewing(delivery.id, r.replicate(&delivery, &sub)).await,
             None => Err(CopyError::Retry("this process does not replicate".into())),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -262,6 +262,33 @@ impl Dispatcher {
             r.finished(&delivery, &sub, &outcome).await;
         }
         Finished { id: delivery.id, webhook: sub.name, outcome }
+    }
+
+    /// Runs `work` while renewing this process's lease on delivery `id` every third of
+    /// `events.lease`: a copy of a large image may take longer than a lease, and must not be
+    /// started again meanwhile by another process (or this one). A process that stops stops
+    /// renewing, and the delivery is claimable again when the lease ends.
+    async fn renewing<T>(&self, id: i64, work: impl std::future::Future<Output = T>) -> T {
+        let lease = self.events.config.lease;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tick.tick() => {
+                    let now = unix_now_ms();
+                    match self.meta.renew_delivery_lease(id, &self.owner, now, now.saturating_add(lease_ms)).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(delivery.id = id,
+                            "the delivery's lease ended before it could be renewed; another process may copy it too"),
+                        Err(e) => tracing::warn!(delivery.id = id, error = %e, "could not renew a delivery's lease"),
+                    }
+                }
+            }
+        }
     }
 
     /// The outcome of a delivery whose secret does not open (its key is missing from this

@@ -313,10 +313,16 @@ async fn berth_to_berth_with_token_auth() {
     assert_eq!(b_manifest(&b, "dev/app", "v1").await.0, 404);
 
     // The copy is a delivery of subscription replication.site-b, in the delivery log.
-    let (status, list) = send_json(a.client.get(a.url("/api/v1/deliveries?subscription=replication.site-b"))).await;
-    assert_eq!(status, 200, "{list}");
-    assert_eq!(list["deliveries"].as_array().unwrap().len(), 1, "{list}");
-    assert_eq!(list["deliveries"][0]["state"], "delivered");
+    // (The status is written as the copy ends, the delivery recorded just after.)
+    eventually("the delivery to be recorded delivered", WAIT, async || {
+        let url = a.url("/api/v1/deliveries?subscription=replication.site-b");
+        let (status, list) = send_json(a.client.get(url)).await;
+        assert_eq!(status, 200, "{list}");
+        let states: Vec<&Value> = list["deliveries"].as_array().unwrap().iter().map(|d| &d["state"]).collect();
+        if states == [&json!("delivered")] { Ok(()) } else { Err(list.to_string()) }
+    })
+    .await;
+
     // It is not a webhook: not listed, not editable as one.
     let (_, hooks) = send_json(a.client.get(a.url("/api/v1/webhooks"))).await;
     assert!(!hooks.to_string().contains("replication.site-b"), "{hooks}");
@@ -382,8 +388,9 @@ async fn destination_down_then_up_everything_arrives() {
     b.server.stop().await;
 }
 
-/// A stopped while the layer is on its way to B (the upload held by a gate): nothing is
-/// tagged at B; restarted, A resumes the copy once the lease ends, and the image arrives.
+/// A stopped while the layer is on its way to B (the upload held by a gate): meanwhile the
+/// copy keeps its lease (it is not started twice), nothing is tagged at B; restarted, A
+/// resumes the copy once the lease ends, and the image arrives.
 #[tokio::test]
 async fn a_stopped_mid_copy_resumes_and_tags_nothing_partial() {
     let b = start_b().await;
@@ -399,6 +406,9 @@ async fn a_stopped_mid_copy_resumes_and_tags_nothing_partial() {
     })
     .await;
     assert_eq!(status_at_b(&a, "prod/held", "v1").await.unwrap()["status"], "IN_PROGRESS");
+    // A copy outlasting its lease keeps it (renewed): it is not started a second time.
+    tokio::time::sleep(LEASE * 2 + Duration::from_secs(1)).await;
+    assert_eq!(gate.held.load(Ordering::SeqCst), 1, "the copy was started again while in flight");
     a.server.stop().await;
     // Nothing partial is visible at B: no tag, no manifest.
     assert_eq!(b_manifest(&b, "prod/held", "v1").await.0, 404);
@@ -505,13 +515,21 @@ async fn status_transitions_through_a_dead_letter_and_its_replay() {
         ..a_config(dir)
     };
     let a = TestServer::start_with(tempfile::tempdir().unwrap(), slow(a_dir.path())).await;
-    let s = wait_status(&a, "prod/states", "v1", "IN_PROGRESS").await;
-    assert!(s["reason"].as_str().is_some_and(|r| !r.is_empty()), "{s}");
+    eventually("IN_PROGRESS with the failure's reason", WAIT, async || {
+        match status_at_b(&a, "prod/states", "v1").await {
+            Some(s) if s["status"] == "IN_PROGRESS" && s["reason"].as_str().is_some_and(|r| !r.is_empty()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let s = wait_status(&a, "prod/states", "v1", "FAILED").await;
     assert!(s["reason"].as_str().is_some_and(|r| !r.is_empty()), "{s}");
-    let (_, dead) =
-        send_json(a.client.get(a.url("/api/v1/deliveries?subscription=replication.site-b&state=dead"))).await;
-    assert_eq!(dead["deliveries"].as_array().unwrap().len(), 1, "{dead}");
+    eventually("the delivery to be dead-lettered", WAIT, async || {
+        let url = a.url("/api/v1/deliveries?subscription=replication.site-b&state=dead");
+        let (_, dead) = send_json(a.client.get(url)).await;
+        if dead["deliveries"].as_array().is_some_and(|d| d.len() == 1) { Ok(()) } else { Err(dead.to_string()) }
+    })
+    .await;
 
     let b = start_on(b_addr, b_dir, b_config).await;
     let (status, body) =
@@ -723,4 +741,107 @@ async fn berth_to_distribution() {
     a.server.stop().await;
     let _ = dist.kill();
     let _ = dist.wait();
+}
+
+/// B's events for `repo` (its outbox, read as its administrator): (kind, digest, from).
+async fn b_events(b: &TestServer, repo: &str) -> Vec<(String, String, String)> {
+    let url = b.url("/api/v1/events?after=0&limit=1000");
+    let (status, body) = send_json(b.client.get(url).header("authorization", basic_b())).await;
+    assert_eq!(status, 200, "{body}");
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["repository"] == repo)
+        .map(|e| (text(&e["kind"]), text(&e["digest"]), text(&e["from_repository"])))
+        .collect()
+}
+
+/// A blob B has in the repository is not sent again; one this process pushed to another
+/// repository of B is mounted there, not uploaded.
+#[tokio::test]
+async fn blobs_at_the_destination_are_skipped_or_mounted() {
+    let (a, b) = (start_a().await, start_b().await);
+    configure(&a, &replicate_to(&b.server.url(), &["prod/"], json!({}))).await;
+    let one = push_image(&a, "prod/one", Some("v1"), 61, 100_000).await;
+    arrives(&b, "prod/one", "v1", &one).await;
+    let layer = sha256(&data(100_000, 61));
+
+    // The same layer under another config, in another repository: mounted from prod/one.
+    let config = br#"{"architecture":"arm64","os":"linux"}"#;
+    let config_digest = put_blob(&a, None, "prod/two", config).await;
+    a.client.post(a.url(&format!("/v2/prod/two/blobs/uploads/?mount={layer}&from=prod/one"))).send().await.unwrap();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 100_000 }],
+    });
+    let two = put_manifest(&a, "prod/two", "v1", MANIFEST, &manifest).await;
+    arrives(&b, "prod/two", "v1", &two).await;
+    let events = b_events(&b, "prod/two").await;
+    let of = |digest: &str| {
+        events.iter().filter(|(_, d, _)| d == digest).map(|(k, _, f)| (k.as_str(), f.as_str())).collect::<Vec<_>>()
+    };
+    assert_eq!(of(&layer), [("blob.mount", "prod/one")], "{events:?}");
+    assert_eq!(of(&config_digest), [("blob.push", "")], "{events:?}");
+
+    // Another tag of an image B has: no blob is sent again.
+    let before = b_events(&b, "prod/one").await;
+    let again = push_image(&a, "prod/one", Some("v2"), 61, 100_000).await;
+    assert_eq!(again, one);
+    arrives(&b, "prod/one", "v2", &one).await;
+    let after = b_events(&b, "prod/one").await;
+    let blobs = |e: &[(String, String, String)]| e.iter().filter(|(k, _, _)| k.starts_with("blob.")).count();
+    assert_eq!(blobs(&after), blobs(&before), "{after:?}");
+    a.server.stop().await;
+    b.server.stop().await;
+}
+
+/// `berth replication put`, `show` and `status` on a registry's data folder.
+#[tokio::test]
+async fn cli_puts_shows_and_tells_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = Config { events: EventsConfig { enabled: false, ..events_config() }, ..config_in(dir.path()) };
+    let t = TestServer::start_with(tempfile::tempdir().unwrap(), quiet.clone()).await;
+    t.server.stop().await;
+    let berth = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .env("BERTH_AUTH__ENABLED", "false")
+            .env("BERTH_LOG__LEVEL", "warn")
+            .env_remove("BERTH_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let file = dir.path().join("replication.json");
+    std::fs::write(&file, replicate_to("https://b.example.com", &["prod/"], json!({})).to_string()).unwrap();
+    let o = berth(&["replication", "put", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "replication configuration stored: 1 destination(s), 1 rule(s)\n");
+    let o = berth(&["replication", "show"]);
+    assert!(o.status.success(), "{o:?}");
+    let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["destinations"][0]["name"], "site-b");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(B_PASSWORD));
+
+    std::fs::write(&file, r#"{"rules": [{"destinations": ["nowhere"]}]}"#).unwrap();
+    let o = berth(&["replication", "put", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no destination named \"nowhere\""), "{o:?}");
+
+    // An image pushed while nothing delivers: PENDING.
+    let t = TestServer::start_with(tempfile::tempdir().unwrap(), quiet).await;
+    let digest = push_image(&t, "prod/cli", Some("v1"), 71, 1000).await;
+    t.server.stop().await;
+    let o = berth(&["replication", "status", "prod/cli", "v1"]);
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with(&format!("prod/cli@{digest}\n")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("site-b") && l.contains("PENDING")), "{text}");
+    let o = berth(&["replication", "status", "prod/cli", "v1", "--json"]);
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["statuses"][0]["status"], "PENDING", "{status}");
 }

@@ -589,6 +589,11 @@ pub trait Events: Send + Sync {
     /// (subscription, repository) line is delivered in order and by one owner at a time (an
     /// unfinished head holds up its line). Oldest first.
     async fn claim_deliveries(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>>;
+    /// Extends the lease `owner` holds on delivery `id` (pending, leased to `owner`, the lease
+    /// not yet run out at `now_ms`) to `until_ms`: for an attempt that takes longer than a
+    /// lease (a replication copy of a large image). `false` (and nothing written) when
+    /// `owner` no longer holds it.
+    async fn renew_delivery_lease(&self, id: i64, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool>;
     /// Records one attempt of a delivery `owner` holds: appends it to the delivery log
     /// (numbered after the log's last entry, which a replay keeps), counts it, applies the
     /// outcome, releases the lease. `false` (and nothing written) when `owner` no longer

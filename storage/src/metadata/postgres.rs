@@ -136,8 +136,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("postgres_v12.sql")),
     (13, include_str!("postgres_v13.sql")),
     (14, include_str!("postgres_v14.sql")),
-    // 14 is the pull-through cache's (issue 21); the runner applies every version above the
-    // database's, so the list need not be contiguous.
     (15, include_str!("postgres_v15.sql")),
 ];
 

@@ -54,8 +54,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("sqlite_v11.sql")),
     (12, include_str!("sqlite_v12.sql")),
     (13, include_str!("sqlite_v13.sql")),
-    // 13 is the pull-through cache's (issue 21); the runner applies every version above the
-    // database's, so the list need not be contiguous.
     (14, include_str!("sqlite_v14.sql")),
 ];
 

@@ -1165,6 +1165,8 @@ async fn suite(store: &dyn MetadataStore) {
     crate::metadata_ecr_repos::suite(store).await;
     crate::metadata_pull_through::suite(store).await;
     replication_records(store).await;
+    // Last: its claims lease whatever other cases left pending.
+    lease_renewal(store).await;
 }
 
 #[tokio::test]
@@ -2367,4 +2369,29 @@ async fn replication_records(store: &dyn MetadataStore) {
     assert_eq!(names, ["repl-hook"]);
     assert!(store.delete_subscription("repl-hook").await.unwrap());
     assert_eq!(store.delete_repository(&app, true, ANON).await.unwrap(), RepositoryDeleted::Deleted);
+}
+
+/// Only the holder renews a delivery's lease, and only while it holds it; renewed, the
+/// delivery stays in flight past the end of its first lease, and is claimable after the new one.
+async fn lease_renewal(store: &dyn MetadataStore) {
+    let r = repo("lr/one");
+    store.put_subscription(&hook("lr-a", &["lr/*"])).await.unwrap();
+    store.link_blob(&r, &Digest::sha256_of(b"lr-1"), 1, true, None, ANON).await.unwrap();
+    let t = unix_now_ms() + 1000;
+    let claimed: Vec<Claimed> = store
+        .claim_deliveries("w1", t, 30_000, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.delivery.subscription == "lr-a")
+        .collect();
+    assert_eq!(claimed.len(), 1);
+    let id = claimed[0].delivery.id;
+    assert!(!store.renew_delivery_lease(id, "w2", t, t + 60_000).await.unwrap(), "not the holder");
+    assert!(!store.renew_delivery_lease(id, "w1", t + 30_000, t + 90_000).await.unwrap(), "already run out");
+    assert!(store.renew_delivery_lease(id, "w1", t + 1, t + 60_000).await.unwrap());
+    let mine = |cs: Vec<Claimed>| cs.iter().any(|c| c.delivery.id == id);
+    assert!(!mine(store.claim_deliveries("w2", t + 40_000, 30_000, 100).await.unwrap()), "still in flight");
+    assert!(mine(store.claim_deliveries("w2", t + 61_000, 30_000, 100).await.unwrap()), "claimable after");
+    assert!(store.delete_subscription("lr-a").await.unwrap());
 }

@@ -132,8 +132,10 @@ impl Replicator {
         };
         let digest: Digest =
             digest.parse().map_err(|e| CopyError::Permanent(format!("the event's digest {digest:?}: {e}")))?;
+        // In progress, with the last attempt's failure (if any) until this one ends.
+        let last_error = delivery.last_error.clone();
         self.registry
-            .note_replication(destination, repo.as_str(), &digest.to_string(), ReplicationState::InProgress, None)
+            .note_replication(destination, repo.as_str(), &digest.to_string(), ReplicationState::InProgress, last_error)
             .await;
         let dest = self.client(sub).await?;
         let mut attempt = Attempt { dest: &dest, destination, repo: &repo, done: HashSet::new() };

@@ -220,23 +220,30 @@ fn check_destination_name(name: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("destination name {name:?}: 2 to 25 of a-z, 0-9 and -")) }
 }
 
-/// ECR's `RepositoryFilterValue`: 2 to 256 characters, components of `[a-z0-9]` joined by
-/// `.`, `_` or `-`, separated by `/` (a trailing `/` allowed: `prod/`).
+/// ECR's `RepositoryFilterValue`: 2 to 256 characters matching
+/// `^(?:[a-z0-9]+(?:[._-][a-z0-9]*)*/)*[a-z0-9]*(?:[._-][a-z0-9]*)*$`: components of
+/// `a-z0-9._-` separated by `/`, each but the last starting with a letter or digit (so a
+/// trailing `/` is allowed: `prod/`).
 fn check_filter(f: &RepositoryFilter) -> Result<(), String> {
     if f.filter_type != PREFIX_MATCH {
         return Err(format!("filter_type {:?}: only PREFIX_MATCH is supported", f.filter_type));
     }
     let v = &f.filter;
-    let bad = || format!("filter {v:?}: 2 to 256 of a-z, 0-9, '.', '_', '-' and '/', not starting with a separator");
+    let bad = || {
+        format!(
+            "filter {v:?}: 2 to 256 of a-z, 0-9, '.', '_', '-' and '/', each part before a '/' starting with a \
+             letter or digit"
+        )
+    };
     if !(2..=256).contains(&v.len()) {
         return Err(bad());
     }
-    let allowed = v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b));
-    let starts = v.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !allowed || !starts || v.contains("//") {
-        return Err(bad());
-    }
-    Ok(())
+    let parts: Vec<&str> = v.split('/').collect();
+    let allowed = |p: &str| p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    let starts = |p: &str| p.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let last = parts.len() - 1;
+    let ok = parts.iter().enumerate().all(|(i, p)| allowed(p) && (i == last || starts(p)));
+    if ok { Ok(()) } else { Err(bad()) }
 }
 
 fn check_url(url: &str) -> Result<String, String> {
@@ -676,7 +683,10 @@ mod tests {
 
     #[test]
     fn validation_names_what_is_wrong() {
-        let ok = ReplicationConfig { destinations: vec![dest("dr")], rules: vec![rule(&["dr"], &["prod/"])] };
+        let ok = ReplicationConfig {
+            destinations: vec![dest("dr")],
+            rules: vec![rule(&["dr"], &["prod/", "team/app-", "a.b/c_d", "x_"])],
+        };
         let (doc, creds) = validate(&ok, &BTreeMap::new()).unwrap();
         assert_eq!(doc.destinations[0].url, "https://b.example.com:5000");
         assert_eq!(doc.destinations[0].registry_id, DEFAULT_REGISTRY_ID);
@@ -695,6 +705,8 @@ mod tests {
                 "filter \"/x\"",
             ),
             (ReplicationConfig { destinations: vec![dest("dr")], rules: vec![rule(&["dr"], &["Prod"])] }, "filter"),
+            (ReplicationConfig { destinations: vec![dest("dr")], rules: vec![rule(&["dr"], &["a/_b/c"])] }, "filter"),
+            (ReplicationConfig { destinations: vec![dest("dr")], rules: vec![rule(&["dr"], &["a//b"])] }, "filter"),
             (
                 ReplicationConfig {
                     destinations: vec![DestinationSpec { url: "ftp://x".into(), ..dest("dr") }],

@@ -207,6 +207,19 @@ impl Events for PostgresStore {
         })
     }
 
+    async fn renew_delivery_lease(&self, id: i64, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE deliveries SET lease_until_ms = $4 WHERE id = $1 AND state = 'pending' \
+                 AND lease_owner = $2 AND lease_until_ms > $3",
+                &[&id, &owner, &now_ms, &until_ms],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn finish_deliveries(&self, owner: &str, finished: &[(i64, Outcome)], now_ms: i64) -> Result<Vec<bool>> {
         // In id order, so that two batches never lock the same rows in opposite orders.
         let mut order: Vec<usize> = (0..finished.len()).collect();

@@ -174,6 +174,18 @@ impl Events for SqliteStore {
         .await
     }
 
+    async fn renew_delivery_lease(&self, id: i64, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE deliveries SET lease_until_ms = ?4 WHERE id = ?1 AND state = 'pending' \
+                 AND lease_owner = ?2 AND lease_until_ms > ?3",
+                params![id, owner, now_ms, until_ms],
+            )? > 0)
+        })
+        .await
+    }
+
     async fn finish_deliveries(&self, owner: &str, finished: &[(i64, Outcome)], now_ms: i64) -> Result<Vec<bool>> {
         let (owner, finished) = (owner.to_owned(), finished.to_vec());
         self.write(move |tx| {
