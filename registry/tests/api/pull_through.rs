@@ -254,9 +254,14 @@ async fn a_miss_is_fetched_then_served_from_the_cache_also_when_the_upstream_is_
     pull_image(&cache, "hub/library/alpine", &image.digest, &image, &layer).await;
     assert_eq!((proxy.count("GET", manifest_path), proxy.count("GET", &layer_path)), (1, 1));
     assert_eq!(proxy.count("HEAD", manifest_path), 0);
-    // Cached content is ordinary content: listed, with its repository.
+    // Cached content is ordinary content: listed, counted in usage, sealed at rest.
     let catalog: Value = cache.client.get(cache.url("/v2/_catalog")).send().await.unwrap().json().await.unwrap();
     assert!(catalog["repositories"].as_array().unwrap().contains(&json!("hub/library/alpine")), "{catalog}");
+    let usage: Value =
+        cache.client.get(cache.url("/api/v1/usage/hub/library/alpine")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((usage["blobs"].as_u64(), usage["manifests"].as_u64()), (Some(2), Some(1)), "{usage}");
+    assert!(usage["bytes"].as_u64().unwrap() > layer.len() as u64, "{usage}");
+    assert!(!holds_file_with(cache.dir.path(), &layer), "the layer is stored in plaintext");
 
     // A tag due for its re-check while the upstream answers 503: served as cached (stale-if-error).
     pull_image(&cache, "fresh/library/alpine", "3.20", &image, &layer).await;
@@ -821,4 +826,17 @@ async fn the_cli_manages_rules_that_the_running_server_uses() {
     assert!(o.status.success(), "{o:?}");
     let o = berth_in(dir, &["pull-through", "get", "hub"], "");
     assert_eq!(o.status.code(), Some(1));
+}
+
+/// Whether some file under `dir` has exactly `content`.
+fn holds_file_with(dir: &std::path::Path, content: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            holds_file_with(&path, content)
+        } else {
+            std::fs::metadata(&path).is_ok_and(|m| m.len() == content.len() as u64)
+                && std::fs::read(&path).is_ok_and(|b| b == content)
+        }
+    })
 }

@@ -45,6 +45,11 @@ use crate::upstream::{BlobBody, UpstreamError};
 /// Pieces in each direction of the tee: what it holds in memory per blob in flight (pieces
 /// are what the upstream connection yields, typically 8–64 KiB).
 const TEE_DEPTH: usize = 8;
+/// How long the tee waits for the upstream's next piece, or for the leading client to take
+/// one, before it gives up on that side: a stalled upstream fails the fetch; a stalled client
+/// is let go (its transfer cut) and the store goes on for the others, so neither holds a flight
+/// and its followers for longer.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a request joins a flight whose leader went away before it leads one itself.
 const MAX_JOINS: u32 = 3;
 
@@ -384,7 +389,15 @@ impl Tee {
         let mut held: Option<Bytes> = None;
         let mut failed: Option<String> = None;
         let mut body = upstream.body;
-        while let Some(item) = body.next().await {
+        loop {
+            let item = match tokio::time::timeout(STALL, body.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no byte from the upstream in {} s", STALL.as_secs()),
+                )),
+            };
             match item {
                 Ok(piece) => {
                     if store_tx.send(Ok(piece.clone())).await.is_err() {
@@ -432,12 +445,18 @@ impl Tee {
     }
 }
 
-/// Passes an item to the client unless it went away (then the fetch goes on without it).
+/// Passes an item to the client unless it went away or stalls (then the fetch goes on
+/// without it).
 async fn send(client: &mut Option<mpsc::Sender<std::io::Result<Bytes>>>, item: std::io::Result<Bytes>) {
-    if let Some(tx) = client
-        && tx.send(item).await.is_err()
-    {
-        *client = None;
+    if let Some(tx) = client {
+        match tokio::time::timeout(STALL, tx.send(item)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => *client = None,
+            Err(_) => {
+                tracing::info!("a client stalled on a blob fetched from upstream: let go, the fetch goes on");
+                *client = None;
+            }
+        }
     }
 }
 

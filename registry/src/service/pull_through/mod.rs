@@ -477,8 +477,7 @@ impl Registry {
     /// The rule covering `repo`: the longest matching prefix, `ROOT` last.
     pub async fn pull_through_rule_for(&self, repo: &RepoName) -> ApiResult<Option<Rule>> {
         let cache = &self.pull_through;
-        // No stored rule read when none can exist and none is configured... but a stored
-        // rule may exist: read them (cached for a few seconds).
+        // Read at most every few seconds (RULES_TTL), so a pull costs no query for them.
         let stored = self.stored_pull_through_rules().await?;
         if cache.configured.is_empty() && stored.is_empty() {
             return Ok(None);
